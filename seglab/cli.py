@@ -1,0 +1,90 @@
+"""The `seglab` command: no arguments opens the TUI; subcommands run headless.
+
+Each group of subcommands lives in a module of :mod:`seglab.commands` that exposes
+``register(subparsers)``; handlers import their heavy dependencies lazily so that
+``seglab --help`` stays fast and the workstation never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from seglab import __version__
+from seglab.yamlpos import ConfigError
+
+# Command modules, in the order their commands appear in `seglab --help`.
+COMMAND_MODULES = (
+    "seglab.commands.recipe",
+)
+
+DESCRIPTION = """\
+seglab: a terminal workstation manager for semantic-segmentation training.
+
+Run with no arguments to open the dashboard. The subcommands below do the same
+things headless, for scripts and for terminals without a screen to spare.
+"""
+
+EPILOG = """\
+Configuration lives in $XDG_CONFIG_HOME/seglab (hosts.yaml), the run registry in
+$XDG_STATE_HOME/seglab. `seglab COMMAND --help` explains each command.
+"""
+
+
+class CommandError(Exception):
+    """A failure with a message for the user (printed without a traceback, exit 1)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every command module registered."""
+    parser = argparse.ArgumentParser(
+        prog="seglab",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"seglab {__version__}")
+    parser.add_argument(
+        "--layout",
+        default="default",
+        help="dashboard layout: default, compact, wide, or a user layout name",
+    )
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `seglab` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "func", None)
+    if handler is None:
+        return _open_dashboard(args)
+    try:
+        return int(handler(args))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except CommandError as exc:
+        print(f"seglab: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _open_dashboard(args: argparse.Namespace) -> int:
+    try:
+        tui = importlib.import_module("seglab.tui.app")
+    except ModuleNotFoundError as exc:
+        if exc.name != "seglab.tui.app":
+            raise
+        print(
+            "seglab: the dashboard is not built yet; use the subcommands (seglab --help).",
+            file=sys.stderr,
+        )
+        return 2
+    return int(tui.run(layout=args.layout))
