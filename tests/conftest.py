@@ -1,0 +1,69 @@
+"""Shared fixtures: an isolated XDG environment per test, and the real parts tests need."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SMI_CAPTURES = REPO / "tests" / "fixtures" / "nvidia-smi"
+CI_IMAGE = os.environ.get("SEGLAB_CI_IMAGE", "seglab/ci:latest")
+
+
+@pytest.fixture(autouse=True)
+def isolated_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every XDG location at a fresh temporary home so no test touches the user's."""
+    home = tmp_path / "home"
+    for var, sub in (
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_STATE_HOME", "state"),
+        ("XDG_DATA_HOME", "data"),
+        ("XDG_CACHE_HOME", "cache"),
+    ):
+        path = home / sub
+        path.mkdir(parents=True)
+        monkeypatch.setenv(var, str(path))
+    return home
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The checkout's top directory."""
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def smi_captures() -> Path:
+    """The folder of real nvidia-smi captures (MIT, see LICENSE.captures there)."""
+    return SMI_CAPTURES
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    """A client of the local Docker engine; skips the test when no engine answers."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except DockerException as exc:
+        pytest.skip(f"no Docker engine answers ({exc}); .ci/run starts one")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def ci_image(docker_client: Any) -> str:
+    """The CI image (built by .ci/run from images/ci/); skips when it is not built."""
+    from docker.errors import ImageNotFound
+
+    try:
+        docker_client.images.get(CI_IMAGE)
+    except ImageNotFound:
+        pytest.skip(f"image {CI_IMAGE} is not built (images/ci/build.sh builds it)")
+    return CI_IMAGE
