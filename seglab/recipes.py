@@ -159,8 +159,7 @@ def _cross_field_problems(crop: Any, stride: Any, batch: Any, gpus: Any) -> list
     ints = (
         isinstance(crop, list)
         and all(isinstance(v, int) for v in crop)
-        and isinstance(stride, int)
-        and stride > 0
+        and stride in (8, 16)
     )
     if ints and any(v % stride for v in crop):
         out.append(("data.crop", f"{crop} is not divisible by model.output_stride {stride}"))
@@ -435,8 +434,6 @@ def _expand(
             path: KeyPath = ("ablate", axis, level)
             if not _LEVEL.match(str(level)):
                 problems.append(here(path, "level names may hold letters, digits, _ . -"))
-            if overrides is None:
-                overrides = {}
             if not isinstance(overrides, dict):
                 problems.append(here(path, "expected a mapping of dotted keys to values"))
                 continue
@@ -465,10 +462,10 @@ def _grid(axes: dict[str, list[tuple[str, dict[str, Any]]]]) -> Iterator[
         tuple[str, dict[str, Any], list[KeyPath]]]:
     names = list(axes)
     for combo in itertools.product(*(axes[a] for a in names)):
-        label = ",".join(f"{axis}={level}" for axis, (level, _) in zip(names, combo))
+        label = ",".join(f"{axis}={level}" for axis, (level, _) in zip(names, combo, strict=True))
         merged: dict[str, Any] = {}
         paths: list[KeyPath] = []
-        for axis, (level, overrides) in zip(names, combo):
+        for axis, (level, overrides) in zip(names, combo, strict=True):
             merged.update(overrides)
             paths.extend(("ablate", axis, level, key) for key in overrides)
         yield label, merged, paths

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from seglab import paths, recipes
-from seglab.yamlpos import ConfigError, Problem
+from seglab.yamlpos import ConfigError, Problem, did_you_mean
 
 
 class Workstation:
@@ -23,14 +23,36 @@ class Workstation:
     # -- recipes ---------------------------------------------------------------------
 
     def load_recipe(self, path: str | Path) -> recipes.RecipeFile:
-        """Load and expand one recipe file (raises ConfigError with every problem)."""
-        return recipes.load(path)
+        """Load and expand one recipe (raises ConfigError with every problem).
+
+        `path` is a file, or the name of a shipped recipe (`synthetic-smoke`).
+        """
+        return recipes.load(self.find_recipe(path))
+
+    def find_recipe(self, path: str | Path) -> Path:
+        """A recipe file path: `path` itself if it exists, else a shipped recipe so named."""
+        candidate = Path(path)
+        if candidate.exists():
+            return candidate
+        if len(candidate.parts) == 1:
+            shipped = paths.shipped("recipes") / f"{candidate.name.removesuffix('.yaml')}.yaml"
+            if shipped.is_file():
+                return shipped
+        names = [p.stem for p in self.shipped_recipes()]
+        raise ConfigError([Problem(str(path), 1, "(file)",
+                                   "no such recipe file, nor a shipped recipe of that name"
+                                   f"{did_you_mean(candidate.stem, names)}; "
+                                   "`seglab recipe list` shows the shipped ones")])
+
+    def shipped_recipes(self) -> list[Path]:
+        """The example recipes that come with seglab."""
+        return sorted(paths.shipped("recipes").glob("*.yaml"))
 
     def check_recipes(self, files: Iterable[str | Path]) -> Iterator[tuple[str, list[Problem]]]:
         """Each file with its problems (an empty list when it is valid)."""
         for file in files:
             try:
-                recipes.load(file)
+                self.load_recipe(file)
             except ConfigError as exc:
                 yield str(file), list(exc.problems)
             else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+
 def add_command(
     subparsers: Any, name: str, help_text: str, description: str | None = None
 ) -> argparse.ArgumentParser:

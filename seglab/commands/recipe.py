@@ -20,6 +20,16 @@ def register(subparsers: Any) -> None:
     )
     actions = parser.add_subparsers(title="actions", metavar="ACTION", required=True)
 
+    listing = add_command(
+        actions,
+        "list",
+        "list the example recipes shipped with seglab",
+        "List the example recipes shipped with seglab. Any command that takes a recipe\n"
+        "FILE also accepts one of these names.",
+    )
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=_list)
+
     check = add_command(
         actions,
         "check",
@@ -27,7 +37,9 @@ def register(subparsers: Any) -> None:
         "Validate recipe files. Prints every problem as FILE:LINE: key: message and\n"
         "exits 1 if any file has one; exits 0 when all are valid.",
     )
-    check.add_argument("files", nargs="+", metavar="FILE", help="recipe YAML files")
+    check.add_argument(
+        "files", nargs="+", metavar="FILE", help="recipe YAML files or shipped recipe names"
+    )
     check.set_defaults(func=_check)
 
     expand = add_command(
@@ -38,12 +50,28 @@ def register(subparsers: Any) -> None:
         "of the axes) and show each variant's overrides. A recipe without `ablate:` has\n"
         "one variant, `default`.",
     )
-    expand.add_argument("file", metavar="FILE", help="recipe YAML file")
+    expand.add_argument("file", metavar="FILE", help="recipe YAML file or shipped recipe name")
     expand.add_argument("--json", action="store_true", help="machine-readable output")
     expand.add_argument(
         "--resolved", action="store_true", help="include each variant's full resolved recipe"
     )
     expand.set_defaults(func=_expand)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from seglab.workstation import Workstation
+
+    rows = []
+    for path in Workstation().shipped_recipes():
+        recipe = Workstation().load_recipe(path)
+        rows.append({"name": recipe.name, "file": str(path), "variants": len(recipe.variants),
+                     "description": recipe.base.description})
+    if args.json:
+        print_json(rows)
+        return 0
+    for row in rows:
+        print(f"{row['name']:<42} {row['variants']:>2} variant(s)  {row['description'] or ''}")
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:
