@@ -1,0 +1,70 @@
+"""Checkpoints: atomic writes (temp file, fsync, rename, fsync dir) and RNG state capture.
+
+A checkpoint is a dict with the keys ``model`` (state_dict of the unwrapped model),
+``optimizer``, ``scheduler``, ``scaler`` (None without fp16), ``iter`` (iterations done),
+``epoch``, ``best_miou`` (None before the first eval), ``rng`` (python, numpy, torch,
+cuda) and ``event_seq`` (the last event seq written before it).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every random generator the trainer draws from."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Put back generator states captured by :func:`rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    cuda_states = state.get("cuda") or []
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
+
+
+def save_atomic(payload: dict[str, Any], path: Path) -> None:
+    """Write `payload` to `path` so that a crash leaves either the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_atomic` onto the CPU."""
+    # The payload holds RNG states (numpy arrays, tuples): not loadable with weights_only.
+    payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    return payload

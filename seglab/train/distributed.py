@@ -1,0 +1,86 @@
+"""Process-group setup for single-process and `torchrun` runs (NCCL on GPU, gloo on CPU)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: its rank, the world size and its device."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, the only rank that writes events, checkpoints and TensorBoard."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """True when running with more than one process."""
+        return self.world_size > 1
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from exc
+
+
+def setup() -> DistContext:
+    """Read RANK/WORLD_SIZE/LOCAL_RANK (set by torchrun), pick the device, init the group.
+
+    The device is ``cuda:LOCAL_RANK`` when CUDA is available (CUDA_VISIBLE_DEVICES decides
+    which GPUs that is), else the CPU.
+    """
+    rank = _env_int("RANK", 0)
+    world_size = _env_int("WORLD_SIZE", 1)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} "
+                               "visible GPU(s); check CUDA_VISIBLE_DEVICES and --nproc_per_node")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+
+
+def teardown(ctx: DistContext) -> None:
+    """Destroy the process group this run created."""
+    if ctx.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def any_rank(ctx: DistContext, flag: bool) -> bool:
+    """True if `flag` is true on any rank (a collective: every rank must call it)."""
+    if not ctx.distributed:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def mean_over_ranks(ctx: DistContext, value: float) -> float:
+    """The mean of a scalar over all ranks (a collective)."""
+    if not ctx.distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / ctx.world_size
