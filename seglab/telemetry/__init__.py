@@ -1,0 +1,1 @@
+"""GPU telemetry: samples, the NVML and nvidia-smi sources, attribution, history, export."""
