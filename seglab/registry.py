@@ -1,0 +1,517 @@
+"""The run registry: one SQLite file holding runs, their events, the launch queue and GPU
+reservations.
+
+It is a cache of the truth on the hosts (container labels, run directories), safe for
+several seglab processes at once: WAL mode, a busy timeout, one connection per process and
+thread, short transactions, and ``BEGIN IMMEDIATE`` around every read-modify-write. The
+schema is versioned with ``PRAGMA user_version`` and upgraded by :data:`MIGRATIONS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from seglab import paths
+from seglab.events import Event, from_dict
+from seglab.yamlpos import did_you_mean
+
+if sys.version_info >= (3, 11):
+    from enum import StrEnum
+else:  # pragma: no cover - Python 3.10
+
+    class StrEnum(str, Enum):
+        """`enum.StrEnum` for Python 3.10."""
+
+        def __str__(self) -> str:
+            return str(self.value)
+
+
+class RunStatus(StrEnum):
+    """Where a run is in its life."""
+
+    QUEUED = "queued"
+    STARTING = "starting"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    OOM_KILLED = "oom_killed"
+    STOPPED = "stopped"
+    LOST = "lost"
+
+
+FINAL_STATUSES = frozenset(
+    {RunStatus.FINISHED, RunStatus.FAILED, RunStatus.OOM_KILLED, RunStatus.STOPPED}
+)
+
+# Each entry upgrades the schema by one version: entry i takes user_version i to i + 1.
+# Never edit a released entry; append a new one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            recipe TEXT NOT NULL,
+            variant TEXT NOT NULL,
+            recipe_sha TEXT NOT NULL,
+            resolved_recipe TEXT NOT NULL,
+            host TEXT NOT NULL,
+            gpus TEXT NOT NULL,
+            runtime TEXT NOT NULL,
+            handle TEXT,
+            run_dir TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            exit_code INTEGER,
+            best_miou REAL,
+            last_iter INTEGER,
+            total_iters INTEGER,
+            last_loss REAL,
+            img_per_s REAL,
+            message TEXT
+        )""",
+        "CREATE INDEX runs_by_status ON runs (status, created_at)",
+        """CREATE TABLE events (
+            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            time REAL NOT NULL,
+            payload TEXT NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX events_by_kind ON events (run_id, kind, seq)",
+        """CREATE TABLE queue (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL,
+            request TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            state TEXT NOT NULL,
+            claimed_at REAL
+        )""",
+        "CREATE INDEX queue_by_state ON queue (state, id)",
+        """CREATE TABLE reservations (
+            host TEXT NOT NULL,
+            gpu TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (host, gpu)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX reservations_by_run ON reservations (run_id)",
+    ),
+)
+
+
+class RegistryError(Exception):
+    """The registry file cannot be used (for example, a newer seglab wrote it)."""
+
+
+class UnknownRunError(KeyError):
+    """A run id that the registry does not hold."""
+
+    def __init__(self, run_id: str, known: Iterable[str] = ()) -> None:
+        self.run_id = run_id
+        self.hint = did_you_mean(run_id, known)
+        super().__init__(run_id)
+
+    def __str__(self) -> str:
+        return f"no run {self.run_id!r} in the registry{self.hint}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
+    """One run as the registry knows it (times are Unix seconds; unknown values None)."""
+
+    run_id: str
+    recipe: str
+    variant: str
+    recipe_sha: str = ""
+    resolved_recipe: str = ""
+    host: str
+    gpus: tuple[str, ...] = ()
+    runtime: str
+    handle: str | None = None
+    run_dir: str = ""
+    status: RunStatus = RunStatus.QUEUED
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    best_miou: float | None = None
+    last_iter: int | None = None
+    total_iters: int | None = None
+    last_loss: float | None = None
+    img_per_s: float | None = None
+    message: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        """True once the run has ended and will not change by itself."""
+        return self.status in FINAL_STATUSES
+
+
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord))
+_RUN_COLUMNS = ", ".join(RUN_FIELDS)
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """A pending (or claimed) launch: the run and its placement request."""
+
+    id: int
+    run_id: str
+    request: dict[str, Any]
+    created_at: float
+    state: str
+
+
+class Registry:
+    """The SQLite registry at `path` (default: `seglab.paths.registry_file()`).
+
+    Connections are opened lazily, one per thread and process, so a Registry may be
+    shared by threads and survives a fork.
+    """
+
+    def __init__(self, path: Path | None = None, *, timeout: float = 30.0) -> None:
+        self.path = path if path is not None else paths.registry_file()
+        self.timeout = timeout
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._opened: list[tuple[int, sqlite3.Connection]] = []
+
+    # -- connections and schema -------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            return conn
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        _migrate(conn, MIGRATIONS)
+        self._local.conn, self._local.pid = conn, os.getpid()
+        with self._lock:
+            self._opened.append((os.getpid(), conn))
+        return conn
+
+    def close(self) -> None:
+        """Close this process's connections (a later call opens new ones)."""
+        with self._lock:
+            mine = [conn for pid, conn in self._opened if pid == os.getpid()]
+            self._opened = [(pid, conn) for pid, conn in self._opened if pid != os.getpid()]
+        for conn in mine:
+            conn.close()
+        self._local = threading.local()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def schema_version(self) -> int:
+        """The schema version of the file (`PRAGMA user_version`)."""
+        return _user_version(self._connection())
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A short write transaction that holds the write lock from its first statement."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def upsert_run(self, record: RunRecord) -> None:
+        """Insert `record`, or replace every field of the run with the same id."""
+        values = _to_row(dataclasses.asdict(record))
+        updates = ", ".join(f"{name} = excluded.{name}" for name in RUN_FIELDS[1:])
+        with self._write() as conn:
+            conn.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * len(RUN_FIELDS))}) "
+                f"ON CONFLICT (run_id) DO UPDATE SET {updates}",
+                [values[name] for name in RUN_FIELDS],
+            )
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run with this id (UnknownRunError, with a did-you-mean, if there is none)."""
+        row = self._connection().execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if row is None:
+            known = [r[0] for r in self._connection().execute("SELECT run_id FROM runs")]
+            raise UnknownRunError(run_id, known)
+        return _from_row(row)
+
+    def list_runs(
+        self, include_finished: bool = True, host: str | None = None
+    ) -> list[RunRecord]:
+        """Runs oldest first; without `include_finished`, only those not yet ended."""
+        where: list[str] = []
+        params: list[str] = []
+        if not include_finished:
+            where.append(f"status NOT IN ({', '.join('?' * len(FINAL_STATUSES))})")
+            params.extend(str(s) for s in sorted(FINAL_STATUSES))
+        if host is not None:
+            where.append("host = ?")
+            params.append(host)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._connection().execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs{clause} ORDER BY created_at, run_id", params
+        )
+        return [_from_row(row) for row in rows]
+
+    def update_run(self, run_id: str, **fields: Any) -> RunRecord:
+        """Set some fields of a run and return the updated record.
+
+        Unknown field names raise ValueError; a missing run raises UnknownRunError.
+        """
+        for name in fields:
+            if name not in RUN_FIELDS[1:]:
+                raise ValueError(f"unknown run field {name!r}{did_you_mean(name, RUN_FIELDS)}")
+        if not fields:
+            return self.get_run(run_id)
+        values = _to_row(fields)
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"UPDATE runs SET {assignments} WHERE run_id = ?", [*values.values(), run_id]
+            )
+            missing = cursor.rowcount == 0
+        if missing:
+            raise UnknownRunError(run_id)
+        return self.get_run(run_id)
+
+    def delete_run(self, run_id: str) -> bool:
+        """Forget a run with its events, queue entries and reservations; False if unknown."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM reservations WHERE run_id = ?", (run_id,))
+            conn.execute("DELETE FROM queue WHERE run_id = ?", (run_id,))
+            deleted = conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount
+        return deleted > 0
+
+    # -- events ------------------------------------------------------------------------------
+
+    def add_events(self, run_id: str, events: Iterable[Event]) -> int:
+        """Store events of a run, ignoring any already stored (same seq); returns how many
+        were new. The run's derived fields (last_iter, last_loss, img_per_s, best_miou,
+        total_iters) are updated in the same transaction.
+        """
+        rows = [
+            (run_id, e.seq, e.kind, e.time, json.dumps(e.to_dict(), allow_nan=False))
+            for e in events
+        ]
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+                raise UnknownRunError(run_id)
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO events (run_id, seq, kind, time, payload) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            added = conn.total_changes - before
+            if added:
+                _refresh_derived(conn, run_id)
+        return added
+
+    def events(
+        self, run_id: str, kind: str | None = None, after_seq: int | None = None
+    ) -> list[Event]:
+        """A run's events in seq order, optionally of one kind and after a given seq."""
+        sql = "SELECT payload FROM events WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        if after_seq is not None:
+            sql += " AND seq > ?"
+            params.append(after_seq)
+        rows = self._connection().execute(sql + " ORDER BY seq", params)
+        return [from_dict(json.loads(payload)) for (payload,) in rows]
+
+    def last_seq(self, run_id: str) -> int | None:
+        """The highest stored event seq of a run (None when it has no events)."""
+        row = self._connection().execute(
+            "SELECT MAX(seq) FROM events WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    # -- queue -------------------------------------------------------------------------------
+
+    def enqueue(self, run_id: str, request: Mapping[str, Any]) -> int:
+        """Append a launch to the queue; returns its queue id."""
+        payload = json.dumps(dict(request), allow_nan=False)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO queue (run_id, request, created_at, state) "
+                "VALUES (?, ?, ?, 'pending')",
+                (run_id, payload, time.time()),
+            )
+        assert cursor.lastrowid is not None  # an INSERT into a rowid table always sets it
+        return cursor.lastrowid
+
+    def pending(self) -> list[QueueItem]:
+        """Unclaimed launches, first in first out."""
+        rows = self._connection().execute(
+            "SELECT id, run_id, request, created_at, state FROM queue "
+            "WHERE state = 'pending' ORDER BY id"
+        )
+        return [_queue_item(row) for row in rows]
+
+    def claim(self, queue_id: int) -> QueueItem | None:
+        """Take a pending launch; exactly one caller gets it, the others get None."""
+        with self._write() as conn:
+            claimed = conn.execute(
+                "UPDATE queue SET state = 'claimed', claimed_at = ? "
+                "WHERE id = ? AND state = 'pending'",
+                (time.time(), queue_id),
+            ).rowcount
+            row = conn.execute(
+                "SELECT id, run_id, request, created_at, state FROM queue WHERE id = ?",
+                (queue_id,),
+            ).fetchone()
+        return _queue_item(row) if claimed else None
+
+    def drop(self, queue_id: int) -> bool:
+        """Remove a queue entry (pending or claimed); False if there was none."""
+        with self._write() as conn:
+            return conn.execute("DELETE FROM queue WHERE id = ?", (queue_id,)).rowcount > 0
+
+    # -- reservations ------------------------------------------------------------------------
+
+    def reserve(self, host: str, gpus: Sequence[str], run_id: str) -> bool:
+        """Reserve all `gpus` of `host` for `run_id`, or none of them.
+
+        Returns False (reserving nothing) when another run holds any of them; GPUs the
+        same run already holds count as reserved.
+        """
+        wanted = sorted(set(gpus))
+        if not wanted:
+            return True
+        marks = ", ".join("?" * len(wanted))
+        with self._write() as conn:
+            taken = conn.execute(
+                f"SELECT 1 FROM reservations WHERE host = ? AND gpu IN ({marks}) "
+                "AND run_id != ? LIMIT 1",
+                [host, *wanted, run_id],
+            ).fetchone()
+            if taken is not None:
+                return False
+            now = time.time()
+            conn.executemany(
+                "INSERT OR IGNORE INTO reservations (host, gpu, run_id, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                [(host, gpu, run_id, now) for gpu in wanted],
+            )
+        return True
+
+    def release(self, run_id: str) -> int:
+        """Release every GPU `run_id` holds; returns how many."""
+        with self._write() as conn:
+            return conn.execute("DELETE FROM reservations WHERE run_id = ?", (run_id,)).rowcount
+
+    def holders(self, host: str | None = None) -> dict[tuple[str, str], str]:
+        """`(host, gpu) -> run_id` for every reservation (of one host, if given)."""
+        sql = "SELECT host, gpu, run_id FROM reservations"
+        params: tuple[str, ...] = ()
+        if host is not None:
+            sql += " WHERE host = ?"
+            params = (host,)
+        rows = self._connection().execute(sql + " ORDER BY host, gpu", params)
+        return {(h, g): r for h, g, r in rows}
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _migrate(conn: sqlite3.Connection, migrations: Sequence[Sequence[str]]) -> None:
+    """Bring the schema to `len(migrations)`; safe when several processes race to do it."""
+    if _user_version(conn) == len(migrations):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _user_version(conn)  # re-read under the write lock
+        if version > len(migrations):
+            raise RegistryError(
+                f"registry schema version {version} is newer than this seglab knows "
+                f"({len(migrations)}); upgrade seglab"
+            )
+        for number in range(version, len(migrations)):
+            for statement in migrations[number]:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {len(migrations)}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _to_row(fields: Mapping[str, Any]) -> dict[str, Any]:
+    row = dict(fields)
+    if "gpus" in row:
+        row["gpus"] = json.dumps([str(g) for g in row["gpus"]])
+    if "status" in row:
+        row["status"] = str(RunStatus(row["status"]))
+    return row
+
+
+def _from_row(row: Sequence[Any]) -> RunRecord:
+    values = dict(zip(RUN_FIELDS, row, strict=True))
+    values["gpus"] = tuple(json.loads(values["gpus"]))
+    values["status"] = RunStatus(values["status"])
+    return RunRecord(**values)
+
+
+def _queue_item(row: Sequence[Any]) -> QueueItem:
+    return QueueItem(
+        id=row[0], run_id=row[1], request=json.loads(row[2]), created_at=row[3], state=row[4]
+    )
+
+
+def _refresh_derived(conn: sqlite3.Connection, run_id: str) -> None:
+    """Recompute a run's derived fields from all of its stored events (order-proof)."""
+    conn.execute(
+        """UPDATE runs SET
+            last_iter = COALESCE((SELECT json_extract(payload, '$.iter') FROM events
+                WHERE run_id = :run AND kind = 'train' ORDER BY seq DESC LIMIT 1), last_iter),
+            last_loss = COALESCE((SELECT json_extract(payload, '$.loss') FROM events
+                WHERE run_id = :run AND kind = 'train' ORDER BY seq DESC LIMIT 1), last_loss),
+            img_per_s = COALESCE((SELECT json_extract(payload, '$.img_per_s') FROM events
+                WHERE run_id = :run AND kind = 'train' ORDER BY seq DESC LIMIT 1), img_per_s),
+            total_iters = COALESCE((SELECT json_extract(payload, '$.total_iters') FROM events
+                WHERE run_id = :run AND kind = 'start' ORDER BY seq DESC LIMIT 1), total_iters),
+            best_miou = COALESCE((SELECT MAX(value) FROM (
+                SELECT json_extract(payload, '$.miou') AS value FROM events
+                    WHERE run_id = :run AND kind = 'eval'
+                UNION ALL
+                SELECT json_extract(payload, '$.best_miou') FROM events
+                    WHERE run_id = :run AND kind = 'end')), best_miou)
+        WHERE run_id = :run""",
+        {"run": run_id},
+    )
