@@ -1,0 +1,122 @@
+"""DeepLabV3/V3+ builders: torchvision parity, output strides, dilated BasicBlocks, weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="the train extra (torch) is not installed")
+
+from torchvision.models import resnet18  # noqa: E402
+from torchvision.models.segmentation import deeplabv3_resnet50  # noqa: E402
+
+from seglab.recipes import ModelConfig  # noqa: E402
+from seglab.train.models import (  # noqa: E402
+    PretrainedWeightsError,
+    build_model,
+    dilate_basic_layers,
+    weights_file_name,
+)
+
+pytestmark = pytest.mark.train
+
+
+def _count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_deeplabv3_resnet50_is_torchvisions() -> None:
+    cfg = ModelConfig(arch="deeplabv3", backbone="resnet50", output_stride=8, aux_loss=True)
+    ours = build_model(cfg, 21)
+    assert _count(ours) == 42_004_074
+    reference = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=21,
+                                   aux_loss=True)
+    # Same modules, same names, same shapes: torchvision's checkpoint loads strictly.
+    ours.load_state_dict(reference.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize("arch", ["deeplabv3", "deeplabv3plus"])
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_small_backbone_outputs_and_stride(arch: str, output_stride: int) -> None:
+    cfg = ModelConfig(arch=arch, backbone="resnet18", output_stride=output_stride,
+                      aux_loss=True)
+    model = build_model(cfg, 5).eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        features = model.backbone(x)
+        out = model(x)
+    assert features["out"].shape[-2:] == (64 // output_stride, 96 // output_stride)
+    assert set(out) == {"out", "aux"}
+    assert out["out"].shape == (2, 5, 64, 96)
+    assert out["aux"].shape == (2, 5, 64, 96)
+
+
+def test_deeplabv3plus_decoder_shape_and_no_aux() -> None:
+    cfg = ModelConfig(arch="deeplabv3plus", backbone="resnet34", output_stride=16)
+    model = build_model(cfg, 3).eval()
+    assert model.project[0].out_channels == 48
+    assert model.project[0].in_channels == 64  # layer1 of a BasicBlock ResNet
+    assert [m.out_channels for m in model.decoder if isinstance(m, torch.nn.Conv2d)] == [256, 256]
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 32, 32))
+    assert list(out) == ["out"]
+    assert out["out"].shape == (1, 3, 32, 32)
+
+
+def test_dilated_basic_blocks_see_what_the_strided_net_sees() -> None:
+    """Dilating layer3/4 keeps every receptive field: sampled at the strided grid, the
+    dilated net's features equal the strided net's exactly (same weights, eval mode)."""
+    torch.manual_seed(0)
+    strided = resnet18(weights=None).eval()
+    dilated = resnet18(weights=None).eval()
+    dilated.load_state_dict(strided.state_dict())
+    dilate_basic_layers(dilated, [False, True, True])
+    x = torch.randn(1, 3, 96, 96)
+
+    def layer4(net: torch.nn.Module) -> torch.Tensor:
+        y = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        return net.layer4(net.layer3(net.layer2(net.layer1(y))))
+
+    with torch.no_grad():
+        coarse = layer4(strided)
+        fine = layer4(dilated)
+    assert coarse.shape[-2:] == (3, 3)
+    assert fine.shape[-2:] == (12, 12)
+    torch.testing.assert_close(fine[..., ::4, ::4], coarse, rtol=1e-4, atol=1e-4)
+
+
+def test_pretrained_backbone_loads_from_torch_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    source = resnet18(weights=None)
+    target = tmp_path / "hub" / "checkpoints" / weights_file_name("resnet18")
+    target.parent.mkdir(parents=True)
+    torch.save(source.state_dict(), target)
+    cfg = ModelConfig(arch="deeplabv3plus", backbone="resnet18",
+                      pretrained_backbone=f"hub/checkpoints/{target.name}")
+    model = build_model(cfg, 4)
+    torch.testing.assert_close(model.backbone.layer3[1].conv2.weight,
+                               source.layer3[1].conv2.weight, rtol=0, atol=0)
+
+
+def test_missing_pretrained_file_names_path_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cfg = ModelConfig(backbone="resnet50", pretrained_backbone="weights/r50.pth")
+    with pytest.raises(PretrainedWeightsError) as info:
+        build_model(cfg, 19)
+    message = str(info.value)
+    assert str(tmp_path / "weights" / "r50.pth") in message
+    assert "resnet50-0676ba61.pth" in message
+    assert "ResNet50_Weights.IMAGENET1K_V1" in message
+
+
+def test_pretrained_file_for_another_network_is_refused(tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, wrong)
+    cfg = ModelConfig(backbone="resnet18", pretrained_backbone=str(wrong))
+    with pytest.raises(PretrainedWeightsError, match="does not fit a torchvision resnet18"):
+        build_model(cfg, 4)
