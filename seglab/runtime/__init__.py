@@ -1,0 +1,47 @@
+"""Runtimes: start, find, watch and end runs (docker containers, detached processes).
+
+Import a backend module (``seglab.runtime.docker``, ``seglab.runtime.process``) where it
+is used; this package's top level holds only the runtime-independent pieces.
+"""
+
+from __future__ import annotations
+
+from seglab.runtime.base import LogCursor, LogLine, RunInfo, Runtime, RuntimeState, Status
+from seglab.runtime.errors import (
+    EngineUnavailable,
+    ImageMissing,
+    LaunchFailed,
+    NameInUse,
+    NvidiaRuntimeMissing,
+    RunLost,
+    RunNotFound,
+    RunStillRunning,
+    RuntimeFailure,
+    SpecError,
+    UnsafeMount,
+)
+from seglab.runtime.spec import LaunchSpec, Mount, default_user, parse_mounts
+
+__all__ = [
+    "EngineUnavailable",
+    "ImageMissing",
+    "LaunchFailed",
+    "LaunchSpec",
+    "LogCursor",
+    "LogLine",
+    "Mount",
+    "NameInUse",
+    "NvidiaRuntimeMissing",
+    "RunInfo",
+    "RunLost",
+    "RunNotFound",
+    "RunStillRunning",
+    "Runtime",
+    "RuntimeFailure",
+    "RuntimeState",
+    "SpecError",
+    "Status",
+    "UnsafeMount",
+    "default_user",
+    "parse_mounts",
+]

@@ -1,0 +1,149 @@
+"""The Runtime protocol every backend (docker, process, later slurm/k8s) implements.
+
+A runtime names each run by an opaque ``ref`` string it hands out from :meth:`launch`
+(a container id for docker, the run directory for the process runtime). Every call may
+block; async callers run them in threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
+
+from seglab.runtime.spec import LaunchSpec
+
+Status = Literal["created", "running", "paused", "exited", "dead"]
+
+EXIT_OOM = 137  # 128 + SIGKILL: what the kernel's OOM killer leaves behind
+
+
+@dataclass(frozen=True)
+class RuntimeState:
+    """What the runtime itself says about a run (the truth the registry caches).
+
+    ``status`` ``dead`` means the run ended without an exit code the runtime can vouch
+    for (``error`` says why).
+    """
+
+    status: Status
+    exit_code: int | None = None
+    oom_killed: bool = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    pid: int | None = None
+    error: str | None = None
+
+    @property
+    def active(self) -> bool:
+        """Still holding its resources (created, running or paused)."""
+        return self.status in ("created", "running", "paused")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run found by :meth:`Runtime.list`."""
+
+    ref: str
+    name: str
+    labels: Mapping[str, str]
+    state: RuntimeState
+
+
+@dataclass(frozen=True)
+class LogCursor:
+    """A resumable position in a run's log.
+
+    Docker: ``time_ns`` of the last log record consumed and how many records with that
+    exact timestamp were consumed (``seen``). Process runtime: byte ``offset`` in
+    train.log. :meth:`encode` gives a short string for the registry.
+    """
+
+    time_ns: int = 0
+    seen: int = 0
+    offset: int = 0
+
+    def encode(self) -> str:
+        """``t<time_ns>.<seen>`` or ``o<offset>``."""
+        if self.time_ns:
+            return f"t{self.time_ns}.{self.seen}"
+        return f"o{self.offset}"
+
+    @classmethod
+    def decode(cls, text: str) -> LogCursor:
+        """The inverse of :meth:`encode`."""
+        try:
+            if text.startswith("t"):
+                time_ns, seen = text[1:].split(".")
+                return cls(time_ns=int(time_ns), seen=int(seen))
+            if text.startswith("o"):
+                return cls(offset=int(text[1:]))
+        except ValueError as exc:
+            raise ValueError(f"not a log cursor: {text!r}") from exc
+        raise ValueError(f"not a log cursor: {text!r}")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One whole log line (no trailing newline) and the cursor just after it."""
+
+    text: str
+    cursor: LogCursor
+    time: datetime | None = field(default=None)
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """Start, find, watch and end runs on one host."""
+
+    kind: str
+
+    def launch(self, spec: LaunchSpec) -> str:
+        """Start the run; returns its ref. Leaves nothing behind when it raises."""
+        ...
+
+    def list(self, labels: Mapping[str, str | None] | None = None) -> list[RunInfo]:
+        """Runs (also ended ones) whose labels match: ``{key: value}``, or None = has key."""
+        ...
+
+    def inspect(self, ref: str) -> RuntimeState:
+        """The run's state; raises RunNotFound when it is gone."""
+        ...
+
+    def logs(
+        self,
+        ref: str,
+        *,
+        follow: bool = False,
+        since: LogCursor | datetime | None = None,
+        tail: int | None = None,
+    ) -> Iterator[LogLine]:
+        """Whole lines, from ``since`` (exclusive) or the last ``tail``; ``follow`` waits
+        for more until the run ends."""
+        ...
+
+    def stop(self, ref: str, timeout: float = 10.0) -> None:
+        """SIGTERM, up to ``timeout`` seconds of grace, then SIGKILL."""
+        ...
+
+    def kill(self, ref: str) -> None:
+        """SIGKILL now."""
+        ...
+
+    def wait(self, ref: str, timeout: float | None = None) -> int:
+        """Block until the run ends; its exit code. Raises TimeoutError."""
+        ...
+
+    def remove(self, ref: str, force: bool = False) -> None:
+        """Forget the run on the runtime (its run directory stays)."""
+        ...
+
+
+def matches(labels: Mapping[str, str], wanted: Mapping[str, str | None] | None) -> bool:
+    """Whether ``labels`` satisfy a :meth:`Runtime.list` filter."""
+    if not wanted:
+        return True
+    return all(
+        key in labels and (value is None or labels[key] == value) for key, value in wanted.items()
+    )

@@ -1,0 +1,356 @@
+"""The docker runtime: one container per run on a Docker engine reached by socket.
+
+Containers get seglab's defaults (DESIGN.md "Container defaults"): the run's uid:gid,
+``cap_drop=ALL``, ``no-new-privileges``, no network unless asked, an init process, the
+recipe's shm size, GPUs pinned by UUID through a ``DeviceRequest``, never privileged and
+never the Docker socket. Calls block; async callers run them in threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import DeviceRequest
+from docker.types import Mount as DockerMount
+
+from seglab.runtime.base import LogCursor, LogLine, RunInfo, RuntimeState, Status, matches
+from seglab.runtime.errors import (
+    EngineUnavailable,
+    ImageMissing,
+    LaunchFailed,
+    NameInUse,
+    NvidiaRuntimeMissing,
+    RunNotFound,
+    RunStillRunning,
+    RuntimeFailure,
+    SpecError,
+)
+from seglab.runtime.spec import CONTAINER_PREFIX, LaunchSpec, Mount, parse_mounts
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+DEV_MOUNTS_ENV = "SEGLAB_DEV_MOUNTS"
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+_GPU_DRIVER_ERRORS = ("could not select device driver", "nvidia-container-cli", "nvidia")
+_STATUSES: dict[str, Status] = {
+    "created": "created",
+    "running": "running",
+    "restarting": "running",
+    "paused": "paused",
+    "removing": "exited",
+    "exited": "exited",
+    "dead": "dead",
+}
+
+
+def parse_timestamp_ns(text: str) -> int:
+    """Nanoseconds since the epoch of an RFC 3339 timestamp with up to 9 fraction digits."""
+    found = _STAMP.match(text.strip())
+    if not found:
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
+    whole, fraction, zone = found.groups()
+    offset = "+00:00" if zone == "Z" else zone
+    seconds = int(datetime.fromisoformat(whole + offset).timestamp())
+    return seconds * 1_000_000_000 + int((fraction or "0").ljust(9, "0")[:9])
+
+
+def _time(text: str | None) -> datetime | None:
+    """A container State time, or None for the engine's zero time."""
+    if not text or text.startswith("0001-01-01"):
+        return None
+    return datetime.fromtimestamp(parse_timestamp_ns(text) / 1e9, tz=timezone.utc)
+
+
+def state_from_attrs(attrs: Mapping[str, Any]) -> RuntimeState:
+    """A RuntimeState from `docker inspect` output."""
+    state = attrs.get("State") or {}
+    status = _STATUSES.get(str(state.get("Status", "")), "dead")
+    exited = status in ("exited", "dead")
+    return RuntimeState(
+        status=status,
+        exit_code=int(state["ExitCode"]) if exited and "ExitCode" in state else None,
+        oom_killed=bool(state.get("OOMKilled", False)),
+        started_at=_time(state.get("StartedAt")),
+        finished_at=_time(state.get("FinishedAt")) if exited else None,
+        pid=int(state["Pid"]) if state.get("Pid") else None,
+        error=state.get("Error") or None,
+    )
+
+
+class DockerRuntime:
+    """Runs as containers on one Docker engine.
+
+    ``base_url`` is the engine's socket (``unix:///path``; default ``$DOCKER_HOST`` or
+    the system socket); ``host`` names the host in messages; ``dev_mounts`` are added to
+    every run, read-only (CI and development: the venv's site-packages and the checkout,
+    see docs/runtimes.md).
+    """
+
+    kind = "docker"
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        host: str = "local",
+        dev_mounts: Sequence[Mount] = (),
+        timeout: int = 60,
+    ) -> None:
+        self.base_url = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+        self.host = host
+        self.dev_mounts = tuple(dev_mounts)
+        for mount in self.dev_mounts:
+            mount.check_safe()
+        self.timeout = timeout
+        self._client: docker.DockerClient | None = None
+
+    @classmethod
+    def from_env(cls, base_url: str | None = None, *, host: str = "local") -> DockerRuntime:
+        """A runtime whose dev mounts come from ``$SEGLAB_DEV_MOUNTS`` (``SRC:DST[:ro],...``)."""
+        return cls(base_url, host=host, dev_mounts=parse_mounts(os.environ.get(DEV_MOUNTS_ENV, "")))
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The SDK client, connected on first use; raises EngineUnavailable."""
+        if self._client is None:
+            try:
+                client = docker.DockerClient(base_url=self.base_url, timeout=self.timeout)
+                client.ping()
+            except (DockerException, OSError) as exc:
+                raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc
+            self._client = client
+        return self._client
+
+    def close(self) -> None:
+        """Close the connection pool (the runtime reconnects on next use)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- launching ------------------------------------------------------------------
+
+    def create_kwargs(self, spec: LaunchSpec) -> dict[str, Any]:
+        """The SDK `containers.create` arguments for ``spec`` (seglab's defaults applied)."""
+        mounts = (*spec.mounts, *self.dev_mounts)
+        targets = [mount.target for mount in mounts]
+        if len(set(targets)) != len(targets):
+            raise SpecError(f"a run mount and a dev mount share a target in {targets}")
+        env = dict(spec.env)
+        if not spec.gpus:
+            # Images built on CUDA bases set NVIDIA_VISIBLE_DEVICES=all; CPU-only means none.
+            env.setdefault("NVIDIA_VISIBLE_DEVICES", "void")
+        kwargs: dict[str, Any] = {
+            "name": spec.container_name,
+            "command": list(spec.command),
+            "environment": env,
+            "labels": dict(spec.labels),
+            "user": spec.user,
+            "shm_size": spec.shm_size,
+            "mounts": [
+                DockerMount(m.target, str(m.source), type="bind", read_only=m.read_only)
+                for m in mounts
+            ],
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "privileged": False,
+            "init": spec.init,
+            "detach": True,
+        }
+        if not spec.network:
+            kwargs["network_mode"] = "none"
+        if spec.workdir:
+            kwargs["working_dir"] = spec.workdir
+        if spec.memory:
+            kwargs["mem_limit"] = spec.memory
+            kwargs["memswap_limit"] = spec.memory  # no swap: over the limit is an OOM kill
+        if spec.cpus:
+            kwargs["nano_cpus"] = int(spec.cpus * 1e9)
+        if spec.gpus:
+            kwargs["device_requests"] = [
+                DeviceRequest(device_ids=list(spec.gpus), capabilities=[["gpu"]])
+            ]
+        return kwargs
+
+    def launch(self, spec: LaunchSpec) -> str:
+        """Create and start the container; returns its id. Removes it again on failure."""
+        kwargs = self.create_kwargs(spec)
+        client = self.client
+        try:
+            client.images.get(spec.image)
+        except ImageNotFound as exc:
+            raise ImageMissing(spec.image, self.host) from exc
+        try:
+            container = client.containers.create(spec.image, **kwargs)
+        except APIError as exc:
+            if exc.status_code == 409:
+                raise NameInUse(spec.container_name) from exc
+            raise LaunchFailed(
+                f"{self.host}: the engine refused to create {spec.container_name}: "
+                f"{exc.explanation or exc}"
+            ) from exc
+        try:
+            container.start()
+        except APIError as exc:
+            self._discard(container, reason=str(exc))
+            detail = str(exc.explanation or exc)
+            if spec.gpus and any(marker in detail for marker in _GPU_DRIVER_ERRORS):
+                raise NvidiaRuntimeMissing(self.host, detail) from exc
+            raise LaunchFailed(
+                f"{self.host}: {spec.container_name} did not start: {detail}"
+            ) from exc
+        return str(container.id)
+
+    def _discard(self, container: Any, reason: str) -> None:
+        try:
+            container.remove(force=True)
+        except DockerException as exc:
+            log.warning("could not remove %s after a failed start (%s): %s",
+                        container.name, reason, exc)
+
+    # -- finding and watching ------------------------------------------------------
+
+    def _get(self, ref: str) -> Any:
+        try:
+            return self.client.containers.get(ref)
+        except NotFound as exc:
+            raise RunNotFound(ref) from exc
+        except OSError as exc:
+            raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc
+
+    def list(self, labels: Mapping[str, str | None] | None = None) -> list[RunInfo]:
+        """Containers (running or not) carrying the labels; ``None`` value = has the key."""
+        filters = [key if value is None else f"{key}={value}" for key, value in
+                   (labels or {}).items()]
+        try:
+            found = self.client.containers.list(all=True, filters={"label": filters})
+        except OSError as exc:
+            raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc
+        out = []
+        for container in found:
+            container_labels = dict(container.labels or {})
+            if not matches(container_labels, labels):
+                continue
+            name = str(container.name)
+            out.append(RunInfo(
+                ref=str(container.id),
+                name=name[len(CONTAINER_PREFIX):] if name.startswith(CONTAINER_PREFIX) else name,
+                labels=container_labels,
+                state=state_from_attrs(container.attrs),
+            ))
+        return out
+
+    def inspect(self, ref: str) -> RuntimeState:
+        """The container's state from `docker inspect`."""
+        return state_from_attrs(self._get(ref).attrs)
+
+    def logs(
+        self,
+        ref: str,
+        *,
+        follow: bool = False,
+        since: LogCursor | datetime | None = None,
+        tail: int | None = None,
+    ) -> Iterator[LogLine]:
+        """Whole lines of stdout+stderr, resumable from a cursor with no gap or duplicate.
+
+        The engine sends one frame per log record, each prefixed with its timestamp; a
+        line longer than the engine's 16 KiB buffer arrives as several records, only the
+        last ending in a newline, and is joined again here. A cursor is (timestamp of the
+        last record consumed, records consumed with that timestamp); resuming asks the
+        engine for records from just before it and drops the ones already consumed.
+        """
+        container = self._get(ref)
+        if isinstance(since, datetime):
+            since = LogCursor(time_ns=int(since.timestamp() * 1e9))
+        start = since if since is not None else LogCursor()
+        engine_since = (start.time_ns // 1000 - 1) / 1e6 if start.time_ns else None
+        frames = container.logs(
+            stdout=True,
+            stderr=True,
+            stream=True,
+            follow=follow,
+            timestamps=True,
+            since=engine_since,
+            tail="all" if tail is None else max(int(tail), 0),
+        )
+        yield from self._lines(container, frames, start)
+
+    def _lines(self, container: Any, frames: Iterator[bytes], start: LogCursor
+               ) -> Iterator[LogLine]:
+        skipped = 0
+        last_ns, seen = start.time_ns, start.seen
+        pending = b""
+        for frame in frames:
+            stamp, _, payload = frame.partition(b" ")
+            ns = parse_timestamp_ns(stamp.decode("ascii", "replace"))
+            if ns < start.time_ns:
+                continue
+            if ns == start.time_ns and skipped < start.seen:
+                skipped += 1
+                continue
+            seen = seen + 1 if ns == last_ns else 1
+            last_ns = ns
+            pending += payload
+            if not pending.endswith(b"\n"):
+                continue  # a partial record: the rest of the line follows
+            cursor = LogCursor(time_ns=last_ns, seen=seen)
+            when = datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
+            for line in pending[:-1].split(b"\n"):
+                yield LogLine(line.decode("utf-8", "replace"), cursor, when)
+            pending = b""
+        if pending:
+            container.reload()
+            if container.status not in ("running", "paused", "restarting"):
+                # The run ended on an unterminated line: it is whole now.
+                yield LogLine(
+                    pending.decode("utf-8", "replace"),
+                    LogCursor(time_ns=last_ns, seen=seen),
+                    datetime.fromtimestamp(last_ns / 1e9, tz=timezone.utc),
+                )
+
+    # -- ending ---------------------------------------------------------------------
+
+    def stop(self, ref: str, timeout: float = 10.0) -> None:
+        """SIGTERM (the image's stop signal), ``timeout`` seconds of grace, then SIGKILL."""
+        self._get(ref).stop(timeout=max(0, round(timeout)))
+
+    def kill(self, ref: str) -> None:
+        """SIGKILL now; a no-op when the container has already ended."""
+        container = self._get(ref)
+        try:
+            container.kill()
+        except APIError as exc:
+            if exc.status_code != 409:  # 409: not running, nothing to kill
+                raise RuntimeFailure(f"{self.host}: could not kill {ref}: {exc}") from exc
+
+    def wait(self, ref: str, timeout: float | None = None) -> int:
+        """The exit code once the container ends; TimeoutError after ``timeout`` seconds."""
+        container = self._get(ref)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            result = container.wait(timeout=timeout)
+        except OSError as exc:
+            # The SDK reports a wait timeout as a read timeout of the HTTP request.
+            if deadline is not None and time.monotonic() >= deadline - 0.5:
+                raise TimeoutError(f"run {ref} still running after {timeout} s") from exc
+            raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc
+        return int(result["StatusCode"])
+
+    def remove(self, ref: str, force: bool = False) -> None:
+        """Remove the container (its logs go with it; the run directory stays)."""
+        container = self._get(ref)
+        try:
+            container.remove(force=force)
+        except APIError as exc:
+            if exc.status_code == 409:
+                raise RunStillRunning(ref) from exc
+            raise RuntimeFailure(f"{self.host}: could not remove {ref}: {exc}") from exc

@@ -1,0 +1,353 @@
+"""The process runtime: a run as a detached process group on this machine.
+
+No Docker needed: a laptop with neither GPU nor engine can still run the smoke recipe.
+The run directory (the folder of ``spec.log_path``) holds everything a later seglab needs
+to find the run again: ``train.log`` (stdout+stderr), ``process.json`` (pid and process
+start time, labels, command) and, once the run ends, ``exit_code`` written by a small
+wrapper (:mod:`seglab.runtime.procwrap`) that outlives the launcher. A pid counts as the
+run only while /proc shows the same start time (and boot), so a reused pid is never
+mistaken for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from seglab.runtime import procwrap
+from seglab.runtime.base import LogCursor, LogLine, RunInfo, RuntimeState, matches
+from seglab.runtime.errors import (
+    LaunchFailed,
+    NameInUse,
+    RunLost,
+    RunNotFound,
+    RunStillRunning,
+    RuntimeFailure,
+    SpecError,
+)
+from seglab.runtime.spec import LaunchSpec
+
+log = logging.getLogger(__name__)
+
+PROCESS_FILE = "process.json"
+EXIT_FILE = procwrap.EXIT_FILE
+FORMAT = 1
+_POLL = 0.1
+_READ = 65536
+
+
+def boot_id() -> str:
+    """This boot's id (a pid and start time mean nothing across a reboot)."""
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def process_alive(pid: int, start_time: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) process started at ``start_time`` ticks."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    fields = stat[stat.rindex(")") + 2:].split()
+    return fields[0] not in ("Z", "X") and int(fields[19]) == start_time
+
+
+def tail_offset(path: Path, lines: int) -> int:
+    """Byte offset where the last ``lines`` complete lines of ``path`` begin."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if lines <= 0:
+            return size
+        pos, data = size, b""
+        while pos > 0 and data.count(b"\n") <= lines:
+            step = min(_READ, pos)
+            pos -= step
+            handle.seek(pos)
+            data = handle.read(step) + data
+        # The complete lines lie between the (lines+1)-th last newline and the last one.
+        cut = data.rfind(b"\n")
+        for _ in range(lines):
+            if cut < 0:
+                break
+            cut = data.rfind(b"\n", 0, cut)
+        return pos + cut + 1
+
+
+class ProcessRuntime:
+    """Runs as detached process groups; ``runs_root`` is where :meth:`list` looks."""
+
+    kind = "process"
+
+    def __init__(self, runs_root: Path, *, python: str = sys.executable,
+                 launch_timeout: float = 30.0) -> None:
+        self.runs_root = Path(runs_root)
+        self.python = python
+        self.launch_timeout = launch_timeout
+        self._wrappers: dict[str, subprocess.Popen[bytes]] = {}
+
+    # -- launching ------------------------------------------------------------------
+
+    def launch(self, spec: LaunchSpec) -> str:
+        """Start ``spec.command`` detached; returns the run directory as the ref.
+
+        The run directory may hold an ended run (resume): its exit code is cleared and
+        train.log is appended to.
+        """
+        if spec.log_path is None:
+            raise SpecError("the process runtime needs log_path (train.log in the run dir)")
+        log_path = Path(spec.log_path).resolve()
+        run_dir = log_path.parent
+        ref = str(run_dir)
+        if (run_dir / PROCESS_FILE).exists() and self.inspect(ref).active:
+            raise NameInUse(spec.name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (PROCESS_FILE, EXIT_FILE):
+            (run_dir / stale).unlink(missing_ok=True)
+        env = {**os.environ, **spec.env, "CUDA_VISIBLE_DEVICES": ",".join(spec.gpus)}
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        workdir = Path(spec.workdir) if spec.workdir else run_dir
+        if not workdir.is_dir():
+            raise LaunchFailed(f"working directory {workdir} does not exist")
+        created_log = not log_path.exists()
+        report_r, report_w = os.pipe()
+        try:
+            with open(log_path, "ab") as log_file:
+                wrapper = subprocess.Popen(
+                    [self.python, "-I", procwrap.__file__, ref, str(report_w), "--",
+                     *spec.command],
+                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                    env=env, cwd=workdir, start_new_session=True, pass_fds=(report_w,),
+                )
+        except OSError as exc:
+            os.close(report_r)
+            raise LaunchFailed(f"cannot start the run wrapper ({self.python}): {exc}") from exc
+        finally:
+            os.close(report_w)
+        self._wrappers[ref] = wrapper
+        report = self._read_report(report_r, wrapper, log_path)
+        if "error" in report:
+            wrapper.wait()
+            (run_dir / EXIT_FILE).unlink(missing_ok=True)
+            if created_log and log_path.stat().st_size == 0:
+                log_path.unlink()
+            raise LaunchFailed(str(report["error"]))
+        record = {
+            "format": FORMAT,
+            "name": spec.name,
+            "labels": dict(spec.labels),
+            "command": list(spec.command),
+            "gpus": list(spec.gpus),
+            "log_path": str(log_path),
+            "pid": int(report["pid"]),
+            "start_time": int(report["start_time"]),
+            "wrapper_pid": wrapper.pid,
+            "wrapper_start_time": procwrap.proc_start_time(wrapper.pid),
+            "boot_id": boot_id(),
+            "started_at": time.time(),
+        }
+        tmp = run_dir / f".{PROCESS_FILE}.tmp"
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(tmp, run_dir / PROCESS_FILE)
+        return ref
+
+    def _read_report(self, fd: int, wrapper: subprocess.Popen[bytes], log_path: Path
+                     ) -> dict[str, Any]:
+        data = b""
+        deadline = time.monotonic() + self.launch_timeout
+        try:
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([fd], [], [], _POLL)
+                if ready:
+                    chunk = os.read(fd, 4096)
+                    if not chunk:
+                        break
+                    data += chunk
+        finally:
+            os.close(fd)
+        try:
+            report: dict[str, Any] = json.loads(data)
+        except ValueError:
+            wrapper.kill()
+            wrapper.wait()
+            tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+            raise LaunchFailed(
+                f"the run wrapper did not report within {self.launch_timeout} s"
+                + (f"; its output:\n{tail}" if tail else "")
+            ) from None
+        return report
+
+    # -- finding and watching ------------------------------------------------------
+
+    def _record(self, ref: str) -> dict[str, Any]:
+        path = Path(ref) / PROCESS_FILE
+        try:
+            record: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise RunNotFound(ref) from exc
+        except ValueError as exc:
+            raise RuntimeFailure(f"{path} is damaged ({exc}); remove it to forget the run"
+                                 ) from exc
+        return record
+
+    def _state(self, ref: str, record: Mapping[str, Any]) -> RuntimeState:
+        wrapper = self._wrappers.get(ref)
+        if wrapper is not None and wrapper.poll() is not None:
+            del self._wrappers[ref]  # reaped: no zombie left behind by a long-lived seglab
+        started = datetime.fromtimestamp(float(record["started_at"]), tz=timezone.utc)
+        ended = self._exit(ref, started)
+        if ended is not None:
+            return ended
+        same_boot = record.get("boot_id") == boot_id()
+        if same_boot and process_alive(int(record["pid"]), int(record["start_time"])):
+            return RuntimeState("running", started_at=started, pid=int(record["pid"]))
+        if same_boot and process_alive(int(record["wrapper_pid"]),
+                                       int(record["wrapper_start_time"])):
+            # The run has ended and its wrapper is writing the exit code right now.
+            return RuntimeState("running", started_at=started)
+        ended = self._exit(ref, started)
+        if ended is not None:
+            return ended
+        return RuntimeState(
+            "dead", started_at=started,
+            error="the process ended without an exit code (its wrapper was killed, or the "
+                  "machine rebooted)",
+        )
+
+    def _exit(self, ref: str, started: datetime) -> RuntimeState | None:
+        path = Path(ref) / EXIT_FILE
+        try:
+            code = int(path.read_text())
+            finished = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise RuntimeFailure(f"{path} is damaged: {exc}") from exc
+        return RuntimeState("exited", exit_code=code, started_at=started, finished_at=finished)
+
+    def inspect(self, ref: str) -> RuntimeState:
+        """running / exited(code) / dead, from process.json, /proc and exit_code."""
+        return self._state(ref, self._record(ref))
+
+    def list(self, labels: Mapping[str, str | None] | None = None) -> list[RunInfo]:
+        """Runs under ``runs_root`` (one folder per run) whose labels match."""
+        out = []
+        for path in sorted(self.runs_root.glob(f"*/{PROCESS_FILE}")):
+            ref = str(path.parent.resolve())
+            try:
+                record = self._record(ref)
+            except RunNotFound:
+                continue  # removed between the glob and the read
+            record_labels = {str(k): str(v) for k, v in record.get("labels", {}).items()}
+            if matches(record_labels, labels):
+                out.append(RunInfo(ref, str(record["name"]), record_labels,
+                                   self._state(ref, record)))
+        return out
+
+    def logs(
+        self,
+        ref: str,
+        *,
+        follow: bool = False,
+        since: LogCursor | datetime | None = None,
+        tail: int | None = None,
+    ) -> Iterator[LogLine]:
+        """Whole lines of train.log from a cursor (byte offset) or the last ``tail``.
+
+        A final line without a newline is given only once the run has ended.
+        """
+        if isinstance(since, datetime):
+            raise SpecError("train.log has no timestamps: resume the process runtime's log "
+                            "from a LogCursor")
+        record = self._record(ref)
+        path = Path(record["log_path"])
+        if since is not None:
+            offset = since.offset
+        elif tail is not None:
+            offset = tail_offset(path, tail)
+        else:
+            offset = 0
+        pending = b""
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            while True:
+                chunk = handle.read(_READ)
+                if not chunk:
+                    ended = not self.inspect(ref).active
+                    chunk = handle.read(_READ)  # what was written before the check
+                    if not chunk:
+                        if ended or not follow:
+                            break
+                        time.sleep(_POLL * 2)
+                        continue
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    offset += len(line) + 1
+                    yield LogLine(line.decode("utf-8", "replace"), LogCursor(offset=offset))
+        if pending and not self.inspect(ref).active:
+            yield LogLine(pending.decode("utf-8", "replace"),
+                          LogCursor(offset=offset + len(pending)))
+
+    # -- ending ---------------------------------------------------------------------
+
+    def _signal(self, ref: str, signum: int) -> None:
+        record = self._record(ref)
+        pid = int(record["pid"])
+        if record.get("boot_id") == boot_id() and process_alive(pid, int(record["start_time"])):
+            with contextlib.suppress(ProcessLookupError):  # it ended just now
+                os.killpg(pid, signum)  # the run leads its own group: pgid == pid
+
+    def _wait_ended(self, ref: str, timeout: float) -> RuntimeState:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.inspect(ref)
+            if not state.active or time.monotonic() >= deadline:
+                return state
+            time.sleep(_POLL)
+
+    def stop(self, ref: str, timeout: float = 10.0) -> None:
+        """SIGTERM to the run's process group, ``timeout`` s of grace, then SIGKILL."""
+        if not self.inspect(ref).active:
+            return
+        self._signal(ref, signal.SIGTERM)
+        if self._wait_ended(ref, timeout).active:
+            self.kill(ref)
+
+    def kill(self, ref: str) -> None:
+        """SIGKILL to the run's process group; returns once the exit code is recorded."""
+        self._signal(ref, signal.SIGKILL)
+        if self._wait_ended(ref, 10.0).active:
+            raise RuntimeFailure(f"run {ref} survived SIGKILL for 10 s")
+
+    def wait(self, ref: str, timeout: float | None = None) -> int:
+        """The exit code once the run ends; TimeoutError after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            state = self.inspect(ref)
+            if state.status == "exited" and state.exit_code is not None:
+                return state.exit_code
+            if state.status == "dead":
+                raise RunLost(ref)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"run {ref} still running after {timeout} s")
+            time.sleep(_POLL)
+
+    def remove(self, ref: str, force: bool = False) -> None:
+        """Forget the run (process.json, exit_code); train.log and the run dir stay."""
+        if self.inspect(ref).active:
+            if not force:
+                raise RunStillRunning(ref)
+            self.kill(ref)
+        for name in (PROCESS_FILE, EXIT_FILE):
+            (Path(ref) / name).unlink(missing_ok=True)
+        self._wrappers.pop(ref, None)
