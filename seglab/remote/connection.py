@@ -1,0 +1,357 @@
+"""One supervised asyncssh connection per remote host.
+
+A :class:`HostConnection` keeps one SSH connection to a host open: it connects with the
+user's OpenSSH settings (resolved by :mod:`seglab.hosts`, plus `~/.ssh/config` for what
+asyncssh reads itself, such as the hosts a ProxyJump goes through), authenticates with the
+SSH agent or key files only (never a password), checks the server's host key strictly
+against `~/.ssh/known_hosts`, sends keepalives so that a dead link is noticed within a few
+seconds, and reconnects with capped exponential backoff. Everything else in
+:mod:`seglab.remote` multiplexes channels over it.
+
+The host's state is one of :class:`LinkState`; :attr:`HostConnection.status` carries it with
+a message for the user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from seglab.hosts import SSHTarget, ssh_config_path
+
+log = logging.getLogger(__name__)
+
+
+class LinkState(str, enum.Enum):
+    """Where a host's SSH connection stands."""
+
+    CONNECTING = "connecting"
+    ONLINE = "online"
+    OFFLINE = "offline"
+    AUTH_FAILED = "auth-failed"
+    HOST_KEY_REFUSED = "host-key-refused"
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """Timings of the connection supervisor (seconds)."""
+
+    keepalive_interval: float = 1.0
+    keepalive_count_max: int = 3
+    connect_timeout: float = 10.0
+    backoff_initial: float = 0.25
+    backoff_max: float = 4.0
+    refused_retry: float = 30.0
+
+
+@dataclass(frozen=True)
+class LinkStatus:
+    """A host's connection state, why it is so, and since when (Unix time)."""
+
+    host: str
+    state: LinkState
+    message: str | None
+    since: float
+    fingerprint: str | None = None
+
+
+class NotConnectedError(ConnectionError):
+    """The host has no working connection now; the message says why."""
+
+
+class HostKeyRefusedError(Exception):
+    """The server's host key is not in known_hosts (or differs from the one there)."""
+
+    def __init__(self, name: str, target: SSHTarget, fingerprint: str, changed: bool) -> None:
+        self.name = name
+        self.target = target
+        self.fingerprint = fingerprint
+        self.changed = changed
+        super().__init__(host_key_message(name, target, fingerprint, changed))
+
+
+def known_hosts_path() -> Path:
+    """The user's OpenSSH known_hosts file (`~/.ssh/known_hosts`)."""
+    return Path.home() / ".ssh" / "known_hosts"
+
+
+def known_hosts_name(target: SSHTarget) -> str:
+    """How known_hosts names the target: `host`, or `[host]:port` off port 22."""
+    if target.port == 22:
+        return target.hostname
+    return f"[{target.hostname}]:{target.port}"
+
+
+def host_key_message(name: str, target: SSHTarget, fingerprint: str, changed: bool) -> str:
+    """The refusal text: what happened, the server's SHA256 fingerprint, how to trust it."""
+    where = f"{known_hosts_name(target)} ({name})"
+    if changed:
+        return (
+            f"host key of {where} CHANGED: the server now presents {fingerprint}, which "
+            f"differs from the key in {known_hosts_path()}. This may be a reinstalled server "
+            f"or someone intercepting the connection. If you know why it changed, remove the "
+            f"old line (ssh-keygen -R '{known_hosts_name(target)}') and run "
+            f"`seglab hosts trust {name}`"
+        )
+    return (
+        f"host key of {where} is unknown: the server presents {fingerprint}. Compare it with "
+        f"the server's own key (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the "
+        f"server), then run `seglab hosts trust {name}`"
+    )
+
+
+def read_known_hosts() -> asyncssh.SSHKnownHosts:
+    """The user's known_hosts (empty when the file does not exist)."""
+    path = known_hosts_path()
+    if not path.exists():
+        return asyncssh.import_known_hosts("")
+    return asyncssh.read_known_hosts(str(path))
+
+
+class _Client(asyncssh.SSHClient):
+    """Records why a connection ended and the host key a refusal was about."""
+
+    def __init__(self, known: asyncssh.SSHKnownHosts) -> None:
+        self._known = known
+        self.refused_key: asyncssh.SSHKey | None = None
+        self.refused_changed = False
+        self.lost: Exception | None = None
+        self.closed = asyncio.Event()
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        """Called only for keys known_hosts does not trust: remember the key, refuse it."""
+        trusted = self._known.match(host, addr, port)[0]
+        self.refused_key = key
+        self.refused_changed = bool(trusted)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Remember the reason the connection ended."""
+        self.lost = exc
+        self.closed.set()
+
+
+def connect_kwargs(target: SSHTarget, options: ConnectOptions) -> dict[str, Any]:
+    """The asyncssh.connect arguments for `target`: key-based auth only, strict host keys."""
+    config = ssh_config_path()
+    kwargs: dict[str, Any] = {
+        "host": target.hostname,
+        "port": target.port,
+        "config": [str(config)] if config.exists() else None,
+        "password": None,
+        "password_auth": False,
+        "kbdint_auth": False,
+        "preferred_auth": "publickey",
+        "ignore_encrypted": True,
+        "keepalive_interval": options.keepalive_interval,
+        "keepalive_count_max": options.keepalive_count_max,
+        "connect_timeout": options.connect_timeout,
+    }
+    if target.user:
+        kwargs["username"] = target.user
+    if target.identity_files:
+        kwargs["client_keys"] = [p for p in target.identity_files if Path(p).exists()] or None
+    if target.proxy_jump:
+        kwargs["tunnel"] = target.proxy_jump
+    return kwargs
+
+
+async def open_connection(
+    name: str, target: SSHTarget, options: ConnectOptions
+) -> tuple[asyncssh.SSHClientConnection, _Client]:
+    """Connect and authenticate once; raises HostKeyRefusedError, PermissionDenied, OSError…"""
+    known = read_known_hosts()
+    client = _Client(known)
+    try:
+        conn = await asyncssh.connect(
+            known_hosts=known, client_factory=lambda: client, **connect_kwargs(target, options)
+        )
+    except asyncssh.HostKeyNotVerifiable:
+        key = client.refused_key
+        if key is None:
+            raise
+        raise HostKeyRefusedError(
+            name, target, key.get_fingerprint("sha256"), client.refused_changed
+        ) from None
+    return conn, client
+
+
+Hook = Callable[[asyncssh.SSHClientConnection], Awaitable[None]]
+
+
+@dataclass
+class _Counters:
+    connects: int = 0
+    attempts: int = 0
+    history: list[tuple[float, LinkState]] = field(default_factory=list)
+
+
+class HostConnection:
+    """The supervised SSH connection to one host (start it inside a running event loop)."""
+
+    def __init__(
+        self, name: str, target: SSHTarget, options: ConnectOptions | None = None
+    ) -> None:
+        self.name = name
+        self.target = target
+        self.options = options or ConnectOptions()
+        self.counters = _Counters()
+        self._status = LinkStatus(name, LinkState.CONNECTING, "not started", time.time())
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._hooks: list[Hook] = []
+        self._changed = asyncio.Condition()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- reading ------------------------------------------------------------------------
+
+    @property
+    def status(self) -> LinkStatus:
+        """The current state and its message."""
+        return self._status
+
+    @property
+    def is_online(self) -> bool:
+        """True while a connection is up."""
+        return self._conn is not None and self._status.state is LinkState.ONLINE
+
+    async def wait_for(self, *states: LinkState, timeout: float) -> LinkStatus:
+        """Wait until the state is one of `states` (TimeoutError after `timeout` s)."""
+
+        def reached() -> bool:
+            return self._status.state in states
+
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(reached), timeout)
+        return self._status
+
+    async def connection(self, timeout: float) -> asyncssh.SSHClientConnection:
+        """The live connection, waiting up to `timeout` s for one (NotConnectedError)."""
+        if self._conn is None:
+            try:
+                await self.wait_for(LinkState.ONLINE, timeout=timeout)
+            except asyncio.TimeoutError:
+                status = self._status
+                raise NotConnectedError(
+                    f"host {self.name} is {status.state.value}: {status.message}"
+                ) from None
+        conn = self._conn
+        if conn is None:
+            raise NotConnectedError(f"host {self.name} went offline: {self._status.message}")
+        return conn
+
+    # -- running ------------------------------------------------------------------------
+
+    def on_connect(self, hook: Hook) -> None:
+        """Run `hook(conn)` after every (re)connect, before the host is reported online."""
+        self._hooks.append(hook)
+
+    async def start(self) -> None:
+        """Start the supervisor (returns at once; watch :attr:`status`)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._supervise(), name=f"ssh:{self.name}")
+
+    async def stop(self) -> None:
+        """Close the connection and stop reconnecting."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            await conn.wait_closed()
+        await self._set(LinkState.OFFLINE, "stopped")
+
+    def retry_now(self) -> None:
+        """Skip the current backoff wait (after `seglab hosts trust`, for example)."""
+        self._wake.set()
+
+    async def _supervise(self) -> None:
+        delay = self.options.backoff_initial
+        while True:
+            self.counters.attempts += 1
+            await self._set(LinkState.CONNECTING, f"connecting to {self.target}")
+            try:
+                conn, client = await open_connection(self.name, self.target, self.options)
+            except HostKeyRefusedError as exc:
+                await self._set(LinkState.HOST_KEY_REFUSED, str(exc), exc.fingerprint)
+                await self._pause(self.options.refused_retry)
+                continue
+            except asyncssh.PermissionDenied as exc:
+                await self._set(
+                    LinkState.AUTH_FAILED,
+                    f"{self.target} refused every key offered (agent and key files; "
+                    f"seglab never uses passwords): {exc.reason}",
+                )
+                await self._pause(self.options.refused_retry)
+                continue
+            except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
+                await self._set(
+                    LinkState.OFFLINE,
+                    f"cannot connect to {self.target}: {_reason(exc)}; retrying in {delay:g} s",
+                )
+                await self._pause(delay)
+                delay = min(delay * 2, self.options.backoff_max)
+                continue
+            delay = self.options.backoff_initial
+            await self._serve(conn, client)
+
+    async def _serve(self, conn: asyncssh.SSHClientConnection, client: _Client) -> None:
+        try:
+            for hook in self._hooks:
+                await hook(conn)
+        except (OSError, asyncssh.Error) as exc:
+            log.warning("%s: setting up the connection failed: %s", self.name, exc)
+            conn.close()
+            await self._set(LinkState.OFFLINE, f"setting up the connection failed: {exc}")
+            return
+        self._conn = conn
+        self.counters.connects += 1
+        await self._set(LinkState.ONLINE, f"connected to {self.target}")
+        try:
+            await client.closed.wait()
+        finally:
+            self._conn = None
+            conn.close()
+        reason = _reason(client.lost) if client.lost else "closed by the server"
+        await self._set(LinkState.OFFLINE, f"connection lost: {reason}; reconnecting")
+
+    async def _pause(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _set(
+        self, state: LinkState, message: str | None, fingerprint: str | None = None
+    ) -> None:
+        if state is not self._status.state:
+            log.info("%s: %s (%s)", self.name, state.value, message)
+            self.counters.history.append((time.monotonic(), state))
+            del self.counters.history[:-50]
+        since = self._status.since if state is self._status.state else time.time()
+        self._status = LinkStatus(self.name, state, message, since, fingerprint)
+        async with self._changed:
+            self._changed.notify_all()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncssh.DisconnectError):
+        return exc.reason or type(exc).__name__
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
