@@ -201,7 +201,7 @@ class Registry:
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(conn, self.timeout)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         _migrate(conn, MIGRATIONS)
@@ -448,6 +448,26 @@ class Registry:
 
 def _user_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch the file to WAL mode (a no-op once it is).
+
+    Changing the journal mode does not wait on the busy handler, so processes that open a
+    new file together retry here until the first one has switched it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+    if mode.lower() != "wal":
+        raise RegistryError(f"the registry needs SQLite WAL mode, but its file system "
+                            f"gives journal mode {mode!r}")
 
 
 def _migrate(conn: sqlite3.Connection, migrations: Sequence[Sequence[str]]) -> None:
