@@ -20,7 +20,7 @@ from seglab.runtime.errors import (
     SpecError,
     UnsafeMount,
 )
-from seglab.runtime.spec import LaunchSpec, Mount, default_user, parse_mounts
+from seglab.runtime.spec import LaunchSpec, Mount, default_user, own_run_dir, parse_mounts
 
 __all__ = [
     "EngineUnavailable",
@@ -43,5 +43,6 @@ __all__ = [
     "Status",
     "UnsafeMount",
     "default_user",
+    "own_run_dir",
     "parse_mounts",
 ]

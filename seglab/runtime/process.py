@@ -63,7 +63,8 @@ def process_alive(pid: int, start_time: int) -> bool:
 
 
 def tail_offset(path: Path, lines: int) -> int:
-    """Byte offset where the last ``lines`` complete lines of ``path`` begin."""
+    """Byte offset where the last ``lines`` lines of ``path`` begin (an unterminated last
+    line counts as one)."""
     with open(path, "rb") as handle:
         size = handle.seek(0, os.SEEK_END)
         if lines <= 0:
@@ -74,12 +75,11 @@ def tail_offset(path: Path, lines: int) -> int:
             pos -= step
             handle.seek(pos)
             data = handle.read(step) + data
-        # The complete lines lie between the (lines+1)-th last newline and the last one.
-        cut = data.rfind(b"\n")
+        cut = len(data) - 1 if data.endswith(b"\n") else len(data)
         for _ in range(lines):
+            cut = data.rfind(b"\n", 0, cut)
             if cut < 0:
                 break
-            cut = data.rfind(b"\n", 0, cut)
         return pos + cut + 1
 
 

@@ -147,3 +147,15 @@ class LaunchSpec:
     def container_name(self) -> str:
         """The container name the docker runtime uses."""
         return CONTAINER_PREFIX + self.name
+
+
+def own_run_dir(path: Path, user: str) -> None:
+    """Create a local run directory writable by the run's ``uid:gid``.
+
+    Runs never run as root, so when seglab itself is root (CI, sudo) the folder is
+    handed to the run's user; otherwise it already belongs to the invoking user.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    if os.getuid() == 0:
+        uid, gid = (int(part) for part in user.split(":"))
+        os.chown(path, uid, gid)

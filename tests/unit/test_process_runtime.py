@@ -1,0 +1,254 @@
+"""The process runtime with real detached processes (no Docker needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from seglab.runtime import LaunchFailed, LaunchSpec, LogCursor, NameInUse, RunLost
+from seglab.runtime.process import PROCESS_FILE, ProcessRuntime, tail_offset
+from seglab.runtime.procwrap import proc_start_time
+
+# A stand-in trainer: prints numbered lines, and on SIGTERM writes a checkpoint marker and
+# exits 0 (what seglab.train does); it ends by itself when `done` appears in its cwd.
+TRAINER = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    def term(signum, frame):
+        open("last.pt", "w").write("ckpt")
+        print("stopping", flush=True)
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, term)
+    print("pid", os.getpid(), "gpus=" + os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
+    i = 0
+    while not os.path.exists("done"):
+        print("iter", i, flush=True)
+        i += 1
+        time.sleep(0.05)
+    """
+)
+
+
+def spec_for(root: Path, name: str, code: str = TRAINER, gpus: tuple[str, ...] = ()
+             ) -> LaunchSpec:
+    return LaunchSpec(
+        name=name,
+        image="unused",
+        command=(sys.executable, "-c", code),
+        gpus=gpus,
+        labels={"seglab.run_id": name, "seglab.recipe": "unit"},
+        log_path=root / name / "train.log",
+    )
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> ProcessRuntime:
+    return ProcessRuntime(tmp_path / "runs")
+
+
+def test_launch_records_pid_and_start_time_then_exit_code(runtime: ProcessRuntime) -> None:
+    spec = spec_for(runtime.runs_root, "rec", "print('hello'); raise SystemExit(7)")
+    ref = runtime.launch(spec)
+    record = json.loads((Path(ref) / PROCESS_FILE).read_text())
+    assert record["labels"] == {"seglab.run_id": "rec", "seglab.recipe": "unit"}
+    assert record["pid"] != record["wrapper_pid"] != os.getpid()
+    assert runtime.wait(ref, timeout=20) == 7
+    state = runtime.inspect(ref)
+    assert (state.status, state.exit_code) == ("exited", 7)
+    assert state.finished_at is not None and state.started_at is not None
+    assert state.finished_at >= state.started_at
+    assert [line.text for line in runtime.logs(ref)] == ["hello"]
+    assert (Path(ref) / "exit_code").read_text().strip() == "7"
+
+
+def test_run_survives_the_launching_process_and_a_new_seglab_stops_it(
+    runtime: ProcessRuntime,
+) -> None:
+    launcher = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from seglab.runtime import LaunchSpec
+        from seglab.runtime.process import ProcessRuntime
+        root = Path({str(runtime.runs_root)!r})
+        spec = LaunchSpec(name="detached", image="unused",
+                          command=({sys.executable!r}, "-c", {TRAINER!r}),
+                          labels={{"seglab.run_id": "detached"}},
+                          log_path=root / "detached" / "train.log")
+        print(ProcessRuntime(root).launch(spec))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True,
+                          timeout=60, check=True)
+    ref = done.stdout.strip()
+    # The launcher has exited; a fresh runtime object (a new seglab) finds the run by label.
+    found = runtime.list({"seglab.run_id": "detached"})
+    assert [info.ref for info in found] == [ref]
+    assert found[0].state.status == "running"
+    pid = found[0].state.pid
+    assert pid is not None
+    wait_for(lambda: any(line.text.startswith("iter 3") for line in runtime.logs(ref)))
+    runtime.stop(ref, timeout=10)
+    # The wrapper, not this process, collected the exit status: it is not our child.
+    assert (Path(ref) / "exit_code").read_text().strip() == "0"
+    assert runtime.wait(ref, timeout=5) == 0
+    assert (Path(ref) / "last.pt").read_text() == "ckpt"
+    texts = [line.text for line in runtime.logs(ref)]
+    assert texts[0] == f"pid {pid} gpus=" and texts[-1] == "stopping"
+
+
+def test_stop_escalates_to_sigkill_after_the_grace(runtime: ProcessRuntime) -> None:
+    stubborn = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                "print('ready', flush=True)\ntime.sleep(60)")
+    ref = runtime.launch(spec_for(runtime.runs_root, "stubborn", stubborn))
+    wait_for(lambda: [line.text for line in runtime.logs(ref)] == ["ready"])
+    started = time.monotonic()
+    runtime.stop(ref, timeout=1.0)
+    assert time.monotonic() - started >= 1.0
+    assert runtime.inspect(ref).exit_code == 128 + signal.SIGKILL
+
+
+def test_kill_records_137_and_reaches_the_whole_group(runtime: ProcessRuntime) -> None:
+    # The run forks a worker (as DataLoader does); killing the run must take the worker too.
+    forking = ("import os, time, subprocess, sys\n"
+               "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+               "print(w.pid, flush=True)\ntime.sleep(60)")
+    ref = runtime.launch(spec_for(runtime.runs_root, "forking", forking))
+    wait_for(lambda: len(list(runtime.logs(ref))) == 1)
+    worker = int(next(iter(runtime.logs(ref))).text)
+    runtime.kill(ref)
+    assert runtime.inspect(ref).exit_code == 137
+    wait_for(lambda: not Path(f"/proc/{worker}").exists()
+             or Path(f"/proc/{worker}/stat").read_text().split(") ")[1][0] == "Z")
+
+
+def test_a_reused_pid_is_never_taken_for_the_run(runtime: ProcessRuntime) -> None:
+    ref = runtime.launch(spec_for(runtime.runs_root, "reused", "print('x')"))
+    assert runtime.wait(ref, timeout=20) == 0
+    # Forge the state of a run whose wrapper died (no exit code) and whose pid now belongs
+    # to an unrelated process: same pid, different start time.
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        path = Path(ref) / PROCESS_FILE
+        record = json.loads(path.read_text())
+        real_start = proc_start_time(stranger.pid)
+        (Path(ref) / "exit_code").unlink()
+        for start, expected in ((real_start, "running"), (real_start - 1, "dead")):
+            record.update(pid=stranger.pid, start_time=start,
+                          wrapper_pid=stranger.pid, wrapper_start_time=start)
+            path.write_text(json.dumps(record))
+            assert runtime.inspect(ref).status == expected
+        runtime.stop(ref, timeout=0.5)
+        runtime.kill(ref)
+        assert stranger.poll() is None, "seglab signalled a process that is not its run"
+        with pytest.raises(RunLost, match="without recording an exit code"):
+            runtime.wait(ref, timeout=1)
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_logs_are_whole_lines_follow_and_resume_without_gap_or_duplicate(
+    runtime: ProcessRuntime,
+) -> None:
+    writer = textwrap.dedent(
+        """
+        import sys, time
+        for i in range(30):
+            line = f"line {i} " + "x" * (70000 if i == 10 else i)
+            # Write each line in two pieces so a reader sees half lines on the file.
+            half = len(line) // 2
+            sys.stdout.write(line[:half]); sys.stdout.flush(); time.sleep(0.01)
+            sys.stdout.write(line[half:] + "\\n"); sys.stdout.flush()
+        sys.stdout.write("unterminated")
+        """
+    )
+    expected = [f"line {i} " + "x" * (70000 if i == 10 else i) for i in range(30)]
+    expected.append("unterminated")
+    ref = runtime.launch(spec_for(runtime.runs_root, "lines", writer))
+    followed = list(runtime.logs(ref, follow=True))
+    assert [line.text for line in followed] == expected
+    assert runtime.inspect(ref).status == "exited"
+    for cut in (0, 9, 10, 29):
+        resumed = runtime.logs(ref, since=LogCursor.decode(followed[cut].cursor.encode()))
+        assert [line.text for line in resumed] == expected[cut + 1:]
+    assert [line.text for line in runtime.logs(ref, tail=3)] == expected[-3:]
+    assert [line.text for line in runtime.logs(ref, tail=0)] == []
+
+
+def test_tail_offset_counts_complete_lines(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    log.write_bytes(b"a\nbb\nccc\npartial")
+    assert log.read_bytes()[tail_offset(log, 2):] == b"ccc\npartial"
+    assert tail_offset(log, 10) == 0
+    log.write_bytes(b"a\nbb\nccc\n")
+    assert log.read_bytes()[tail_offset(log, 2):] == b"bb\nccc\n"
+    assert log.read_bytes()[tail_offset(log, 3):] == b"a\nbb\nccc\n"
+    assert tail_offset(log, 0) == log.stat().st_size
+
+
+def test_gpus_are_pinned_through_cuda_visible_devices(runtime: ProcessRuntime) -> None:
+    code = "import os; print(repr(os.environ['CUDA_VISIBLE_DEVICES']))"
+    pinned = runtime.launch(spec_for(runtime.runs_root, "pinned", code,
+                                     gpus=("GPU-1b2c3d4e-0000-1111-2222-333344445555",
+                                           "MIG-aa11bb22-3344-5566-7788-99aabbccddee")))
+    cpu = runtime.launch(spec_for(runtime.runs_root, "cpu", code))
+    assert runtime.wait(pinned, 20) == runtime.wait(cpu, 20) == 0
+    assert [line.text for line in runtime.logs(pinned)] == [
+        "'GPU-1b2c3d4e-0000-1111-2222-333344445555,MIG-aa11bb22-3344-5566-7788-99aabbccddee'"
+    ]
+    assert [line.text for line in runtime.logs(cpu)] == ["''"]
+
+
+def test_failed_start_leaves_nothing_behind(runtime: ProcessRuntime) -> None:
+    spec = LaunchSpec(name="nocmd", image="unused", command=("/nonexistent/trainer",),
+                      log_path=runtime.runs_root / "nocmd" / "train.log")
+    with pytest.raises(LaunchFailed, match="cannot start /nonexistent/trainer"):
+        runtime.launch(spec)
+    assert sorted(p.name for p in (runtime.runs_root / "nocmd").iterdir()) == []
+    assert runtime.list() == []
+
+
+def test_an_active_run_dir_cannot_be_launched_twice_but_an_ended_one_resumes(
+    runtime: ProcessRuntime,
+) -> None:
+    spec = spec_for(runtime.runs_root, "twice")
+    ref = runtime.launch(spec)
+    with pytest.raises(NameInUse, match="twice"):
+        runtime.launch(spec)
+    wait_for(lambda: any(line.text.startswith("iter") for line in runtime.logs(ref)))
+    runtime.stop(ref)
+    assert runtime.wait(ref, 5) == 0
+    (Path(ref) / "done").write_text("")
+    assert runtime.launch(spec) == ref  # resume: same run dir, log appended
+    assert runtime.wait(ref, 20) == 0
+    texts = [line.text for line in runtime.logs(ref)]
+    assert texts.count("stopping") == 1 and sum(t.startswith("pid ") for t in texts) == 2
+
+
+def test_wrapper_killed_with_its_run_reads_as_lost(runtime: ProcessRuntime) -> None:
+    ref = runtime.launch(spec_for(runtime.runs_root, "lost"))
+    record = json.loads((Path(ref) / PROCESS_FILE).read_text())
+    os.kill(record["wrapper_pid"], signal.SIGKILL)
+    os.killpg(record["pid"], signal.SIGKILL)
+    wait_for(lambda: runtime.inspect(ref).status == "dead")
+    assert runtime.inspect(ref).error is not None
+    runtime.remove(ref)
+    assert runtime.list() == []
+    assert (Path(ref) / "train.log").exists()  # the run dir and its log stay
