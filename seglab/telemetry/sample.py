@@ -32,8 +32,8 @@ class ProcessSample:
             return self.run_id
         if self.container_name or self.container_id:
             return f"container {self.container_name or (self.container_id or '')[:12]}"
-        who = self.user or "?"
-        return f"{who}: {self.command or self.process_name or self.pid}"
+        what = self.command or self.process_name or str(self.pid)
+        return f"{self.user}: {what}" if self.user else what
 
 
 @dataclass(frozen=True, slots=True)
