@@ -18,6 +18,7 @@ from seglab.yamlpos import ConfigError
 # Command modules, in the order their commands appear in `seglab --help`.
 COMMAND_MODULES = (
     "seglab.commands.recipe",
+    "seglab.commands.hosts",
     "seglab.commands.gpus",
     "seglab.commands.exporter",
 )

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from seglab import paths, recipes
+from seglab.hosts import Inventory, load_inventory
+from seglab.registry import Registry
 from seglab.yamlpos import ConfigError, Problem, did_you_mean
 
 
@@ -57,3 +59,17 @@ class Workstation:
                 yield str(file), list(exc.problems)
             else:
                 yield str(file), []
+
+    # -- hosts and registry ----------------------------------------------------------
+
+    def hosts(self) -> Inventory:
+        """The host inventory from `hosts.yaml` in the config dir (ConfigError if invalid)."""
+        return load_inventory(self.config_dir / paths.hosts_file().name)
+
+    _registry: Registry | None = None
+
+    def registry(self) -> Registry:
+        """The run registry in the state dir (opened once, shared by this workstation)."""
+        if self._registry is None:
+            self._registry = Registry(self.state_dir / paths.registry_file().name)
+        return self._registry

@@ -1,0 +1,121 @@
+"""`seglab hosts`: list the machines seglab can place runs on (from hosts.yaml)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from seglab.commands import add_command, print_json
+
+if TYPE_CHECKING:
+    from seglab.hosts import Host, Inventory
+
+DESCRIPTION = """\
+List the hosts in the inventory: the local machine (always there, as `local`) and
+every machine in $XDG_CONFIG_HOME/seglab/hosts.yaml, with how seglab reaches it
+(SSH target after ~/.ssh/config), its Docker socket, runs root, dataset roots and
+where its GPU telemetry comes from. Nothing is contacted: this shows the
+configuration only ("checked": false in --json); `seglab gpus` contacts each
+host and shows whether it answers.
+
+A mistake in hosts.yaml is reported as FILE:LINE: hosts.NAME.key: message, every
+one at once, and the command exits 1. docs/hosts.md documents every key.
+
+--json prints {"file", "file_exists", "hosts": [...]}; each host has name, kind
+(docker | slurm), local (true for this machine), ssh (null, or target, user,
+hostname, port, alias, identity_files, proxy_jump), docker_socket, runs_root,
+datasets (name -> path), telemetry, telemetry_interval (seconds), nvidia_smi,
+gpu_memory_threshold_mib and checked.
+
+Examples:
+  seglab hosts
+  seglab hosts --json
+  seglab hosts --file ./hosts.yaml     # check a file before putting it in place
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the `hosts` command."""
+    parser = add_command(subparsers, "hosts", "list the configured hosts (hosts.yaml)",
+                         DESCRIPTION)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--file",
+        type=Path,
+        metavar="PATH",
+        help="read this hosts.yaml instead of the one in the config dir",
+    )
+    parser.set_defaults(func=_hosts)
+
+
+def host_json(host: Host) -> dict[str, Any]:
+    """One host as the JSON object `seglab hosts --json` prints."""
+    ssh = None
+    if host.ssh is not None:
+        ssh = {
+            "target": str(host.ssh),
+            "user": host.ssh.user,
+            "hostname": host.ssh.hostname,
+            "port": host.ssh.port,
+            "alias": host.ssh.alias,
+            "identity_files": list(host.ssh.identity_files),
+            "proxy_jump": host.ssh.proxy_jump,
+        }
+    return {
+        "name": host.name,
+        "kind": host.kind,
+        "local": host.is_local,
+        "ssh": ssh,
+        "docker_socket": host.docker_socket,
+        "runs_root": str(host.runs_root),
+        "datasets": dict(host.datasets),
+        "telemetry": host.telemetry,
+        "telemetry_interval": host.telemetry_interval,
+        "nvidia_smi": host.nvidia_smi,
+        "gpu_memory_threshold_mib": host.gpu_memory_threshold_mib,
+        "checked": False,
+    }
+
+
+def _hosts(args: argparse.Namespace) -> int:
+    from seglab.hosts import load_inventory
+    from seglab.workstation import Workstation
+
+    inventory = load_inventory(args.file) if args.file else Workstation().hosts()
+    if args.json:
+        print_json({
+            "file": str(inventory.path),
+            "file_exists": inventory.path.exists(),
+            "hosts": [host_json(host) for host in inventory],
+        })
+        return 0
+    _print_text(inventory)
+    return 0
+
+
+def _print_text(inventory: Inventory) -> None:
+    if inventory.path.exists():
+        print(f"{len(inventory)} host(s) from {inventory.path}")
+    else:
+        print(f"no {inventory.path} yet: only the local host (docs/hosts.md shows how to "
+              "add remote machines)")
+    for host in inventory:
+        where = "this machine" if host.ssh is None else f"ssh {host.ssh}"
+        if host.ssh is not None and host.ssh.alias:
+            where += f" (alias {host.ssh.alias})"
+        if host.ssh is not None and host.ssh.proxy_jump:
+            where += f" via {host.ssh.proxy_jump}"
+        datasets = ", ".join(f"{name}={root}" for name, root in host.datasets.items())
+        print()
+        print(f"{host.name}  [{host.kind}]  {where}")
+        rows = [
+            ("docker socket", host.docker_socket),
+            ("runs root", str(host.runs_root)),
+            ("datasets", datasets or "none (add `datasets:` to run on real data)"),
+            ("telemetry", f"{host.telemetry}, every {host.telemetry_interval:g} s; "
+                          f"GPU busy above {host.gpu_memory_threshold_mib} MiB of others' memory"),
+            ("nvidia-smi", host.nvidia_smi),
+        ]
+        for label, value in rows:
+            print(f"  {label:<14} {value}")
