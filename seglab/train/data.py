@@ -140,12 +140,12 @@ class FileDataset(SegDataset):
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, label_path = self.pairs[index]
         with Image.open(image_path) as img:
-            image = np.asarray(img.convert("RGB"))
+            image = np.array(img.convert("RGB"))  # writable: torch refuses read-only
         with Image.open(label_path) as lab:
             if lab.mode not in ("L", "P"):
                 raise DatasetError(f"{label_path}: expected an 8-bit label PNG (mode L or P), "
                                    f"got mode {lab.mode}")
-            label = np.asarray(lab)
+            label = np.array(lab)
         if label.shape != image.shape[:2]:
             raise DatasetError(f"{label_path}: label size {label.shape[::-1]} differs from "
                                f"image size {image.shape[1::-1]} of {image_path}")
