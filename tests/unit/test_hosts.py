@@ -420,3 +420,12 @@ def test_cli_help_explains_the_command(capsys: pytest.CaptureFixture[str]) -> No
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "hosts.yaml" in out and "--json" in out and "FILE:LINE" in out
+
+
+def test_the_example_in_the_docs_loads(repo_root: Path, tmp_path: Path) -> None:
+    doc = (repo_root / "docs" / "hosts.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    inventory = load_inventory(_write(tmp_path / "hosts.yaml", example))
+    assert list(inventory.hosts) == ["local", "lab1", "lab2", "cluster"]
+    assert inventory.get("lab1").dataset_root("ade20k") == "/data/ADEChallengeData2016"
+    assert inventory.get("cluster").is_local
