@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -78,14 +80,17 @@ class LocalStream:
         """Terminate (then kill) the process if needed and collect its status and stderr."""
         process = self._process
         if process.returncode is None:
+            # os.kill, not process.terminate(): Popen.send_signal polls and may reap the
+            # child before asyncio's watcher sees it, which then reports exit status 255.
+            # Until asyncio reaps it, the (possibly zombie) child keeps its pid.
             with contextlib.suppress(ProcessLookupError):
-                process.terminate()
+                os.kill(process.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), 2.0)
             except asyncio.TimeoutError:
                 log.warning("process %s ignored SIGTERM; killing it", process.pid)
                 with contextlib.suppress(ProcessLookupError):
-                    process.kill()
+                    os.kill(process.pid, signal.SIGKILL)
                 await process.wait()
         stderr = b""
         if process.stderr is not None:
@@ -115,8 +120,8 @@ class LocalExecutor:
         process = stream._process
         try:
             stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
-        except asyncio.TimeoutError:
-            await stream.finish()
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            await stream.finish()  # never leave a child behind
             raise
         return CommandResult(
             returncode=process.returncode if process.returncode is not None else -1,
