@@ -19,8 +19,11 @@ from seglab.yamlpos import ConfigError
 COMMAND_MODULES = (
     "seglab.commands.recipe",
     "seglab.commands.hosts",
+    "seglab.commands.runs",
     "seglab.commands.gpus",
     "seglab.commands.exporter",
+    "seglab.commands.model",
+    "seglab.commands.train",
 )
 
 DESCRIPTION = """\

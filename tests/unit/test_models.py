@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,66 @@ def test_pretrained_file_for_another_network_is_refused(tmp_path: Path) -> None:
     cfg = ModelConfig(backbone="resnet18", pretrained_backbone=str(wrong))
     with pytest.raises(PretrainedWeightsError, match="does not fit a torchvision resnet18"):
         build_model(cfg, 4)
+
+
+def test_summary_cli_reports_torchvision_parameter_count(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from seglab.cli import main
+
+    assert main(["model", "summary", "--arch", "deeplabv3", "--backbone", "resnet50",
+                 "--num-classes", "21", "--aux-loss"]) == 0
+    out = capsys.readouterr().out
+    assert "parameters  42,004,074 " in out
+    assert "GMACs at 520x520" in out
+
+
+def test_summary_matches_torchvision_published_compute(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """torchvision publishes 178.722 'GFLOPS' for deeplabv3_resnet50 at 520x520: those are
+    multiply-adds, which is what we report as gmacs (FlopCounterMode's FLOPs / 2)."""
+    from seglab.cli import main
+
+    assert main(["model", "summary", "--arch", "deeplabv3", "--backbone", "resnet50",
+                 "--num-classes", "21", "--aux-loss", "--output-stride", "8",
+                 "--crop", "520", "520", "--json"]) == 0
+    (model,) = json.loads(capsys.readouterr().out)["models"]
+    assert model["parameters"] == 42_004_074
+    assert model["parameters_by_part"]["aux_classifier"] == 2_365_205
+    assert model["gmacs"] == pytest.approx(178.722, abs=0.005)
+    assert model["gflops"] == pytest.approx(2 * model["gmacs"], abs=0.002)
+    assert model["input_size"] == [520, 520]
+
+
+def test_summary_of_recipe_variants(tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from seglab.cli import main
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(
+        "model: {arch: deeplabv3plus, backbone: resnet18}\n"
+        "data: {dataset: synthetic, crop: [32, 48], synthetic: {num_classes: 3}}\n"
+        "train: {iterations: 5, batch_size: 2}\n"
+        "ablate:\n"
+        "  depth:\n"
+        "    r18: {model.backbone: resnet18}\n"
+        "    r34: {model.backbone: resnet34}\n"
+    )
+    assert main(["model", "summary", str(recipe), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["models"]
+    assert [r["name"] for r in rows] == ["tiny [depth=r18]", "tiny [depth=r34]"]
+    assert [r["backbone"] for r in rows] == ["resnet18", "resnet34"]
+    assert rows[0]["num_classes"] == 3 and rows[0]["input_size"] == [32, 48]
+    assert rows[1]["parameters"] > rows[0]["parameters"] > 0
+    assert main(["model", "summary", str(recipe), "--variant", "depth=r34"]) == 0
+    assert "tiny [depth=r34]" in capsys.readouterr().out
+
+
+def test_summary_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from seglab.cli import main
+
+    assert main(["model", "summary", "--arch", "deeplabv3"]) == 1
+    assert "missing --backbone, --num-classes" in capsys.readouterr().err
+    assert main(["model", "summary", str(tmp_path / "r.yaml"), "--arch", "deeplabv3"]) == 1
+    assert "either a RECIPE or the model flags" in capsys.readouterr().err
