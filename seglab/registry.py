@@ -282,13 +282,15 @@ class Registry:
         )
         return [_from_row(row) for row in rows]
 
-    def update_run(self, run_id: str, **fields: Any) -> RunRecord:
+    def update_run(self, run_id: str, /, **fields: Any) -> RunRecord:
         """Set some fields of a run and return the updated record.
 
         Unknown field names raise ValueError; a missing run raises UnknownRunError.
         """
+        if "run_id" in fields:
+            raise ValueError("a run's run_id cannot change; upsert a new run instead")
         for name in fields:
-            if name not in RUN_FIELDS[1:]:
+            if name not in RUN_FIELDS:
                 raise ValueError(f"unknown run field {name!r}{did_you_mean(name, RUN_FIELDS)}")
         if not fields:
             return self.get_run(run_id)
@@ -393,6 +395,15 @@ class Registry:
                 (queue_id,),
             ).fetchone()
         return _queue_item(row) if claimed else None
+
+    def unclaim(self, queue_id: int) -> bool:
+        """Put a claimed launch back in the queue, keeping its place; False if none."""
+        with self._write() as conn:
+            return conn.execute(
+                "UPDATE queue SET state = 'pending', claimed_at = NULL "
+                "WHERE id = ? AND state = 'claimed'",
+                (queue_id,),
+            ).rowcount > 0
 
     def drop(self, queue_id: int) -> bool:
         """Remove a queue entry (pending or claimed); False if there was none."""

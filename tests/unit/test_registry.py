@@ -140,6 +140,8 @@ def test_update_run_validates_field_names_and_values(reg: Registry) -> None:
         RunStatus.RUNNING, 1500.0, ("GPU-1",))
     with pytest.raises(ValueError, match=r"unknown run field 'stauts' \(did you mean 'status'"):
         reg.update_run("smoke.default.a1b2", stauts="running")
+    with pytest.raises(ValueError, match="run_id cannot change"):
+        reg.update_run("smoke.default.a1b2", run_id="other")
     with pytest.raises(ValueError, match="'exploded' is not a valid RunStatus"):
         reg.update_run("smoke.default.a1b2", status="exploded")
     with pytest.raises(UnknownRunError, match="no run 'nope'"):
