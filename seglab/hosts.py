@@ -434,15 +434,13 @@ def _ssh_target(value: Any, host_name: str, ssh_config: _SSHConfig) -> SSHTarget
     options = ssh_config.lookup(name, host_name)
     user = user or options.user
     hostname = _expand(options.hostname, {"h": name}) if options.hostname else name
-    identity_tokens = {
-        "d": str(Path.home()),
-        "h": hostname,
-        "r": user or getpass.getuser(),
-        "u": getpass.getuser(),
-    }
-    identities = tuple(
-        os.path.expanduser(_expand(path, identity_tokens)) for path in options.identity_files
-    )
+    identities: tuple[str, ...] = ()
+    if options.identity_files:
+        local_user = getpass.getuser()
+        tokens = {"d": str(Path.home()), "h": hostname, "r": user or local_user, "u": local_user}
+        identities = tuple(
+            os.path.expanduser(_expand(path, tokens)) for path in options.identity_files
+        )
     proxy = options.proxy_jump
     return SSHTarget(
         user=user,
