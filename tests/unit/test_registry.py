@@ -238,7 +238,9 @@ def test_the_queue_is_fifo_and_a_claim_succeeds_once(reg: Registry) -> None:
     assert item.state == "claimed"
     assert reg.claim(first) is None
     assert [q.run_id for q in reg.pending()] == ["b"]
-    assert reg.drop(second) and not reg.drop(second)
+    assert reg.unclaim(first) and not reg.unclaim(first), "only a claimed item goes back"
+    assert [q.run_id for q in reg.pending()] == ["a", "b"], "back in its old place"
+    assert reg.drop(first) and reg.drop(second) and not reg.drop(second)
     assert reg.pending() == []
 
 
