@@ -113,7 +113,7 @@ def _register_model(subparsers: Any) -> None:
         "torchvision's published 'GFLOPS'; GFLOPs = 2 x GMACs. Counted with\n"
         "torch.utils.flop_counter (convolutions and matrix products).\n\n"
         "examples:\n"
-        "  seglab model summary recipes/cityscapes.yaml\n"
+        "  seglab model summary recipes/cityscapes-deeplabv3plus-r50-resolution.yaml\n"
         "  seglab model summary --arch deeplabv3 --backbone resnet50 --num-classes 21 \\\n"
         "      --aux-loss --output-stride 8 --crop 520 520    # torchvision's deeplabv3_resnet50",
     )
