@@ -66,10 +66,10 @@ async def _main(args: argparse.Namespace) -> int:
     telemetry = await start_telemetry(args.host)
     try:
         states = await telemetry.wait_ready(args.timeout)
-        _show(states, args.json, clear=False)
+        _show(states, args.json, args.watch, clear=False)
         while args.watch:
             await asyncio.sleep(_refresh_interval(telemetry))
-            _show(telemetry.states(), args.json, clear=True)
+            _show(telemetry.states(), args.json, args.watch, clear=True)
     finally:
         await telemetry.close()
     return 0
@@ -97,9 +97,9 @@ def _refresh_interval(telemetry: Telemetry) -> float:
     return max(0.2, min(intervals, default=1.0))
 
 
-def _show(states: list[HostState], as_json: bool, clear: bool) -> None:
+def _show(states: list[HostState], as_json: bool, watch: bool, clear: bool) -> None:
     if as_json:
-        if clear:  # --watch --json: one compact document per line
+        if watch:  # JSON Lines: one compact document per refresh
             print(json.dumps([s.to_dict() for s in states], allow_nan=False), flush=True)
         else:
             print_json([s.to_dict() for s in states])

@@ -75,6 +75,29 @@ def test_gpus_table_shows_bars_and_owners(
     assert "MIG x4" in gpu and "./gpu_burn (7484 MiB)" in gpu
 
 
+def test_gpus_watch_json_streams_one_document_per_refresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _configure(use_standin(monkeypatch), interval=0.2)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "seglab", "gpus", "--watch", "--json"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        assert process.stdout is not None
+        docs = [json.loads(process.stdout.readline()) for _ in range(3)]
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+    assert process.returncode == 130
+    assert all(doc[0]["status"] == "ok" for doc in docs)
+    assert [doc[0]["gpus"][0]["memory_used_mib"] for doc in docs] == [19818] * 3
+    times = [doc[0]["gpus"][0]["time"] for doc in docs]
+    assert times == sorted(times) and times[0] < times[-1]  # live readings, not a replay
+
+
 def test_gpus_unknown_host_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
