@@ -30,6 +30,8 @@ from seglab.hosts import SSHTarget, ssh_config_path
 
 log = logging.getLogger(__name__)
 
+_CLOSE_TIMEOUT = 5.0
+
 
 class LinkState(str, enum.Enum):
     """Where a host's SSH connection stands."""
@@ -46,7 +48,7 @@ class ConnectOptions:
     """Timings of the connection supervisor (seconds)."""
 
     keepalive_interval: float = 1.0
-    keepalive_count_max: int = 3
+    keepalive_count_max: int = 2
     connect_timeout: float = 10.0
     backoff_initial: float = 0.25
     backoff_max: float = 4.0
@@ -191,10 +193,12 @@ Hook = Callable[[asyncssh.SSHClientConnection], Awaitable[None]]
 
 
 @dataclass
-class _Counters:
+class ConnectionCounters:
+    """Connections made, attempts, and the recent state changes (monotonic time)."""
+
     connects: int = 0
     attempts: int = 0
-    history: list[tuple[float, LinkState]] = field(default_factory=list)
+    history: list[tuple[float, LinkState, str | None]] = field(default_factory=list)
 
 
 class HostConnection:
@@ -206,7 +210,7 @@ class HostConnection:
         self.name = name
         self.target = target
         self.options = options or ConnectOptions()
-        self.counters = _Counters()
+        self.counters = ConnectionCounters()
         self._status = LinkStatus(name, LinkState.CONNECTING, "not started", time.time())
         self._conn: asyncssh.SSHClientConnection | None = None
         self._hooks: list[Hook] = []
@@ -272,7 +276,11 @@ class HostConnection:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
-            await conn.wait_closed()
+            try:
+                await asyncio.wait_for(conn.wait_closed(), _CLOSE_TIMEOUT)
+            except asyncio.TimeoutError:
+                log.warning("%s: the connection did not close within %g s; dropping it",
+                            self.name, _CLOSE_TIMEOUT)
         await self._set(LinkState.OFFLINE, "stopped")
 
     def retry_now(self) -> None:
@@ -339,7 +347,7 @@ class HostConnection:
     ) -> None:
         if state is not self._status.state:
             log.info("%s: %s (%s)", self.name, state.value, message)
-            self.counters.history.append((time.monotonic(), state))
+            self.counters.history.append((time.monotonic(), state, message))
             del self.counters.history[:-50]
         since = self._status.since if state is self._status.state else time.time()
         self._status = LinkStatus(self.name, state, message, since, fingerprint)

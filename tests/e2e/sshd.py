@@ -10,6 +10,7 @@ with ``Host`` entries for the server and an (initially empty) known_hosts; the r
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -138,16 +139,16 @@ class SshServer:
         raise RuntimeError(f"sshd did not listen on port {self.port}:\n{self.log.read_text()}")
 
     def sessions(self) -> list[psutil.Process]:
-        """The per-connection sshd processes (children of the listening sshd)."""
+        """The per-connection sshd processes (descendants of the listening sshd)."""
         if self.process is None or self.process.poll() is not None:
             return []
-        return psutil.Process(self.process.pid).children()
+        return psutil.Process(self.process.pid).children(recursive=True)
 
     def kill_sessions(self, sig: int = signal.SIGKILL) -> int:
         """Send `sig` to every per-connection sshd process; how many there were."""
         sessions = self.sessions()
         for proc in sessions:
-            proc.send_signal(sig)
+            signal_process(proc, sig)
         return len(sessions)
 
     def break_link(self) -> int:
@@ -155,7 +156,7 @@ class SshServer:
         sessions = self.sessions()
         self.stop_listening()
         for proc in sessions:
-            proc.kill()
+            signal_process(proc, signal.SIGKILL)
         return len(sessions)
 
     def stop_listening(self) -> None:
@@ -179,8 +180,13 @@ class SshServer:
         sessions = self.sessions()
         self.stop_listening()
         for proc in sessions:
-            if proc.is_running():
-                proc.kill()
+            signal_process(proc, signal.SIGKILL)
+
+
+def signal_process(proc: psutil.Process, sig: int) -> None:
+    """Signal `proc` unless it has already gone (killing a parent often ends its children)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        proc.send_signal(sig)
 
 
 @dataclass(frozen=True)
@@ -286,3 +292,28 @@ def sshd(ssh_home: SshHome, tmp_path: Path) -> Iterator[SshServer]:
         yield server
     finally:
         server.close()
+
+
+@dataclass(frozen=True)
+class Lab:
+    """A trusted remote host `lab1` in hosts.yaml, served by `server`."""
+
+    server: SshServer
+    home: SshHome
+    hosts_yaml: Path
+    nvidia_smi: Path
+
+
+@pytest.fixture
+def lab1(sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path, tmp_path: Path) -> Lab:
+    """hosts.yaml with `lab1` (the ~/.ssh/config alias of `sshd`), its host key trusted,
+    and the stand-in nvidia-smi (2 GPUs) as its `nvidia_smi`."""
+    ssh_home.trust(sshd)
+    bin_dir = tmp_path / "remote-bin"
+    bin_dir.mkdir()
+    smi = standin_wrapper(bin_dir, gpus=2)
+    hosts_yaml = write_hosts_yaml(
+        isolated_xdg / "config",
+        {"lab1": {"ssh": "lab1", "nvidia_smi": str(smi), "runs_root": str(tmp_path / "runs")}},
+    )
+    return Lab(sshd, ssh_home, hosts_yaml, smi)

@@ -1,0 +1,138 @@
+"""What `seglab hosts` shows per remote host: link state, latency, driver, CUDA, GPUs, Docker.
+
+The GPU facts come from the host's configured ``nvidia_smi`` (run over the SSH connection);
+the Docker facts from ``docker version`` / ``docker info`` through the forwarded socket. A
+fact that cannot be read is None and the reason is listed in ``problems``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seglab.remote.connection import HostConnection, LinkState
+from seglab.remote.executor import RemoteExecutor
+from seglab.telemetry.executor import ExecutorError
+
+_CUDA = re.compile(r"CUDA Version\s*:\s*([0-9][0-9.]*)")
+_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class HostReport:
+    """One host's status; `latency_ms` is the round trip of a no-op command over SSH."""
+
+    name: str
+    state: str
+    message: str | None
+    latency_ms: float | None = None
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    gpu_count: int | None = None
+    docker_version: str | None = None
+    nvidia_runtime: bool | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as `seglab hosts --json` prints it (snake_case keys, null if unknown)."""
+        return asdict(self)
+
+
+async def probe(
+    connection: HostConnection, nvidia_smi: str, docker_socket: Path | None
+) -> HostReport:
+    """Ask the host for every fact; an offline host gets its state and message only."""
+    status = connection.status
+    if status.state is not LinkState.ONLINE:
+        return HostReport(connection.name, status.state.value, status.message)
+    executor = RemoteExecutor(connection, wait_online=0.5)
+    problems: list[str] = []
+    latency = await _latency(executor, problems)
+    driver, count, cuda = await _gpus(executor, nvidia_smi, problems)
+    docker_version, nvidia = (None, None)
+    if docker_socket is not None:
+        docker_version, nvidia = await asyncio.to_thread(_docker, docker_socket, problems)
+    status = connection.status
+    return HostReport(
+        name=connection.name,
+        state=status.state.value,
+        message=status.message,
+        latency_ms=latency,
+        driver_version=driver,
+        cuda_version=cuda,
+        gpu_count=count,
+        docker_version=docker_version,
+        nvidia_runtime=nvidia,
+        problems=problems,
+    )
+
+
+async def _latency(executor: RemoteExecutor, problems: list[str]) -> float | None:
+    start = time.perf_counter()
+    try:
+        result = await executor.run(["true"], timeout=_TIMEOUT)
+    except (ExecutorError, asyncio.TimeoutError) as exc:
+        problems.append(f"no-op command failed: {exc}")
+        return None
+    if result.returncode != 0:
+        problems.append(f"no-op command exited {result.returncode}")
+        return None
+    return round((time.perf_counter() - start) * 1000, 2)
+
+
+async def _gpus(
+    executor: RemoteExecutor, nvidia_smi: str, problems: list[str]
+) -> tuple[str | None, int | None, str | None]:
+    """(driver version, GPU count, CUDA version) from nvidia-smi."""
+    try:
+        query = await executor.run(
+            [nvidia_smi, "--query-gpu=driver_version,count", "--format=csv,noheader,nounits"],
+            timeout=_TIMEOUT,
+        )
+        table = await executor.run([nvidia_smi], timeout=_TIMEOUT)
+    except (ExecutorError, asyncio.TimeoutError) as exc:
+        problems.append(f"{nvidia_smi}: {exc}")
+        return None, None, None
+    if query.returncode != 0:
+        reason = (query.stdout.strip() or query.stderr.strip()).splitlines()
+        problems.append(
+            f"{nvidia_smi} failed (exit {query.returncode})"
+            + (f": {reason[0]}" if reason else "")
+        )
+        return None, None, None
+    first = query.stdout.strip().splitlines()[:1]
+    driver: str | None = None
+    count: int | None = None
+    if first:
+        cells = [cell.strip() for cell in first[0].split(",")]
+        driver = cells[0] or None
+        count = int(cells[1]) if len(cells) > 1 and cells[1].isdigit() else None
+    match = _CUDA.search(table.stdout)
+    if match is None:
+        problems.append(f"{nvidia_smi} did not show a CUDA version")
+    return driver, count, match.group(1) if match else None
+
+
+def _docker(socket_path: Path, problems: list[str]) -> tuple[str | None, bool | None]:
+    """(engine version, NVIDIA runtime present) through the forwarded socket (blocking)."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.DockerClient(base_url=f"unix://{socket_path}", timeout=_TIMEOUT)
+    except (DockerException, OSError) as exc:  # requests' errors are OSErrors
+        problems.append(f"docker engine: {exc}")
+        return None, None
+    try:
+        version = client.version().get("Version")
+        runtimes = client.info().get("Runtimes") or {}
+    except (DockerException, OSError) as exc:  # requests' errors are OSErrors
+        problems.append(f"docker engine: {exc}")
+        return None, None
+    finally:
+        client.close()
+    return (str(version) if version else None), "nvidia" in runtimes

@@ -1,0 +1,157 @@
+"""Commands and long-lived streams over one real SSH connection, and what happens on link loss."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from seglab.hosts import load_inventory
+from seglab.remote.connection import ConnectOptions, HostConnection, LinkState
+from seglab.remote.executor import RemoteExecutor
+from seglab.remote.manager import RemoteHosts
+from seglab.telemetry.executor import ExecutorError
+from seglab.telemetry.smi import SmiSource
+from tests.e2e.sshd import (  # noqa: F401  (fixtures)
+    Lab,
+    lab1,
+    signal_process,
+    ssh_home,
+    ssh_keys,
+    sshd,
+)
+
+pytestmark = [pytest.mark.sshd, pytest.mark.timeout(90)]
+
+FAST = ConnectOptions(backoff_initial=0.25, backoff_max=2.0)
+QUERY = "--query-gpu=index,uuid,utilization.gpu,memory.used"
+
+
+async def _until(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Seconds until `check()` holds (fails the test after `timeout`)."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"{what} did not happen within {timeout} s")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start
+
+
+def _first_after(conn: HostConnection, state: LinkState, since: float) -> float | None:
+    """Seconds from `since` to the first change to `state` after it (None: not yet)."""
+    found = _change_after(conn, state, since)
+    return None if found is None else found[0] - since
+
+
+def _change_after(
+    conn: HostConnection, state: LinkState, since: float
+) -> tuple[float, str | None] | None:
+    for when, seen, message in conn.counters.history:
+        if seen is state and when >= since:
+            return when, message
+    return None
+
+
+async def _with_remotes(body: Callable[[RemoteHosts], Awaitable[None]]) -> None:
+    remotes = RemoteHosts(load_inventory(), FAST)
+    await remotes.start()
+    try:
+        await remotes.connection("lab1").wait_for(LinkState.ONLINE, timeout=15)
+        await body(remotes)
+    finally:
+        await remotes.stop()
+
+
+def test_run_and_stream_over_one_connection(lab1: Lab) -> None:  # noqa: F811
+    async def body(remotes: RemoteHosts) -> None:
+        executor = remotes.executor("lab1")
+        result = await executor.run(["sh", "-c", "echo out; echo err >&2; exit 3"], timeout=10)
+        assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
+        quoted = await executor.run(["printf", "%s|", "a b", "$HOME", "it's"], timeout=10)
+        assert quoted.stdout == "a b|$HOME|it's|"
+        missing = await executor.run(["/nonexistent/nvidia-smi"], timeout=10)
+        assert missing.returncode == 127
+
+        stream = await executor.stream(
+            [str(lab1.nvidia_smi), QUERY, "--format=csv,noheader,nounits", "-lms", "200"]
+        )
+        lines = [await stream.readline() for _ in range(6)]
+        returncode, _ = await stream.finish()
+        assert [line.split(", ")[0] for line in lines if line] == ["0", "1"] * 3
+        assert all(line and line.split(", ")[1].startswith("GPU-") for line in lines)
+        assert returncode is not None
+        assert remotes.counts()["connects"] == 1
+
+    asyncio.run(_with_remotes(body))
+
+
+def test_link_loss_goes_offline_reconnects_and_telemetry_resumes(lab1: Lab) -> None:  # noqa: F811
+    async def body(remotes: RemoteHosts) -> None:
+        conn = remotes.connection("lab1")
+        source = SmiSource(
+            "lab1", remotes.executor("lab1"), nvidia_smi=str(lab1.nvidia_smi),
+            interval=0.2, apps_interval=1.0, backoff=(0.2, 1.0),
+        )
+        task = asyncio.create_task(source.run())
+        try:
+            await _until(lambda: source.samples_total >= 6, 20, "the first samples")
+            assert {gpu.index for gpu in source.state().gpus} == {0, 1}
+
+            broken_at = time.monotonic()
+            killed = await asyncio.to_thread(lab1.server.break_link)
+            assert killed >= 1
+            await _until(lambda: _first_after(conn, LinkState.OFFLINE, broken_at) is not None,
+                         5, "offline")
+            offline_after = _first_after(conn, LinkState.OFFLINE, broken_at)
+            assert offline_after is not None and offline_after < 5
+            with pytest.raises(ExecutorError, match="host lab1 is"):
+                await RemoteExecutor(conn, wait_online=0.5).run(["true"], timeout=5)
+
+            await asyncio.sleep(3)  # the server stays down; the backoff grows to its cap
+            assert conn.status.state is not LinkState.ONLINE
+            samples_before = source.samples_total
+            accepting_at = time.monotonic()
+            await asyncio.to_thread(lab1.server.start)
+            back = await _until(lambda: conn.status.state is LinkState.ONLINE, 5, "reconnect")
+            assert back < 5
+            resumed = await _until(
+                lambda: source.samples_total >= samples_before + 4, 5, "telemetry resuming"
+            )
+            assert time.monotonic() - accepting_at < 10
+            assert resumed < 5
+            assert conn.counters.connects == 2
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(_with_remotes(body))
+
+
+def test_keepalive_notices_a_silent_link(lab1: Lab) -> None:  # noqa: F811
+    """A frozen server (no FIN, no RST) is noticed by keepalives alone."""
+
+    async def body(remotes: RemoteHosts) -> None:
+        conn = remotes.connection("lab1")
+        frozen = lab1.server.sessions()
+        assert frozen
+        stopped_at = time.monotonic()
+        for proc in frozen:
+            signal_process(proc, signal.SIGSTOP)
+        try:
+            await _until(lambda: _first_after(conn, LinkState.OFFLINE, stopped_at) is not None,
+                         6, "offline through keepalive")
+            offline_after = _first_after(conn, LinkState.OFFLINE, stopped_at)
+            assert offline_after is not None and offline_after < 5
+            change = _change_after(conn, LinkState.OFFLINE, stopped_at)
+            assert change is not None
+            assert "not responding to keepalive" in (change[1] or "")
+        finally:
+            for proc in frozen:
+                signal_process(proc, signal.SIGKILL)
+        await _until(lambda: conn.status.state is LinkState.ONLINE, 5, "reconnect")
+        assert conn.counters.connects == 2
+
+    asyncio.run(_with_remotes(body))
