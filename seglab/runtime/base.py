@@ -55,19 +55,27 @@ class RunInfo:
 class LogCursor:
     """A resumable position in a run's log.
 
-    Docker: ``time_ns`` of the last log record consumed and how many records with that
-    exact timestamp were consumed (``seen``). Process runtime: byte ``offset`` in
-    train.log. :meth:`encode` gives a short string for the registry.
+    Docker: for stdout and for stderr, the position of the last log record of that stream
+    already given out, as (timestamp in ns, ordinal among the records with that exact
+    timestamp). Process runtime: byte ``offset`` in train.log. :meth:`encode` gives a
+    short string for the registry.
     """
 
     time_ns: int = 0
     seen: int = 0
+    err_time_ns: int = 0
+    err_seen: int = 0
     offset: int = 0
 
+    @property
+    def timed(self) -> bool:
+        """Whether this is a docker (timestamp) cursor."""
+        return bool(self.time_ns or self.err_time_ns)
+
     def encode(self) -> str:
-        """``t<time_ns>.<seen>`` or ``o<offset>``."""
-        if self.time_ns:
-            return f"t{self.time_ns}.{self.seen}"
+        """``t<ns>.<seen>.<err_ns>.<err_seen>`` or ``o<offset>``."""
+        if self.timed:
+            return f"t{self.time_ns}.{self.seen}.{self.err_time_ns}.{self.err_seen}"
         return f"o{self.offset}"
 
     @classmethod
@@ -75,8 +83,8 @@ class LogCursor:
         """The inverse of :meth:`encode`."""
         try:
             if text.startswith("t"):
-                time_ns, seen = text[1:].split(".")
-                return cls(time_ns=int(time_ns), seen=int(seen))
+                time_ns, seen, err_time_ns, err_seen = (int(v) for v in text[1:].split("."))
+                return cls(time_ns, seen, err_time_ns, err_seen)
             if text.startswith("o"):
                 return cls(offset=int(text[1:]))
         except ValueError as exc:

@@ -13,7 +13,7 @@ import os
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import docker
@@ -41,6 +41,9 @@ DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 DEV_MOUNTS_ENV = "SEGLAB_DEV_MOUNTS"
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 _GPU_DRIVER_ERRORS = ("could not select device driver", "nvidia-container-cli", "nvidia")
+STDOUT, STDERR = 1, 2  # stream ids in the engine's multiplexed log frames
+STREAM_SKEW_NS = 5_000_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _STATUSES: dict[str, Status] = {
     "created": "created",
     "running": "running",
@@ -63,11 +66,17 @@ def parse_timestamp_ns(text: str) -> int:
     return seconds * 1_000_000_000 + int((fraction or "0").ljust(9, "0")[:9])
 
 
+def datetime_from_ns(ns: int) -> datetime:
+    """A UTC datetime from nanoseconds since the epoch (truncated to microseconds)."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(microsecond=rest // 1000)
+
+
 def _time(text: str | None) -> datetime | None:
     """A container State time, or None for the engine's zero time."""
     if not text or text.startswith("0001-01-01"):
         return None
-    return datetime.fromtimestamp(parse_timestamp_ns(text) / 1e9, tz=timezone.utc)
+    return datetime_from_ns(parse_timestamp_ns(text))
 
 
 def state_from_attrs(attrs: Mapping[str, Any]) -> RuntimeState:
@@ -84,6 +93,20 @@ def state_from_attrs(attrs: Mapping[str, Any]) -> RuntimeState:
         pid=int(state["Pid"]) if state.get("Pid") else None,
         error=state.get("Error") or None,
     )
+
+
+def _read_exact(raw: Any, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = raw.read(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _cursor(given: Mapping[int, tuple[int, int]]) -> LogCursor:
+    return LogCursor(*given[STDOUT], *given[STDERR])
 
 
 class DockerRuntime:
@@ -262,60 +285,110 @@ class DockerRuntime:
     ) -> Iterator[LogLine]:
         """Whole lines of stdout+stderr, resumable from a cursor with no gap or duplicate.
 
-        The engine sends one frame per log record, each prefixed with its timestamp; a
-        line longer than the engine's 16 KiB buffer arrives as several records, only the
-        last ending in a newline, and is joined again here. A cursor is (timestamp of the
-        last record consumed, records consumed with that timestamp); resuming asks the
-        engine for records from just before it and drops the ones already consumed.
+        The engine sends one frame per log record, tagged with its stream and prefixed
+        with its timestamp. A line longer than the engine's 16 KiB buffer arrives as
+        several records, only the last ending in a newline, possibly interleaved with
+        records of the other stream; each stream's pieces are joined separately. Each
+        record has a position (timestamp, ordinal among records with that timestamp); the
+        cursor keeps, per stream, the position of the last record given out, and resuming
+        asks the engine for records from just before the earlier of the two and drops the
+        ones already given out.
         """
         container = self._get(ref)
         if isinstance(since, datetime):
-            since = LogCursor(time_ns=int(since.timestamp() * 1e9))
-        start = since if since is not None else LogCursor()
-        engine_since = (start.time_ns // 1000 - 1) / 1e6 if start.time_ns else None
-        frames = container.logs(
-            stdout=True,
-            stderr=True,
-            stream=True,
-            follow=follow,
-            timestamps=True,
-            since=engine_since,
-            tail="all" if tail is None else max(int(tail), 0),
-        )
-        yield from self._lines(container, frames, start)
+            stamp = (since.astimezone(timezone.utc) - _EPOCH) // timedelta(microseconds=1) * 1000
+            since = LogCursor(stamp, 0, stamp, 0)
+        cursor = since if since is not None and since.timed else LogCursor()
+        if follow:
+            for line in self._lines(container, self._frames(container.id, cursor, tail, True),
+                                    cursor, flush=False):
+                cursor = line.cursor
+                yield line
+            if cursor.timed:
+                tail = None  # go on from the cursor
+        # Without follow; after one, to catch the records a follow of a container that just
+        # stopped can end before (the engine closes the stream on the exit event).
+        yield from self._lines(container, self._frames(container.id, cursor, tail, False),
+                               cursor, flush=True)
 
-    def _lines(self, container: Any, frames: Iterator[bytes], start: LogCursor
-               ) -> Iterator[LogLine]:
-        skipped = 0
-        last_ns, seen = start.time_ns, start.seen
-        pending = b""
-        for frame in frames:
+    def _frames(self, container_id: str, cursor: LogCursor, tail: int | None, follow: bool
+                ) -> Iterator[tuple[int, bytes]]:
+        """(stream, payload) frames of the engine's multiplexed log stream (no TTY)."""
+        params: dict[str, Any] = {
+            "stdout": 1, "stderr": 1, "timestamps": 1, "follow": 1 if follow else 0,
+            "tail": "all" if tail is None else str(max(int(tail), 0)),
+        }
+        low = min(cursor.time_ns, cursor.err_time_ns)
+        if low > 1000:
+            low -= 1000  # a microsecond early: the engine's filter may round
+            params["since"] = f"{low // 1_000_000_000}.{low % 1_000_000_000:09d}"
+        api = self.client.api
+        url = f"{api.base_url}/v{api.api_version}/containers/{container_id}/logs"
+        try:
+            # timeout=None: a follow may stay quiet for hours between lines.
+            response = api.get(url, params=params, stream=True, timeout=None)
+        except OSError as exc:
+            raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc
+        try:
+            if response.status_code == 404:
+                raise RunNotFound(container_id)
+            if not response.ok:
+                raise RuntimeFailure(f"{self.host}: logs of {container_id} failed: "
+                                     f"{response.status_code} {response.text.strip()}")
+            while True:
+                header = _read_exact(response.raw, 8)
+                if len(header) < 8:
+                    return
+                payload = _read_exact(response.raw, int.from_bytes(header[4:8], "big"))
+                yield header[0], payload
+        finally:
+            response.close()
+
+    def _lines(self, container: Any, frames: Iterator[tuple[int, bytes]], start: LogCursor,
+               flush: bool) -> Iterator[LogLine]:
+        given = {STDOUT: (start.time_ns, start.seen), STDERR: (start.err_time_ns,
+                                                              start.err_seen)}
+        pending = {STDOUT: b"", STDERR: b""}
+        last_ns, ordinal = 0, 0
+        # Records per timestamp; the pieces of a long line share one and may be interleaved
+        # with the other stream's records, so this counts non-adjacent ones too.
+        counts: dict[int, int] = {}
+        for stream_id, frame in frames:
             stamp, _, payload = frame.partition(b" ")
             ns = parse_timestamp_ns(stamp.decode("ascii", "replace"))
-            if ns < start.time_ns:
-                continue
-            if ns == start.time_ns and skipped < start.seen:
-                skipped += 1
-                continue
-            seen = seen + 1 if ns == last_ns else 1
+            ordinal = counts[ns] = counts.get(ns, 0) + 1
             last_ns = ns
-            pending += payload
-            if not pending.endswith(b"\n"):
+            if len(counts) > 4096:
+                counts = {k: v for k, v in counts.items() if k > ns - 2 * STREAM_SKEW_NS}
+            stream = STDERR if stream_id == STDERR else STDOUT
+            position = (ns, ordinal)
+            if position <= given[stream]:
+                continue  # given out before this cursor
+            pending[stream] += payload
+            if not pending[stream].endswith(b"\n"):
                 continue  # a partial record: the rest of the line follows
-            cursor = LogCursor(time_ns=last_ns, seen=seen)
-            when = datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
-            for line in pending[:-1].split(b"\n"):
+            text, pending[stream] = pending[stream][:-1], b""
+            given[stream] = position
+            for key, done in given.items():
+                if key != stream and not pending[key]:
+                    # The two streams are stamped by separate copiers and may reach the
+                    # log out of time order, but never by more than a moment: a quiet
+                    # stream's position trails the other's by STREAM_SKEW_NS.
+                    given[key] = max(done, (ns - STREAM_SKEW_NS, 0))
+            cursor = _cursor(given)
+            when = datetime_from_ns(ns)
+            for line in text.split(b"\n"):
                 yield LogLine(line.decode("utf-8", "replace"), cursor, when)
-            pending = b""
-        if pending:
+        if flush and any(pending.values()):
             container.reload()
             if container.status not in ("running", "paused", "restarting"):
                 # The run ended on an unterminated line: it is whole now.
-                yield LogLine(
-                    pending.decode("utf-8", "replace"),
-                    LogCursor(time_ns=last_ns, seen=seen),
-                    datetime.fromtimestamp(last_ns / 1e9, tz=timezone.utc),
-                )
+                for key in (STDOUT, STDERR):
+                    if pending[key]:
+                        text, pending[key] = pending[key], b""
+                        given[key] = (last_ns, ordinal)
+                        yield LogLine(text.decode("utf-8", "replace"), _cursor(given),
+                                      datetime_from_ns(last_ns))
 
     # -- ending ---------------------------------------------------------------------
 

@@ -1,0 +1,126 @@
+"""LaunchSpec validation, mount safety, dev-mount parsing, log cursors, engine timestamps."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from seglab.runtime import LaunchSpec, LogCursor, Mount, SpecError, UnsafeMount, parse_mounts
+from seglab.runtime.docker import DockerRuntime, parse_timestamp_ns, state_from_attrs
+
+GPU = "GPU-5a1c9e2b-7d34-4f0e-9b6a-1c2d3e4f5a6b"
+
+
+def spec(**fields: object) -> LaunchSpec:
+    base: dict[str, object] = {"name": "smoke.default.ab12", "image": "img",
+                               "command": ("python3", "-V"), "user": "1000:1000"}
+    return LaunchSpec(**{**base, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"name": "bad name"}, "run name 'bad name'"),
+    ({"command": ()}, "the command is empty"),
+    ({"user": "alice"}, "expected numeric uid:gid"),
+    ({"user": "0:0"}, "never run as root"),
+    ({"shm_size": "lots"}, "shm_size 'lots'"),
+    ({"memory": "1.5g"}, "memory '1.5g'"),
+    ({"cpus": 0.0}, "cpus 0.0"),
+    ({"gpus": ("0",)}, "GPU '0' is not a GPU UUID"),
+    ({"gpus": (GPU, GPU)}, "names a GPU twice"),
+    ({"mounts": (Mount(Path("/a"), "/x"), Mount(Path("/b"), "/x"))}, "share a target"),
+])
+def test_bad_specs_are_refused_with_the_reason(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        spec(**fields)
+
+
+def test_a_good_spec_names_its_container() -> None:
+    good = spec(gpus=(GPU, "MIG-0b6e0c4d-1111-2222-3333-444455556666"), memory="512m", cpus=2.5)
+    assert good.container_name == "seglab-smoke.default.ab12"
+
+
+def test_docker_socket_mounts_are_refused_by_name_kind_link_and_folder(tmp_path: Path) -> None:
+    with pytest.raises(UnsafeMount, match="never mounted"):
+        Mount(Path("/var/run/docker.sock"), "/x").check_safe()
+    with pytest.raises(UnsafeMount):
+        Mount(tmp_path, "/run/docker.sock").check_safe()
+    sock_path = tmp_path / "engine.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(sock_path))
+        with pytest.raises(UnsafeMount, match="unix sockets"):
+            Mount(sock_path, "/x").check_safe()
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "docker.sock").touch()
+    with pytest.raises(UnsafeMount, match="contains the Docker socket"):
+        Mount(folder, "/x").check_safe()
+    link = tmp_path / "innocent"
+    link.symlink_to(folder / "docker.sock")
+    with pytest.raises(UnsafeMount, match="resolves to the Docker socket"):
+        Mount(link, "/x").check_safe()
+    with pytest.raises(UnsafeMount):
+        spec(mounts=(Mount(folder, "/data"),))
+    with pytest.raises(UnsafeMount):
+        DockerRuntime(dev_mounts=(Mount(folder, "/opt/x"),))
+
+
+def test_dev_mounts_parse_read_only_by_default() -> None:
+    assert parse_mounts("/venv/site:/usr/local/lib/python3.11/dist-packages, /src:/opt/s:rw") == (
+        Mount(Path("/venv/site"), "/usr/local/lib/python3.11/dist-packages", read_only=True),
+        Mount(Path("/src"), "/opt/s", read_only=False),
+    )
+    assert parse_mounts("") == ()
+    with pytest.raises(SpecError, match="expected SRC:DST"):
+        parse_mounts("/a:/b:maybe")
+    with pytest.raises(SpecError, match="absolute"):
+        parse_mounts("relative:/b")
+
+
+def test_default_run_defaults_are_in_the_create_arguments() -> None:
+    kwargs = DockerRuntime(dev_mounts=parse_mounts("/src:/opt/seglab")).create_kwargs(
+        spec(gpus=(GPU,), memory="1g", cpus=1.5, labels={"seglab.run_id": "r"})
+    )
+    assert kwargs["cap_drop"] == ["ALL"]
+    assert kwargs["security_opt"] == ["no-new-privileges"]
+    assert kwargs["network_mode"] == "none" and kwargs["privileged"] is False
+    assert kwargs["shm_size"] == "8g" and kwargs["user"] == "1000:1000"
+    assert kwargs["mem_limit"] == kwargs["memswap_limit"] == "1g"
+    assert kwargs["nano_cpus"] == 1_500_000_000
+    (request,) = kwargs["device_requests"]
+    assert request["DeviceIDs"] == [GPU] and request["Capabilities"] == [["gpu"]]
+    assert request["Count"] == 0  # pinned by UUID, never by count
+    assert "NVIDIA_VISIBLE_DEVICES" not in kwargs["environment"]
+    assert [m["Target"] for m in kwargs["mounts"]] == ["/opt/seglab"]
+    assert kwargs["mounts"][0]["ReadOnly"] is True
+    networked = DockerRuntime().create_kwargs(spec(network=True))
+    assert "network_mode" not in networked
+    assert networked["environment"]["NVIDIA_VISIBLE_DEVICES"] == "void"
+
+
+def test_log_cursors_round_trip() -> None:
+    for cursor in (LogCursor(offset=12345), LogCursor(1795756166656807634, 3, 17957561666, 1)):
+        assert LogCursor.decode(cursor.encode()) == cursor
+    with pytest.raises(ValueError, match="not a log cursor"):
+        LogCursor.decode("t1.2")
+
+
+def test_engine_timestamps_keep_nanoseconds() -> None:
+    assert parse_timestamp_ns("1970-01-01T00:00:01.000000007Z") == 1_000_000_007
+    assert parse_timestamp_ns("1970-01-01T01:00:01.5+01:00") == 1_500_000_000
+    with pytest.raises(ValueError, match="RFC 3339"):
+        parse_timestamp_ns("yesterday")
+
+
+def test_state_from_inspect_output() -> None:
+    state = state_from_attrs({"State": {
+        "Status": "exited", "ExitCode": 137, "OOMKilled": True, "Pid": 0,
+        "StartedAt": "2026-01-02T03:04:05.123456789Z", "FinishedAt": "2026-01-02T03:05:00Z",
+    }})
+    assert (state.status, state.exit_code, state.oom_killed, state.pid) == ("exited", 137,
+                                                                            True, None)
+    assert state.started_at is not None and state.started_at.microsecond == 123456
+    created = state_from_attrs({"State": {"Status": "created", "ExitCode": 0,
+                                          "StartedAt": "0001-01-01T00:00:00Z"}})
+    assert (created.status, created.exit_code, created.started_at) == ("created", None, None)
