@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from seglab.commands import add_command, print_json
+from seglab.commands.trust import add_trust_action
 
 if TYPE_CHECKING:
     from seglab.hosts import Host, Inventory
@@ -47,6 +48,7 @@ def register(subparsers: Any) -> None:
         help="read this hosts.yaml instead of the one in the config dir",
     )
     parser.set_defaults(func=_hosts)
+    add_trust_action(parser)
 
 
 def host_json(host: Host) -> dict[str, Any]:

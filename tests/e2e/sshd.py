@@ -317,3 +317,66 @@ def lab1(sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path, tmp_path: Path)
         {"lab1": {"ssh": "lab1", "nvidia_smi": str(smi), "runs_root": str(tmp_path / "runs")}},
     )
     return Lab(sshd, ssh_home, hosts_yaml, smi)
+
+
+@dataclass(frozen=True)
+class SecondEngine:
+    """A second, independent dockerd playing a remote server's engine."""
+
+    socket: Path
+    data_root: Path
+
+
+@pytest.fixture(scope="session")
+def remote_engine() -> Iterator[SecondEngine]:
+    """Start `dockerd` on a socket, data root and exec root of its own (root only)."""
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        pytest.skip("dockerd is not installed (.ci/docker.sh installs docker.io)")
+    if os.geteuid() != 0:
+        pytest.skip("a second dockerd needs root")
+    work = Path(tempfile.mkdtemp(prefix="sl-dk-"))  # short: containerd sockets live here
+    sock = work / "remote.sock"
+    log_path = work / "dockerd.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                dockerd, "--host", f"unix://{sock}", "--data-root", str(work / "data"),
+                "--exec-root", str(work / "exec"), "--pidfile", str(work / "dockerd.pid"),
+                "--bridge=none", "--iptables=false", "--ip-forward=false", "--ip-masq=false",
+            ],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    try:
+        _wait_for_engine(sock, process, log_path)
+        yield SecondEngine(sock, work / "data")
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _wait_for_engine(sock: Path, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    import docker
+    from docker.errors import DockerException
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the second dockerd exited:\n{log_path.read_text()[-3000:]}")
+        if sock.exists():
+            client = docker.DockerClient(base_url=f"unix://{sock}", timeout=5)
+            try:
+                client.ping()
+                return
+            except (DockerException, OSError):
+                time.sleep(0.2)
+            finally:
+                client.close()
+        else:
+            time.sleep(0.2)
+    pytest.fail(f"the second dockerd did not answer within 60 s:\n{log_path.read_text()[-3000:]}")
