@@ -6,13 +6,20 @@ every behaviour the dashboard shows is reachable, and testable, headless.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import asyncio
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from seglab import paths, recipes
 from seglab.hosts import Inventory, load_inventory
-from seglab.registry import Registry
+from seglab.registry import Registry, RunRecord
+from seglab.runs import RunManager, Submitted
+from seglab.scheduler import Pool, Scheduler, parse_on
 from seglab.yamlpos import ConfigError, Problem, did_you_mean
+
+if TYPE_CHECKING:
+    from seglab.telemetry.sample import HostState
 
 
 class Workstation:
@@ -73,3 +80,78 @@ class Workstation:
         if self._registry is None:
             self._registry = Registry(self.state_dir / paths.registry_file().name)
         return self._registry
+
+    # -- runs ------------------------------------------------------------------------
+
+    _inventory: Inventory | None = None
+    _manager: RunManager | None = None
+
+    def inventory(self) -> Inventory:
+        """The host inventory, loaded once per workstation."""
+        if self._inventory is None:
+            self._inventory = self.hosts()
+        return self._inventory
+
+    def runs(self) -> RunManager:
+        """The run manager (runtimes per host, backed by the registry)."""
+        if self._manager is None:
+            self._manager = RunManager(self.inventory(), self.registry())
+        return self._manager
+
+    async def gpu_states(self, hosts: Sequence[str], timeout: float = 15.0
+                         ) -> dict[str, HostState]:
+        """One telemetry reading of each named host (what placement decides on)."""
+        from seglab.telemetry.source import Telemetry
+
+        telemetry = Telemetry()
+        try:
+            for name in hosts:
+                await telemetry.add_host(self.inventory().get(name))
+            states = await telemetry.wait_ready(timeout)
+        finally:
+            await telemetry.close()
+        return {state.host: state for state in states}
+
+    def scheduler(self, pools: Sequence[Pool], timeout: float = 15.0) -> Scheduler:
+        """A scheduler over fresh telemetry of the hosts the pools name (none for CPU)."""
+        names: list[str] = []
+        for pool in pools:
+            if pool.cpu:
+                continue
+            for name in [pool.host] if pool.host is not None else list(self.inventory().hosts):
+                if name not in names:
+                    names.append(name)
+        states = asyncio.run(self.gpu_states(names, timeout)) if names else {}
+        return Scheduler(self.inventory(), self.registry(), states)
+
+    def launch(
+        self,
+        recipe: str | Path,
+        variants: Sequence[str] = (),
+        *,
+        on: str = "auto",
+        runtime: str = "auto",
+        image: str | None = None,
+        queue: bool = True,
+    ) -> list[Submitted]:
+        """Place and start the chosen variants of a recipe (all of them by default)."""
+        loaded = self.load_recipe(recipe)
+        chosen = [loaded.variant(name) for name in variants] if variants else loaded.variants
+        pools = parse_on(on)
+        manager = self.runs()
+        manager.reconcile()
+        return manager.submit(loaded, chosen, pools, self.scheduler(pools), runtime=runtime,
+                              image=image, queue=queue)
+
+    def pump_queue(self) -> list[RunRecord]:
+        """Start queued runs whose GPUs have become free."""
+        pending = self.registry().pending()
+        if not pending:
+            return []
+        pools = [Pool.from_dict(p) for item in pending for p in item.request["pools"]]
+        return self.runs().pump_queue(self.scheduler(pools))
+
+    def resume(self, run_id: str) -> RunRecord:
+        """Start a stopped or failed run again from its last checkpoint."""
+        manager = self.runs()
+        return manager.resume(run_id, Scheduler(self.inventory(), self.registry()))

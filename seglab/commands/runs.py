@@ -1,0 +1,376 @@
+"""`seglab run|ps|logs|metrics|stop|kill|resume|rm`: runs from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from seglab.commands import add_command, print_json
+
+if TYPE_CHECKING:
+    from seglab.registry import RunRecord
+    from seglab.workstation import Workstation
+
+RUN_HELP = """\
+Start the variants of a recipe (all of them unless --variant is given), one run per
+variant, each on its own GPUs. Prints one run id per line.
+
+Placement (--on):
+  auto               free GPUs on any host (the default)
+  HOST               free GPUs of that host
+  HOST:0,1 | HOST:0-3 | HOST:GPU-<uuid>
+                     those GPUs of that host (each run takes resources.gpus of them)
+  HOST:cpu           that host's CPU, no GPU (any number of runs share it)
+
+A GPU is free when no seglab run holds it and no other process uses more than the
+host's gpu_memory_threshold_mib on it. Variants that find no free GPU wait in a
+persistent queue: --wait keeps seglab running until every run has ended, starting
+queued ones as GPUs free up; otherwise `seglab ps` or the dashboard starts them later.
+--no-queue makes a busy GPU an error instead.
+
+Runtime (--runtime): docker (a container per run; needs a Docker engine), process
+(a detached process on this machine), or auto (docker when an engine answers).
+
+Examples:
+  seglab run synthetic-smoke --on local:cpu --runtime process --wait
+  seglab run recipes/cityscapes-deeplabv3plus-r50-resolution.yaml --on auto
+  seglab run my-ablation.yaml --variant lr=low --on lab1:2
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the run lifecycle commands."""
+    run = add_command(subparsers, "run", "start the variants of a recipe", RUN_HELP)
+    run.add_argument("recipe", metavar="RECIPE", help="recipe file or shipped recipe name")
+    run.add_argument("--variant", action="append", default=[], metavar="NAME",
+                     help="only this variant (repeatable; see `seglab recipe expand`)")
+    run.add_argument("--on", default="auto", metavar="PLACEMENT",
+                     help="where to run: auto, HOST, HOST:0,1, HOST:GPU-uuid, HOST:cpu")
+    run.add_argument("--runtime", default="auto", choices=("auto", "docker", "process"),
+                     help="docker containers or detached processes (default: auto)")
+    run.add_argument("--image", help="override the recipe's image")
+    run.add_argument("--wait", action="store_true",
+                     help="stay until every run ends, starting queued ones as GPUs free up")
+    run.add_argument("--no-queue", action="store_true",
+                     help="fail instead of queueing when GPUs are busy")
+    run.add_argument("--json", action="store_true", help="print the runs as JSON")
+    run.set_defaults(func=_run)
+
+    ps = add_command(subparsers, "ps", "list runs with their progress and metrics",
+                     "List runs: status, host:GPUs, progress, last loss, best mIoU, img/s, age.\n"
+                     "Without --all only runs that have not ended are shown. Also starts\n"
+                     "queued runs whose GPUs have become free.")
+    ps.add_argument("--all", "-a", action="store_true", help="include ended runs")
+    ps.add_argument("--json", action="store_true", help="machine-readable output")
+    ps.set_defaults(func=_ps)
+
+    logs = add_command(subparsers, "logs", "show a run's log",
+                       "Print a run's log (its trainer's output, whole lines). With -f, keep\n"
+                       "following until the run ends. Event lines (@seglab {...}) are shown\n"
+                       "unless --no-events.")
+    logs.add_argument("run_id", metavar="RUN")
+    logs.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
+    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    logs.add_argument("--no-events", action="store_true", help="hide @seglab event lines")
+    logs.set_defaults(func=_logs)
+
+    metrics = add_command(subparsers, "metrics", "show a run's evaluation history",
+                          "Show a run's evaluations (mIoU, pixel accuracy, mean accuracy,\n"
+                          "per-class IoU) and training progress, from its events.")
+    metrics.add_argument("run_id", metavar="RUN")
+    metrics.add_argument("--json", action="store_true", help="machine-readable output")
+    metrics.set_defaults(func=_metrics)
+
+    stop = add_command(subparsers, "stop", "stop runs gracefully",
+                       "Send SIGTERM: the trainer finishes its step, writes last.pt and\n"
+                       "exits 0. After --timeout seconds it is killed. `seglab resume`\n"
+                       "continues from last.pt. A queued run is taken off the queue.")
+    stop.add_argument("run_ids", nargs="+", metavar="RUN")
+    stop.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                      help="seconds of grace before SIGKILL (default 60)")
+    stop.set_defaults(func=_stop)
+
+    kill = add_command(subparsers, "kill", "kill runs now (SIGKILL)",
+                       "Kill runs at once. Work since the last checkpoint is lost.")
+    kill.add_argument("run_ids", nargs="+", metavar="RUN")
+    kill.set_defaults(func=_kill)
+
+    resume = add_command(subparsers, "resume", "continue stopped or failed runs",
+                         "Start an ended run again with the same run id, run dir and GPUs;\n"
+                         "the trainer continues from checkpoints/last.pt.")
+    resume.add_argument("run_ids", nargs="+", metavar="RUN")
+    resume.set_defaults(func=_resume)
+
+    rm = add_command(subparsers, "rm", "forget ended runs",
+                     "Remove runs: their container (or process record) and registry entry.\n"
+                     "The run directory stays unless --purge.")
+    rm.add_argument("run_ids", nargs="+", metavar="RUN")
+    rm.add_argument("--purge", action="store_true", help="also delete the run directory")
+    rm.add_argument("--force", action="store_true", help="kill the run first if it is running")
+    rm.set_defaults(func=_rm)
+
+
+def _workstation() -> Workstation:
+    from seglab.workstation import Workstation
+
+    return Workstation()
+
+
+def _guard(action: Any) -> Any:
+    """Turn the domain's expected failures into CommandError (message, exit 1)."""
+    from seglab.cli import CommandError
+    from seglab.hosts import UnknownHostError
+    from seglab.registry import UnknownRunError
+    from seglab.runs import RunError
+    from seglab.runtime import RuntimeFailure
+    from seglab.scheduler import PlacementError
+
+    try:
+        return action()
+    except (RunError, RuntimeFailure, PlacementError) as exc:
+        raise CommandError(str(exc)) from exc
+    except (UnknownRunError, UnknownHostError) as exc:
+        raise CommandError(str(exc)) from exc
+    except KeyError as exc:  # an unknown variant name
+        raise CommandError(str(exc.args[0]) if exc.args else str(exc)) from exc
+
+
+# -- run ------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    ws = _workstation()
+    submitted = _guard(lambda: ws.launch(args.recipe, args.variant, on=args.on,
+                                         runtime=args.runtime, image=args.image,
+                                         queue=not args.no_queue))
+    if args.json and not args.wait:
+        print_json([run_row(s.record) for s in submitted])
+    else:
+        for item in submitted:
+            print(item.record.run_id)
+            if item.queued_because:
+                print(f"  queued: {item.queued_because}", file=sys.stderr)
+    if not args.wait:
+        return 0
+    ids = [s.record.run_id for s in submitted]
+    return _wait(ws, ids, args.json)
+
+
+def _wait(ws: Workstation, ids: list[str], as_json: bool) -> int:
+    """Keep starting queued runs and refreshing until every run in ``ids`` has ended."""
+    from seglab.registry import RunStatus
+
+    last: dict[str, str] = {}
+    while True:
+        _guard(ws.pump_queue)
+        records = [ws.runs().refresh(ws.registry().get_run(run_id)) for run_id in ids]
+        for record in records:
+            line = _progress_line(record)
+            if last.get(record.run_id) != line:
+                last[record.run_id] = line
+                print(line, file=sys.stderr, flush=True)
+        if all(r.is_final or r.status == RunStatus.LOST for r in records):
+            break
+        time.sleep(2.0)
+    if as_json:
+        print_json([run_row(r) for r in records])
+    ok = all(r.status in (RunStatus.FINISHED, RunStatus.STOPPED) for r in records)
+    return 0 if ok else 1
+
+
+def _progress_line(record: RunRecord) -> str:
+    miou = "-" if record.best_miou is None else f"{record.best_miou:.4f}"
+    done = "-" if record.last_iter is None else f"{record.last_iter}/{record.total_iters or '?'}"
+    return f"{record.run_id}: {record.status} iter {done} best mIoU {miou}"
+
+
+# -- ps -------------------------------------------------------------------------------
+
+
+def run_row(record: RunRecord) -> dict[str, Any]:
+    """The documented JSON shape of one run (`seglab ps --json`)."""
+    now = time.time()
+    progress = None
+    if record.total_iters:
+        progress = (record.last_iter or 0) / record.total_iters
+    eta = None
+    if (record.img_per_s and record.total_iters and record.last_iter is not None
+            and not record.is_final):
+        from seglab.runs import resolved_recipe
+
+        batch = resolved_recipe(record).train.batch_size
+        eta = (record.total_iters - record.last_iter) * batch / record.img_per_s
+    return {
+        "run_id": record.run_id,
+        "recipe": record.recipe,
+        "variant": record.variant,
+        "status": str(record.status),
+        "host": record.host,
+        "gpus": list(record.gpus),
+        "runtime": record.runtime,
+        "iteration": record.last_iter,
+        "total_iterations": record.total_iters,
+        "progress": progress,
+        "eta_s": eta,
+        "last_loss": record.last_loss,
+        "best_miou": record.best_miou,
+        "img_per_s": record.img_per_s,
+        "age_s": now - record.created_at,
+        "exit_code": record.exit_code,
+        "run_dir": record.run_dir or None,
+        "message": record.message,
+    }
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _ps(args: argparse.Namespace) -> int:
+    ws = _workstation()
+    manager = ws.runs()
+    _guard(manager.reconcile)
+    _guard(ws.pump_queue)
+    rows = [run_row(r) for r in _guard(lambda: manager.refresh_all(include_final=args.all))]
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print("no runs" + ("" if args.all else " (seglab ps --all shows ended ones)"))
+        return 0
+    header = (f"{'RUN':<44} {'STATUS':<10} {'WHERE':<14} {'PROGRESS':>14} {'LOSS':>7} "
+              f"{'mIoU':>6} {'IMG/S':>7} {'AGE':>5}")
+    print(header)
+    for row in rows:
+        where = f"{row['host']}:{len(row['gpus'])}gpu" if row["gpus"] else f"{row['host']}:cpu"
+        progress = "-"
+        if row["iteration"] is not None:
+            progress = f"{row['iteration']}/{row['total_iterations'] or '?'}"
+            if row["progress"] is not None:
+                progress += f" {row['progress']:4.0%}"
+        loss = "-" if row["last_loss"] is None else f"{row['last_loss']:.3f}"
+        miou = "-" if row["best_miou"] is None else f"{row['best_miou']:.3f}"
+        ips = "-" if row["img_per_s"] is None else f"{row['img_per_s']:.1f}"
+        print(f"{row['run_id']:<44} {row['status']:<10} {where:<14} {progress:>14} {loss:>7} "
+              f"{miou:>6} {ips:>7} {_age(row['age_s']):>5}")
+        if row["status"] in ("failed", "oom_killed", "lost", "queued") and row["message"]:
+            last = row["message"].strip().splitlines()[-1]
+            print(f"  {last}")
+    return 0
+
+
+# -- logs, metrics --------------------------------------------------------------------
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from seglab.events import PREFIX
+
+    ws = _workstation()
+    _guard(ws.runs().reconcile)
+    lines = ws.runs().logs(args.run_id, follow=args.follow, tail=args.tail)
+
+    def emit() -> None:
+        for line in lines:
+            if args.no_events and PREFIX in line.text:
+                continue
+            print(line.text, flush=args.follow)
+
+    _guard(emit)
+    return 0
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    ws = _workstation()
+    manager = ws.runs()
+    _guard(manager.reconcile)
+    record = _guard(lambda: manager.refresh(ws.registry().get_run(args.run_id)))
+    registry = ws.registry()
+    start = registry.events(record.run_id, kind="start")
+    evals = [e.data | {"seq": e.seq, "time": e.time}
+             for e in registry.events(record.run_id, kind="eval")]
+    trains = registry.events(record.run_id, kind="train")
+    class_names = start[-1].data.get("class_names") if start else None
+    data = {
+        "run_id": record.run_id,
+        "status": str(record.status),
+        "best_miou": record.best_miou,
+        "iteration": record.last_iter,
+        "total_iterations": record.total_iters,
+        "last_loss": record.last_loss,
+        "img_per_s": record.img_per_s,
+        "class_names": class_names,
+        "evals": evals,
+        "loss": [{"iter": e.data["iter"], "loss": e.data["loss"]} for e in trains],
+    }
+    if args.json:
+        print_json(data)
+        return 0
+    print(f"{record.run_id}  {record.status}  best mIoU "
+          f"{'-' if record.best_miou is None else f'{record.best_miou:.4f}'}")
+    if not evals:
+        print("no evaluation yet")
+        return 0
+    print(f"{'ITER':>8} {'EPOCH':>6} {'mIoU':>8} {'PIXACC':>8} {'MEANACC':>8}")
+    for ev in evals:
+        print(f"{ev['iter']:>8} {ev['epoch']:>6} {ev['miou']:>8.4f} {ev['pixel_acc']:>8.4f} "
+              f"{ev['mean_acc']:>8.4f}")
+    last = evals[-1]
+    names = class_names or [str(i) for i in range(len(last["per_class_iou"]))]
+    print("per-class IoU (last evaluation):")
+    for name, iou in zip(names, last["per_class_iou"], strict=False):
+        print(f"  {name:<20} {'-' if iou is None else f'{iou:.4f}'}")
+    return 0
+
+
+# -- stop, kill, resume, rm -----------------------------------------------------------
+
+
+def _each(ids: list[str], action: Any) -> int:
+    """Apply ``action`` to every run; report each failure and go on with the others."""
+    from seglab.cli import CommandError
+
+    failed = False
+    for run_id in ids:
+        try:
+            result = _guard(lambda run_id=run_id: action(run_id))
+        except CommandError as exc:
+            print(f"seglab: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        print(f"{run_id}: {result}")
+    return 1 if failed else 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    ws = _workstation()
+    _guard(ws.runs().reconcile)
+    return _each(args.run_ids, lambda r: ws.runs().stop(r, timeout=args.timeout).status)
+
+
+def _kill(args: argparse.Namespace) -> int:
+    ws = _workstation()
+    _guard(ws.runs().reconcile)
+    return _each(args.run_ids, lambda r: ws.runs().kill(r).status)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    ws = _workstation()
+    _guard(ws.runs().reconcile)
+    return _each(args.run_ids, lambda r: ws.resume(r).status)
+
+
+def _rm(args: argparse.Namespace) -> int:
+    ws = _workstation()
+    _guard(ws.runs().reconcile)
+
+    def remove(run_id: str) -> str:
+        ws.runs().remove(run_id, purge=args.purge, force=args.force)
+        return "removed" + (" with its run dir" if args.purge else "")
+
+    return _each(args.run_ids, remove)

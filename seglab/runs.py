@@ -1,0 +1,500 @@
+"""Run lifecycle: submit variants, start them on a runtime, find them again, end them.
+
+The runtimes (Docker engine, detached processes) hold the truth; the registry caches it.
+Every run carries labels (``seglab.run_id`` and friends), so a seglab that starts after
+another was killed finds the runs again (:meth:`RunManager.reconcile`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seglab import __version__, events, recipes
+from seglab.hosts import DEFAULT_DOCKER_SOCKET, Host, Inventory
+from seglab.registry import FINAL_STATUSES, Registry, RunRecord, RunStatus
+from seglab.runtime import (
+    EngineUnavailable,
+    LaunchSpec,
+    LogLine,
+    Mount,
+    RunNotFound,
+    Runtime,
+    RuntimeFailure,
+    RuntimeState,
+    own_run_dir,
+)
+from seglab.scheduler import Placement, PlacementError, Pool, Scheduler
+
+log = logging.getLogger(__name__)
+
+RUN_MOUNT = "/seglab/run"  # the run directory inside a container
+DATA_MOUNT = "/seglab/data"  # the dataset root inside a container (read-only)
+RUNTIMES = ("auto", "docker", "process")
+FAILED_TAIL = 20  # log lines kept in the registry for a failed run
+
+
+class RunError(Exception):
+    """A run operation that cannot be done, with a message for the user."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The outcome of submitting one variant: started, or queued with the reason."""
+
+    record: RunRecord
+    queued_because: str | None = None
+
+
+def new_run_id(recipe: str, variant: recipes.Variant) -> str:
+    """``<recipe>.<variant slug>.<6 hex>``: unique, readable, fit for container names."""
+    return f"{recipe}.{variant.slug}.{secrets.token_hex(3)}"
+
+
+def labels_for(record: RunRecord) -> dict[str, str]:
+    """The labels every run carries (DESIGN.md: run identity)."""
+    return {
+        "seglab.run_id": record.run_id,
+        "seglab.recipe": record.recipe,
+        "seglab.variant": record.variant,
+        "seglab.recipe_sha": record.recipe_sha,
+        "seglab.gpus": ",".join(record.gpus),
+        "seglab.version": __version__,
+        "seglab.host": record.host,
+        "seglab.run_dir": record.run_dir,
+    }
+
+
+def resolved_recipe(record: RunRecord) -> recipes.Recipe:
+    """The resolved recipe a run was started with."""
+    return recipes.Recipe.model_validate(yaml.safe_load(record.resolved_recipe))
+
+
+def status_from(state: RuntimeState, ended_as: str | None) -> RunStatus:
+    """The registry status for what the runtime says (``ended_as``: the end event's status)."""
+    if state.status == "created":
+        return RunStatus.STARTING
+    if state.status in ("running", "paused"):
+        return RunStatus.RUNNING
+    if state.status == "dead":
+        return RunStatus.LOST
+    if state.oom_killed:
+        return RunStatus.OOM_KILLED
+    if state.exit_code == 0:
+        return RunStatus.STOPPED if ended_as == "stopped" else RunStatus.FINISHED
+    return RunStatus.FAILED
+
+
+class RunManager:
+    """Starts, watches and ends runs on the hosts of an inventory."""
+
+    def __init__(self, inventory: Inventory, registry: Registry) -> None:
+        self.inventory = inventory
+        self.registry = registry
+        self._runtimes: dict[tuple[str, str], Runtime] = {}
+
+    # -- runtimes ------------------------------------------------------------------
+
+    def docker_url(self, host: Host) -> str:
+        """The engine socket of ``host`` (``DOCKER_HOST`` overrides the local default)."""
+        env = os.environ.get("DOCKER_HOST")
+        if host.is_local and env and host.docker_socket == DEFAULT_DOCKER_SOCKET:
+            return env
+        return f"unix://{host.docker_socket}"
+
+    def runtime(self, host_name: str, kind: str) -> Runtime:
+        """The runtime ``kind`` (docker | process) of a host, created once."""
+        key = (host_name, kind)
+        if key not in self._runtimes:
+            host = self.inventory.get(host_name)
+            if not host.is_local:
+                raise RunError(f"host {host_name} is remote: remote runs need the SSH layer "
+                               "(docker over a forwarded socket), not available yet")
+            if kind == "docker":
+                from seglab.runtime.docker import DockerRuntime
+
+                self._runtimes[key] = DockerRuntime.from_env(self.docker_url(host),
+                                                             host=host_name)
+            elif kind == "process":
+                from seglab.runtime.process import ProcessRuntime
+
+                self._runtimes[key] = ProcessRuntime(Path(host.runs_root))
+            else:
+                raise RunError(f"unknown runtime {kind!r}; choose one of docker, process")
+        return self._runtimes[key]
+
+    def choose_runtime(self, host_name: str, requested: str) -> str:
+        """``docker`` or ``process`` for ``requested`` (``auto``: docker when it answers)."""
+        if requested not in RUNTIMES:
+            raise RunError(f"unknown runtime {requested!r}; choose one of {', '.join(RUNTIMES)}")
+        if requested != "auto":
+            return requested
+        if not self.inventory.get(host_name).is_local:
+            return "docker"
+        try:
+            from seglab.runtime.docker import DockerRuntime
+
+            runtime = self.runtime(host_name, "docker")
+            assert isinstance(runtime, DockerRuntime)
+            runtime.client  # noqa: B018 - connecting is the check
+        except EngineUnavailable as exc:
+            log.info("no Docker engine on %s (%s): using the process runtime", host_name, exc)
+            return "process"
+        return "docker"
+
+    # -- submitting and starting ---------------------------------------------------
+
+    def submit(
+        self,
+        recipe_file: recipes.RecipeFile,
+        variants: Sequence[recipes.Variant],
+        pools: Sequence[Pool],
+        scheduler: Scheduler,
+        *,
+        runtime: str = "auto",
+        image: str | None = None,
+        queue: bool = True,
+    ) -> list[Submitted]:
+        """Place and start each variant; the ones that find no free GPU are queued.
+
+        With ``queue=False`` a variant that finds no free GPU is an error instead.
+        """
+        if not variants:
+            raise RunError(f"{recipe_file.path}: no variants selected")
+        gpus_per_run = max(v.recipe.resources.gpus for v in variants)
+        if not all(pool.cpu for pool in pools):
+            scheduler.check([p for p in pools if not p.cpu] or pools, gpus_per_run)
+        for pool in pools:
+            if pool.host is not None:
+                self.inventory.get(pool.host)
+        out = []
+        for variant in variants:
+            recipe = variant.recipe if image is None else variant.recipe.model_copy(
+                update={"image": image})
+            run_id = new_run_id(recipe_file.name, variant)
+            record = RunRecord(
+                run_id=run_id,
+                recipe=recipe_file.name,
+                variant=variant.name,
+                recipe_sha=recipe.sha(),
+                resolved_recipe=recipe.to_yaml(),
+                host=pools[0].host or "",
+                runtime=runtime,
+                status=RunStatus.QUEUED,
+            )
+            placement = scheduler.place(pools, recipe.resources.gpus, run_id)
+            if placement is None:
+                reason = scheduler.explain_busy(pools)
+                if not queue:
+                    raise RunError(f"no free GPU for {variant.name} on "
+                                   f"{','.join(map(str, pools))}: {reason}")
+                self.registry.upsert_run(replace(record, message=f"queued: {reason}"))
+                self.registry.enqueue(run_id, {"pools": [p.to_dict() for p in pools],
+                                               "runtime": runtime})
+                out.append(Submitted(self.registry.get_run(run_id), reason))
+                continue
+            out.append(Submitted(self.start(record, placement)))
+        return out
+
+    def start(self, record: RunRecord, placement: Placement) -> RunRecord:
+        """Launch ``record`` at ``placement`` (its GPUs already reserved)."""
+        try:
+            kind = self.choose_runtime(placement.host, record.runtime)
+            host = self.inventory.get(placement.host)
+            recipe = resolved_recipe(record)
+            run_dir = self._run_dir(host, record.run_id)
+            record = replace(record, host=placement.host, gpus=placement.gpus, runtime=kind,
+                             run_dir=str(run_dir), status=RunStatus.STARTING,
+                             message=None)
+            spec = self._spec(record, recipe, host, kind, run_dir)
+            self.registry.upsert_run(record)
+            handle = self.runtime(host.name, kind).launch(spec)
+        except BaseException:
+            self.registry.release(record.run_id)
+            raise
+        record = replace(record, handle=handle, started_at=time.time())
+        self.registry.upsert_run(record)
+        return self.refresh(record)
+
+    def _run_dir(self, host: Host, run_id: str) -> Path:
+        root = Path(host.runs_root).expanduser()
+        run_dir = root / run_id
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(root).free
+        except OSError as exc:
+            raise RunError(f"runs root {root} on {host.name} is not usable: {exc}") from exc
+        if free < 256 * 2**20:
+            raise RunError(f"runs root {root} on {host.name} has only {free // 2**20} MiB free; "
+                           "free some space (seglab rm --purge old runs) or move runs_root")
+        return run_dir
+
+    def _spec(self, record: RunRecord, recipe: recipes.Recipe, host: Host, kind: str,
+              run_dir: Path) -> LaunchSpec:
+        dataset: str | None = None
+        if recipe.data.dataset != "synthetic":
+            dataset = host.dataset_root(recipe.data.root_name)
+            if host.is_local and not Path(dataset).is_dir():
+                raise RunError(f"dataset root {dataset} ({recipe.data.root_name}) does not "
+                               f"exist on {host.name}; fix `datasets:` in hosts.yaml")
+        env: dict[str, str] = {}
+        common: dict[str, Any] = {
+            "name": record.run_id, "image": recipe.image, "gpus": record.gpus,
+            "shm_size": recipe.resources.shm_size, "labels": labels_for(record),
+            "memory": recipe.resources.memory, "cpus": recipe.resources.cpus,
+            "network": recipe.resources.network,
+        }
+        if kind == "docker":
+            mounts = [Mount(run_dir, RUN_MOUNT, read_only=False)]
+            if dataset is not None:
+                mounts.append(Mount(Path(dataset), DATA_MOUNT, read_only=True))
+                env["SEGLAB_DATA_ROOT"] = DATA_MOUNT
+            spec = LaunchSpec(
+                command=("python3", "-m", "seglab.train", "--config",
+                         f"{RUN_MOUNT}/recipe.yaml", "--run-dir", RUN_MOUNT),
+                env=env, mounts=tuple(mounts), workdir=RUN_MOUNT, **common)
+        else:
+            if dataset is not None:
+                env["SEGLAB_DATA_ROOT"] = dataset
+            spec = LaunchSpec(
+                command=(sys.executable, "-m", "seglab.train", "--config",
+                         str(run_dir / "recipe.yaml"), "--run-dir", str(run_dir)),
+                env=env, log_path=run_dir / "train.log", workdir=str(run_dir), **common)
+        own_run_dir(run_dir, spec.user)
+        recipe_path = run_dir / "recipe.yaml"
+        if not recipe_path.exists():
+            recipe_path.write_text(record.resolved_recipe)
+        return spec
+
+    # -- the queue -------------------------------------------------------------------
+
+    def pump_queue(self, scheduler: Scheduler) -> list[RunRecord]:
+        """Start queued runs whose GPUs are free now, oldest first."""
+        started = []
+        for item in self.registry.pending():
+            claimed = self.registry.claim(item.id)
+            if claimed is None:
+                continue  # another seglab took it
+            record = self.registry.get_run(item.run_id)
+            if record.status != RunStatus.QUEUED:
+                self.registry.drop(item.id)
+                continue
+            pools = [Pool.from_dict(p) for p in item.request["pools"]]
+            gpus = resolved_recipe(record).resources.gpus
+            try:
+                placement = scheduler.place(pools, gpus, record.run_id)
+            except PlacementError as exc:
+                self.registry.drop(item.id)
+                self.registry.update_run(record.run_id, status=RunStatus.FAILED,
+                                         message=f"cannot be placed: {exc}")
+                continue
+            if placement is None:
+                self.registry.unclaim(item.id)
+                continue
+            self.registry.drop(item.id)
+            try:
+                started.append(self.start(record, placement))
+            except (RuntimeFailure, RunError) as exc:
+                self.registry.update_run(record.run_id, status=RunStatus.FAILED,
+                                         message=str(exc), finished_at=time.time())
+        return started
+
+    # -- truth from the runtimes -----------------------------------------------------
+
+    def ingest(self, record: RunRecord) -> int:
+        """Copy new events from the run dir's events.jsonl into the registry (idempotent)."""
+        if not record.run_dir:
+            return 0
+        path = Path(record.run_dir) / "events.jsonl"
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return self.registry.add_events(record.run_id, events.read_jsonl(handle))
+        except FileNotFoundError:
+            return 0
+
+    def refresh(self, record: RunRecord) -> RunRecord:
+        """Ask the runtime how the run is, ingest its events, and store the result."""
+        if record.status == RunStatus.QUEUED or not record.handle:
+            return record
+        self.ingest(record)
+        if record.is_final or record.status == RunStatus.LOST:
+            return self.registry.get_run(record.run_id)
+        try:
+            state = self.runtime(record.host, record.runtime).inspect(record.handle)
+        except RunNotFound:
+            state = RuntimeState("dead", error="the run was removed outside seglab")
+        except EngineUnavailable as exc:
+            self.registry.update_run(record.run_id, message=str(exc))
+            return self.registry.get_run(record.run_id)
+        ended = self.registry.events(record.run_id, kind="end")
+        ended_as = ended[-1].data.get("status") if ended else None
+        status = status_from(state, ended_as)
+        fields: dict[str, Any] = {"status": status}
+        if status in FINAL_STATUSES or status == RunStatus.LOST:
+            self.ingest(record)  # what was written between the first read and the end
+            fields["exit_code"] = state.exit_code
+            fields["finished_at"] = (state.finished_at.timestamp() if state.finished_at
+                                     else time.time())
+            if status in (RunStatus.FAILED, RunStatus.OOM_KILLED, RunStatus.LOST):
+                fields["message"] = state.error or self._tail(record)
+            self.registry.release(record.run_id)
+        return self.registry.update_run(record.run_id, **fields)
+
+    def _tail(self, record: RunRecord) -> str | None:
+        try:
+            lines = [line.text for line in self.runtime(record.host, record.runtime).logs(
+                record.handle or "", tail=FAILED_TAIL)]
+        except RuntimeFailure as exc:
+            return f"(log unavailable: {exc})"
+        return "\n".join(lines) or None
+
+    def refresh_all(self, include_final: bool = False) -> list[RunRecord]:
+        """Refresh every run that can still change (and list them all if asked)."""
+        out = []
+        for stored in self.registry.list_runs():
+            record = stored if stored.is_final else self.refresh(stored)
+            if include_final or not record.is_final:
+                out.append(record)
+        return out
+
+    def reconcile(self) -> list[str]:
+        """Find runs on the local runtimes that the registry lacks; returns their ids."""
+        found = []
+        for host in self.inventory.hosts.values():
+            if not host.is_local:
+                continue
+            for kind in ("docker", "process"):
+                try:
+                    infos = self.runtime(host.name, kind).list({"seglab.run_id": None})
+                except EngineUnavailable:
+                    continue  # no engine here: nothing of ours can be on it
+                for info in infos:
+                    run_id = info.labels["seglab.run_id"]
+                    try:
+                        self.registry.get_run(run_id)
+                        continue
+                    except KeyError:
+                        pass
+                    self.registry.upsert_run(self._record_from_labels(info.labels, info.ref,
+                                                                      kind))
+                    if info.state.active:
+                        gpus = [g for g in info.labels.get("seglab.gpus", "").split(",") if g]
+                        self.registry.reserve(host.name, gpus, run_id)
+                    found.append(run_id)
+        for record in self.registry.list_runs():
+            if not record.is_final:
+                self.refresh(record)
+        return found
+
+    def _record_from_labels(self, labels: Mapping[str, str], ref: str, kind: str) -> RunRecord:
+        run_dir = labels.get("seglab.run_dir", "")
+        recipe_path = Path(run_dir) / "recipe.yaml"
+        resolved = recipe_path.read_text() if run_dir and recipe_path.is_file() else ""
+        return RunRecord(
+            run_id=labels["seglab.run_id"], recipe=labels.get("seglab.recipe", ""),
+            variant=labels.get("seglab.variant", ""),
+            recipe_sha=labels.get("seglab.recipe_sha", ""), resolved_recipe=resolved,
+            host=labels.get("seglab.host", "local"),
+            gpus=tuple(g for g in labels.get("seglab.gpus", "").split(",") if g),
+            runtime=kind, handle=ref, run_dir=run_dir, status=RunStatus.STARTING,
+            message="found again on the runtime",
+        )
+
+    # -- ending and resuming ---------------------------------------------------------
+
+    def _active(self, run_id: str) -> RunRecord:
+        record = self.refresh(self.registry.get_run(run_id))
+        if record.status == RunStatus.QUEUED:
+            return record
+        if record.is_final or record.status == RunStatus.LOST or not record.handle:
+            raise RunError(f"run {run_id} is not running (status {record.status})")
+        return record
+
+    def _dequeue(self, run_id: str) -> bool:
+        dropped = False
+        for item in self.registry.pending():
+            if item.run_id == run_id:
+                dropped = self.registry.drop(item.id) or dropped
+        return dropped
+
+    def stop(self, run_id: str, timeout: float = 60.0) -> RunRecord:
+        """SIGTERM (the trainer checkpoints and exits 0), ``timeout`` s of grace, then kill."""
+        record = self._active(run_id)
+        if record.status == RunStatus.QUEUED:
+            self._dequeue(run_id)
+            return self.registry.update_run(run_id, status=RunStatus.STOPPED,
+                                            finished_at=time.time(), message="never started")
+        self.runtime(record.host, record.runtime).stop(record.handle or "", timeout=timeout)
+        return self.refresh(record)
+
+    def kill(self, run_id: str) -> RunRecord:
+        """SIGKILL now (work since the last checkpoint is lost)."""
+        record = self._active(run_id)
+        if record.status == RunStatus.QUEUED:
+            return self.stop(run_id)
+        self.runtime(record.host, record.runtime).kill(record.handle or "")
+        return self.refresh(record)
+
+    def resume(self, run_id: str, scheduler: Scheduler) -> RunRecord:
+        """Start an ended run again in its run dir on its GPUs (the trainer resumes)."""
+        record = self.refresh(self.registry.get_run(run_id))
+        if not (record.is_final or record.status == RunStatus.LOST):
+            raise RunError(f"run {run_id} is {record.status}; only ended runs resume")
+        if record.status == RunStatus.FINISHED:
+            raise RunError(f"run {run_id} already finished; start a new run instead")
+        if not record.run_dir or not record.handle:
+            raise RunError(f"run {run_id} never started; nothing to resume")
+        if not self.registry.reserve(record.host, record.gpus, run_id):
+            holders = self.registry.holders(record.host)
+            busy = [f"{gpu} held by {holders[(record.host, gpu)]}" for gpu in record.gpus
+                    if (record.host, gpu) in holders]
+            raise RunError(f"cannot resume {run_id}: its GPUs are busy ({'; '.join(busy)})")
+        runtime = self.runtime(record.host, record.runtime)
+        with contextlib.suppress(RunNotFound):  # the container or record is already gone
+            runtime.remove(record.handle, force=False)
+        indices = tuple(range(len(record.gpus)))
+        return self.start(replace(record, runtime=record.runtime),
+                          Placement(record.host, record.gpus, indices))
+
+    def remove(self, run_id: str, purge: bool = False, force: bool = False) -> None:
+        """Forget a run: its container/process record goes; the run dir stays unless purged."""
+        record = self.refresh(self.registry.get_run(run_id))
+        self._dequeue(run_id)
+        if record.handle:
+            runtime = self.runtime(record.host, record.runtime)
+            if not (record.is_final or record.status == RunStatus.LOST) and not force:
+                raise RunError(f"run {run_id} is {record.status}; stop it first or use --force")
+            with contextlib.suppress(RunNotFound):  # already gone on the runtime
+                runtime.remove(record.handle, force=force)
+        self.registry.release(run_id)
+        self.registry.delete_run(run_id)
+        if purge and record.run_dir:
+            shutil.rmtree(record.run_dir, ignore_errors=False)
+
+    # -- logs ------------------------------------------------------------------------
+
+    def logs(self, run_id: str, follow: bool = False, tail: int | None = None
+             ) -> Iterator[LogLine]:
+        """The run's log as whole lines (following until it ends if asked)."""
+        record = self.registry.get_run(run_id)
+        if not record.handle:
+            raise RunError(f"run {run_id} has not started yet (status {record.status})")
+        try:
+            yield from self.runtime(record.host, record.runtime).logs(
+                record.handle, follow=follow, tail=tail)
+        except RunNotFound as exc:
+            log_path = Path(record.run_dir) / "train.log"
+            raise RunError(f"run {run_id} is gone from its runtime; its run dir is "
+                           f"{record.run_dir}" + (f" (see {log_path})" if log_path.exists()
+                                                   else "")) from exc

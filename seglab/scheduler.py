@@ -1,0 +1,235 @@
+"""Placement of runs on GPUs: `--on` specs, free-GPU rules, atomic reservations.
+
+``--on`` takes a comma-separated list of host pools:
+
+- ``auto`` — every GPU of every host (the default);
+- ``HOST`` — every GPU of that host;
+- ``HOST:cpu`` — that host's CPU (no GPU is reserved; any number of runs share it);
+- ``HOST:0,1`` / ``HOST:0-3`` / ``HOST:GPU-<uuid>`` — those GPUs of that host.
+
+Each run takes ``resources.gpus`` GPUs from one host of the pools. A GPU is free when no
+seglab run holds it (registry reservation) and no foreign process uses more memory on it
+than the host's ``gpu_memory_threshold_mib``. Reservation of a run's GPUs is one atomic
+registry transaction, so two seglab processes never put two runs on one GPU.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from seglab.hosts import Inventory
+from seglab.registry import Registry
+from seglab.telemetry.sample import GpuSample, HostState, HostStatus
+from seglab.yamlpos import did_you_mean
+
+_RANGE = re.compile(r"^(\d+)-(\d+)$")
+
+
+class PlacementError(ValueError):
+    """A placement that can never succeed (unknown host or GPU, too many GPUs asked)."""
+
+
+@dataclass(frozen=True)
+class Pool:
+    """GPUs (or the CPU) of one host that runs may be placed on."""
+
+    host: str | None  # None: every host (auto)
+    cpu: bool = False
+    gpus: tuple[str, ...] = ()  # indices or UUIDs as the user gave them; empty: all
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, stored with queued runs."""
+        return {"host": self.host, "cpu": self.cpu, "gpus": list(self.gpus)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Pool:
+        """Inverse of :meth:`to_dict`."""
+        return cls(data["host"], bool(data["cpu"]), tuple(data["gpus"]))
+
+    def __str__(self) -> str:
+        if self.host is None:
+            return "auto"
+        if self.cpu:
+            return f"{self.host}:cpu"
+        return f"{self.host}:{','.join(self.gpus)}" if self.gpus else self.host
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one run goes: a host and the UUIDs of its GPUs (empty for CPU)."""
+
+    host: str
+    gpus: tuple[str, ...] = ()
+    indices: tuple[int, ...] = ()
+
+    @property
+    def cpu(self) -> bool:
+        """True for a CPU-only run."""
+        return not self.gpus
+
+    def __str__(self) -> str:
+        if self.cpu:
+            return f"{self.host}:cpu"
+        return f"{self.host}:{','.join(str(i) for i in self.indices)}"
+
+
+def _expand_gpu_token(token: str) -> list[str]:
+    match = _RANGE.match(token)
+    if match:
+        low, high = int(match.group(1)), int(match.group(2))
+        if low > high:
+            raise PlacementError(f"GPU range {token!r} runs backwards")
+        return [str(i) for i in range(low, high + 1)]
+    return [token]
+
+
+def parse_on(text: str) -> list[Pool]:
+    """The pools of an ``--on`` value (see the module docstring)."""
+    text = text.strip()
+    if not text or text == "auto":
+        return [Pool(None)]
+    pools: list[Pool] = []
+    host: str | None = None
+    gpus: list[str] = []
+    cpu = False
+
+    def close() -> None:
+        if host is not None:
+            pools.append(Pool(host, cpu, tuple(gpus)))
+
+    for raw in text.split(","):
+        token = raw.strip()
+        if not token:
+            raise PlacementError(f"--on {text!r}: empty item")
+        if ":" in token:
+            close()
+            host, _, rest = token.partition(":")
+            gpus, cpu = [], False
+            if not host:
+                raise PlacementError(f"--on {text!r}: {token!r} lacks a host name")
+            if rest == "cpu":
+                cpu = True
+            elif rest:
+                gpus = _expand_gpu_token(rest)
+            else:
+                raise PlacementError(f"--on {text!r}: nothing after '{host}:'")
+        elif host is None or token == "auto":
+            if token == "auto":
+                raise PlacementError("--on auto cannot be combined with hosts")
+            close()
+            host, gpus, cpu = token, [], False
+        else:
+            if cpu:
+                raise PlacementError(f"--on {text!r}: GPUs listed after '{host}:cpu'")
+            gpus.extend(_expand_gpu_token(token))
+    close()
+    return pools
+
+
+@dataclass
+class Scheduler:
+    """Chooses placements from telemetry snapshots and registry reservations."""
+
+    inventory: Inventory
+    registry: Registry
+    states: Mapping[str, HostState] = field(default_factory=dict)
+
+    def check(self, pools: Sequence[Pool], gpus_per_run: int) -> None:
+        """Raise PlacementError for pools that could never hold a run of this size."""
+        largest = 0
+        for pool in pools:
+            hosts = [pool.host] if pool.host is not None else list(self.inventory.hosts)
+            for name in hosts:
+                self.inventory.get(name)  # UnknownHostError names the known hosts
+                if pool.cpu:
+                    largest = max(largest, gpus_per_run)
+                    continue
+                gpus = self._host_gpus(name)
+                if pool.gpus:
+                    chosen = [self._resolve(name, gpus, token) for token in pool.gpus]
+                    largest = max(largest, len(chosen))
+                else:
+                    largest = max(largest, len(gpus))
+        if largest == 0:
+            raise PlacementError(self._no_gpu_message(pools))
+        if largest < gpus_per_run:
+            raise PlacementError(
+                f"the recipe needs {gpus_per_run} GPUs per run (resources.gpus), but the "
+                f"largest host in --on {','.join(map(str, pools))} has {largest}"
+            )
+
+    def _no_gpu_message(self, pools: Sequence[Pool]) -> str:
+        reasons = []
+        for pool in pools:
+            hosts = [pool.host] if pool.host is not None else list(self.inventory.hosts)
+            for name in hosts:
+                state = self.states.get(name)
+                why = state.message if state is not None and state.message else "no GPUs seen"
+                reasons.append(f"{name}: {why}")
+        return ("no GPU to place on (" + "; ".join(reasons) + "); use --on HOST:cpu for a "
+                "CPU run")
+
+    def _host_gpus(self, host: str) -> list[GpuSample]:
+        state = self.states.get(host)
+        if state is None or state.status in (HostStatus.NO_GPU, HostStatus.ERROR):
+            return []
+        return sorted(state.gpus, key=lambda g: g.index)
+
+    def _resolve(self, host: str, gpus: Sequence[GpuSample], token: str) -> GpuSample:
+        for gpu in gpus:
+            if token == gpu.uuid or (token.isdigit() and int(token) == gpu.index):
+                return gpu
+        known = [str(g.index) for g in gpus] + [g.uuid for g in gpus]
+        listing = ", ".join(f"{g.index} ({g.uuid})" for g in gpus) or "none seen"
+        raise PlacementError(
+            f"{host} has no GPU {token!r}{did_you_mean(token, known)}; its GPUs: {listing}"
+        )
+
+    def busy_reason(self, host: str, gpu: GpuSample) -> str | None:
+        """Why ``gpu`` is not free, or None when it is."""
+        holder = self.registry.holders(host).get((host, gpu.uuid))
+        if holder is not None:
+            return f"held by seglab run {holder}"
+        threshold = self.inventory.get(host).gpu_memory_threshold_mib
+        for proc in gpu.processes:
+            if proc.run_id is None and (proc.used_memory_mib or 0) > threshold:
+                return (f"used by {proc.owner} (pid {proc.pid}, "
+                        f"{proc.used_memory_mib:.0f} MiB)")
+        return None
+
+    def place(self, pools: Sequence[Pool], gpus_per_run: int, run_id: str) -> Placement | None:
+        """Reserve GPUs for ``run_id`` from the pools; None when too few are free now."""
+        for pool in pools:
+            hosts = [pool.host] if pool.host is not None else list(self.inventory.hosts)
+            for name in hosts:
+                if pool.cpu:
+                    return Placement(name)
+                gpus = self._host_gpus(name)
+                if pool.gpus:
+                    gpus = [self._resolve(name, gpus, token) for token in pool.gpus]
+                free = [g for g in gpus if self.busy_reason(name, g) is None]
+                if len(free) < gpus_per_run:
+                    continue
+                chosen = free[:gpus_per_run]
+                uuids = tuple(g.uuid for g in chosen)
+                if self.registry.reserve(name, uuids, run_id):
+                    return Placement(name, uuids, tuple(g.index for g in chosen))
+        return None
+
+    def explain_busy(self, pools: Sequence[Pool]) -> str:
+        """Why the pools' GPUs are busy, one clause per GPU (for errors and queue notes)."""
+        parts = []
+        for pool in pools:
+            hosts = [pool.host] if pool.host is not None else list(self.inventory.hosts)
+            for name in hosts:
+                gpus = self._host_gpus(name)
+                if pool.gpus:
+                    gpus = [self._resolve(name, gpus, token) for token in pool.gpus]
+                for gpu in gpus:
+                    reason = self.busy_reason(name, gpu)
+                    if reason is not None:
+                        parts.append(f"{name}:{gpu.index} {reason}")
+        return "; ".join(parts) or "no free GPU"
