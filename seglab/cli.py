@@ -20,10 +20,12 @@ COMMAND_MODULES = (
     "seglab.commands.recipe",
     "seglab.commands.hosts",
     "seglab.commands.runs",
+    "seglab.commands.runs",
     "seglab.commands.gpus",
     "seglab.commands.exporter",
     "seglab.commands.model",
     "seglab.commands.train",
+    "seglab.commands.image",
 )
 
 DESCRIPTION = """\
