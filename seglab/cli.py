@@ -20,7 +20,6 @@ COMMAND_MODULES = (
     "seglab.commands.recipe",
     "seglab.commands.hosts",
     "seglab.commands.runs",
-    "seglab.commands.runs",
     "seglab.commands.gpus",
     "seglab.commands.exporter",
     "seglab.commands.model",
