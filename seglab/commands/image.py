@@ -1,0 +1,78 @@
+"""`seglab image build base|full|dev|ci`: build seglab's container images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from seglab.commands import add_command
+
+DESCRIPTION = """\
+Build one of seglab's container images on a Docker engine, showing the build's
+progress as it runs:
+
+  base   PyTorch 2.6 (CUDA 12.4 wheels) + seglab's trainer, core libraries only
+  full   base + Jupyter, OpenCV, scikit-image, TensorBoard   (builds base if missing)
+  dev    full + debuggers, profilers, NVTX                   (builds full if missing)
+  ci     Debian python3 only, made on this machine with mmdebstrap from its own apt
+         sources and `docker import`ed: no registry needed (needs root). Runs mount
+         the trainer's packages from the host (SEGLAB_DEV_MOUNTS, docs/images.md).
+
+Images are tagged seglab/<name>:latest. The engine is $DOCKER_HOST (default: the
+system socket). Nothing is pulled implicitly: base/full/dev start from
+python:3.11-slim-bookworm, which the engine must have or be able to fetch.
+See docs/images.md.
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the `image` command group."""
+    parser = add_command(subparsers, "image", "build seglab's container images", DESCRIPTION)
+    actions = parser.add_subparsers(title="actions", metavar="ACTION", required=True)
+    build = add_command(actions, "build", "build an image (base, full, dev or ci)", DESCRIPTION)
+    build.add_argument("target", choices=("base", "full", "dev", "ci"), metavar="IMAGE",
+                       help="which image: base, full, dev or ci")
+    build.add_argument("--host", default="local", metavar="HOST",
+                       help="host whose engine builds it (only `local` for now)")
+    build.add_argument("--source", type=Path, default=None, metavar="DIR",
+                       help="seglab source tree to build from (default: this checkout)")
+    build.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="Dockerfile build argument, e.g. TORCH_VERSION=2.6.0 (repeatable)")
+    build.set_defaults(func=_build)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from seglab.cli import CommandError
+    from seglab.runtime import RuntimeFailure, images
+    from seglab.runtime.docker import DockerRuntime
+
+    if args.host != "local":
+        raise CommandError(
+            f"--host {args.host}: building on remote hosts is not available yet; build "
+            "locally, or on that host with `seglab image build` there"
+        )
+    buildargs = {}
+    for item in args.build_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--build-arg {item!r}: expected KEY=VALUE")
+        buildargs[key] = value
+
+    def show(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    try:
+        root = args.source.resolve() if args.source else images.source_root()
+        if not (root / "images" / args.target).is_dir():
+            raise CommandError(f"{root} has no images/{args.target}/: not a seglab source tree")
+        runtime = DockerRuntime.from_env(host=args.host)
+        client = None if args.target == "ci" else runtime.client
+        built = images.build(client, args.target, root=root, base_url=runtime.base_url,
+                             buildargs=buildargs, on_output=show)
+    except RuntimeFailure as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"built {', '.join(built)}")
+    return 0

@@ -1,0 +1,92 @@
+"""Image builds through seglab's build path on a real engine (marker `docker`).
+
+The real base/full/dev images start from python:3.11-slim-bookworm and install wheels,
+which needs a registry; CI has none, so these tests build small Dockerfiles on top of the
+CI image through the same context and progress machinery.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from seglab import __version__
+from seglab.runtime.images import ImageBuildFailed, build_dockerfile, context_tar
+
+pytestmark = pytest.mark.docker
+
+TAG = "seglab/test-probe:latest"
+
+
+@pytest.fixture
+def source(tmp_path: Path, repo_root: Path) -> Path:
+    """A small source tree: the seglab package and a probe Dockerfile."""
+    shutil.copytree(repo_root / "seglab", tmp_path / "seglab",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "images" / "probe").mkdir(parents=True)
+    return tmp_path
+
+
+@pytest.fixture
+def cleanup(docker_client: Any) -> Iterator[None]:
+    yield
+    for image in docker_client.images.list(name="seglab/test-probe"):
+        docker_client.images.remove(image.id, force=True)
+
+
+def test_build_streams_progress_and_labels_the_image(
+    docker_client: Any, ci_image: str, source: Path, cleanup: None
+) -> None:
+    (source / "images" / "probe" / "Dockerfile").write_text(
+        f"FROM {ci_image}\n"
+        "COPY seglab /opt/seglab/seglab\n"
+        'RUN ["python3", "-c", "import seglab.events as e; print(\'probe\', e.SCHEMA_VERSION)"]\n'
+    )
+    lines: list[str] = []
+    image_id = build_dockerfile(docker_client, source, "images/probe/Dockerfile", TAG,
+                                on_output=lines.append)
+    text = "".join(lines)
+    assert "Step 3/4 : RUN" in text and "probe 1" in text
+    image = docker_client.images.get(TAG)
+    assert image.id == image_id
+    assert image.labels["seglab.version"] == __version__
+
+
+def test_a_failing_step_is_reported_with_its_message(
+    docker_client: Any, ci_image: str, source: Path, cleanup: None
+) -> None:
+    (source / "images" / "probe" / "Dockerfile").write_text(
+        f"FROM {ci_image}\nRUN [\"python3\", \"-c\", \"raise SystemExit(4)\"]\n"
+    )
+    with pytest.raises(ImageBuildFailed, match="returned a non-zero code: 4"):
+        build_dockerfile(docker_client, source, "images/probe/Dockerfile", TAG)
+
+
+def test_the_context_holds_the_package_not_the_checkout_clutter(repo_root: Path) -> None:
+    import tarfile
+
+    with tarfile.open(fileobj=context_tar(repo_root)) as tar:
+        names = tar.getnames()
+    assert "pyproject.toml" in names and "images/base/Dockerfile" in names
+    assert "seglab/runtime/docker.py" in names
+    assert not [n for n in names if n.startswith((".venv", ".git", "tests"))]
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+
+
+def test_cli_refuses_remote_hosts_and_bad_build_args() -> None:
+    def seglab(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "seglab", "image", "build", *args],
+                              check=False, capture_output=True, text=True, timeout=60)
+
+    remote = seglab("base", "--host", "lab1")
+    assert remote.returncode == 1 and "not available yet" in remote.stderr
+    bad = seglab("base", "--build-arg", "NOVALUE")
+    assert bad.returncode == 1 and "expected KEY=VALUE" in bad.stderr
+    unknown = seglab("huge")
+    assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
