@@ -51,11 +51,10 @@ def _exporter(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace) -> int:
     from seglab.cli import CommandError
-    from seglab.commands.gpus import start_telemetry
+    from seglab.commands.gpus import open_telemetry
     from seglab.telemetry.exporter import TelemetryCollector, registry_runs, serve
 
-    telemetry = await start_telemetry(args.host)
-    try:
+    async with open_telemetry(args.host) as telemetry:
         collector = TelemetryCollector(telemetry.states, registry_runs)
         try:
             server, _ = serve(collector, args.port, args.bind)
@@ -70,6 +69,4 @@ async def _main(args: argparse.Namespace) -> int:
         finally:
             server.shutdown()
             server.server_close()
-    finally:
-        await telemetry.close()
     return 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from seglab.commands import add_command, print_json
@@ -63,22 +65,21 @@ def _gpus(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    telemetry = await start_telemetry(args.host)
-    try:
+    async with open_telemetry(args.host) as telemetry:
         states = await telemetry.wait_ready(args.timeout)
         _show(states, args.json, args.watch, clear=False)
         while args.watch:
             await asyncio.sleep(_refresh_interval(telemetry))
             _show(telemetry.states(), args.json, args.watch, clear=True)
-    finally:
-        await telemetry.close()
     return 0
 
 
-async def start_telemetry(only: str | None) -> Telemetry:
-    """Telemetry for every inventory host (or the one named), started."""
+@contextlib.asynccontextmanager
+async def open_telemetry(only: str | None) -> AsyncIterator[Telemetry]:
+    """Telemetry of every inventory host (or the one named), remote ones over SSH."""
     from seglab.cli import CommandError
     from seglab.hosts import UnknownHostError, load_inventory
+    from seglab.remote.manager import RemoteHosts
     from seglab.telemetry.source import Telemetry
 
     inventory = load_inventory()
@@ -86,10 +87,26 @@ async def start_telemetry(only: str | None) -> Telemetry:
         hosts = [inventory.get(only)] if only else list(inventory)
     except UnknownHostError as exc:
         raise CommandError(str(exc)) from None
+    remote = [host.name for host in hosts if not host.is_local]
+    remotes = RemoteHosts(inventory) if remote else None
     telemetry = Telemetry()
-    for host in hosts:
-        await telemetry.add_host(host)
-    return telemetry
+    try:
+        if remotes is not None:
+            await remotes.start(remote)
+        for host in hosts:
+            if remotes is None or host.is_local:
+                await telemetry.add_host(host)
+            else:
+                await telemetry.add_host(
+                    host,
+                    executor=remotes.executor(host.name),
+                    docker_url=f"unix://{remotes.docker_socket(host.name)}",
+                )
+        yield telemetry
+    finally:
+        await telemetry.close()
+        if remotes is not None:
+            await remotes.stop()
 
 
 def _refresh_interval(telemetry: Telemetry) -> float:

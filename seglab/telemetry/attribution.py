@@ -132,8 +132,13 @@ def executor_reader(executor: Executor) -> ReadText:
 class DockerLabels:
     """Container name and labels by id through the Docker SDK, cached, off the event loop."""
 
-    def __init__(self, client: Any | None = None, ttl: float = 300.0) -> None:
-        self.client = client  # None: the local engine (docker.from_env) on first use
+    def __init__(
+        self, client: Any | None = None, base_url: str | None = None, ttl: float = 300.0
+    ) -> None:
+        # Without a client, one is made on first use: for base_url (e.g. the unix://
+        # socket forwarding a remote engine) or else the local engine (docker.from_env).
+        self.client = client
+        self.base_url = base_url
         self.ttl = ttl
         self._cache: dict[str, tuple[float, ContainerInfo | None]] = {}
 
@@ -151,7 +156,9 @@ class DockerLabels:
         from docker.errors import DockerException, NotFound
 
         try:
-            if self.client is None:
+            if self.client is None and self.base_url is not None:
+                self.client = docker.DockerClient(base_url=self.base_url, timeout=10)
+            elif self.client is None:
                 self.client = docker.from_env(timeout=10)
             container = self.client.containers.get(container_id)
         except NotFound:

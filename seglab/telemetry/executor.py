@@ -21,7 +21,14 @@ log = logging.getLogger(__name__)
 
 
 class ExecutorError(RuntimeError):
-    """The command could not be started at all (not found, not executable, no connection)."""
+    """The command could not be started at all (not found, not executable, no connection).
+
+    ``not_found`` is True only when the host answered that the program does not exist.
+    """
+
+    def __init__(self, message: str, not_found: bool = False) -> None:
+        super().__init__(message)
+        self.not_found = not_found
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +118,10 @@ class LocalExecutor:
                 stderr=asyncio.subprocess.PIPE,
             )
         except OSError as exc:
-            raise ExecutorError(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
+            raise ExecutorError(
+                f"cannot start {argv[0]}: {exc.strerror or exc}",
+                not_found=isinstance(exc, FileNotFoundError),
+            ) from exc
         return LocalStream(process)
 
     async def run(self, argv: Sequence[str], timeout: float) -> CommandResult:

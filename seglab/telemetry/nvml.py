@@ -126,7 +126,6 @@ class NvmlSource:
             gpus=gpus,
             updated=self._updated,
             driver_version=self._driver,
-            samples_total=self.samples_total,
             restarts=self._restarts,
         )
 

@@ -126,7 +126,6 @@ class HostState:
     host_sample: HostSample | None = None
     updated: float | None = None
     driver_version: str | None = None
-    samples_total: int = 0
     restarts: int = 0
 
     def to_dict(self) -> dict[str, Any]:

@@ -307,7 +307,6 @@ class SmiSource:
             gpus=gpus,
             updated=self._updated,
             driver_version=self._driver,
-            samples_total=self.samples_total,
             restarts=self._restarts,
         )
 
@@ -374,7 +373,7 @@ class SmiSource:
         try:
             result = await self.executor.run(argv, timeout=max(10.0, 3 * self.interval))
         except ExecutorError as exc:
-            if self.missing_means_no_gpu:
+            if self.missing_means_no_gpu and exc.not_found:
                 self._set(HostStatus.NO_GPU, f"no NVIDIA GPU ({exc})")
             raise SmiError(str(exc)) from exc
         except asyncio.TimeoutError as exc:
@@ -400,7 +399,7 @@ class SmiSource:
         try:
             stream = await self.executor.stream(argv)
         except ExecutorError as exc:
-            if self.missing_means_no_gpu:
+            if self.missing_means_no_gpu and exc.not_found:
                 self._set(HostStatus.NO_GPU, f"no NVIDIA GPU ({exc})")
             raise SmiError(str(exc)) from exc
         self.stream_pid = stream.pid

@@ -171,15 +171,20 @@ class Telemetry:
         self,
         host: HostConfig,
         executor: Executor | None = None,
-        docker_client: object | None = None,
+        docker_url: str | None = None,
         nvml: ModuleType | None = None,
     ) -> TelemetrySource:
-        """Start reading ``host`` (local hosts read /proc and the local Docker engine)."""
+        """Start reading ``host``.
+
+        A local host reads /proc and the local Docker engine (or ``docker_url``); a remote
+        one needs its ``executor`` and reads container labels through ``docker_url``
+        (the forwarded engine socket, ``unix://...``) when given.
+        """
         if host.is_local:
-            attributor = Attributor(local_reader(), DockerLabels(docker_client))
+            attributor = Attributor(local_reader(), DockerLabels(base_url=docker_url))
             self._local.add(host.name)
         elif executor is not None:
-            labels = DockerLabels(docker_client) if docker_client is not None else None
+            labels = DockerLabels(base_url=docker_url) if docker_url is not None else None
             attributor = Attributor(executor_reader(executor), labels)
         else:
             attributor = None
