@@ -29,7 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from seglab.telemetry.executor import LocalExecutor  # noqa: E402
-from seglab.telemetry.smi import FieldPlan, SmiSource, parse_csv_table  # noqa: E402
+from seglab.telemetry.smi import (  # noqa: E402
+    FieldPlan,
+    SmiSource,
+    parse_csv_table,
+    supported_fields,
+)
 
 STANDIN = REPO / "tests" / "standin" / "nvidia-smi"
 
@@ -112,8 +117,6 @@ async def main() -> None:
         SEGLAB_STANDIN_PHASE="load",
     )
     probe = await LocalExecutor().run([str(STANDIN), "--help-query-gpu"], timeout=30)
-    from seglab.telemetry.smi import supported_fields
-
     plan = FieldPlan.choose(supported_fields(probe.stdout))
     gpus = args.hosts * args.gpus
     print(

@@ -154,6 +154,7 @@ class DockerLabels:
     def _inspect(self, container_id: str) -> ContainerInfo | None:
         import docker
         from docker.errors import DockerException, NotFound
+        from requests.exceptions import RequestException
 
         try:
             if self.client is None and self.base_url is not None:
@@ -163,7 +164,8 @@ class DockerLabels:
             container = self.client.containers.get(container_id)
         except NotFound:
             return None
-        except DockerException as exc:
+        except (DockerException, RequestException) as exc:
+            # No engine, or it went away: the process keeps its container id, no run.
             log.warning("cannot inspect container %s: %s", container_id[:12], exc)
             return None
         labels = container.labels or {}

@@ -456,6 +456,9 @@ class SmiSource:
                     await self._read_apps()
                 except SmiError as exc:
                     log.warning("%s: process list unavailable: %s", self.host, exc)
+                except Exception:
+                    # Keep the GPU stream's process list alive whatever attribution hits.
+                    log.exception("%s: reading the process list failed", self.host)
                 if not self._apps_polled:
                     self._apps_polled = True
                     self._notify()

@@ -247,7 +247,7 @@ def _parse(argv: list[str]) -> dict[str, str]:
         if "=" in arg and arg.startswith("--"):
             key, value = arg.split("=", 1)
             opts[key] = value
-        elif arg in ("-lms", "-l", "--loop-ms", "--loop", "-i", "--id"):
+        elif arg in ("-lms", "-l", "--loop-ms", "--loop"):
             if i + 1 >= len(argv):
                 raise SystemExit(f"Option {arg} needs a value.")
             opts[arg] = argv[i + 1]

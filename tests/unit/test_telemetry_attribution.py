@@ -12,6 +12,7 @@ import pytest
 from seglab.telemetry.attribution import (
     Attributor,
     ContainerRef,
+    DockerLabels,
     container_from_cgroup,
     local_reader,
     user_and_command,
@@ -111,3 +112,14 @@ def test_attributor_reads_a_recorded_proc_tree(tmp_path: Path) -> None:
     assert found.container_id == CID
     assert found.run_id is None
     assert found.owner == f"container {CID[:12]}"
+
+
+def test_no_docker_engine_means_no_run_not_a_crash(tmp_path: Path) -> None:
+    labels = DockerLabels(base_url=f"unix://{tmp_path / 'no-engine.sock'}")
+    assert asyncio.run(labels.lookup(CID)) is None
+    (tmp_path / "77").mkdir()
+    (tmp_path / "77" / "cgroup").write_text(CGROUP_V1_DOCKER)
+    attributor = Attributor(local_reader(tmp_path), labels)
+    process = ProcessSample(pid=77, gpu_uuid="GPU-x", used_memory_mib=1.0, process_name="p")
+    (found,) = asyncio.run(attributor([process]))
+    assert (found.container_id, found.container_name, found.run_id) == (CID, None, None)
