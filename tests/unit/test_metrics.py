@@ -90,10 +90,48 @@ def test_matches_brute_force_over_many_batches() -> None:
     assert m.miou == pytest.approx(np.mean([v for v in ious if v is not None]), abs=1e-12)
 
 
+def _random_batch(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    target = torch.randint(0, n, (3, 31, 29), generator=g)
+    target[torch.rand(target.shape, generator=g) < 0.15] = 255
+    pred = torch.randint(-2, n + 3, target.shape, generator=g)  # some ids out of range
+    return pred, target
+
+
+def test_torch_path_counts_like_numpy_path() -> None:
+    """update() counts CPU tensors with numpy and device tensors with torch; same result."""
+    n = 5
+    pred, target = _random_batch(11, n)
+    cm = ConfusionMatrix(n)
+    cm.update(pred, target)
+    by_torch = cm._bincount_torch(pred, target).reshape(n + 1, n + 1)[:n]
+    assert torch.equal(by_torch, cm._counts)
+    assert int(cm.missed.sum()) > 0
+    assert int(cm._counts.sum()) == int((target != 255).sum())
+
+
+@pytest.mark.gpu
+def test_update_on_gpu_matches_cpu() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    n = 7
+    pred, target = _random_batch(5, n)
+    cpu = ConfusionMatrix(n)
+    cpu.update(pred, target)
+    gpu = ConfusionMatrix(n, device="cuda")
+    gpu.update(pred.cuda(), target.cuda())
+    assert torch.equal(gpu.matrix.cpu(), cpu.matrix)
+    assert gpu.compute() == cpu.compute()
+
+
 def test_bad_target_and_shape_are_refused() -> None:
     cm = ConfusionMatrix(3)
     with pytest.raises(ValueError, match="target holds id 3"):
         cm.update(torch.tensor([0, 1]), torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="target holds id 3"):  # same check on the GPU path
+        cm._bincount_torch(torch.tensor([0, 1]), torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="target holds id -1"):
+        cm.update(torch.tensor([0, 1]), torch.tensor([0, -1]))
     with pytest.raises(ValueError, match="shape"):
         cm.update(torch.tensor([0, 1]), torch.tensor([[0, 1]]))
     assert int(cm.matrix.sum()) == 0
