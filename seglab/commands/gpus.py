@@ -156,7 +156,8 @@ def _host_line(state: HostState) -> str:
         hs = state.host_sample
         used = _num(hs.memory_used_mib and hs.memory_used_mib / 1024, ".1f")
         total = _num(hs.memory_total_mib and hs.memory_total_mib / 1024, ".1f")
-        head += f"  cpu {_num(hs.cpu_percent, '.0f', '%')}  ram {used}/{total} GiB"
+        head += f"  cpu {_num(hs.cpu_percent, '.0f', '%')}  load {_num(hs.load_1m, '.1f')}"
+        head += f"  ram {used}/{total} GiB"
     if state.message:
         head += f"  ({state.message})"
     return head

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import psutil
 
@@ -11,13 +13,37 @@ from seglab.telemetry.sample import HostSample, HostState, HostStatus
 NO_GPU = "no NVIDIA GPU"
 
 
+class _CpuMeter:
+    """CPU use since the previous reading (psutil's first reading has no meaning)."""
+
+    MIN_WINDOW = 0.1  # seconds; a shorter window is mostly noise
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since = time.monotonic()
+        self._value: float | None = None
+        psutil.cpu_percent(interval=None)
+
+    def percent(self) -> float | None:
+        """The latest CPU use (%), or None until a long enough window has passed."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._since >= self.MIN_WINDOW:
+                self._value = psutil.cpu_percent(interval=None)
+                self._since = now
+            return self._value
+
+
+_CPU = _CpuMeter()
+
+
 def local_host_sample() -> HostSample:
     """CPU count and use, memory used/total and the 1-minute load of this machine."""
     memory = psutil.virtual_memory()
     mib = 1024 * 1024
     return HostSample(
         cpu_count=psutil.cpu_count(),
-        cpu_percent=psutil.cpu_percent(interval=None),
+        cpu_percent=_CPU.percent(),
         memory_used_mib=(memory.total - memory.available) / mib,
         memory_total_mib=memory.total / mib,
         load_1m=os.getloadavg()[0],

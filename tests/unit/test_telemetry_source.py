@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from seglab.hosts import Host, SSHTarget, local_host
+from seglab.telemetry.hostinfo import local_host_sample
 from seglab.telemetry.nvml import NvmlSource
 from seglab.telemetry.sample import HostState, HostStatus
 from seglab.telemetry.smi import SmiSource
@@ -115,3 +117,12 @@ def test_nvml_reads_the_real_gpus() -> None:
     assert state.status is HostStatus.OK
     gpu = state.gpus[0]
     assert gpu.uuid.startswith("GPU-") and (gpu.memory_total_mib or 0) > 0
+
+
+def test_host_sample_measures_cpu_over_a_real_window() -> None:
+    local_host_sample()
+    time.sleep(0.15)
+    sample = local_host_sample()
+    assert sample.cpu_percent is not None and 0.0 <= sample.cpu_percent <= 100.0
+    assert sample.load_1m is not None and sample.load_1m >= 0.0
+    assert sample.memory_total_mib and sample.memory_total_mib > 100
