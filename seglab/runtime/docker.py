@@ -161,58 +161,66 @@ class DockerRuntime:
 
     # -- launching ------------------------------------------------------------------
 
-    def create_kwargs(self, spec: LaunchSpec) -> dict[str, Any]:
-        """The SDK `containers.create` arguments for ``spec`` (seglab's defaults applied)."""
+    def host_config(self, spec: LaunchSpec) -> dict[str, Any]:
+        """The container's HostConfig for ``spec``: seglab's defaults applied."""
         mounts = (*spec.mounts, *self.dev_mounts)
         targets = [mount.target for mount in mounts]
         if len(set(targets)) != len(targets):
             raise SpecError(f"a run mount and a dev mount share a target in {targets}")
-        env = dict(spec.env)
-        if not spec.gpus:
-            # Images built on CUDA bases set NVIDIA_VISIBLE_DEVICES=all; CPU-only means none.
-            env.setdefault("NVIDIA_VISIBLE_DEVICES", "void")
-        kwargs: dict[str, Any] = {
-            "name": spec.container_name,
-            "command": list(spec.command),
-            "environment": env,
-            "labels": dict(spec.labels),
-            "user": spec.user,
-            "shm_size": spec.shm_size,
+        options: dict[str, Any] = {
             "mounts": [
                 DockerMount(m.target, str(m.source), type="bind", read_only=m.read_only)
                 for m in mounts
             ],
+            "shm_size": spec.shm_size,
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
             "privileged": False,
             "init": spec.init,
-            "detach": True,
         }
         if not spec.network:
-            kwargs["network_mode"] = "none"
-        if spec.workdir:
-            kwargs["working_dir"] = spec.workdir
+            options["network_mode"] = "none"
         if spec.memory:
-            kwargs["mem_limit"] = spec.memory
-            kwargs["memswap_limit"] = spec.memory  # no swap: over the limit is an OOM kill
+            options["mem_limit"] = spec.memory
+            options["memswap_limit"] = spec.memory  # no swap: over the limit is an OOM kill
         if spec.cpus:
-            kwargs["nano_cpus"] = int(spec.cpus * 1e9)
+            options["nano_cpus"] = int(spec.cpus * 1e9)
         if spec.gpus:
-            kwargs["device_requests"] = [
+            options["device_requests"] = [
                 DeviceRequest(device_ids=list(spec.gpus), capabilities=[["gpu"]])
             ]
-        return kwargs
+        config: dict[str, Any] = self.client.api.create_host_config(**options)
+        return config
+
+    def create_args(self, spec: LaunchSpec) -> dict[str, Any]:
+        """The `create_container` arguments for ``spec``, HostConfig included."""
+        env = dict(spec.env)
+        if not spec.gpus:
+            # Images built on CUDA bases set NVIDIA_VISIBLE_DEVICES=all; CPU-only means none.
+            env.setdefault("NVIDIA_VISIBLE_DEVICES", "void")
+        return {
+            "image": spec.image,
+            "command": list(spec.command),
+            "name": spec.container_name,
+            "environment": env,
+            "labels": dict(spec.labels),
+            "user": spec.user,
+            "working_dir": spec.workdir,
+            "detach": True,
+            "host_config": self.host_config(spec),
+        }
 
     def launch(self, spec: LaunchSpec) -> str:
-        """Create and start the container; returns its id. Removes it again on failure."""
-        kwargs = self.create_kwargs(spec)
-        client = self.client
+        """Create and start the container; returns its id. Removes it again on failure.
+
+        Two engine calls (create, start), the fewest a container takes, so a grid's
+        launches from parallel threads cost the engine no more than `docker run -d`.
+        """
+        api = self.client.api
         try:
-            client.images.get(spec.image)
+            created = api.create_container(**self.create_args(spec))
         except ImageNotFound as exc:
             raise ImageMissing(spec.image, self.host) from exc
-        try:
-            container = client.containers.create(spec.image, **kwargs)
         except APIError as exc:
             if exc.status_code == 409:
                 raise NameInUse(spec.container_name) from exc
@@ -220,24 +228,30 @@ class DockerRuntime:
                 f"{self.host}: the engine refused to create {spec.container_name}: "
                 f"{exc.explanation or exc}"
             ) from exc
+        except OSError as exc:
+            raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc
+        container_id = str(created["Id"])
         try:
-            container.start()
+            api.start(container_id)
         except APIError as exc:
-            self._discard(container, reason=str(exc))
+            self._discard(container_id, reason=str(exc))
             detail = str(exc.explanation or exc)
             if spec.gpus and any(marker in detail for marker in _GPU_DRIVER_ERRORS):
                 raise NvidiaRuntimeMissing(self.host, detail) from exc
             raise LaunchFailed(
                 f"{self.host}: {spec.container_name} did not start: {detail}"
             ) from exc
-        return str(container.id)
+        except OSError as exc:  # after APIError, which is an OSError too
+            self._discard(container_id, reason=str(exc))
+            raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc
+        return container_id
 
-    def _discard(self, container: Any, reason: str) -> None:
+    def _discard(self, container_id: str, reason: str) -> None:
         try:
-            container.remove(force=True)
-        except DockerException as exc:
+            self.client.api.remove_container(container_id, force=True)
+        except (DockerException, OSError) as exc:
             log.warning("could not remove %s after a failed start (%s): %s",
-                        container.name, reason, exc)
+                        container_id, reason, exc)
 
     # -- finding and watching ------------------------------------------------------
 
@@ -246,6 +260,8 @@ class DockerRuntime:
             return self.client.containers.get(ref)
         except NotFound as exc:
             raise RunNotFound(ref) from exc
+        except APIError as exc:
+            raise RuntimeFailure(f"{self.host}: inspecting {ref} failed: {exc}") from exc
         except OSError as exc:
             raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc
 
@@ -255,6 +271,8 @@ class DockerRuntime:
                    (labels or {}).items()]
         try:
             found = self.client.containers.list(all=True, filters={"label": filters})
+        except APIError as exc:
+            raise RuntimeFailure(f"{self.host}: listing containers failed: {exc}") from exc
         except OSError as exc:
             raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc
         out = []
@@ -394,7 +412,13 @@ class DockerRuntime:
 
     def stop(self, ref: str, timeout: float = 10.0) -> None:
         """SIGTERM (the image's stop signal), ``timeout`` seconds of grace, then SIGKILL."""
-        self._get(ref).stop(timeout=max(0, round(timeout)))
+        container = self._get(ref)
+        try:
+            container.stop(timeout=max(0, round(timeout)))
+        except APIError as exc:
+            raise RuntimeFailure(f"{self.host}: could not stop {ref}: {exc}") from exc
+        except OSError as exc:
+            raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc
 
     def kill(self, ref: str) -> None:
         """SIGKILL now; a no-op when the container has already ended."""
@@ -411,6 +435,8 @@ class DockerRuntime:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             result = container.wait(timeout=timeout)
+        except APIError as exc:
+            raise RuntimeFailure(f"{self.host}: waiting for {ref} failed: {exc}") from exc
         except OSError as exc:
             # The SDK reports a wait timeout as a read timeout of the HTTP request.
             if deadline is not None and time.monotonic() >= deadline - 0.5:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import docker
 import pytest
 
 from seglab.runtime import LaunchSpec, LogCursor, Mount, SpecError, UnsafeMount, parse_mounts
@@ -78,24 +79,29 @@ def test_dev_mounts_parse_read_only_by_default() -> None:
         parse_mounts("relative:/b")
 
 
-def test_default_run_defaults_are_in_the_create_arguments() -> None:
-    kwargs = DockerRuntime(dev_mounts=parse_mounts("/src:/opt/seglab")).create_kwargs(
+def test_run_defaults_are_in_the_create_arguments() -> None:
+    runtime = DockerRuntime(dev_mounts=parse_mounts("/src:/opt/seglab"))
+    # create_host_config needs the engine's API version; give the one seglab targets.
+    runtime._client = docker.DockerClient(base_url="unix:///nonexistent", version="1.41")
+    args = runtime.create_args(
         spec(gpus=(GPU,), memory="1g", cpus=1.5, labels={"seglab.run_id": "r"})
     )
-    assert kwargs["cap_drop"] == ["ALL"]
-    assert kwargs["security_opt"] == ["no-new-privileges"]
-    assert kwargs["network_mode"] == "none" and kwargs["privileged"] is False
-    assert kwargs["shm_size"] == "8g" and kwargs["user"] == "1000:1000"
-    assert kwargs["mem_limit"] == kwargs["memswap_limit"] == "1g"
-    assert kwargs["nano_cpus"] == 1_500_000_000
-    (request,) = kwargs["device_requests"]
+    assert (args["name"], args["user"], args["labels"]) == (
+        "seglab-smoke.default.ab12", "1000:1000", {"seglab.run_id": "r"})
+    host = args["host_config"]
+    assert host["CapDrop"] == ["ALL"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["NetworkMode"] == "none" and not host.get("Privileged")
+    assert host["ShmSize"] == 8 * 2**30 and host["Init"] is True
+    assert host["Memory"] == host["MemorySwap"] == 2**30
+    assert host["NanoCpus"] == 1_500_000_000
+    (request,) = host["DeviceRequests"]
     assert request["DeviceIDs"] == [GPU] and request["Capabilities"] == [["gpu"]]
     assert request["Count"] == 0  # pinned by UUID, never by count
-    assert "NVIDIA_VISIBLE_DEVICES" not in kwargs["environment"]
-    assert [m["Target"] for m in kwargs["mounts"]] == ["/opt/seglab"]
-    assert kwargs["mounts"][0]["ReadOnly"] is True
-    networked = DockerRuntime().create_kwargs(spec(network=True))
-    assert "network_mode" not in networked
+    assert "NVIDIA_VISIBLE_DEVICES" not in args["environment"]
+    assert [(m["Target"], m["ReadOnly"]) for m in host["Mounts"]] == [("/opt/seglab", True)]
+    networked = runtime.create_args(spec(network=True))
+    assert networked["host_config"]["NetworkMode"] == "default"
     assert networked["environment"]["NVIDIA_VISIBLE_DEVICES"] == "void"
 
 

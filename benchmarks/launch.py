@@ -1,0 +1,106 @@
+"""Wall time to get 8 containers running: seglab's docker runtime vs the docker CLI.
+
+Measured in the same run on the same engine and image, each mode `--rounds` times
+(interleaved, containers removed between rounds, removal not timed):
+
+- seglab:        DockerRuntime.launch for 8 LaunchSpecs from a pool of 8 threads (what the
+                 run manager does for a grid), each with seglab's defaults (labels, cap-drop
+                 ALL, no-new-privileges, no network, uid:gid, init, shm size);
+- cli-parallel:  8 `docker run -d` with the same options, started at once;
+- cli-serial:    the same 8 calls one after another.
+
+Each mode ends when every launch call has returned (the container is started). Prints the
+median per mode and the ratios to cli-parallel. Needs an engine ($DOCKER_HOST) and the CI
+image (.ci/docker.sh builds both).
+
+    .venv/bin/python benchmarks/launch.py [--count 8] [--rounds 5] [--image seglab/ci:latest]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from seglab.runtime import LaunchSpec
+from seglab.runtime.docker import DockerRuntime
+
+LABEL = "seglab.benchmark=launch"
+COMMAND = ("sleep", "300")
+
+
+def cli_args(image: str, name: str) -> list[str]:
+    return ["docker", "run", "-d", "--name", name, "--label", LABEL,
+            "--label", f"seglab.run_id={name}", "--network", "none", "--cap-drop", "ALL",
+            "--security-opt", "no-new-privileges", "--user", "1000:1000", "--init",
+            "--shm-size", "256m", image, *COMMAND]
+
+
+def cleanup(runtime: DockerRuntime) -> None:
+    for info in runtime.list({"seglab.benchmark": "launch"}):
+        runtime.remove(info.ref, force=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--image", default="seglab/ci:latest")
+    args = parser.parse_args()
+    runtime = DockerRuntime()
+    runtime.client.images.get(args.image)  # fail early when the image is missing
+    cleanup(runtime)
+
+    def seglab(round_no: int) -> None:
+        specs = [LaunchSpec(name=f"bench-s{round_no}-{i}", image=args.image, command=COMMAND,
+                            user="1000:1000", shm_size="256m",
+                            labels={"seglab.benchmark": "launch",
+                                    "seglab.run_id": f"bench-s{round_no}-{i}"})
+                 for i in range(args.count)]
+        with ThreadPoolExecutor(max_workers=args.count) as pool:
+            list(pool.map(runtime.launch, specs))
+
+    def cli_parallel(round_no: int) -> None:
+        procs = [subprocess.Popen(cli_args(args.image, f"bench-p{round_no}-{i}"),
+                                  stdout=subprocess.DEVNULL) for i in range(args.count)]
+        if any(proc.wait() for proc in procs):
+            raise SystemExit("docker run failed")
+
+    def cli_serial(round_no: int) -> None:
+        for i in range(args.count):
+            subprocess.run(cli_args(args.image, f"bench-q{round_no}-{i}"), check=True,
+                           stdout=subprocess.DEVNULL)
+
+    modes: dict[str, Callable[[int], None]] = {
+        "seglab": seglab, "cli-parallel": cli_parallel, "cli-serial": cli_serial}
+    times: dict[str, list[float]] = {name: [] for name in modes}
+    for round_no in range(args.rounds):
+        for name, run in modes.items():
+            started = time.perf_counter()
+            run(round_no)
+            times[name].append(time.perf_counter() - started)
+            running = [i for i in runtime.list({"seglab.benchmark": "launch"})
+                       if i.state.status == "running"]
+            if len(running) != args.count:
+                raise SystemExit(f"{name}: {len(running)} of {args.count} running")
+            cleanup(runtime)
+    server = runtime.client.version()
+    print(f"{args.count} containers of {args.image}, {args.rounds} rounds, engine "
+          f"{server['Version']} (API {server['ApiVersion']})")
+    print(f"{'mode':<14}{'median s':>10}{'min s':>8}{'max s':>8}{'x cli-parallel':>16}")
+    base = statistics.median(times["cli-parallel"])
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:<14}{median:>10.3f}{min(values):>8.3f}{max(values):>8.3f}"
+              f"{median / base:>16.2f}")
+    ratio = statistics.median(times["seglab"]) / base
+    print(f"seglab / cli-parallel: {ratio:.2f}x (target <= 0.8x: "
+          f"{'met' if ratio <= 0.8 else 'not met'})")
+
+
+if __name__ == "__main__":
+    main()
