@@ -20,6 +20,7 @@ batch axis dynamic. ``manifest.json`` in the export folder lists what was writte
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import time
 import warnings
@@ -86,7 +87,10 @@ def load_run(run_dir: Path, which: str = "last") -> LoadedRun:
     if not ckpt_path.is_file():
         present = sorted(p.name for p in ckpt_path.parent.glob("*.pt"))
         raise ExportError(f"no checkpoint {ckpt_path}; present: {', '.join(present) or 'none'}")
-    payload = checkpoint.load(ckpt_path)
+    try:
+        payload = checkpoint.load(ckpt_path)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise ExportError(f"cannot read checkpoint {ckpt_path}: {exc}") from exc
     state = payload.get("model") if isinstance(payload, dict) else None
     if not isinstance(state, dict):
         raise ExportError(f"{ckpt_path} has no 'model' state dict")
@@ -120,8 +124,11 @@ def export_torchscript(model: nn.Module, sample: torch.Tensor, path: Path) -> fl
         # TorchScript is deprecated upstream but is the format asked for; say so once in
         # docs, not on every export.
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.(trace|load).*deprecated.*")
-        with torch.no_grad():
-            traced = torch.jit.trace(model, sample)  # type: ignore[no-untyped-call]
+        try:
+            with torch.no_grad():
+                traced = torch.jit.trace(model, sample)  # type: ignore[no-untyped-call]
+        except Exception as exc:  # tracing raises many types; all mean "no TorchScript"
+            raise ExportError(f"TorchScript tracing failed: {type(exc).__name__}: {exc}") from exc
         traced.save(str(path))
         loaded = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
         with torch.no_grad():
@@ -132,16 +139,19 @@ def export_torchscript(model: nn.Module, sample: torch.Tensor, path: Path) -> fl
 def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path) -> float:
     """Export `model` to `path` with a dynamic batch axis; the onnxruntime difference."""
     batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.onnx.export(
-        model,
-        (sample,),
-        dynamo=True,
-        opset_version=ONNX_OPSET,
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_shapes={"x": {0: batch}},
-        verbose=False,
-    )
+    try:
+        program = torch.onnx.export(
+            model,
+            (sample,),
+            dynamo=True,
+            opset_version=ONNX_OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"x": {0: batch}},
+            verbose=False,
+        )
+    except Exception as exc:  # the exporter raises many types; all mean "no ONNX model"
+        raise ExportError(f"the ONNX exporter failed: {type(exc).__name__}: {exc}") from exc
     if program is None:
         raise ExportError("the ONNX exporter returned no program")
     program.save(str(path))

@@ -110,4 +110,8 @@ def test_export_errors_are_clear(run_dir: Path, tmp_path: Path,
                                                      "last.pt").read_bytes())
     assert main(["export", str(other), "--format", "torchscript"]) == 1
     assert "does not fit the model of" in capsys.readouterr().err
+    (other / "checkpoints" / "last.pt").write_bytes(b"torn")
+    assert main(["export", str(other), "--format", "onnx"]) == 1
+    assert f"cannot read checkpoint {other / 'checkpoints' / 'last.pt'}" in \
+        capsys.readouterr().err
     assert not (other / "export").exists()
