@@ -44,10 +44,10 @@ if TYPE_CHECKING:
     from seglab.recipes import ModelConfig
 
 _BUILDERS = {
-    "resnet18": (resnet.resnet18, resnet.ResNet18_Weights.IMAGENET1K_V1),
-    "resnet34": (resnet.resnet34, resnet.ResNet34_Weights.IMAGENET1K_V1),
-    "resnet50": (resnet.resnet50, resnet.ResNet50_Weights.IMAGENET1K_V1),
-    "resnet101": (resnet.resnet101, resnet.ResNet101_Weights.IMAGENET1K_V1),
+    "resnet18": (resnet.resnet18, resnet.ResNet18_Weights),
+    "resnet34": (resnet.resnet34, resnet.ResNet34_Weights),
+    "resnet50": (resnet.resnet50, resnet.ResNet50_Weights),
+    "resnet101": (resnet.resnet101, resnet.ResNet101_Weights),
 }
 _DILATION = {8: [False, True, True], 16: [False, False, True]}
 _ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}
@@ -122,21 +122,22 @@ def pretrained_path(value: str) -> Path:
     return path if path.is_absolute() else torch_home() / path
 
 
-def weights_file_name(backbone: str) -> str:
-    """The file name of torchvision's ImageNet weights for `backbone` (IMAGENET1K_V1)."""
-    url: str = _BUILDERS[backbone][1].url
-    return url.rsplit("/", 1)[-1]
+def weights_files(backbone: str) -> dict[str, str]:
+    """torchvision's ImageNet weights for `backbone`: ``{"ResNet50_Weights.IMAGENET1K_V1":
+    "resnet50-0676ba61.pth", ...}`` (the file names torch hub caches them under)."""
+    enum = _BUILDERS[backbone][1]
+    return {f"{enum.__name__}.{w.name}": str(w.url).rsplit("/", 1)[-1] for w in enum}
 
 
 def _load_backbone_weights(net: resnet.ResNet, backbone: str, value: str) -> None:
     path = pretrained_path(value)
-    weights = _BUILDERS[backbone][1]
     if not path.is_file():
+        known = " or ".join(f"{name} ({file})" for name, file in weights_files(backbone).items())
         raise PretrainedWeightsError(
             f"pretrained backbone weights not found: {path} (model.pretrained_backbone "
             f"{value!r}; relative paths are under TORCH_HOME={torch_home()}). Place "
-            f"torchvision's {type(weights).__name__}.{weights.name} file "
-            f"{weights_file_name(backbone)} there; seglab never downloads weights."
+            f"torchvision's {known} file there (torch hub caches it as "
+            f"TORCH_HOME/hub/checkpoints/<file>); seglab never downloads weights."
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -17,7 +17,7 @@ from seglab.train.models import (  # noqa: E402
     PretrainedWeightsError,
     build_model,
     dilate_basic_layers,
-    weights_file_name,
+    weights_files,
 )
 
 pytestmark = pytest.mark.train
@@ -92,7 +92,8 @@ def test_pretrained_backbone_loads_from_torch_home(
 ) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     source = resnet18(weights=None)
-    target = tmp_path / "hub" / "checkpoints" / weights_file_name("resnet18")
+    target = tmp_path / "hub" / "checkpoints" / weights_files("resnet18")[
+        "ResNet18_Weights.IMAGENET1K_V1"]
     target.parent.mkdir(parents=True)
     torch.save(source.state_dict(), target)
     cfg = ModelConfig(arch="deeplabv3plus", backbone="resnet18",
@@ -112,7 +113,8 @@ def test_missing_pretrained_file_names_path_and_file(
     message = str(info.value)
     assert str(tmp_path / "weights" / "r50.pth") in message
     assert "resnet50-0676ba61.pth" in message
-    assert "ResNet50_Weights.IMAGENET1K_V1" in message
+    assert "ResNet50_Weights.IMAGENET1K_V1 (resnet50-0676ba61.pth)" in message
+    assert "ResNet50_Weights.IMAGENET1K_V2 (resnet50-11ad3fa6.pth)" in message
 
 
 def test_pretrained_file_for_another_network_is_refused(tmp_path: Path) -> None:
