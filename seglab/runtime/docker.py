@@ -133,6 +133,8 @@ class DockerRuntime:
         self.dev_mounts = tuple(dev_mounts)
         for mount in self.dev_mounts:
             mount.check_safe()
+            if not mount.read_only:
+                raise SpecError(f"dev mount {mount.source}:{mount.target} must be read-only")
         self.timeout = timeout
         self._client: docker.DockerClient | None = None
 

@@ -65,6 +65,8 @@ def test_docker_socket_mounts_are_refused_by_name_kind_link_and_folder(tmp_path:
         spec(mounts=(Mount(folder, "/data"),))
     with pytest.raises(UnsafeMount):
         DockerRuntime(dev_mounts=(Mount(folder, "/opt/x"),))
+    with pytest.raises(SpecError, match="must be read-only"):
+        DockerRuntime(dev_mounts=parse_mounts(f"{tmp_path}:/opt/x:rw"))
 
 
 def test_dev_mounts_parse_read_only_by_default() -> None:
