@@ -1,0 +1,68 @@
+"""Helpers for end-to-end run tests: the real `seglab` CLI in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = REPO / "tests" / "fixtures" / "recipes"
+
+
+def seglab(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run `python -m seglab ARGS` (environment inherited: the test's XDG dirs)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "seglab", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+    )
+    if check and out.returncode != 0:
+        raise AssertionError(f"seglab {' '.join(args)} exited {out.returncode}:\n"
+                             f"{out.stdout}\n{out.stderr}")
+    return out
+
+
+def ps(*extra: str) -> list[dict[str, Any]]:
+    """`seglab ps --all --json` (plus extra args)."""
+    rows: list[dict[str, Any]] = json.loads(seglab("ps", "--all", "--json", *extra).stdout)
+    return rows
+
+
+def run_row(run_id: str) -> dict[str, Any]:
+    """The `ps` row of one run."""
+    for row in ps():
+        if row["run_id"] == run_id:
+            return row
+    raise AssertionError(f"{run_id} not in seglab ps --all")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
+             interval: float = 1.0) -> Any:
+    """Poll until ``predicate()`` is truthy; its value, or AssertionError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+def events_file(run_dir: str) -> list[dict[str, Any]]:
+    """The records of a run dir's events.jsonl."""
+    path = Path(run_dir) / "events.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def final(run_id: str) -> dict[str, Any] | None:
+    """The run's row once it has ended, else None."""
+    row = run_row(run_id)
+    return row if row["status"] in ("finished", "failed", "stopped", "oom_killed", "lost") \
+        else None
