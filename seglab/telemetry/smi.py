@@ -354,6 +354,8 @@ class SmiSource:
                     return
                 if self.samples_total > before:
                     delay = self.backoff[0]
+                else:
+                    self.plan = None  # ask the driver again: it may have been replaced
                 self._restarts += 1
                 self._set(HostStatus.DEGRADED, f"{problem}; retrying in {delay:g} s")
                 await asyncio.sleep(delay)
@@ -363,12 +365,11 @@ class SmiSource:
             await asyncio.gather(apps, return_exceptions=True)
 
     async def _probe(self) -> FieldPlan:
-        result = await self._run([self.nvidia_smi, "--help-query-gpu"])
-        if result is None:
-            raise SmiError(f"{self.nvidia_smi} did not answer --help-query-gpu")
-        return FieldPlan.choose(supported_fields(result))
+        return FieldPlan.choose(
+            supported_fields(await self._run([self.nvidia_smi, "--help-query-gpu"]))
+        )
 
-    async def _run(self, argv: list[str]) -> str | None:
+    async def _run(self, argv: list[str]) -> str:
         """Stdout of a short nvidia-smi command; raises SmiError with the tool's message."""
         try:
             result = await self.executor.run(argv, timeout=max(10.0, 3 * self.interval))
@@ -474,7 +475,7 @@ class SmiSource:
                 "--format=csv,noheader,nounits",
             ]
         )
-        processes = parse_compute_apps(text or "")
+        processes = parse_compute_apps(text)
         if self.attribute is not None:
             processes = await self.attribute(processes)
         grouped: dict[str, list[ProcessSample]] = {}
@@ -483,7 +484,7 @@ class SmiSource:
         self._processes = {uuid: tuple(group) for uuid, group in grouped.items()}
         if any(sample.mig_mode == "Enabled" for sample in self._latest.values()):
             listing = await self._run([self.nvidia_smi, "-L"])
-            self._mig = {u: tuple(m) for u, m in parse_device_list(listing or "").items()}
+            self._mig = {u: tuple(m) for u, m in parse_device_list(listing).items()}
         else:
             self._mig = {}
 

@@ -81,9 +81,13 @@ def test_stream_reads_the_capture_values(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_killed_stream_degrades_then_recovers(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    exe = use_standin(monkeypatch)
+    use_standin(monkeypatch)
     down = tmp_path / "driver-down"
     monkeypatch.setenv("SEGLAB_STANDIN_DOWN_FILE", str(down))
+    calls = tmp_path / "calls.log"
+    exe = tmp_path / "nvidia-smi"
+    exe.write_text(f'#!/bin/sh\necho "$1" >> "{calls}"\nexec "{STANDIN}" "$@"\n')
+    exe.chmod(0o755)
 
     async def main() -> list[HostState]:
         source = _source(exe)
@@ -116,6 +120,8 @@ def test_killed_stream_degrades_then_recovers(
     assert recovered.message is None
     assert recovered.restarts >= 2
     assert recovered.gpus[0].power_draw_w == 631.95
+    # Attempts that delivered nothing make the source ask the driver for its fields again.
+    assert calls.read_text().splitlines().count("--help-query-gpu") >= 2
 
 
 def test_partial_lines_are_skipped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
