@@ -63,6 +63,16 @@ def test_torchscript_matches_pytorch(run_dir: Path) -> None:
     assert out.shape == (2, 4, 64, 64)
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.jit.load.*deprecated:FutureWarning")
+def test_export_at_another_size(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", str(run_dir), "--format", "torchscript", "--size", "32", "48"]) == 0
+    out = capsys.readouterr().out
+    assert "checked on a 2x3x32x48 input: max abs diff" in out
+    scripted = torch.jit.load(str(run_dir / "export" / "model.torchscript.pt"))
+    with torch.no_grad():
+        assert scripted(torch.randn(1, 3, 32, 48)).shape == (1, 4, 32, 48)
+
+
 def test_onnx_matches_pytorch_with_dynamic_batch(run_dir: Path) -> None:
     result = export_run(run_dir, "onnx", which="best")
     assert result.max_abs_diff <= 1e-4

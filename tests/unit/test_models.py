@@ -53,6 +53,18 @@ def test_small_backbone_outputs_and_stride(arch: str, output_stride: int) -> Non
     assert out["aux"].shape == (2, 5, 64, 96)
 
 
+def test_bottleneck_backbone_at_output_stride_16() -> None:
+    cfg = ModelConfig(arch="deeplabv3plus", backbone="resnet50", output_stride=16)
+    model = build_model(cfg, 2).eval()
+    layers = [model.backbone.layer2, model.backbone.layer3, model.backbone.layer4]
+    assert [layer[-1].conv2.dilation[0] for layer in layers] == [1, 1, 2]
+    assert [m[0].dilation[0] for m in model.aspp.convs[1:4]] == [6, 12, 18]
+    with torch.no_grad():
+        features = model.backbone(torch.randn(1, 3, 64, 64))
+    assert features["out"].shape == (1, 2048, 4, 4)
+    assert features["low"].shape == (1, 256, 16, 16)
+
+
 def test_deeplabv3plus_decoder_shape_and_no_aux() -> None:
     cfg = ModelConfig(arch="deeplabv3plus", backbone="resnet34", output_stride=16)
     model = build_model(cfg, 3).eval()
