@@ -4,8 +4,8 @@ One :class:`Trainer` per process. Rank 0 alone writes events (stdout + events.js
 checkpoints and TensorBoard scalars; every rank trains on its share of each global batch
 (``train.batch_size / world_size`` samples, learning rate unchanged) and takes part in the
 all-reduced evaluation. A run directory that already holds ``checkpoints/last.pt`` resumes
-from it. SIGTERM finishes the current step, writes ``last.pt``, emits ``end(stopped)`` and
-exits 0.
+from it. SIGTERM (or SIGINT) finishes the current step, writes ``last.pt``, emits
+``end(stopped)`` and exits 0.
 """
 
 from __future__ import annotations
@@ -48,14 +48,25 @@ USER_ERRORS = (ConfigError, DatasetError, PretrainedWeightsError)
 
 
 class StopFlag:
-    """Set by SIGTERM (what `docker stop` sends); the loop checks it after every step."""
+    """Set by SIGTERM (what `docker stop` sends) or SIGINT; the loop checks it every step.
+
+    Used as a context manager: the previous handlers come back on exit.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.requested = False
+        self._previous: dict[int, Any] = {}
 
-    def install(self) -> None:
-        """Route SIGTERM to this flag."""
-        signal.signal(signal.SIGTERM, self._handle)
+    def __enter__(self) -> StopFlag:
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
@@ -300,7 +311,10 @@ class Trainer:
 
     def run(self) -> str:
         """Train to the end or until SIGTERM; returns the end status (finished|stopped)."""
-        self.stop.install()
+        with self.stop:
+            return self._run()
+
+    def _run(self) -> str:
         self._build()
         recipe = self.recipe
         resumed_from = self.iter if self.resume is not None else None
@@ -341,8 +355,8 @@ class Trainer:
         if stopped:
             if self.last_eval_iter != self.iter:
                 self.save_checkpoint()
-            self.events.log(f"stopped by SIGTERM at iter {self.iter}; resume with the same "
-                            "command")
+            self.events.log(f"stopped by a signal at iter {self.iter}; the same command "
+                            "resumes")
             return "stopped"
         if self.last_eval_iter != self.iter:
             self._eval_and_checkpoint()
