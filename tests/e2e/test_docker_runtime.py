@@ -256,3 +256,24 @@ def test_trainer_runs_in_the_ci_image_and_stops_with_last_checkpoint(
     ended = [events.parse_line(line.text) for line in runtime.logs(ref, tail=20)]
     assert any(e is not None and e.kind == "end" and e.data["status"] == "stopped"
                for e in ended)
+
+
+def test_follow_outlasts_the_client_timeout_and_list_filters_by_label(
+    docker_client: Any, ci_image: str, tmp_path: Path
+) -> None:
+    # A client whose requests time out after 1 s: a follow must not (runs are quiet for
+    # long stretches between log lines).
+    impatient = DockerRuntime(timeout=1)
+    quiet = "import time\nprint('a', flush=True)\ntime.sleep(2.5)\nprint('b', flush=True)"
+    spec = make_spec("quiet", ci_image, quiet, tmp_path)
+    ref = impatient.launch(spec)
+    try:
+        assert [line.text for line in impatient.logs(ref, follow=True)] == ["a", "b"]
+        mine = {"seglab.run_id": "quiet", "seglab.test": spec.labels["seglab.test"]}
+        assert [info.ref for info in impatient.list(mine)] == [ref]
+        assert impatient.list({**mine, "seglab.run_id": "other"}) == []
+        assert [info.name for info in impatient.list({"seglab.run_id": None, **mine})] == [
+            spec.name]
+    finally:
+        impatient.remove(ref, force=True)
+        impatient.close()

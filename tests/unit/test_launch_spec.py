@@ -8,7 +8,15 @@ from pathlib import Path
 import docker
 import pytest
 
-from seglab.runtime import LaunchSpec, LogCursor, Mount, SpecError, UnsafeMount, parse_mounts
+from seglab.runtime import (
+    EngineUnavailable,
+    LaunchSpec,
+    LogCursor,
+    Mount,
+    SpecError,
+    UnsafeMount,
+    parse_mounts,
+)
 from seglab.runtime.docker import DockerRuntime, parse_timestamp_ns, state_from_attrs
 
 GPU = "GPU-5a1c9e2b-7d34-4f0e-9b6a-1c2d3e4f5a6b"
@@ -132,3 +140,9 @@ def test_state_from_inspect_output() -> None:
     created = state_from_attrs({"State": {"Status": "created", "ExitCode": 0,
                                           "StartedAt": "0001-01-01T00:00:00Z"}})
     assert (created.status, created.exit_code, created.started_at) == ("created", None, None)
+
+
+def test_no_engine_is_a_clear_error(tmp_path: Path) -> None:
+    runtime = DockerRuntime(f"unix://{tmp_path}/absent.sock", host="lab1")
+    with pytest.raises(EngineUnavailable, match=r"no Docker engine answers at lab1 \(unix://"):
+        runtime.launch(spec())
