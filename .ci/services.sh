@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Start the services the tests use, each under WORK/<name>/ with a pid file that .ci/run's
-# cleanup stops. Each service script is idempotent.
+# cleanup stops, and write WORK/env for .ci/run to source. Each script is idempotent.
+#   docker.sh: a private dockerd (no TCP, no bridge) and the CI image seglab/ci:latest
+#   sshd.sh:   OpenSSH; the tests start their own sshd on 127.0.0.1 with per-run keys
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 WORK=${1:?usage: services.sh WORKDIR}
-if [ -f "$HERE/docker.sh" ]; then
-    bash "$HERE/docker.sh" "$WORK/docker"
-fi
+bash "$HERE/docker.sh" "$WORK/docker"
+bash "$HERE/sshd.sh"
+cp "$WORK/docker/env" "$WORK/env"
