@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import select
 import signal
@@ -38,18 +37,10 @@ from seglab.runtime.errors import (
 )
 from seglab.runtime.spec import LaunchSpec
 
-log = logging.getLogger(__name__)
-
-PROCESS_FILE = "process.json"
+PROCESS_FILE = procwrap.PROCESS_FILE
 EXIT_FILE = procwrap.EXIT_FILE
-FORMAT = 1
 _POLL = 0.1
 _READ = 65536
-
-
-def boot_id() -> str:
-    """This boot's id (a pid and start time mean nothing across a reboot)."""
-    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
 def process_alive(pid: int, start_time: int) -> bool:
@@ -110,20 +101,27 @@ class ProcessRuntime:
         ref = str(run_dir)
         if (run_dir / PROCESS_FILE).exists() and self.inspect(ref).active:
             raise NameInUse(spec.name)
+        workdir = Path(spec.workdir) if spec.workdir else run_dir
+        if spec.workdir and not workdir.is_dir():
+            raise LaunchFailed(f"working directory {workdir} does not exist")
         run_dir.mkdir(parents=True, exist_ok=True)
         for stale in (PROCESS_FILE, EXIT_FILE):
             (run_dir / stale).unlink(missing_ok=True)
         env = {**os.environ, **spec.env, "CUDA_VISIBLE_DEVICES": ",".join(spec.gpus)}
         env.setdefault("PYTHONUNBUFFERED", "1")
-        workdir = Path(spec.workdir) if spec.workdir else run_dir
-        if not workdir.is_dir():
-            raise LaunchFailed(f"working directory {workdir} does not exist")
         created_log = not log_path.exists()
+        record = json.dumps({
+            "name": spec.name,
+            "labels": dict(spec.labels),
+            "command": list(spec.command),
+            "gpus": list(spec.gpus),
+            "log_path": str(log_path),
+        })
         report_r, report_w = os.pipe()
         try:
             with open(log_path, "ab") as log_file:
                 wrapper = subprocess.Popen(
-                    [self.python, "-I", procwrap.__file__, ref, str(report_w), "--",
+                    [self.python, "-I", procwrap.__file__, ref, str(report_w), record, "--",
                      *spec.command],
                     stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                     env=env, cwd=workdir, start_new_session=True, pass_fds=(report_w,),
@@ -137,27 +135,9 @@ class ProcessRuntime:
         report = self._read_report(report_r, wrapper, log_path)
         if "error" in report:
             wrapper.wait()
-            (run_dir / EXIT_FILE).unlink(missing_ok=True)
             if created_log and log_path.stat().st_size == 0:
                 log_path.unlink()
             raise LaunchFailed(str(report["error"]))
-        record = {
-            "format": FORMAT,
-            "name": spec.name,
-            "labels": dict(spec.labels),
-            "command": list(spec.command),
-            "gpus": list(spec.gpus),
-            "log_path": str(log_path),
-            "pid": int(report["pid"]),
-            "start_time": int(report["start_time"]),
-            "wrapper_pid": wrapper.pid,
-            "wrapper_start_time": procwrap.proc_start_time(wrapper.pid),
-            "boot_id": boot_id(),
-            "started_at": time.time(),
-        }
-        tmp = run_dir / f".{PROCESS_FILE}.tmp"
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        os.replace(tmp, run_dir / PROCESS_FILE)
         return ref
 
     def _read_report(self, fd: int, wrapper: subprocess.Popen[bytes], log_path: Path
@@ -207,7 +187,7 @@ class ProcessRuntime:
         ended = self._exit(ref, started)
         if ended is not None:
             return ended
-        same_boot = record.get("boot_id") == boot_id()
+        same_boot = record.get("boot_id") == procwrap.boot_id()
         if same_boot and process_alive(int(record["pid"]), int(record["start_time"])):
             return RuntimeState("running", started_at=started, pid=int(record["pid"]))
         if same_boot and process_alive(int(record["wrapper_pid"]),
@@ -303,7 +283,8 @@ class ProcessRuntime:
     def _signal(self, ref: str, signum: int) -> None:
         record = self._record(ref)
         pid = int(record["pid"])
-        if record.get("boot_id") == boot_id() and process_alive(pid, int(record["start_time"])):
+        same_boot = record.get("boot_id") == procwrap.boot_id()
+        if same_boot and process_alive(pid, int(record["start_time"])):
             with contextlib.suppress(ProcessLookupError):  # it ended just now
                 os.killpg(pid, signum)  # the run leads its own group: pgid == pid
 

@@ -1,12 +1,15 @@
-"""The process runtime's wrapper: starts the run, then records its exit code.
+"""The process runtime's wrapper: starts the run, records it, then records its exit code.
 
-Run as ``python -I procwrap.py RUN_DIR REPORT_FD -- COMMAND...`` in a session of its own
-(the launcher uses ``start_new_session``), with stdout/stderr already on train.log. It
-starts COMMAND in a new session and process group (so stopping the run signals the
-trainer and its workers, never this wrapper), reports ``{"pid", "start_time"}`` or
-``{"error"}`` as one JSON line on REPORT_FD, waits, and writes the exit code (128+N for signal N) to
-``RUN_DIR/exit_code`` atomically. Once launched it needs nobody: the launcher may exit,
-and a later seglab reads ``exit_code`` because it cannot ``waitpid`` a stranger.
+Run as ``python -I procwrap.py RUN_DIR REPORT_FD RECORD_JSON -- COMMAND...`` in a session
+of its own (the launcher uses ``start_new_session``), with stdout/stderr already on
+train.log. It starts COMMAND in a new session and process group (so stopping the run
+signals the trainer and its workers, never this wrapper), writes ``RUN_DIR/process.json``
+(RECORD_JSON plus the pids, their start times and the boot id), reports
+``{"pid", "start_time"}`` or ``{"error"}`` as one JSON line on REPORT_FD, waits, and writes
+the exit code (128+N for signal N) to ``RUN_DIR/exit_code``. Both files are written
+atomically. Once the child runs the wrapper needs nobody: the launcher may exit (even
+before reading the report), and a later seglab reads ``exit_code`` because it cannot
+``waitpid`` a process that is not its child.
 
 Stdlib only, and runnable as a plain script, so it does not depend on how seglab is
 installed.
@@ -19,9 +22,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
 EXIT_FILE = "exit_code"
+PROCESS_FILE = "process.json"
+FORMAT = 1
 
 
 def proc_start_time(pid: int) -> int:
@@ -31,17 +38,22 @@ def proc_start_time(pid: int) -> int:
     return int(stat[stat.rindex(")") + 2:].split()[19])
 
 
-def write_exit_code(run_dir: Path, code: int) -> None:
-    """Write ``exit_code`` atomically (temp file, fsync, rename)."""
-    tmp = run_dir / f".{EXIT_FILE}.tmp"
+def boot_id() -> str:
+    """This boot's id (a pid and start time mean nothing across a reboot)."""
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``path`` through a temp file, fsync and rename: readers never see half."""
+    tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as handle:
-        handle.write(f"{code}\n")
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, run_dir / EXIT_FILE)
+    os.replace(tmp, path)
 
 
-def _report(fd: int, message: dict[str, object]) -> None:
+def _report(fd: int, message: Mapping[str, object]) -> None:
     try:
         with os.fdopen(fd, "w") as pipe:
             pipe.write(json.dumps(message) + "\n")
@@ -55,25 +67,33 @@ def _ignore(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Start the command, report it, wait for it, record its exit code."""
-    if len(argv) < 4 or argv[2] != "--":
-        print("usage: procwrap.py RUN_DIR REPORT_FD -- COMMAND...", file=sys.stderr)
+    """Start the command, record it, report it, wait for it, record its exit code."""
+    if len(argv) < 5 or argv[3] != "--":
+        print("usage: procwrap.py RUN_DIR REPORT_FD RECORD_JSON -- COMMAND...", file=sys.stderr)
         return 2
-    run_dir, report_fd, command = Path(argv[0]), int(argv[1]), argv[3:]
+    run_dir, report_fd, record, command = Path(argv[0]), int(argv[1]), argv[2], argv[4:]
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         # A Python handler (not SIG_IGN) is reset to the default in the child on exec.
         signal.signal(signum, _ignore)
     try:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
     except OSError as exc:
-        code = 127 if isinstance(exc, FileNotFoundError) else 126
-        write_exit_code(run_dir, code)
         _report(report_fd, {"error": f"cannot start {command[0]}: {exc.strerror or exc}"})
-        return code
-    _report(report_fd, {"pid": child.pid, "start_time": proc_start_time(child.pid)})
+        return 127 if isinstance(exc, FileNotFoundError) else 126
+    started = {"pid": child.pid, "start_time": proc_start_time(child.pid)}
+    write_atomic(run_dir / PROCESS_FILE, json.dumps({
+        "format": FORMAT,
+        **json.loads(record),
+        **started,
+        "wrapper_pid": os.getpid(),
+        "wrapper_start_time": proc_start_time(os.getpid()),
+        "boot_id": boot_id(),
+        "started_at": time.time(),
+    }, indent=1) + "\n")
+    _report(report_fd, started)
     returncode = child.wait()
     code = 128 - returncode if returncode < 0 else returncode
-    write_exit_code(run_dir, code)
+    write_atomic(run_dir / EXIT_FILE, f"{code}\n")
     return 0
 
 

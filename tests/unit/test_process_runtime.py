@@ -252,3 +252,31 @@ def test_wrapper_killed_with_its_run_reads_as_lost(runtime: ProcessRuntime) -> N
     runtime.remove(ref)
     assert runtime.list() == []
     assert (Path(ref) / "train.log").exists()  # the run dir and its log stay
+
+
+def test_the_run_is_recorded_even_when_the_launcher_dies_before_reading_the_report(
+    runtime: ProcessRuntime,
+) -> None:
+    # Start the wrapper as the launcher does, then close the report pipe unread, as a
+    # launcher SIGKILLed right after spawning would: the wrapper must record the run anyway.
+    from seglab.runtime import procwrap
+
+    run_dir = runtime.runs_root / "orphan"
+    run_dir.mkdir(parents=True)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    record = json.dumps({"name": "orphan", "labels": {"seglab.run_id": "orphan"},
+                         "command": [], "gpus": [], "log_path": str(run_dir / "train.log")})
+    with open(run_dir / "train.log", "ab") as log:
+        wrapper = subprocess.Popen(
+            [sys.executable, "-I", procwrap.__file__, str(run_dir), str(write_end), record,
+             "--", sys.executable, "-c", "print('alone'); raise SystemExit(5)"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            pass_fds=(write_end,))
+    os.close(write_end)
+    assert wrapper.wait(timeout=30) == 0
+    (found,) = runtime.list({"seglab.run_id": "orphan"})
+    assert (found.name, found.state.status, found.state.exit_code) == ("orphan", "exited", 5)
+    texts = [line.text for line in runtime.logs(found.ref)]
+    assert sorted(texts) == ["alone", "seglab wrapper: could not report to the launcher: "
+                                      "[Errno 32] Broken pipe"]
