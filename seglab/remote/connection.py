@@ -27,6 +27,7 @@ from typing import Any
 import asyncssh
 
 from seglab.hosts import SSHTarget, ssh_config_path
+from seglab.remote.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -270,9 +271,7 @@ class HostConnection:
         """Close the connection and stop reconnecting."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()

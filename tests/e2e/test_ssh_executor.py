@@ -13,6 +13,7 @@ from seglab.hosts import load_inventory
 from seglab.remote.connection import ConnectOptions, HostConnection, LinkState
 from seglab.remote.executor import RemoteExecutor
 from seglab.remote.manager import RemoteHosts
+from seglab.remote.tasks import cancel_and_wait
 from seglab.telemetry.executor import ExecutorError
 from seglab.telemetry.smi import SmiSource
 from tests.e2e.sshd import (  # noqa: F401  (fixtures)
@@ -124,8 +125,7 @@ def test_link_loss_goes_offline_reconnects_and_telemetry_resumes(lab1: Lab) -> N
             assert resumed < 5
             assert conn.counters.connects == 2
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait(task)
 
     asyncio.run(_with_remotes(body))
 
