@@ -34,7 +34,7 @@ Sample = tuple[torch.Tensor, torch.Tensor]
 
 
 class DatasetError(ValueError):
-    """A dataset that cannot be used as configured (missing files, wrong layout)."""
+    """Data that cannot be loaded as configured (missing files, wrong layout, batch split)."""
 
 
 # -- transforms ---------------------------------------------------------------------------
@@ -439,6 +439,9 @@ def build_loaders(recipe: Recipe, root: Path | None, rank: int, world_size: int,
     """Datasets, samplers and DataLoaders for one rank; checks /dev/shm before workers start."""
     train_set = build_dataset(recipe, "train", root)
     val_set = build_dataset(recipe, "val", root)
+    if recipe.train.batch_size % world_size:
+        raise DatasetError(f"train.batch_size {recipe.train.batch_size} (the global batch) does "
+                           f"not split evenly over {world_size} processes")
     batch = recipe.train.batch_size // world_size
     sampler = RankSampler(len(train_set), rank, world_size, seed=recipe.train.seed,
                           batch_per_rank=batch)

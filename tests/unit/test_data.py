@@ -253,6 +253,12 @@ def test_build_loaders_refuses_workers_when_shm_is_too_small(tmp_path: Path) -> 
     assert loaders.train.persistent_workers and loaders.train.num_workers == 2
 
 
+def test_global_batch_must_split_over_the_processes() -> None:
+    with pytest.raises(data.DatasetError, match=r"batch_size 8 .* not split evenly over 3"):
+        data.build_loaders(smoke(), None, 0, 3, pin_memory=False)
+    assert data.build_loaders(smoke(), None, 1, 2, pin_memory=False).train.batch_size == 4
+
+
 def test_loader_batches_have_the_crop_and_uint8_labels() -> None:
     loaders = data.build_loaders(smoke(), None, 0, 1, pin_memory=False)
     images, labels = next(iter(loaders.train))
