@@ -142,21 +142,23 @@ async def _run(args: argparse.Namespace, server: SshServer, smi: str) -> None:
     finally:
         await remotes.stop()
     cores = [100.0 * r["cpu"] / r["wall"] for r in (stream, poll)]
+    per_sample = [1e6 * r["cpu"] / max(r["samples"], 1) for r in (stream, poll)]
     rate = args.hosts * args.gpus
     print(f"fan-in: {args.hosts} hosts x {args.gpus} GPUs at 1 Hz over SSH, "
           f"{args.seconds:g} s per phase, {psutil.cpu_count()} CPUs")
     print(f"connections: {connections} (sshd sessions seen on the server: {server_sessions}); "
           f"one per host")
-    print(f"stream   (seglab): {cores[0]:6.2f} % of one core; "
-          f"{stream['samples'] / stream['wall']:6.1f} GPU samples/s (want {rate}); "
-          f"oldest sample {stream['oldest_age']:.2f} s old; "
-          f"channels: {args.hosts} long-lived + {stream['short_channels']:.0f} short "
-          f"(process-list polls) in {stream['wall']:.0f} s")
-    print(f"per-poll (baseline): {cores[1]:6.2f} % of one core; "
-          f"{poll['samples'] / poll['wall']:6.1f} GPU samples/s; "
+    print(f"stream   (seglab):   {cores[0]:5.2f} % of one core, {per_sample[0]:6.0f} us CPU per "
+          f"GPU sample; {stream['samples'] / stream['wall']:5.1f} GPU samples/s (want {rate}); "
+          f"oldest sample {stream['oldest_age']:.2f} s old; channels: {args.hosts} long-lived "
+          f"+ {stream['short_channels']:.0f} short (process-list polls) in "
+          f"{stream['wall']:.0f} s")
+    print(f"per-poll (baseline): {cores[1]:5.2f} % of one core, {per_sample[1]:6.0f} us CPU per "
+          f"GPU sample; {poll['samples'] / poll['wall']:5.1f} GPU samples/s; "
           f"channels: {poll['short_channels']:.0f} short in {poll['wall']:.0f} s")
-    print(f"ratio stream/per-poll CPU: {cores[0] / cores[1]:.2f}  (target: stream <= 3 % of "
-          f"one core: {'met' if cores[0] <= 3.0 else 'NOT met'})")
+    print(f"ratio stream/per-poll: CPU {cores[0] / cores[1]:.2f}, CPU per sample "
+          f"{per_sample[0] / per_sample[1]:.2f}  (target: stream <= 3 % of one core: "
+          f"{'met' if cores[0] <= 3.0 else 'NOT met'})")
 
 
 def main() -> int:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -359,6 +360,8 @@ def _reason(exc: BaseException) -> str:
         return exc.reason or type(exc).__name__
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__

@@ -9,12 +9,13 @@ runtime, telemetry, registry and CLI. Use it inside one running event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from seglab.hosts import Host, Inventory, UnknownHostError
-from seglab.remote.connection import ConnectOptions, HostConnection, LinkStatus
+from seglab.remote.connection import ConnectOptions, HostConnection, LinkState, LinkStatus
 from seglab.remote.executor import RemoteExecutor
 from seglab.remote.files import RemoteFiles
 from seglab.remote.forward import SocketForward, local_socket_path
@@ -107,3 +108,32 @@ class RemoteHosts:
             "connects": sum(r.connection.counters.connects for r in self._remotes.values()),
             "executor_channels": sum(r.executor.channels_opened for r in self._remotes.values()),
         }
+
+
+SETTLED = (LinkState.ONLINE, LinkState.OFFLINE, LinkState.AUTH_FAILED, LinkState.HOST_KEY_REFUSED)
+
+
+async def check_hosts(
+    inventory: Inventory,
+    names: Iterable[str] | None = None,
+    timeout: float = 15.0,
+    options: ConnectOptions | None = None,
+) -> list[HostReport]:
+    """Connect to each remote host once, report its status, disconnect (`seglab hosts`).
+
+    A host that has not settled (online or failed) within `timeout` s is reported as it
+    stands then (``connecting``).
+    """
+    remotes = RemoteHosts(inventory, options)
+    chosen = list(names) if names is not None else remotes.names
+    await remotes.start(chosen)
+    try:
+
+        async def one(name: str) -> HostReport:
+            with contextlib.suppress(asyncio.TimeoutError):  # reported as still connecting
+                await remotes.connection(name).wait_for(*SETTLED, timeout=timeout)
+            return await remotes.report(name)
+
+        return list(await asyncio.gather(*(one(name) for name in chosen)))
+    finally:
+        await remotes.stop()
