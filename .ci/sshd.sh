@@ -7,11 +7,9 @@
 # user keys generated per test session (tests/e2e/sshd.py); nothing here starts the system's
 # sshd or touches /etc/ssh beyond what the package itself installs. Run as root.
 set -euo pipefail
-if command -v sshd >/dev/null 2>&1 || [[ -x /usr/sbin/sshd ]]; then
-    if command -v ssh-keygen >/dev/null 2>&1; then
-        echo "openssh-server present: $(/usr/sbin/sshd -V 2>&1 | head -n 1 || true)" >&2
-        exit 0
-    fi
+if [[ -x /usr/sbin/sshd ]] && command -v ssh-keygen >/dev/null 2>&1; then
+    echo "openssh-server present" >&2
+    exit 0
 fi
 if [[ $(id -u) -ne 0 ]]; then
     echo "$0: installing openssh-server needs root; run it as root (CI does)" >&2
@@ -26,7 +24,12 @@ if [[ ! -e $policy ]]; then
     chmod 755 "$policy"
     created_policy=1
 fi
-trap '[[ $created_policy -eq 1 ]] && rm -f "$policy"' EXIT
+remove_policy() {
+    if [[ $created_policy -eq 1 ]]; then
+        rm -f "$policy"
+    fi
+}
+trap remove_policy EXIT
 apt-get update -q >&2
 apt-get install -y -q --no-install-recommends openssh-server openssh-client >&2
 echo "openssh-server installed" >&2
