@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 
@@ -14,7 +16,9 @@ from seglab.remote.connection import ConnectOptions, HostConnection, LinkState
 from seglab.remote.executor import RemoteExecutor
 from seglab.remote.manager import RemoteHosts
 from seglab.remote.tasks import cancel_and_wait
+from seglab.telemetry.attribution import Attributor, executor_reader
 from seglab.telemetry.executor import ExecutorError
+from seglab.telemetry.sample import ProcessSample
 from seglab.telemetry.smi import SmiSource
 from tests.e2e.sshd import (  # noqa: F401  (fixtures)
     Lab,
@@ -155,3 +159,25 @@ def test_keepalive_notices_a_silent_link(lab1: Lab) -> None:  # noqa: F811
         assert conn.counters.connects == 2
 
     asyncio.run(_with_remotes(body))
+
+
+def test_attribution_reads_the_remote_proc_over_ssh(lab1: Lab) -> None:  # noqa: F811
+    """The telemetry Attributor with the remote reader names a process's user and command."""
+    sleeper = subprocess.Popen(["sleep", "60"])  # a process on the "remote" machine
+
+    async def body(remotes: RemoteHosts) -> None:
+        attribute = Attributor(executor_reader(remotes.executor("lab1")))
+        sample = ProcessSample(pid=sleeper.pid, gpu_uuid="GPU-x", used_memory_mib=10.0,
+                               process_name="sleep")
+        gone = ProcessSample(pid=2**22 + 17, gpu_uuid="GPU-x", used_memory_mib=1.0,
+                             process_name="ghost")
+        found, missing = await attribute([sample, gone])
+        assert (found.user, found.command) == (getpass.getuser(), "sleep 60")
+        assert found.container_id is None
+        assert (missing.user, missing.command) == (None, None)
+
+    try:
+        asyncio.run(_with_remotes(body))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
