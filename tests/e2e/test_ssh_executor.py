@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import re
 import signal
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +29,7 @@ from tests.e2e.sshd import (  # noqa: F401  (fixtures)
     ssh_home,
     ssh_keys,
     sshd,
+    write_hosts_yaml,
 )
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(90)]
@@ -181,3 +184,38 @@ def test_attribution_reads_the_remote_proc_over_ssh(lab1: Lab) -> None:  # noqa:
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_proxyjump_from_ssh_config(lab1: Lab, isolated_xdg: Path) -> None:  # noqa: F811
+    """A host behind `ProxyJump lab1` in ~/.ssh/config is reached through lab1."""
+    server = lab1.server
+    with lab1.home.config.open("a") as out:
+        out.write(f"Host inner\n  HostName 127.0.0.1\n  Port {server.port}\n  User {server.user}\n"
+                  f"  IdentityFile {lab1.home.user_key}\n  ProxyJump lab1\n\n")
+    write_hosts_yaml(isolated_xdg / "config", {"inner": {"ssh": "inner"}})
+    host = load_inventory().get("inner")
+    assert host.ssh is not None and host.ssh.proxy_jump == "lab1"
+
+    async def scenario() -> str:
+        conn = HostConnection("inner", host.ssh, FAST)
+        await conn.start()
+        try:
+            await conn.wait_for(LinkState.ONLINE, timeout=15)
+            result = await RemoteExecutor(conn).run(["echo", "$SSH_CONNECTION"], timeout=10)
+            env = await RemoteExecutor(conn).run(["sh", "-c", "echo $SSH_CONNECTION"],
+                                                 timeout=10)
+            assert result.stdout == "$SSH_CONNECTION\n"
+            return env.stdout
+        finally:
+            await conn.stop()
+
+    ssh_connection = asyncio.run(scenario()).split()
+    log = server.log.read_text()
+    accepted = re.findall(r"Accepted publickey for \S+ from 127\.0\.0\.1 port (\d+)", log)
+    sessions = set(re.findall(r"Starting session: command for \S+ from \S+ port (\d+)", log))
+    # Two logins: first the jump host's, then the inner one (through the jump's
+    # direct-tcpip channel); the commands ran on the inner connection only.
+    assert len(accepted) == 2
+    jump, inner = accepted
+    assert sessions == {inner}
+    assert ssh_connection[1] == inner and jump != inner
