@@ -103,3 +103,73 @@ class SocketForward:
         self.established += 1
         log.info("%s: %s forwarded to %s", self.connection.name, self.remote_path,
                  self.local_path)
+
+
+class PortForward:
+    """Keeps TCP `remote_host:remote_port` (as the server sees it) reachable on 127.0.0.1.
+
+    For Jupyter and TensorBoard bound to the server's loopback. The local port is chosen on
+    the first listen (unless given) and kept across reconnects.
+    """
+
+    def __init__(
+        self,
+        connection: HostConnection,
+        remote_port: int,
+        remote_host: str = "127.0.0.1",
+        local_port: int = 0,
+    ) -> None:
+        self.connection = connection
+        self.remote_host = remote_host
+        self.remote_port = remote_port
+        self.local_port = local_port
+        self.established = 0
+        self.error: str | None = None
+        self._listener: asyncssh.SSHListener | None = None
+        self._active = False
+
+    @property
+    def url_host(self) -> str:
+        """`127.0.0.1:<local port>` once listening."""
+        return f"127.0.0.1:{self.local_port}"
+
+    async def start(self, timeout: float = 30.0) -> int:
+        """Listen now (waiting up to `timeout` s for the host), and after every reconnect."""
+        if not self._active:
+            self._active = True
+            self.connection.on_connect(self._establish)
+            await self._establish(await self.connection.connection(timeout))
+        return self.local_port
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        self._active = False
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+            await listener.wait_closed()
+
+    async def _establish(self, conn: asyncssh.SSHClientConnection) -> None:
+        if not self._active:
+            return
+        old, self._listener = self._listener, None
+        if old is not None:
+            old.close()
+        try:
+            listener = await conn.forward_local_port(
+                "127.0.0.1", self.local_port, self.remote_host, self.remote_port
+            )
+        except OSError as exc:
+            if not self.established:
+                raise
+            # Another program took the port while the host was away: this forward stays
+            # down (and says so) rather than taking the host's connection down with it.
+            self.error = f"cannot listen on 127.0.0.1:{self.local_port} again: {exc}"
+            log.warning("%s: %s", self.connection.name, self.error)
+            return
+        self.error = None
+        self._listener = listener
+        self.local_port = listener.get_port()
+        self.established += 1
+        log.info("%s: %s:%d forwarded to 127.0.0.1:%d", self.connection.name,
+                 self.remote_host, self.remote_port, self.local_port)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from seglab.hosts import Host, Inventory, UnknownHostError
 from seglab.remote.connection import ConnectOptions, HostConnection, LinkState, LinkStatus
 from seglab.remote.executor import RemoteExecutor
 from seglab.remote.files import RemoteFiles
-from seglab.remote.forward import SocketForward, local_socket_path
+from seglab.remote.forward import PortForward, SocketForward, local_socket_path
 from seglab.remote.status import HostReport, probe
 
 
@@ -29,6 +29,7 @@ class _Remote:
     forward: SocketForward
     executor: RemoteExecutor
     files: RemoteFiles
+    ports: list[PortForward] = field(default_factory=list)
 
 
 class RemoteHosts:
@@ -72,6 +73,9 @@ class RemoteHosts:
     async def stop(self) -> None:
         """Close every forward and connection."""
         for remote in self._remotes.values():
+            for port in remote.ports:
+                await port.stop()
+            remote.ports.clear()
             await remote.forward.stop()
         await asyncio.gather(*(r.connection.stop() for r in self._remotes.values()))
 
@@ -94,6 +98,24 @@ class RemoteHosts:
     def files(self, name: str) -> RemoteFiles:
         """SFTP access to host `name`'s run directories."""
         return self._get(name).files
+
+    async def forward_port(
+        self, name: str, remote_port: int, remote_host: str = "127.0.0.1", local_port: int = 0
+    ) -> PortForward:
+        """Forward host `name`'s `remote_host:remote_port` to 127.0.0.1 (kept across
+        reconnects, closed by :meth:`close_port` or :meth:`stop`)."""
+        remote = self._get(name)
+        forward = PortForward(remote.connection, remote_port, remote_host, local_port)
+        await forward.start()
+        remote.ports.append(forward)
+        return forward
+
+    async def close_port(self, forward: PortForward) -> None:
+        """Stop one port forward made by :meth:`forward_port`."""
+        await forward.stop()
+        for remote in self._remotes.values():
+            if forward in remote.ports:
+                remote.ports.remove(forward)
 
     async def report(self, name: str) -> HostReport:
         """Host `name`'s status for `seglab hosts` (versions, GPUs, Docker)."""
