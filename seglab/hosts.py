@@ -32,6 +32,8 @@ DEFAULT_REMOTE_RUNS_ROOT = "~/seglab/runs"
 DEFAULT_NVIDIA_SMI = "nvidia-smi"
 DEFAULT_TELEMETRY_INTERVAL = 1.0
 DEFAULT_GPU_MEMORY_THRESHOLD_MIB = 256
+DEFAULT_SLURM_PYTHON = "python3"
+DEFAULT_SLURM_GRES = "gpu"
 SSH_CONFIG_ENV = "SEGLAB_SSH_CONFIG"
 
 HostKind = Literal["docker", "slurm"]
@@ -103,6 +105,24 @@ class UnknownDatasetError(KeyError):
 
 
 @dataclass(frozen=True)
+class SlurmOptions:
+    """How a ``kind: slurm`` host submits jobs (hosts.yaml keys of the same names).
+
+    ``container`` is an Apptainer/Singularity image (or a pyxis/enroot reference) the
+    trainer runs in; without it the trainer runs under ``python`` after ``env_setup``
+    (shell lines such as ``source /opt/venv/bin/activate`` or ``module load cuda``).
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    time_limit: str | None = None
+    container: str | None = None
+    env_setup: tuple[str, ...] = ()
+    python: str = DEFAULT_SLURM_PYTHON
+    gres: str = DEFAULT_SLURM_GRES
+
+
+@dataclass(frozen=True)
 class Host:
     """One machine (or cluster) seglab can place runs on.
 
@@ -120,6 +140,7 @@ class Host:
     telemetry: TelemetrySource = "auto"
     telemetry_interval: float = DEFAULT_TELEMETRY_INTERVAL
     gpu_memory_threshold_mib: int = DEFAULT_GPU_MEMORY_THRESHOLD_MIB
+    slurm: SlurmOptions | None = None
 
     @property
     def is_local(self) -> bool:
@@ -268,6 +289,20 @@ def _parse_host(
                          "~/.ssh/config (only a `kind: slurm` host may omit it, meaning its "
                          "login node is this machine)")
     remote = name != LOCAL and "ssh" in entry
+    slurm_values: dict[str, Any] = {}
+    for key, parse_slurm in _SLURM_PARSERS.items():
+        if key not in entry:
+            continue
+        if values.get("kind") != "slurm":
+            report((key,), "only a `kind: slurm` host takes this key")
+            continue
+        try:
+            slurm_values[key] = parse_slurm(entry[key])
+        except _Invalid as exc:
+            for at, message in exc.problems:
+                report((key, *at), message)
+    if values.get("kind") == "slurm":
+        values["slurm"] = SlurmOptions(**slurm_values)
     for key, parse in _PARSERS.items():
         if key in entry:
             try:
@@ -385,7 +420,60 @@ _PARSERS: dict[str, Callable[[Any, bool], Any]] = {
     "telemetry_interval": _telemetry_interval,
     "gpu_memory_threshold_mib": _gpu_memory_threshold,
 }
-_KEYS = ("ssh", "kind", *_PARSERS)
+_SLURM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+_SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+-\d+$")
+
+
+def _slurm_name(value: Any) -> str:
+    text = _string(value)
+    if not _SLURM_NAME.fullmatch(text):
+        raise _invalid(f"expected a Slurm name (letters, digits, '_', '.', '+', '-'), "
+                       f"got {value!r}")
+    return text
+
+
+def _time_limit(value: Any) -> str:
+    text = str(value).strip() if isinstance(value, int) and not isinstance(value, bool) \
+        else _string(value)
+    if not _SLURM_TIME.fullmatch(text):
+        raise _invalid(f"expected a Slurm time limit such as 90 (minutes), 4:00:00 or "
+                       f"2-00:00:00, got {value!r}")
+    return text
+
+
+def _env_setup(value: Any) -> tuple[str, ...]:
+    lines = [value] if isinstance(value, str) else value
+    if not isinstance(lines, list) or not lines:
+        raise _invalid(f"expected a shell line or a list of them, got {value!r}")
+    problems: list[tuple[KeyPath, str]] = []
+    out: list[str] = []
+    for index, line in enumerate(lines):
+        if not isinstance(line, str) or not line.strip() or "\n" in line.strip():
+            problems.append(((index,), f"expected one non-empty shell line, got {line!r}"))
+            continue
+        out.append(line.strip())
+    if problems:
+        raise _Invalid(*problems)
+    return tuple(out)
+
+
+def _slurm_python(value: Any) -> str:
+    text = _string(value)
+    if "/" in text and not text.startswith("/"):
+        raise _invalid(f"expected a command name on PATH or an absolute path, got {value!r}")
+    return text
+
+
+_SLURM_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "partition": _slurm_name,
+    "account": _slurm_name,
+    "time_limit": _time_limit,
+    "container": _string,
+    "env_setup": _env_setup,
+    "python": _slurm_python,
+    "gres": _slurm_name,
+}
+_KEYS = ("ssh", "kind", *_PARSERS, *_SLURM_PARSERS)
 
 
 # -- ssh targets ----------------------------------------------------------------------------

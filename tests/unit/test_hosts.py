@@ -261,7 +261,7 @@ def test_every_problem_is_reported_at_once_with_its_line(tmp_path: Path) -> None
         "add the remote machine under another name",
         f"{path}:4: hosts.local.telemtry: unknown key (did you mean 'telemetry'?)",
         f"{path}:7: hosts.lab1.kind: expected one of docker, slurm, got 'kubernetes'",
-        f"{path}:8: hosts.lab1.partition: unknown key",
+        f"{path}:8: hosts.lab1.partition: only a `kind: slurm` host takes this key",
         f"{path}:9: hosts.lab1.telemetry: nvml reads this machine's GPUs only; a remote host "
         "uses nvidia-smi (or auto)",
         f"{path}:10: hosts.lab1.telemetry_interval: must be a number of seconds greater than 0, "
@@ -302,12 +302,70 @@ def test_wrong_types_name_the_key(tmp_path: Path, line: str, message: str) -> No
     assert _errors(path) == [f"{path}:3: hosts.local.{key}: {message}"]
 
 
-def test_slurm_only_keys_are_unknown_for_now(tmp_path: Path) -> None:
+def test_misspelled_slurm_keys_are_unknown(tmp_path: Path) -> None:
     path = _write(tmp_path / "hosts.yaml", "hosts:\n  c:\n    kind: slurm\n    acount: x\n")
-    assert _errors(path) == [f"{path}:4: hosts.c.acount: unknown key"]
+    assert _errors(path) == [f"{path}:4: hosts.c.acount: unknown key (did you mean "
+                             "'account'?)"]
     path = _write(tmp_path / "h2.yaml", "hosts:\n  c:\n    kind: slurm\n    telemetri: auto\n")
     assert _errors(path) == [f"{path}:4: hosts.c.telemetri: unknown key (did you mean "
                              "'telemetry'?)"]
+
+
+def test_slurm_keys_configure_job_submission(tmp_path: Path, isolated_xdg: Path) -> None:
+    path = _write(tmp_path / "hosts.yaml", """
+        hosts:
+          cluster:
+            kind: slurm
+            partition: gpu-a100
+            account: vision
+            time_limit: "2-00:00:00"
+            container: /shared/images/seglab.sif
+            env_setup: [module load cuda/12.4, source /opt/venv/bin/activate]
+            python: /opt/venv/bin/python
+            gres: gpu
+          plain: {kind: slurm, time_limit: 90, env_setup: source ~/venv/bin/activate}
+    """)
+    inventory = load_inventory(path)
+    slurm = inventory.get("cluster").slurm
+    assert slurm is not None
+    assert (slurm.partition, slurm.account, slurm.time_limit) == ("gpu-a100", "vision",
+                                                                  "2-00:00:00")
+    assert slurm.container == "/shared/images/seglab.sif"
+    assert slurm.env_setup == ("module load cuda/12.4", "source /opt/venv/bin/activate")
+    assert slurm.python == "/opt/venv/bin/python"
+    plain = inventory.get("plain").slurm
+    assert plain is not None
+    assert plain.time_limit == "90" and plain.env_setup == ("source ~/venv/bin/activate",)
+    assert (plain.partition, plain.account, plain.container) == (None, None, None)
+    assert (plain.python, plain.gres) == ("python3", "gpu")
+    assert inventory.get("local").slurm is None
+
+
+def test_bad_slurm_values_name_file_line_and_key(tmp_path: Path) -> None:
+    path = _write(tmp_path / "hosts.yaml", """
+        hosts:
+          lab1:
+            ssh: gpu1
+            partition: gpu
+          cluster:
+            kind: slurm
+            partition: "gpu a100"
+            time_limit: soon
+            env_setup: [ok, ""]
+            python: venv/bin/python
+            account: 7
+    """)
+    assert _errors(path) == [
+        f"{path}:4: hosts.lab1.partition: only a `kind: slurm` host takes this key",
+        f"{path}:7: hosts.cluster.partition: expected a Slurm name (letters, digits, '_', "
+        "'.', '+', '-'), got 'gpu a100'",
+        f"{path}:8: hosts.cluster.time_limit: expected a Slurm time limit such as 90 "
+        "(minutes), 4:00:00 or 2-00:00:00, got 'soon'",
+        f"{path}:9: hosts.cluster.env_setup[1]: expected one non-empty shell line, got ''",
+        f"{path}:10: hosts.cluster.python: expected a command name on PATH or an absolute "
+        "path, got 'venv/bin/python'",
+        f"{path}:11: hosts.cluster.account: expected a non-empty string, got 7",
+    ]
 
 
 def test_yaml_syntax_errors_are_located(tmp_path: Path) -> None:
