@@ -79,6 +79,9 @@ def register(subparsers: Any) -> None:
                              help="override data.crop (e.g. 128 256 on a CPU)")
     bench_train.add_argument("--batch", type=_positive, default=None,
                              help="images per step (default: the per-GPU batch)")
+    bench_train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                             help="override train.compile for the configured run (the "
+                                  "baseline is always eager)")
     bench_train.add_argument("--json", action="store_true", help="machine-readable output")
     bench_train.set_defaults(func=_bench_train)
 
@@ -146,15 +149,18 @@ def _bench_recipe(args: argparse.Namespace) -> Any:
             recipe = loaded.variant(args.variant).recipe
         except KeyError as exc:
             raise CommandError(str(exc.args[0])) from exc
-    if args.crop:
+    if args.crop or args.compile is not None:
         data = recipe.model_dump(mode="json")
-        data["data"]["crop"] = list(args.crop)
+        if args.crop:
+            data["data"]["crop"] = list(args.crop)
+        if args.compile is not None:
+            data["train"]["compile"] = args.compile
         try:
             recipe = Recipe.model_validate(data)
         except ValidationError as exc:
             problems = "; ".join(str(e["msg"]).removeprefix("Value error, ")
                                  for e in exc.errors())
-            raise CommandError(f"--crop {args.crop[0]} {args.crop[1]}: {problems}") from exc
+            raise CommandError(f"--crop {' '.join(map(str, args.crop or []))}: {problems}") from exc
     return recipe
 
 

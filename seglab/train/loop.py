@@ -91,9 +91,12 @@ def optimizer_for(recipe: Recipe, params: Iterator[nn.Parameter]) -> torch.optim
 
 def segmentation_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor,
                       aux_weight: float) -> torch.Tensor:
-    """Cross-entropy (ignore 255) on ``out`` plus ``aux_weight`` x that of ``aux``."""
+    """Cross-entropy (ignore 255) on ``out`` plus ``aux_weight`` x that of ``aux``.
+
+    The aux term is kept even at weight 0 so that DDP sees every parameter used.
+    """
     loss = F.cross_entropy(outputs["out"], target, ignore_index=IGNORE_INDEX)
-    if "aux" in outputs and aux_weight > 0:
+    if "aux" in outputs:
         loss = loss + aux_weight * F.cross_entropy(outputs["aux"], target,
                                                    ignore_index=IGNORE_INDEX)
     return loss
