@@ -7,7 +7,9 @@ every behaviour the dashboard shows is reachable, and testable, headless.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,10 +18,35 @@ from seglab.hosts import Inventory, load_inventory
 from seglab.registry import Registry, RunRecord
 from seglab.runs import RunManager, Submitted
 from seglab.scheduler import Pool, Scheduler, parse_on
+from seglab.telemetry.sample import HostStatus
 from seglab.yamlpos import ConfigError, Problem, did_you_mean
 
 if TYPE_CHECKING:
     from seglab.telemetry.sample import HostState
+
+
+@dataclass(frozen=True)
+class Curves:
+    """A run's training loss and evaluation mIoU, as (iteration, value) points."""
+
+    run_id: str
+    variant: str
+    loss: list[tuple[int, float]]
+    miou: list[tuple[int, float]]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One run of an ablation with the numbers the comparison table shows (None: unknown)."""
+
+    run_id: str
+    variant: str
+    status: str
+    best_miou: float | None
+    pixel_acc: float | None
+    per_class_iou: tuple[float | None, ...]
+    img_per_s: float | None
+    time_s: float | None
 
 
 class Workstation:
@@ -155,3 +182,57 @@ class Workstation:
         """Start a stopped or failed run again from its last checkpoint."""
         manager = self.runs()
         return manager.resume(run_id, Scheduler(self.inventory(), self.registry()))
+
+    # -- views for the dashboard -----------------------------------------------------
+
+    def placement_choices(self, states: Iterable[HostState]) -> list[tuple[str, str]]:
+        """``(--on value, label)`` pairs: auto, each free GPU, and each host's CPU."""
+        scheduler = Scheduler(self.inventory(), self.registry())
+        choices = [("auto", "auto: free GPUs on any host")]
+        for state in states:
+            if state.status not in (HostStatus.NO_GPU, HostStatus.ERROR):
+                for gpu in sorted(state.gpus, key=lambda g: g.index):
+                    if scheduler.busy_reason(state.host, gpu) is None:
+                        choices.append((f"{state.host}:{gpu.index}",
+                                        f"{state.host}:{gpu.index} {gpu.name or gpu.uuid}"))
+            choices.append((f"{state.host}:cpu", f"{state.host}:cpu (no GPU)"))
+        return choices
+
+    def curves(self, run_id: str) -> Curves:
+        """The loss and mIoU curves of a run, from its ingested events."""
+        registry = self.registry()
+        record = registry.get_run(run_id)
+        loss = [(int(e.data["iter"]), float(e.data["loss"]))
+                for e in registry.events(run_id, kind="train")
+                if e.data.get("loss") is not None]
+        miou = [(int(e.data["iter"]), float(e.data["miou"]))
+                for e in registry.events(run_id, kind="eval")
+                if e.data.get("miou") is not None]
+        return Curves(run_id, record.variant, loss, miou)
+
+    def comparison(self, run_ids: Iterable[str], now: float | None = None) -> list[Comparison]:
+        """Per run: best mIoU with the pixel accuracy and per-class IoU of that evaluation,
+        img/s and wall time (``now`` ends the time of runs still going)."""
+        registry = self.registry()
+        rows = []
+        for run_id in run_ids:
+            record = registry.get_run(run_id)
+            evals = [e.data for e in registry.events(run_id, kind="eval")
+                     if e.data.get("miou") is not None]
+            best = max(evals, key=lambda d: float(d["miou"])) if evals else None
+            end = record.finished_at or (now if now is not None else time.time())
+            rows.append(Comparison(
+                run_id=run_id, variant=record.variant, status=str(record.status),
+                best_miou=record.best_miou if best is None else float(best["miou"]),
+                pixel_acc=None if best is None else best.get("pixel_acc"),
+                per_class_iou=tuple(best.get("per_class_iou") or ()) if best else (),
+                img_per_s=record.img_per_s,
+                time_s=None if record.started_at is None else end - record.started_at,
+            ))
+        return rows
+
+    def class_names(self, run_id: str) -> list[str] | None:
+        """The class names a run's trainer announced in its start event."""
+        start = self.registry().events(run_id, kind="start")
+        names = start[-1].data.get("class_names") if start else None
+        return [str(n) for n in names] if names else None

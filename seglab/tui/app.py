@@ -1,0 +1,497 @@
+"""The seglab dashboard: hosts & GPUs, runs, the selected run's log and metrics.
+
+A view over :class:`seglab.workstation.Workstation`: every action goes through the façade.
+Telemetry is read in the event loop (its sources are asyncio-native); everything that
+blocks (registry reads, runtime inspection, launches, log following) runs in threads, and
+each poll is scheduled only after the previous one has finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Container, Horizontal, Vertical
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer, Header, Input
+
+from seglab.registry import RunStatus
+from seglab.tui.feeds import LiveFeed, StatesFeed
+from seglab.tui.hosts_panel import HostsPanel, render_hosts
+from seglab.tui.layouts import LayoutError, resolve_layout
+from seglab.tui.log_pane import LogPane, text_lines
+from seglab.tui.metrics_chart import MetricsChart
+from seglab.tui.new_run import NewRunScreen
+from seglab.tui.runs_table import RunsTable
+from seglab.tui.screens import CompareScreen, ConfirmScreen, HelpScreen
+from seglab.workstation import Curves, Workstation
+from seglab.yamlpos import ConfigError
+
+log = logging.getLogger(__name__)
+
+NO_HOSTS_HINT = ("no hosts.yaml yet: this machine only · add servers under `hosts:` in "
+                 "hosts.yaml in the seglab config dir (`seglab hosts --help`)")
+LOG_TAIL = 500
+MAX_CURVES = 8
+PUMP_EVERY = 5  # polls between attempts to start queued runs
+
+
+@dataclass
+class RunsSnapshot:
+    """What one runs poll found."""
+
+    rows: list[dict[str, Any]]
+    curves: list[Curves] = field(default_factory=list)
+    error: str | None = None
+
+
+class SeglabApp(App[int]):
+    """The dashboard."""
+
+    TITLE = "seglab"
+    DEFAULT_CSS = """
+    .dialog { width: 80%; height: auto; max-height: 90%; padding: 1 2;
+              border: thick $accent; background: $surface; }
+    .wide-dialog { width: 95%; }
+    ModalScreen { align: center middle; }
+    .buttons { height: auto; align: right middle; }
+    .buttons Button { margin-left: 2; }
+    .row { height: auto; }
+    .hint { color: $text-muted; }
+    #hosts { height: auto; max-height: 50%; padding: 0 1; text-wrap: nowrap;
+             text-overflow: ellipsis; }
+    #runs { height: 1fr; min-height: 4; }
+    #logpane { height: 1fr; }
+    #log-status { height: 1; color: $text-muted; background: $boost; }
+    #log { height: 1fr; }
+    #log-search { height: 3; }
+    #metrics { height: 1fr; min-height: 6; }
+    #new-run-body { height: 14; }
+    #recipes { width: 1fr; height: 100%; }
+    #new-run-right { width: 2fr; height: 100%; }
+    #variants { height: 1fr; }
+    #placement { width: 2fr; }
+    #placement-custom { width: 1fr; }
+    #runtime { width: 1fr; }
+    #new-run-error { height: auto; }
+    #compare { height: auto; max-height: 30; }
+    """
+    SUB_TITLE = "hosts · runs · logs · metrics"
+    BINDINGS = [
+        Binding("n", "new_run", "new run"),
+        Binding("s", "stop", "stop"),
+        Binding("k", "kill", "kill"),
+        Binding("r", "resume", "resume"),
+        Binding("x", "remove", "remove"),
+        Binding("c", "compare", "compare"),
+        Binding("e", "shell", "shell"),
+        Binding("j", "notebook", "notebook", show=False),
+        Binding("t", "tensorboard", "tensorboard", show=False),
+        Binding("f", "follow", "follow"),
+        Binding("v", "events", "events", show=False),
+        Binding("slash", "search", "search"),
+        Binding("question_mark", "help", "help"),
+        Binding("q", "quit", "quit"),
+    ]
+
+    def __init__(
+        self,
+        workstation: Workstation | None = None,
+        *,
+        layout: str | Path = "default",
+        feed: StatesFeed | None = None,
+        clock: Callable[[], float] = time.time,
+        poll_s: float = 1.0,
+        recipe_folder: Path | None = None,
+        follow_logs: bool = True,
+    ) -> None:
+        css = layout if isinstance(layout, Path) else resolve_layout(layout)
+        super().__init__(css_path=css)
+        self.workstation = workstation or Workstation()
+        self.feed = feed
+        self.clock = clock
+        self.poll_s = poll_s
+        self.recipe_folder = recipe_folder
+        self.follow_logs = follow_logs
+        self.hint: str | None = None
+        self.last_error: str | None = None
+        self._polls = 0
+        self._polling = False
+        self._poll_again = False
+        self._poll_timer: Timer | None = None
+        self._curve_cache: dict[str, tuple[tuple[Any, ...], Curves]] = {}
+        self._followed: tuple[str | None, str | None] = (None, None)
+
+    # -- layout ----------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        """Header, hosts, runs, log and metrics, footer."""
+        yield Header(show_clock=False, icon="▦")
+        with Container(id="body"):
+            with Vertical(id="top"):
+                yield HostsPanel(id="hosts")
+                yield RunsTable(id="runs")
+            with Horizontal(id="bottom"):
+                yield LogPane(id="logpane")
+                yield MetricsChart(id="metrics")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        """Start the feeds: telemetry in the loop, runs in a thread."""
+        self.query_one("#runs", RunsTable).focus()
+        self._start_feed()
+        self._poll_runs()
+
+    # -- telemetry -------------------------------------------------------------------
+
+    @work(group="feed")
+    async def _start_feed(self) -> None:
+        if self.feed is None:
+            try:
+                inventory = self.workstation.inventory()
+            except ConfigError as exc:
+                self.hint = f"hosts.yaml has errors, showing nothing until fixed:\n{exc}"
+                self._tick_telemetry()
+                return
+            if not inventory.path.exists():
+                self.hint = NO_HOSTS_HINT
+            self.feed = LiveFeed(inventory)
+        await self.feed.start()
+        self._tick_telemetry()
+
+    def _tick_telemetry(self) -> None:
+        """Redraw the hosts panel from the latest states, then schedule the next tick."""
+        feed = self.feed
+        states = feed.states() if feed is not None else []
+        links = feed.links() if feed is not None else {}
+        history = feed.history if feed is not None else None
+        self.query_one("#hosts", HostsPanel).show(render_hosts(states, history, links,
+                                                               self.hint))
+        self.set_timer(1.0, self._tick_telemetry)
+
+    # -- runs ------------------------------------------------------------------------
+
+    def _poll_runs(self) -> None:
+        if self._polling:
+            self._poll_again = True
+            return
+        if self._poll_timer is not None:
+            self._poll_timer.stop()
+            self._poll_timer = None
+        self._polling = True
+        self._fetch_runs(self.query_one("#runs", RunsTable).current)
+
+    @work(thread=True, group="runs")
+    def _fetch_runs(self, selected: str | None) -> None:
+        try:
+            snapshot = self._read_runs(selected)
+        except Exception as exc:  # a broken engine or registry is shown, polling goes on
+            log.warning("runs poll failed: %s", exc, exc_info=True)
+            snapshot = RunsSnapshot(rows=[], error=f"runs: {exc}")
+        self.call_from_thread(self._apply_runs, snapshot)
+
+    def _read_runs(self, selected: str | None) -> RunsSnapshot:
+        from seglab.commands.runs import run_row
+
+        ws = self.workstation
+        manager = ws.runs()
+        if self._polls == 0:
+            manager.reconcile()
+        if self._polls % PUMP_EVERY == 0:
+            ws.pump_queue()
+        self._polls += 1
+        records = manager.refresh_all(include_final=True)
+        rows = [run_row(record) for record in records]
+        curves: list[Curves] = []
+        chosen = next((r for r in records if r.run_id == selected), None)
+        if chosen is None and records:
+            chosen = records[0]
+        if chosen is not None:
+            group = [r for r in records if r.recipe == chosen.recipe][-MAX_CURVES:]
+            for record in group:
+                key = (record.last_iter, record.best_miou, record.status)
+                cached = self._curve_cache.get(record.run_id)
+                if cached is None or cached[0] != key:
+                    cached = (key, ws.curves(record.run_id))
+                    self._curve_cache[record.run_id] = cached
+                curves.append(cached[1])
+        return RunsSnapshot(rows, curves)
+
+    def _apply_runs(self, snapshot: RunsSnapshot) -> None:
+        """Show a poll's result (one batch), then schedule the next poll."""
+        self._polling = False
+        table = self.query_one("#runs", RunsTable)
+        if snapshot.error is None:
+            table.show_rows(snapshot.rows)
+            self.query_one("#metrics", MetricsChart).show(snapshot.curves, table.current)
+            self._follow_selected()
+        if snapshot.error != self.last_error:
+            self.last_error = snapshot.error
+            if snapshot.error:
+                self.notify(snapshot.error, severity="error", timeout=8)
+        self.sub_title = self._summary(snapshot.rows)
+        if self._poll_again:
+            self._poll_again = False
+            self._poll_runs()
+        else:
+            self._poll_timer = self.set_timer(self.poll_s, self._poll_runs)
+
+    def _summary(self, rows: list[dict[str, Any]]) -> str:
+        active = sum(r["status"] in ("running", "starting") for r in rows)
+        queued = sum(r["status"] == "queued" for r in rows)
+        return f"{len(rows)} runs · {active} active · {queued} queued"
+
+    def _follow_selected(self) -> None:
+        """Point the log pane at the selected run (again once a queued run has started)."""
+        table = self.query_one("#runs", RunsTable)
+        run_id = table.current
+        row = table.rows_by_id.get(run_id or "")
+        status = row["status"] if row else None
+        started = status not in (None, "queued")
+        if (run_id, started) == (self._followed[0], self._followed[1] not in (None, "queued")):
+            return
+        self._followed = (run_id, status)
+        pane = self.query_one("#logpane", LogPane)
+        if run_id is None or not self.follow_logs:
+            pane.follow_run(run_id, None)
+            return
+        manager = self.workstation.runs()
+        pane.follow_run(run_id, lambda: text_lines(
+            manager.logs(run_id, follow=True, tail=LOG_TAIL)))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """A new selection: its log now, its curves at the next poll (brought forward)."""
+        if event.data_table.id != "runs":
+            return
+        self._follow_selected()
+        self._poll_runs()
+
+    # -- actions ---------------------------------------------------------------------
+
+    def _chosen(self) -> list[str]:
+        chosen = self.query_one("#runs", RunsTable).chosen()
+        if not chosen:
+            self.notify("no run selected", severity="warning")
+        return chosen
+
+    def _row(self, run_id: str) -> dict[str, Any]:
+        return self.query_one("#runs", RunsTable).rows_by_id[run_id]
+
+    def action_new_run(self) -> None:
+        """Open the new-run dialog."""
+        states = self.feed.states() if self.feed is not None else []
+        self._open_new_run(states)
+
+    @work(thread=True, group="placements")
+    def _open_new_run(self, states: list[Any]) -> None:
+        try:
+            choices = self.workstation.placement_choices(states)
+        except Exception as exc:  # registry or hosts.yaml trouble: fall back to auto
+            log.warning("placement choices unavailable: %s", exc)
+            choices = [("auto", "auto: free GPUs on any host")]
+        self.call_from_thread(self.push_screen,
+                              NewRunScreen(self.workstation, choices, self.recipe_folder),
+                              self._launched)
+
+    def _launched(self, records: list[Any] | None) -> None:
+        if not records:
+            return
+        self.notify(f"started {len(records)} run(s): "
+                    + ", ".join(f"{r.run_id} ({r.status})" for r in records))
+        from seglab.commands.runs import run_row
+
+        table = self.query_one("#runs", RunsTable)
+        table.show_rows([*table.rows_by_id.values(), *(run_row(r) for r in records)])
+        self._poll_runs()
+
+    def _confirm_then(self, verb: str, ids: list[str], detail: str,
+                      act: Callable[[str], object]) -> None:
+        question = f"{verb.capitalize()} {len(ids)} run(s)?\n\n" + "\n".join(ids) + f"\n\n{detail}"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._act(verb, ids, act)
+
+        self.push_screen(ConfirmScreen(question), answered)
+
+    @work(thread=True, group="actions")
+    def _act(self, verb: str, ids: Iterable[str], act: Callable[[str], object]) -> None:
+        for run_id in ids:
+            try:
+                result = act(run_id)
+            except Exception as exc:  # shown to the user per run; the others go on
+                log.info("%s %s failed: %s", verb, run_id, exc)
+                text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+                self.call_from_thread(self.notify, f"{verb} {run_id}: {text}",
+                                      severity="error", timeout=8)
+                continue
+            status = getattr(result, "status", None)
+            self.call_from_thread(self.notify, f"{verb} {run_id}"
+                                  + (f": {status}" if status is not None else ": done"))
+        self.call_from_thread(self._poll_runs)
+
+    def action_stop(self) -> None:
+        """Stop the chosen runs gracefully (after confirming)."""
+        ids = self._chosen()
+        if ids:
+            manager = self.workstation.runs()
+            self._confirm_then("stop", ids, "SIGTERM: checkpoint, exit 0; resume later with r.",
+                               lambda r: manager.stop(r, timeout=60.0))
+
+    def action_kill(self) -> None:
+        """Kill the chosen runs (after confirming)."""
+        ids = self._chosen()
+        if ids:
+            manager = self.workstation.runs()
+            self._confirm_then("kill", ids, "SIGKILL: work since the last checkpoint is lost.",
+                               manager.kill)
+
+    def action_resume(self) -> None:
+        """Resume the chosen runs from their last checkpoint."""
+        ids = self._chosen()
+        if ids:
+            self._act("resume", ids, self.workstation.resume)
+
+    def action_remove(self) -> None:
+        """Remove the chosen ended runs (after confirming; run dirs stay)."""
+        ids = self._chosen()
+        if ids:
+            manager = self.workstation.runs()
+            self._confirm_then("remove", ids, "Their run directories stay on disk.",
+                               manager.remove)
+
+    def action_compare(self) -> None:
+        """Compare the variants of the selected run's recipe (or the marked runs)."""
+        table = self.query_one("#runs", RunsTable)
+        if table.marked:
+            ids = table.chosen()
+        else:
+            current = table.current
+            if current is None:
+                self.notify("no run selected", severity="warning")
+                return
+            recipe = self._row(current)["recipe"]
+            ids = [i for i, row in table.rows_by_id.items() if row["recipe"] == recipe]
+        self._compare(ids)
+
+    @work(thread=True, group="compare")
+    def _compare(self, ids: list[str]) -> None:
+        try:
+            rows = self.workstation.comparison(ids, now=self.clock())
+            names = self.workstation.class_names(ids[0])
+        except Exception as exc:  # e.g. a run removed meanwhile
+            log.info("comparison failed: %s", exc)
+            self.call_from_thread(self.notify, f"compare: {exc}", severity="error")
+            return
+        recipe = self.query_one("#runs", RunsTable).rows_by_id.get(ids[0], {}).get("recipe")
+        title = f"{recipe or 'runs'}: {len(rows)} variant(s)"
+        self.call_from_thread(self.push_screen, CompareScreen(title, rows, names))
+
+    def action_shell(self) -> None:
+        """A shell in the selected run's container (the dashboard is suspended meanwhile)."""
+        ids = self._chosen()
+        if not ids:
+            return
+        row = self._row(ids[0])
+        if row["runtime"] != "docker":
+            self.notify(f"{ids[0]} runs as a {row['runtime']} (no container to enter); "
+                        f"its files are in {row['run_dir']}", severity="warning", timeout=8)
+            return
+        if row["status"] != str(RunStatus.RUNNING) or row["host"] != "local":
+            self.notify("a shell needs a running container on this machine "
+                        f"({ids[0]} is {row['status']} on {row['host']})", severity="warning")
+            return
+        docker = shutil.which("docker")
+        if docker is None:
+            self.notify("the docker CLI is not installed here; it is needed for a shell",
+                        severity="error")
+            return
+        with self.suspend():
+            subprocess.run([docker, "exec", "-it", f"seglab-{ids[0]}", "/bin/sh"], check=False)
+
+    def action_notebook(self) -> None:
+        """Jupyter forward (not offered by the remote layer yet)."""
+        self.notify("Jupyter forwards are not available yet", severity="warning")
+
+    def action_tensorboard(self) -> None:
+        """TensorBoard forward (not offered by the remote layer yet)."""
+        self.notify("TensorBoard forwards are not available yet; the run's tb/ folder is "
+                    "in its run dir", severity="warning")
+
+    def action_follow(self) -> None:
+        """Log follow mode on/off."""
+        self.query_one("#logpane", LogPane).toggle_follow()
+
+    def action_events(self) -> None:
+        """Show or hide event lines in the log."""
+        self.query_one("#logpane", LogPane).toggle_events()
+
+    def action_search(self) -> None:
+        """Search the log."""
+        self.query_one("#logpane", LogPane).open_search()
+
+    def on_key(self, event: Any) -> None:
+        """Escape in the log search box closes it."""
+        focused = self.focused
+        if event.key == "escape" and isinstance(focused, Input) and focused.id == "log-search":
+            self.query_one("#logpane", LogPane).close_search()
+            self.query_one("#runs", RunsTable).focus()
+            event.stop()
+
+    def action_help(self) -> None:
+        """Show the key bindings."""
+        self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        """Leave the dashboard; runs keep going."""
+        self.query_one("#logpane", LogPane).follow_run(None, None)
+        if self.feed is not None:
+            await self.feed.close()
+        self.exit(0)
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """The dashboard's actions in the command palette."""
+        yield from super().get_system_commands(screen)
+        for binding in self.BINDINGS:
+            if isinstance(binding, Binding) and binding.action != "quit":
+                action = binding.action
+                yield SystemCommand(f"{binding.description} ({binding.key})",
+                                    _DESCRIPTIONS.get(action, binding.description),
+                                    lambda action=action: self.run_action(action))
+
+
+_DESCRIPTIONS = {
+    "new_run": "launch the variants of a recipe",
+    "stop": "stop the selected or marked runs gracefully",
+    "kill": "kill the selected or marked runs",
+    "resume": "resume stopped or failed runs",
+    "remove": "remove ended runs from the registry",
+    "compare": "compare the variants of an ablation",
+    "shell": "open a shell in the run's container",
+    "follow": "toggle log follow mode",
+    "events": "show or hide event lines in the log",
+    "search": "search the log",
+    "help": "show the key bindings",
+}
+
+
+def run(layout: str) -> int:
+    """Open the dashboard with ``layout``; the exit status of `seglab`."""
+    try:
+        app = SeglabApp(layout=layout)
+    except LayoutError as exc:
+        print(f"seglab: {exc}", file=sys.stderr)
+        return 2
+    result = app.run()
+    return int(result or 0)

@@ -1,0 +1,115 @@
+"""The hosts & GPUs panel: a header per host and an nvidia-smi-style row per GPU."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from rich.text import Text
+from textual.widgets import Static
+
+from seglab.telemetry.history import HistoryStore
+from seglab.telemetry.sample import GpuSample, HostState, HostStatus
+from seglab.tui.format import DASH, bar, level_style, num, sparkline
+
+BAR = 8
+SPARK = 8
+HOST_STYLES = {
+    HostStatus.OK: "green",
+    HostStatus.STARTING: "cyan",
+    HostStatus.DEGRADED: "yellow",
+    HostStatus.NO_GPU: "yellow",
+    HostStatus.ERROR: "bold red",
+}
+LINK_STYLES = {"online": "green", "connecting": "cyan", "offline": "red",
+               "auth-failed": "bold red", "host-key-refused": "bold red"}
+
+
+def host_header(state: HostState, link: tuple[str, str | None] | None) -> Text:
+    """``name  link · telemetry status · driver · cpu/ram`` with the problem, if any."""
+    out = Text(state.host, style="bold")
+    if link is None:
+        out.append("  local", style="green")
+    else:
+        out.append(f"  {link[0]}", style=LINK_STYLES.get(link[0], ""))
+    out.append(f" · {state.source} ", style="dim")
+    out.append(state.status.value, style=HOST_STYLES.get(state.status, ""))
+    if state.driver_version:
+        out.append(f" · driver {state.driver_version}", style="dim")
+    sample = state.host_sample
+    if sample is not None:
+        used = None if sample.memory_used_mib is None else sample.memory_used_mib / 1024
+        total = None if sample.memory_total_mib is None else sample.memory_total_mib / 1024
+        out.append(f" · cpu {num(sample.cpu_percent, '.0f', '%')}"
+                   f" ram {num(used, '.1f')}/{num(total, '.1f')}G")
+    message = link[1] if link is not None and link[0] != "online" and link[1] else state.message
+    if message:
+        out.append(f"  {message.strip().splitlines()[0]}",
+                   style="red" if state.status == HostStatus.ERROR else "yellow")
+    out.no_wrap = True
+    out.overflow = "ellipsis"
+    return out
+
+
+def gpu_row(gpu: GpuSample, history: Sequence[float | None]) -> Text:
+    """One GPU: index, name, util bar + sparkline, memory bar, temperature, power, holder."""
+    util = gpu.utilization_gpu
+    out = Text(f" {gpu.index:>2} ")
+    out.append(f"{(gpu.name or '?').removeprefix('NVIDIA ')[:14]:<14} ")
+    out.append_text(bar(None if util is None else util / 100, BAR, level_style(util, 50, 90)))
+    out.append(f" {num(util, '3.0f', '%'):>4} ")
+    out.append(sparkline(history, SPARK), style="cyan")
+    mem = gpu.memory_fraction
+    out.append(" ")
+    out.append_text(bar(mem, BAR, level_style(None if mem is None else mem * 100, 80, 95)))
+    used = None if gpu.memory_used_mib is None else gpu.memory_used_mib / 1024
+    total = None if gpu.memory_total_mib is None else gpu.memory_total_mib / 1024
+    out.append(f" {num(used, '.1f')}/{num(total, '.0f')}G".ljust(12))
+    out.append(f"{num(gpu.temperature_c, '.0f', '°C'):>5}",
+               style=level_style(gpu.temperature_c, 75, 85))
+    power = f"{num(gpu.power_draw_w, '.0f')}/{num(gpu.power_limit_w, '.0f')}W"
+    out.append(f" {power:>9} ")
+    owners = ", ".join(dict.fromkeys(p.owner for p in gpu.processes))
+    if gpu.mig_instances:
+        owners = f"MIG x{len(gpu.mig_instances)}" + (f" {owners}" if owners else "")
+    out.append(owners or DASH, style="bold" if owners else "dim")
+    out.no_wrap = True
+    out.overflow = "ellipsis"
+    return out
+
+
+def render_hosts(states: Sequence[HostState], history: HistoryStore | None,
+                 links: Mapping[str, tuple[str, str | None]], hint: str | None) -> Text:
+    """The whole panel as one text (one render per telemetry tick)."""
+    lines: list[Text] = []
+    for state in states:
+        lines.append(host_header(state, links.get(state.host)))
+        if not state.gpus and state.status == HostStatus.NO_GPU:
+            lines.append(Text("    no NVIDIA GPU here: runs use the CPU (HOST:cpu)",
+                              style="dim"))
+        for gpu in sorted(state.gpus, key=lambda g: g.index):
+            gpu_history = history.get(state.host, gpu.uuid) if history is not None else None
+            values = gpu_history.values("utilization_gpu") if gpu_history is not None else []
+            lines.append(gpu_row(gpu, values))
+    if hint:
+        lines.append(Text(hint, style="dim italic"))
+    if not lines:
+        lines.append(Text("waiting for the first telemetry reading…", style="dim"))
+    panel = Text("\n").join(lines)
+    panel.no_wrap = True
+    panel.overflow = "ellipsis"
+    return panel
+
+
+class HostsPanel(Static):
+    """Hosts and their GPUs, redrawn only when what it shows has changed."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("", id=id)
+        self._shown: str | None = None
+
+    def show(self, text: Text) -> None:
+        """Display ``text`` unless it is what is already shown."""
+        plain = text.markup
+        if plain != self._shown:
+            self._shown = plain
+            self.update(text)

@@ -1,0 +1,110 @@
+"""The runs table: one row per run, updated cell by cell so selection and scroll stay put."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.coordinate import Coordinate
+from textual.widgets import DataTable
+
+from seglab.tui.format import DASH, num, progress_text, status_text
+
+COLUMNS = (
+    ("mark", " "),
+    ("run", "run"),
+    ("status", "status"),
+    ("progress", "progress / ETA"),
+    ("miou", "best mIoU"),
+    ("loss", "loss"),
+    ("ips", "img/s"),
+    ("where", "host:GPUs"),
+)
+
+
+def where(row: Mapping[str, Any]) -> str:
+    """``host:0,1`` style placement (GPU count when the UUIDs are long)."""
+    gpus = row["gpus"]
+    if not gpus:
+        return f"{row['host']}:cpu"
+    return f"{row['host']}:{len(gpus)}gpu"
+
+
+def cells(row: Mapping[str, Any], marked: bool) -> dict[str, Text | str]:
+    """The table cells of one ``seglab ps --json`` row."""
+    return {
+        "mark": Text("●", style="bold magenta") if marked else " ",
+        "run": row["run_id"],
+        "where": where(row),
+        "status": status_text(row["status"]),
+        "progress": progress_text(row["progress"], row["eta_s"], width=6),
+        "loss": num(row["last_loss"], ".3f"),
+        "miou": num(row["best_miou"], ".3f") if row["best_miou"] is not None else DASH,
+        "ips": num(row["img_per_s"], ".1f"),
+    }
+
+
+class RunsTable(DataTable[Any]):
+    """Runs with status colours and progress bars; space marks runs for group actions."""
+
+    BINDINGS = [Binding("space", "toggle_mark", "mark", show=True)]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+        self.rows_by_id: dict[str, dict[str, Any]] = {}
+        self.marked: set[str] = set()
+        self._cells: dict[str, dict[str, Text | str]] = {}
+
+    def on_mount(self) -> None:
+        """Create the columns once."""
+        for key, label in COLUMNS:
+            self.add_column(label, key=key)
+
+    def show_rows(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Bring the table to ``rows``: changed cells updated, new rows added, gone removed."""
+        wanted = {row["run_id"]: row for row in rows}
+        for gone in [run_id for run_id in self.rows_by_id if run_id not in wanted]:
+            self.remove_row(gone)
+            self._cells.pop(gone, None)
+            self.marked.discard(gone)
+        for run_id, row in wanted.items():
+            new = cells(row, run_id in self.marked)
+            old = self._cells.get(run_id)
+            if old is None:
+                self.add_row(*(new[key] for key, _ in COLUMNS), key=run_id)
+            else:
+                for key, value in new.items():
+                    if str(old[key]) != str(value) or _style(old[key]) != _style(value):
+                        self.update_cell(run_id, key, value)
+            self._cells[run_id] = new
+        self.rows_by_id = wanted
+
+    @property
+    def current(self) -> str | None:
+        """The run under the cursor."""
+        if not self.rows_by_id or self.cursor_row < 0 or self.cursor_row >= self.row_count:
+            return None
+        key = self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0)).row_key.value
+        return str(key) if key is not None else None
+
+    def chosen(self) -> list[str]:
+        """The marked runs in table order, else the run under the cursor."""
+        if self.marked:
+            return [run_id for run_id in self.rows_by_id if run_id in self.marked]
+        return [self.current] if self.current else []
+
+    def action_toggle_mark(self) -> None:
+        """Mark or unmark the run under the cursor."""
+        run_id = self.current
+        if run_id is None:
+            return
+        self.marked ^= {run_id}
+        mark: Text | str = Text("●", style="bold magenta") if run_id in self.marked else " "
+        self.update_cell(run_id, "mark", mark)
+        self._cells[run_id]["mark"] = mark
+
+
+def _style(value: Text | str) -> str:
+    return value.markup if isinstance(value, Text) else value
