@@ -164,8 +164,9 @@ def connect_kwargs(target: SSHTarget, options: ConnectOptions) -> dict[str, Any]
     }
     if target.user:
         kwargs["username"] = target.user
-    if target.identity_files:
-        kwargs["client_keys"] = [p for p in target.identity_files if Path(p).exists()] or None
+    existing = [path for path in target.identity_files if Path(path).exists()]
+    if existing:  # else asyncssh's defaults (~/.ssh/id_*); the agent is used either way
+        kwargs["client_keys"] = existing
     if target.proxy_jump:
         kwargs["tunnel"] = target.proxy_jump
     return kwargs
@@ -314,18 +315,23 @@ class HostConnection:
                 await self._pause(delay)
                 delay = min(delay * 2, self.options.backoff_max)
                 continue
-            delay = self.options.backoff_initial
-            await self._serve(conn, client)
+            if await self._serve(conn, client):
+                delay = self.options.backoff_initial
+            else:
+                await self._pause(delay)
+                delay = min(delay * 2, self.options.backoff_max)
 
-    async def _serve(self, conn: asyncssh.SSHClientConnection, client: _Client) -> None:
+    async def _serve(self, conn: asyncssh.SSHClientConnection, client: _Client) -> bool:
+        """Run the hooks, then hold the connection until it ends; False if setup failed."""
         try:
             for hook in self._hooks:
                 await hook(conn)
-        except (OSError, asyncssh.Error) as exc:
-            log.warning("%s: setting up the connection failed: %s", self.name, exc)
+        except Exception as exc:  # a failed forward must not end supervision: report, retry
+            log.warning("%s: setting up the connection failed: %s", self.name, exc,
+                        exc_info=not isinstance(exc, (OSError, asyncssh.Error)))
             conn.close()
             await self._set(LinkState.OFFLINE, f"setting up the connection failed: {exc}")
-            return
+            return False
         self._conn = conn
         self.counters.connects += 1
         await self._set(LinkState.ONLINE, f"connected to {self.target}")
@@ -336,6 +342,7 @@ class HostConnection:
             conn.close()
         reason = _reason(client.lost) if client.lost else "closed by the server"
         await self._set(LinkState.OFFLINE, f"connection lost: {reason}; reconnecting")
+        return True
 
     async def _pause(self, seconds: float) -> None:
         self._wake.clear()

@@ -8,6 +8,7 @@ fail with "connection refused" and succeed again once it is back). Never a TCP p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -38,7 +39,8 @@ def forward_dir() -> Path:
         path = Path(runtime) / "seglab"
     else:
         path = Path(tempfile.gettempdir()) / f"seglab-{os.getuid()}"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # whatever is there is checked just below
+        path.mkdir(mode=0o700, parents=True)
     info = path.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         raise ForwardError(
@@ -88,7 +90,8 @@ class SocketForward:
         if listener is not None:
             listener.close()
             await listener.wait_closed()
-        self.local_path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # already gone
+            self.local_path.unlink()
 
     async def _establish(self, conn: asyncssh.SSHClientConnection) -> None:
         if not self._active:
