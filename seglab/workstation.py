@@ -143,8 +143,8 @@ class Workstation:
         """A scheduler over fresh telemetry of the hosts the pools name (none for CPU)."""
         names: list[str] = []
         for pool in pools:
-            if pool.cpu:
-                continue
+            if pool.cpu or (pool.host and self.inventory().get(pool.host).kind == "slurm"):
+                continue  # no GPUs to read: the CPU, or a cluster where Slurm places runs
             for name in [pool.host] if pool.host is not None else list(self.inventory().hosts):
                 if name not in names:
                     names.append(name)
@@ -186,10 +186,13 @@ class Workstation:
     # -- views for the dashboard -----------------------------------------------------
 
     def placement_choices(self, states: Iterable[HostState]) -> list[tuple[str, str]]:
-        """``(--on value, label)`` pairs: auto, each free GPU, and each host's CPU."""
+        """``(--on value, label)`` pairs: auto, each free GPU, and each host's CPU
+        (hosts of the inventory only)."""
         scheduler = Scheduler(self.inventory(), self.registry())
         choices = [("auto", "auto: free GPUs on any host")]
         for state in states:
+            if state.host not in self.inventory().hosts:
+                continue
             if state.status not in (HostStatus.NO_GPU, HostStatus.ERROR):
                 for gpu in sorted(state.gpus, key=lambda g: g.index):
                     if scheduler.busy_reason(state.host, gpu) is None:

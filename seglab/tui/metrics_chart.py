@@ -15,6 +15,7 @@ class MetricsChart(PlotextPlot):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._key: object = None
+        self.shown: list[Curves] = []
 
     def show(self, curves: Sequence[Curves], selected: str | None) -> None:
         """Redraw from ``curves`` (a no-op when nothing changed)."""
@@ -22,6 +23,7 @@ class MetricsChart(PlotextPlot):
         if key == self._key:
             return
         self._key = key
+        self.shown = list(curves)
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()

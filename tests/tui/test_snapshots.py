@@ -1,0 +1,98 @@
+"""Snapshots of the main screens at fixed sizes, on replayed telemetry and seeded runs.
+
+Update after an intended change with ``pytest tests/tui/test_snapshots.py --snapshot-update``
+and review the SVGs under ``__snapshots__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import SelectionList
+
+from seglab.tui.app import SeglabApp
+from seglab.tui.feeds import FixedFeed, Links
+from seglab.tui.log_pane import LogPane
+from seglab.tui.runs_table import RunsTable
+from seglab.workstation import Workstation
+from tests.tui.replay import RECIPES, T0, TRAIN_LOG, replayed_states, seed_runs
+
+Snap = Callable[..., bool]
+
+
+@pytest.fixture
+def app_factory(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], SeglabApp]:
+    """A dashboard over seeded runs and replayed GPUs, with a fixed clock and no engine."""
+    # No Docker engine: runs left on a shared engine by other tests must not show up.
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/seglab-snapshot.sock")
+    states, history = replayed_states()
+    ws = Workstation()
+    seed_runs(ws)
+
+    def make(layout: str) -> SeglabApp:
+        links: Links = {"lab1": ("online", None), "cpubox": ("online", None)}
+        feed = FixedFeed(states, history, links=links)
+        return SeglabApp(ws, layout=layout, feed=feed, clock=lambda: T0, follow_logs=False,
+                         recipe_folder=RECIPES)
+
+    return make
+
+
+async def _settled(pilot: Pilot[Any]) -> None:
+    """Wait for the first runs poll, then put a fixed log into the pane."""
+    app = pilot.app
+    for _ in range(200):
+        if app.query_one("#runs", RunsTable).row_count == 3:
+            break
+        await pilot.pause(0.05)
+    app.query_one("#logpane", LogPane).feed(TRAIN_LOG)
+    await pilot.pause(0.3)
+
+
+def test_dashboard(snap_compare: Snap, app_factory: Callable[[str], SeglabApp]) -> None:
+    assert snap_compare(app_factory("default"), terminal_size=(150, 45), run_before=_settled)
+
+
+def test_compact_layout_at_80x24(snap_compare: Snap,
+                                 app_factory: Callable[[str], SeglabApp]) -> None:
+    assert snap_compare(app_factory("compact"), terminal_size=(80, 24), run_before=_settled)
+
+
+def test_wide_layout(snap_compare: Snap, app_factory: Callable[[str], SeglabApp]) -> None:
+    assert snap_compare(app_factory("wide"), terminal_size=(210, 50), run_before=_settled)
+
+
+def test_new_run_dialog(snap_compare: Snap, app_factory: Callable[[str], SeglabApp]) -> None:
+    async def open_dialog(pilot: Pilot[Any]) -> None:
+        await _settled(pilot)
+        await pilot.press("n")
+        for _ in range(200):
+            screen = pilot.app.screen
+            if screen.query("#variants") and screen.query_one("#variants",
+                                                                SelectionList).option_count:
+                break
+            await pilot.pause(0.05)
+        await pilot.press("down", "down", "down", "down", "down", "down")  # tiny-grid
+        for _ in range(200):
+            if pilot.app.screen.query_one("#variants", SelectionList).option_count == 2:
+                break
+            await pilot.pause(0.05)
+        await pilot.pause(0.2)
+
+    assert snap_compare(app_factory("default"), terminal_size=(120, 40), run_before=open_dialog)
+
+
+def test_comparison_table(snap_compare: Snap, app_factory: Callable[[str], SeglabApp]) -> None:
+    async def compare(pilot: Pilot[Any]) -> None:
+        await _settled(pilot)
+        await pilot.press("c")
+        for _ in range(200):
+            if pilot.app.screen.query("#compare"):
+                break
+            await pilot.pause(0.05)
+        await pilot.pause(0.2)
+
+    assert snap_compare(app_factory("default"), terminal_size=(120, 30), run_before=compare)
