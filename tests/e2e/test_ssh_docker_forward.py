@@ -56,7 +56,7 @@ def _tiny_image(engine: SecondEngine) -> str:
 
 
 def test_forwarded_engine_answers_through_a_private_socket(
-    lab1: Lab, remote_engine: SecondEngine, docker_client: Any, isolated_xdg: Path  # noqa: F811
+    docker_client: Any, remote_engine: SecondEngine, lab1: Lab, isolated_xdg: Path  # noqa: F811
 ) -> None:
     write_hosts_yaml(isolated_xdg / "config", {"lab1": {
         "ssh": "lab1", "docker_socket": str(remote_engine.socket),
