@@ -31,12 +31,15 @@ queued ones as GPUs free up; otherwise `seglab ps` or the dashboard starts them 
 --no-queue makes a busy GPU an error instead.
 
 Runtime (--runtime): docker (a container per run; needs a Docker engine), process
-(a detached process on this machine), or auto (docker when an engine answers).
+(a detached process on this machine), slurm (batch jobs on a `kind: slurm` host: the
+variants of a grid become one job array; --on CLUSTER asks the recipe's GPUs as GRES,
+CLUSTER:cpu none), or auto (slurm on Slurm hosts, else docker when an engine answers).
 
 Examples:
   seglab run synthetic-smoke --on local:cpu --runtime process --wait
   seglab run recipes/cityscapes-deeplabv3plus-r50-resolution.yaml --on auto
   seglab run my-ablation.yaml --variant lr=low --on lab1:2
+  seglab run my-ablation.yaml --on cluster
 """
 
 
@@ -48,8 +51,10 @@ def register(subparsers: Any) -> None:
                      help="only this variant (repeatable; see `seglab recipe expand`)")
     run.add_argument("--on", default="auto", metavar="PLACEMENT",
                      help="where to run: auto, HOST, HOST:0,1, HOST:GPU-uuid, HOST:cpu")
-    run.add_argument("--runtime", default="auto", choices=("auto", "docker", "process"),
-                     help="docker containers or detached processes (default: auto)")
+    run.add_argument("--runtime", default="auto",
+                     choices=("auto", "docker", "process", "slurm"),
+                     help="docker containers, detached processes, or Slurm jobs (default: "
+                          "auto)")
     run.add_argument("--image", help="override the recipe's image")
     run.add_argument("--wait", action="store_true",
                      help="stay until every run ends, starting queued ones as GPUs free up")
@@ -259,7 +264,8 @@ def _ps(args: argparse.Namespace) -> int:
         ips = "-" if row["img_per_s"] is None else f"{row['img_per_s']:.1f}"
         print(f"{row['run_id']:<44} {row['status']:<10} {where:<14} {progress:>14} {loss:>7} "
               f"{miou:>6} {ips:>7} {_age(row['age_s']):>5}")
-        if row["status"] in ("failed", "oom_killed", "lost", "queued") and row["message"]:
+        if row["status"] in ("failed", "oom_killed", "lost", "queued", "starting") \
+                and row["message"]:
             last = row["message"].strip().splitlines()[-1]
             print(f"  {last}")
     return 0

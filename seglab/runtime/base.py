@@ -24,7 +24,8 @@ class RuntimeState:
     """What the runtime itself says about a run (the truth the registry caches).
 
     ``status`` ``dead`` means the run ended without an exit code the runtime can vouch
-    for (``error`` says why).
+    for (``error`` says why). ``detail`` is what a scheduler adds while the run waits or
+    runs (a Slurm job's pending reason, restarts), else None.
     """
 
     status: Status
@@ -34,6 +35,7 @@ class RuntimeState:
     finished_at: datetime | None = None
     pid: int | None = None
     error: str | None = None
+    detail: str | None = None
 
     @property
     def active(self) -> bool:

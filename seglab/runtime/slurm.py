@@ -1,0 +1,517 @@
+"""The Slurm runtime: runs as batch jobs (a grid as one job array) on one Slurm cluster.
+
+Every Slurm command goes through a :class:`Commands` runner (locally ``subprocess``; the
+SSH layer can carry the same three-argument call to a login node). A run's ``ref`` is
+``JOBSPEC:RUN_DIR`` where JOBSPEC is ``JOBID`` or ``ARRAYJOBID_TASK``; the run directory
+holds ``slurm.json`` (labels, job spec) so :meth:`SlurmRuntime.list` finds runs again
+after the controller forgot the job, and ``train.log`` (the job's ``--output``).
+
+The batch script ``exec``s the trainer, so the batch shell *is* the trainer: Slurm's
+``--signal=B:TERM@SECS`` before the time limit, ``scancel --signal=TERM --full`` and a
+requeue all deliver SIGTERM to it, and it checkpoints (``last.pt``) before it exits. A
+requeued or resubmitted job in the same run dir resumes from ``last.pt``.
+
+State comes from ``scontrol show job`` while the controller knows the job, then from
+the cluster's job-completion log (``JobCompType=jobcomp/filetxt``) when it has one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from seglab.hosts import SlurmOptions
+from seglab.runtime.base import LogCursor, LogLine, RunInfo, RuntimeState, matches
+from seglab.runtime.errors import (
+    LaunchFailed,
+    RunLost,
+    RunNotFound,
+    RunStillRunning,
+    RuntimeFailure,
+    SpecError,
+)
+from seglab.runtime.process import tail_offset
+from seglab.runtime.spec import LaunchSpec
+from seglab.telemetry.executor import CommandResult
+
+RECORD_FILE = "slurm.json"
+LOG_FILE = "train.log"
+SUBMIT_DIR = ".slurm"  # under runs_root: one folder per submission (task -> run dir links)
+COMMENT_PREFIX = "seglab:"
+_POLL = 1.0
+_READ = 65536
+_COMMAND_TIMEOUT = 30.0
+
+# Slurm job states -> the runtime-independent status (see RuntimeState).
+_WAITING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
+            "SIGNALING"}
+_RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT"}
+_PAUSED = {"SUSPENDED", "STOPPED"}
+_ENDED_WHY = {
+    "TIMEOUT": "the job hit its Slurm time limit",
+    "CANCELLED": "the job was cancelled (scancel)",
+    "NODE_FAIL": "the node running the job failed",
+    "BOOT_FAIL": "the node could not boot for the job",
+    "DEADLINE": "the job missed its deadline",
+    "PREEMPTED": "the job was preempted (and not requeued)",
+    "OUT_OF_MEMORY": "the job ran out of memory",
+    "SPECIAL_EXIT": "the job was held after a special exit",
+}
+
+
+class Commands(Protocol):
+    """Runs one command to completion on the cluster's login node."""
+
+    def run(self, argv: Sequence[str], *, stdin: str | None = None,
+            timeout: float = _COMMAND_TIMEOUT) -> CommandResult:
+        """``argv`` with ``stdin`` as its input; raises RuntimeFailure when it cannot start."""
+        ...
+
+
+class LocalCommands:
+    """:class:`Commands` on this machine (the login node is local)."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.env = dict(env) if env is not None else None
+
+    def run(self, argv: Sequence[str], *, stdin: str | None = None,
+            timeout: float = _COMMAND_TIMEOUT) -> CommandResult:
+        """Run ``argv`` locally."""
+        try:
+            done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True,
+                                  timeout=timeout, env=self.env, check=False)
+        except FileNotFoundError as exc:
+            raise RuntimeFailure(f"{argv[0]} is not installed here (is this a Slurm login "
+                                 "node? the Slurm client tools must be on PATH)") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeFailure(f"{argv[0]} did not answer within {timeout:g} s (is "
+                                 "slurmctld up?)") from exc
+        return CommandResult(done.returncode, done.stdout, done.stderr)
+
+
+@dataclass(frozen=True)
+class SlurmJob:
+    """What the controller (or the job-completion log) says about one job."""
+
+    job_id: str
+    state: str
+    reason: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    restarts: int = 0
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def runtime_state(self) -> RuntimeState:
+        """The runtime-independent view; ``detail`` carries a pending job's reason."""
+        base = self.state.split()[0].rstrip("+")
+        started = self.start
+        if base in _WAITING:
+            why = self.reason if self.reason and self.reason != "None" else None
+            detail = f"slurm {base.lower()}" + (f" ({why})" if why else "")
+            return RuntimeState("created", detail=detail)
+        if base in _RUNNING:
+            return RuntimeState("running", started_at=started,
+                                detail=f"slurm {base.lower()} (restarts {self.restarts})"
+                                if self.restarts else None)
+        if base in _PAUSED:
+            return RuntimeState("paused", started_at=started, detail=f"slurm {base.lower()}")
+        code = self.exit_code
+        if self.signal:
+            code = 128 + self.signal
+        if base == "COMPLETED":
+            return RuntimeState("exited", exit_code=code or 0, started_at=started,
+                                finished_at=self.end)
+        if base == "FAILED":
+            return RuntimeState("exited", exit_code=code or 1, started_at=started,
+                                finished_at=self.end, error=f"slurm job {self.job_id} failed "
+                                f"(exit {self.exit_code}, signal {self.signal})")
+        why = _ENDED_WHY.get(base, f"slurm state {base}")
+        return RuntimeState("exited", exit_code=code if code else 1, started_at=started,
+                            finished_at=self.end, oom_killed=base == "OUT_OF_MEMORY",
+                            error=f"slurm job {self.job_id}: {why}")
+
+
+def parse_fields(line: str) -> dict[str, str]:
+    """``Key=Value`` pairs of one ``scontrol -o`` / jobcomp line (values may hold spaces
+    only at the end, as Comment does; a key starts after a space)."""
+    out: dict[str, str] = {}
+    for match in re.finditer(r"(?:^|\s)([A-Za-z/:]+)=(\S*)", line):
+        out[match.group(1)] = match.group(2)
+    return out
+
+
+def _time(text: str | None) -> datetime | None:
+    if not text or text in ("Unknown", "None", "N/A"):
+        return None
+    try:
+        return datetime.fromisoformat(text).astimezone()
+    except ValueError:
+        return None
+
+
+def job_from_fields(fields: Mapping[str, str]) -> SlurmJob:
+    """A :class:`SlurmJob` from parsed ``scontrol -o show job`` or jobcomp fields."""
+    code, _, sig = fields.get("ExitCode", "").partition(":")
+    return SlurmJob(
+        job_id=fields.get("JobId", "?"),
+        state=fields.get("JobState", "UNKNOWN"),
+        reason=fields.get("Reason"),
+        exit_code=int(code) if code.isdigit() else None,
+        signal=int(sig) if sig.isdigit() and int(sig) else None,
+        restarts=int(fields.get("Restarts", "0") or 0),
+        start=_time(fields.get("StartTime")),
+        end=_time(fields.get("EndTime")),
+    )
+
+
+def split_ref(ref: str) -> tuple[str, Path]:
+    """``JOBSPEC:RUN_DIR`` -> (job spec, run dir)."""
+    jobspec, sep, run_dir = ref.partition(":")
+    if not sep or not re.fullmatch(r"[0-9]+(_[0-9]+)?", jobspec) or not run_dir:
+        raise SpecError(f"not a Slurm run reference: {ref!r} (expected JOBID[_TASK]:RUN_DIR)")
+    return jobspec, Path(run_dir)
+
+
+class SlurmRuntime:
+    """Runs on one Slurm cluster; ``runs_root`` is a folder the cluster's nodes share.
+
+    ``signal_before_limit``: seconds before the time limit at which Slurm sends SIGTERM
+    (the trainer checkpoints, so a requeued or resumed job loses almost nothing).
+    """
+
+    kind = "slurm"
+
+    def __init__(self, runs_root: Path, settings: SlurmOptions | None = None,
+                 commands: Commands | None = None, host: str = "slurm",
+                 signal_before_limit: int = 60) -> None:
+        self.runs_root = Path(runs_root)
+        self.settings = settings or SlurmOptions()
+        self.signal_before_limit = signal_before_limit
+        self.commands = commands or LocalCommands()
+        self.host = host
+        self._jobcomp: Path | None = None
+        self._jobcomp_read = False
+
+    # -- commands ---------------------------------------------------------------------
+
+    def _run(self, argv: Sequence[str], stdin: str | None = None) -> CommandResult:
+        return self.commands.run(argv, stdin=stdin)
+
+    def check(self) -> None:
+        """Raise RuntimeFailure unless a controller answers (``scontrol ping``)."""
+        result = self._run(["scontrol", "ping"])
+        if result.returncode != 0 or "UP" not in result.stdout:
+            raise RuntimeFailure(f"no Slurm controller answers on {self.host}: "
+                                 f"{(result.stdout + result.stderr).strip()}")
+
+    # -- launching ----------------------------------------------------------------------
+
+    def script(self, specs: Sequence[LaunchSpec]) -> str:
+        """The batch script: environment, env_setup lines, then ``exec`` of the task's
+        command (picked by ``SLURM_ARRAY_TASK_ID`` when there are several)."""
+        settings = self.settings
+        lines = ["#!/bin/bash", "# seglab batch script (one task per variant)",
+                 "export PYTHONUNBUFFERED=1"]
+        lines += list(settings.env_setup)
+        commands = [self._command(spec) for spec in specs]
+        if len(specs) == 1:
+            lines.append(commands[0])
+        else:
+            lines.append('case "${SLURM_ARRAY_TASK_ID:?not an array task}" in')
+            for index, command in enumerate(commands):
+                lines.append(f"  {index}) {command} ;;")
+            lines.append('  *) echo "seglab: no task $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;')
+            lines.append("esac")
+        return "\n".join(lines) + "\n"
+
+    def _command(self, spec: LaunchSpec) -> str:
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(spec.env.items()))
+        workdir = shlex.quote(spec.workdir or str(self._run_dir(spec)))
+        argv = list(spec.command)
+        if self.settings.container:
+            binds = ",".join(f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}"
+                             for m in spec.mounts)
+            prefix = ["apptainer", "exec"] + (["--nv"] if spec.gpus else [])
+            prefix += ["--bind", binds] if binds else []
+            argv = [*prefix, self.settings.container, *argv]
+        return f"cd {workdir} && exec {'env ' + env + ' ' if env else ''}{shlex.join(argv)}"
+
+    @staticmethod
+    def _run_dir(spec: LaunchSpec) -> Path:
+        if spec.log_path is None:
+            raise SpecError("the Slurm runtime needs log_path (train.log in the run dir)")
+        return Path(spec.log_path).parent
+
+    def sbatch_args(self, specs: Sequence[LaunchSpec], gpus: int, output: str,
+                    job_name: str) -> list[str]:
+        """The ``sbatch`` command line for ``specs`` (an array when there are several)."""
+        settings = self.settings
+        args = ["sbatch", "--parsable", f"--job-name={job_name}",
+                f"--comment={COMMENT_PREFIX}" + ",".join(s.name for s in specs),
+                f"--output={output}", f"--error={output}", "--open-mode=append",
+                "--requeue", f"--signal=B:TERM@{self.signal_before_limit}",
+                "--ntasks=1"]
+        if len(specs) > 1:
+            args.append(f"--array=0-{len(specs) - 1}")
+        if gpus:
+            args.append(f"--gres={settings.gres}:{gpus}")
+        if settings.partition:
+            args.append(f"--partition={settings.partition}")
+        if settings.account:
+            args.append(f"--account={settings.account}")
+        if settings.time_limit:
+            args.append(f"--time={settings.time_limit}")
+        cpus = max((s.cpus or 0 for s in specs), default=0)
+        if cpus:
+            args.append(f"--cpus-per-task={max(1, round(cpus))}")
+        memory = next((s.memory for s in specs if s.memory), None)
+        if memory:
+            args.append(f"--mem={memory.upper()}")
+        return args
+
+    def submit(self, specs: Sequence[LaunchSpec], gpus: int = 0) -> list[str]:
+        """Submit ``specs`` as one job (one spec) or one job array (a task per spec, in
+        order); returns their refs. Each spec's run dir must exist."""
+        if not specs:
+            raise SpecError("nothing to submit")
+        run_dirs = [self._run_dir(spec) for spec in specs]
+        if len(specs) == 1:
+            output = str(run_dirs[0] / LOG_FILE)
+            job_name = specs[0].name
+        else:
+            # Slurm expands %a in --output: each task's link leads into its own run dir.
+            folder = self.runs_root / SUBMIT_DIR / specs[0].name
+            folder.mkdir(parents=True, exist_ok=True)
+            for index, run_dir in enumerate(run_dirs):
+                link = folder / str(index)
+                link.unlink(missing_ok=True)
+                link.symlink_to(run_dir)
+            output = str(folder / "%a" / LOG_FILE)
+            job_name = specs[0].labels.get("seglab.recipe", specs[0].name) + ".grid"
+        result = self._run(self.sbatch_args(specs, gpus, output, job_name),
+                           stdin=self.script(specs))
+        if result.returncode != 0:
+            raise LaunchFailed(f"sbatch refused the job on {self.host}: "
+                               f"{result.stderr.strip() or result.stdout.strip()}")
+        job_id = result.stdout.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise LaunchFailed(f"sbatch printed no job id: {result.stdout!r}")
+        refs = []
+        for index, (spec, run_dir) in enumerate(zip(specs, run_dirs, strict=True)):
+            jobspec = job_id if len(specs) == 1 else f"{job_id}_{index}"
+            record = {"name": spec.name, "jobspec": jobspec, "labels": dict(spec.labels),
+                      "command": list(spec.command), "gpus": gpus,
+                      "submitted_at": time.time()}
+            (run_dir / RECORD_FILE).write_text(json.dumps(record) + "\n")
+            refs.append(f"{jobspec}:{run_dir}")
+        return refs
+
+    def launch(self, spec: LaunchSpec, gpus: int | None = None) -> str:
+        """Submit one run as one batch job (``gpus``: GRES count, default len(spec.gpus))."""
+        return self.submit([spec], len(spec.gpus) if gpus is None else gpus)[0]
+
+    # -- state ------------------------------------------------------------------------------
+
+    def job(self, jobspec: str) -> SlurmJob | None:
+        """The job as the controller knows it, else from the completion log, else None."""
+        result = self._run(["scontrol", "-o", "show", "job", jobspec])
+        if result.returncode == 0 and result.stdout.strip():
+            return job_from_fields(parse_fields(result.stdout.splitlines()[0]))
+        if "Invalid job id" not in result.stderr:
+            raise RuntimeFailure(f"scontrol show job {jobspec} failed on {self.host}: "
+                                 f"{result.stderr.strip()}")
+        return self._completed(jobspec)
+
+    def _completion_log(self) -> Path | None:
+        if not self._jobcomp_read:
+            result = self._run(["scontrol", "show", "config"])
+            config = {k.strip(): v.strip() for k, _, v in
+                      (line.partition("=") for line in result.stdout.splitlines())}
+            location = config.get("JobCompLoc", "")
+            filetxt = config.get("JobCompType") == "jobcomp/filetxt"
+            self._jobcomp = Path(location) if filetxt and location.startswith("/") else None
+            self._jobcomp_read = result.returncode == 0
+        return self._jobcomp
+
+    def _completed(self, jobspec: str) -> SlurmJob | None:
+        path = self._completion_log()
+        if path is None:
+            return None
+        job_id, _, task = jobspec.partition("_")
+        needle = f"ArrayJobId={job_id} ArrayTaskId={task} " if task else f"JobId={job_id} "
+        result = self._run(["grep", "-F", "--", needle, str(path)])
+        lines = [line for line in result.stdout.splitlines() if line.strip()]
+        return job_from_fields(parse_fields(lines[-1])) if lines else None
+
+    def _record(self, run_dir: Path) -> dict[str, Any]:
+        path = run_dir / RECORD_FILE
+        try:
+            record: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise RunNotFound(str(run_dir)) from exc
+        except ValueError as exc:
+            raise RuntimeFailure(f"{path} is damaged ({exc}); remove it to forget the run"
+                                 ) from exc
+        return record
+
+    def requested_gpus(self, ref: str) -> int:
+        """The GRES count the run was submitted with (what a resubmission asks again)."""
+        _, run_dir = split_ref(ref)
+        return int(self._record(run_dir).get("gpus", 0))
+
+    def inspect(self, ref: str) -> RuntimeState:
+        """The job's state; ``dead`` once neither Slurm nor its completion log knows it."""
+        jobspec, run_dir = split_ref(ref)
+        self._record(run_dir)
+        job = self.job(jobspec)
+        if job is None:
+            return RuntimeState("dead", error=f"Slurm no longer knows job {jobspec} and the "
+                                              "cluster keeps no job-completion log")
+        return job.runtime_state()
+
+    def list(self, labels: Mapping[str, str | None] | None = None) -> list[RunInfo]:
+        """Runs under ``runs_root`` (their ``slurm.json``) whose labels match."""
+        out = []
+        for path in sorted(self.runs_root.glob(f"*/{RECORD_FILE}")):
+            run_dir = path.parent.resolve()
+            try:
+                record = self._record(run_dir)
+            except RunNotFound:
+                continue  # removed between the glob and the read
+            record_labels = {str(k): str(v) for k, v in record.get("labels", {}).items()}
+            if matches(record_labels, labels):
+                ref = f"{record['jobspec']}:{run_dir}"
+                out.append(RunInfo(ref, str(record["name"]), record_labels, self.inspect(ref)))
+        return out
+
+    # -- logs ---------------------------------------------------------------------------
+
+    def logs(
+        self,
+        ref: str,
+        *,
+        follow: bool = False,
+        since: LogCursor | datetime | None = None,
+        tail: int | None = None,
+    ) -> Iterator[LogLine]:
+        """Whole lines of the job's output file (train.log); ``follow`` until it ends."""
+        if isinstance(since, datetime):
+            raise SpecError("a Slurm output file has no timestamps: resume from a LogCursor")
+        _, run_dir = split_ref(ref)
+        self._record(run_dir)
+        path = run_dir / LOG_FILE
+        while not path.exists():
+            if not follow or not self.inspect(ref).active:
+                return
+            time.sleep(_POLL)  # pending: Slurm creates the file when the job starts
+        if since is not None:
+            offset = since.offset
+        elif tail is not None:
+            offset = tail_offset(path, tail)
+        else:
+            offset = 0
+        pending = b""
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            while True:
+                chunk = handle.read(_READ)
+                if not chunk:
+                    ended = not self.inspect(ref).active
+                    chunk = handle.read(_READ)
+                    if not chunk:
+                        if ended or not follow:
+                            break
+                        time.sleep(_POLL)
+                        continue
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    offset += len(line) + 1
+                    yield LogLine(line.decode("utf-8", "replace"), LogCursor(offset=offset))
+        if pending and not self.inspect(ref).active:
+            yield LogLine(pending.decode("utf-8", "replace"),
+                          LogCursor(offset=offset + len(pending)))
+
+    # -- ending ---------------------------------------------------------------------------
+
+    def _scancel(self, jobspec: str, *args: str) -> None:
+        result = self._run(["scancel", *args, jobspec])
+        if result.returncode != 0 and "already completing or completed" not in result.stderr:
+            raise RuntimeFailure(f"scancel {' '.join(args)} {jobspec} failed on {self.host}: "
+                                 f"{result.stderr.strip()}")
+
+    def _wait_ended(self, ref: str, timeout: float) -> RuntimeState:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.inspect(ref)
+            if not state.active or time.monotonic() >= deadline:
+                return state
+            time.sleep(_POLL)
+
+    def stop(self, ref: str, timeout: float = 10.0) -> None:
+        """SIGTERM to the job (the trainer checkpoints and exits), ``timeout`` s of grace,
+        then ``scancel``. A pending job is cancelled at once."""
+        jobspec, _ = split_ref(ref)
+        state = self.inspect(ref)
+        if not state.active:
+            return
+        if state.status == "created":
+            self._scancel(jobspec)
+        else:
+            self._scancel(jobspec, "--signal=TERM", "--full")
+        if self._wait_ended(ref, timeout).active:
+            self._scancel(jobspec)
+            self._wait_ended(ref, 60.0)
+
+    def kill(self, ref: str) -> None:
+        """SIGKILL to every process of the job; returns once Slurm records its end."""
+        jobspec, _ = split_ref(ref)
+        state = self.inspect(ref)
+        if not state.active:
+            return
+        if state.status == "created":
+            self._scancel(jobspec)
+        else:
+            self._scancel(jobspec, "--signal=KILL", "--full")
+        if self._wait_ended(ref, 30.0).active:
+            raise RuntimeFailure(f"Slurm job {jobspec} survived SIGKILL for 30 s")
+
+    def requeue(self, ref: str) -> None:
+        """Put a running (or ended) job back in the queue; it restarts in its run dir and
+        the trainer resumes from last.pt."""
+        jobspec, _ = split_ref(ref)
+        result = self._run(["scontrol", "requeue", jobspec])
+        if result.returncode != 0:
+            raise RuntimeFailure(f"scontrol requeue {jobspec} failed on {self.host}: "
+                                 f"{result.stderr.strip()}")
+
+    def wait(self, ref: str, timeout: float | None = None) -> int:
+        """The exit code once the job ends; TimeoutError after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            state = self.inspect(ref)
+            if state.status == "exited" and state.exit_code is not None:
+                return state.exit_code
+            if state.status == "dead":
+                raise RunLost(ref)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"Slurm job {ref} still active after {timeout} s")
+            time.sleep(_POLL)
+
+    def remove(self, ref: str, force: bool = False) -> None:
+        """Forget the run (its slurm.json); the run dir and Slurm's own records stay."""
+        _, run_dir = split_ref(ref)
+        if self.inspect(ref).active:
+            if not force:
+                raise RunStillRunning(ref)
+            self.kill(ref)
+        (run_dir / RECORD_FILE).unlink(missing_ok=True)
