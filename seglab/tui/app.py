@@ -79,7 +79,7 @@ class SeglabApp(App[int]):
     #metrics { height: 1fr; min-height: 6; }
     #new-run-body { height: 14; }
     #recipes { width: 1fr; height: 100%; }
-    #new-run-right { width: 2fr; height: 100%; }
+    #new-run-right { width: 1fr; height: 100%; }
     #variants { height: 1fr; }
     #placement { width: 2fr; }
     #placement-custom { width: 1fr; }

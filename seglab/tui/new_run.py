@@ -60,7 +60,8 @@ class NewRunScreen(ModalScreen[list[RunRecord] | None]):
                     yield Static("", id="recipe-info")
                     yield SelectionList[str](id="variants")
             with Horizontal(classes="row"):
-                yield Select(self.placements, value=self.placements[0][0], allow_blank=False,
+                yield Select([(label, value) for value, label in self.placements],
+                             value=self.placements[0][0], allow_blank=False,
                              id="placement")
                 yield Input(placeholder="or type HOST:0,1 / HOST:cpu", id="placement-custom")
                 yield Select(RUNTIMES, value="auto", allow_blank=False, id="runtime")

@@ -7,6 +7,7 @@ and review the SVGs under ``__snapshots__``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from textual.widgets import SelectionList
 from seglab.tui.app import SeglabApp
 from seglab.tui.feeds import FixedFeed, Links
 from seglab.tui.log_pane import LogPane
+from seglab.tui.new_run import NewRunScreen
 from seglab.tui.runs_table import RunsTable
 from seglab.workstation import Workstation
 from tests.tui.replay import RECIPES, T0, TRAIN_LOG, replayed_states, seed_runs
@@ -24,7 +26,7 @@ Snap = Callable[..., bool]
 
 
 @pytest.fixture
-def app_factory(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], SeglabApp]:
+def app_factory(monkeypatch: pytest.MonkeyPatch) -> Callable[..., SeglabApp]:
     """A dashboard over seeded runs and replayed GPUs, with a fixed clock and no engine."""
     # No Docker engine: runs left on a shared engine by other tests must not show up.
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/seglab-snapshot.sock")
@@ -32,11 +34,11 @@ def app_factory(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], SeglabApp]:
     ws = Workstation()
     seed_runs(ws)
 
-    def make(layout: str) -> SeglabApp:
+    def make(layout: str, recipe_folder: Path | None = RECIPES) -> SeglabApp:
         links: Links = {"lab1": ("online", None), "cpubox": ("online", None)}
         feed = FixedFeed(states, history, links=links)
         return SeglabApp(ws, layout=layout, feed=feed, clock=lambda: T0, follow_logs=False,
-                         recipe_folder=RECIPES)
+                         recipe_folder=recipe_folder)
 
     return make
 
@@ -52,20 +54,20 @@ async def _settled(pilot: Pilot[Any]) -> None:
     await pilot.pause(0.3)
 
 
-def test_dashboard(snap_compare: Snap, app_factory: Callable[[str], SeglabApp]) -> None:
+def test_dashboard(snap_compare: Snap, app_factory: Callable[..., SeglabApp]) -> None:
     assert snap_compare(app_factory("default"), terminal_size=(150, 45), run_before=_settled)
 
 
 def test_compact_layout_at_80x24(snap_compare: Snap,
-                                 app_factory: Callable[[str], SeglabApp]) -> None:
+                                 app_factory: Callable[..., SeglabApp]) -> None:
     assert snap_compare(app_factory("compact"), terminal_size=(80, 24), run_before=_settled)
 
 
-def test_wide_layout(snap_compare: Snap, app_factory: Callable[[str], SeglabApp]) -> None:
+def test_wide_layout(snap_compare: Snap, app_factory: Callable[..., SeglabApp]) -> None:
     assert snap_compare(app_factory("wide"), terminal_size=(210, 50), run_before=_settled)
 
 
-def test_new_run_dialog(snap_compare: Snap, app_factory: Callable[[str], SeglabApp]) -> None:
+def test_new_run_dialog(snap_compare: Snap, app_factory: Callable[..., SeglabApp]) -> None:
     async def open_dialog(pilot: Pilot[Any]) -> None:
         await _settled(pilot)
         await pilot.press("n")
@@ -75,17 +77,23 @@ def test_new_run_dialog(snap_compare: Snap, app_factory: Callable[[str], SeglabA
                                                                 SelectionList).option_count:
                 break
             await pilot.pause(0.05)
-        await pilot.press("down", "down", "down", "down", "down", "down")  # tiny-grid
+        screen = pilot.app.screen
+        assert isinstance(screen, NewRunScreen)
+        names = [path.stem for path in screen.files]
+        for _ in range(names.index("synthetic-smoke-ablation")):
+            await pilot.press("down")
         for _ in range(200):
-            if pilot.app.screen.query_one("#variants", SelectionList).option_count == 2:
+            if screen.query_one("#variants", SelectionList).option_count > 1:
                 break
             await pilot.pause(0.05)
         await pilot.pause(0.2)
 
-    assert snap_compare(app_factory("default"), terminal_size=(120, 40), run_before=open_dialog)
+    # Shipped recipes only: a folder's absolute path would differ between checkouts.
+    assert snap_compare(app_factory("default", recipe_folder=None), terminal_size=(120, 40),
+                        run_before=open_dialog)
 
 
-def test_comparison_table(snap_compare: Snap, app_factory: Callable[[str], SeglabApp]) -> None:
+def test_comparison_table(snap_compare: Snap, app_factory: Callable[..., SeglabApp]) -> None:
     async def compare(pilot: Pilot[Any]) -> None:
         await _settled(pilot)
         await pilot.press("c")
