@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 RUN_MOUNT = "/seglab/run"  # the run directory inside a container
 DATA_MOUNT = "/seglab/data"  # the dataset root inside a container (read-only)
-RUNTIMES = ("auto", "docker", "process")
+RUNTIMES = ("auto", "docker", "process", "slurm")
 FAILED_TAIL = 20  # log lines kept in the registry for a failed run
 
 
@@ -76,6 +76,20 @@ def labels_for(record: RunRecord) -> dict[str, str]:
     }
 
 
+def trainer_command(python: str, run_dir: str, nproc: int) -> tuple[str, ...]:
+    """The trainer's command line: one process, or ``nproc`` under torchrun.
+
+    Under torchrun (one node, ``--standalone`` rendezvous on loopback) each rank's output
+    also goes to ``<run dir>/ranks/``; only rank 0 writes events and checkpoints.
+    """
+    train = ("-m", "seglab.train", "--config", f"{run_dir}/recipe.yaml", "--run-dir", run_dir)
+    if nproc <= 1:
+        return (python, *train)
+    # --local-addr: a container without a network cannot resolve its own host name.
+    return (python, "-m", "torch.distributed.run", "--standalone", "--local-addr=127.0.0.1",
+            f"--nproc-per-node={nproc}", f"--log-dir={run_dir}/ranks", "--tee=3", *train)
+
+
 def resolved_recipe(record: RunRecord) -> recipes.Recipe:
     """The resolved recipe a run was started with."""
     return recipes.Recipe.model_validate(yaml.safe_load(record.resolved_recipe))
@@ -91,8 +105,12 @@ def status_from(state: RuntimeState, ended_as: str | None) -> RunStatus:
         return RunStatus.LOST
     if state.oom_killed:
         return RunStatus.OOM_KILLED
+    if ended_as == "stopped":
+        # The trainer checkpointed and said so; torchrun exits non-zero when it is the one
+        # that received SIGTERM, so the end event, not the exit code, tells a graceful stop.
+        return RunStatus.STOPPED
     if state.exit_code == 0:
-        return RunStatus.STOPPED if ended_as == "stopped" else RunStatus.FINISHED
+        return RunStatus.FINISHED
     return RunStatus.FAILED
 
 
@@ -114,14 +132,22 @@ class RunManager:
         return f"unix://{host.docker_socket}"
 
     def runtime(self, host_name: str, kind: str) -> Runtime:
-        """The runtime ``kind`` (docker | process) of a host, created once."""
+        """The runtime ``kind`` (docker | process | slurm) of a host, created once."""
         key = (host_name, kind)
         if key not in self._runtimes:
             host = self.inventory.get(host_name)
             if not host.is_local:
                 raise RunError(f"host {host_name} is remote: remote runs need the SSH layer "
                                "(docker over a forwarded socket), not available yet")
-            if kind == "docker":
+            if kind == "slurm":
+                from seglab.runtime.slurm import SlurmRuntime
+
+                if host.kind != "slurm":
+                    raise RunError(f"host {host_name} is not a Slurm cluster; give it "
+                                   "`kind: slurm` in hosts.yaml")
+                self._runtimes[key] = SlurmRuntime(Path(host.runs_root), host.slurm,
+                                                   host=host_name)
+            elif kind == "docker":
                 from seglab.runtime.docker import DockerRuntime
 
                 self._runtimes[key] = DockerRuntime.from_env(self.docker_url(host),
@@ -131,13 +157,18 @@ class RunManager:
 
                 self._runtimes[key] = ProcessRuntime(Path(host.runs_root))
             else:
-                raise RunError(f"unknown runtime {kind!r}; choose one of docker, process")
+                raise RunError(f"unknown runtime {kind!r}; choose one of docker, process, slurm")
         return self._runtimes[key]
 
     def choose_runtime(self, host_name: str, requested: str) -> str:
         """``docker`` or ``process`` for ``requested`` (``auto``: docker when it answers)."""
         if requested not in RUNTIMES:
             raise RunError(f"unknown runtime {requested!r}; choose one of {', '.join(RUNTIMES)}")
+        if (self.inventory.get(host_name).kind == "slurm") != (requested == "slurm"):
+            if requested == "auto":
+                return "slurm"
+            raise RunError(f"--runtime {requested} does not fit host {host_name}: Slurm hosts "
+                           "(kind: slurm) take the slurm runtime, other hosts docker/process")
         if requested != "auto":
             return requested
         if not self.inventory.get(host_name).is_local:
@@ -172,6 +203,13 @@ class RunManager:
         """
         if not variants:
             raise RunError(f"{recipe_file.path}: no variants selected")
+        slurm = [p for p in pools if p.host and self.inventory.get(p.host).kind == "slurm"]
+        if slurm:
+            if len(pools) != 1 or slurm[0].gpus:
+                raise RunError(f"--on {','.join(map(str, pools))}: a Slurm host is placed "
+                               "whole (--on CLUSTER, or CLUSTER:cpu for no GPUs); Slurm "
+                               "picks the nodes and GPUs")
+            return self._submit_slurm(recipe_file, variants, slurm[0], runtime, image)
         gpus_per_run = max(v.recipe.resources.gpus for v in variants)
         if not all(pool.cpu for pool in pools):
             scheduler.check([p for p in pools if not p.cpu] or pools, gpus_per_run)
@@ -205,6 +243,57 @@ class RunManager:
                 out.append(Submitted(self.registry.get_run(run_id), reason))
                 continue
             out.append(Submitted(self.start(record, placement)))
+        return out
+
+    def _submit_slurm(self, recipe_file: recipes.RecipeFile,
+                      variants: Sequence[recipes.Variant], pool: Pool, runtime: str,
+                      image: str | None) -> list[Submitted]:
+        """Variants on a Slurm host: one job array per GPU count (a task per variant)."""
+        assert pool.host is not None
+        self.choose_runtime(pool.host, runtime)
+        groups: dict[int, list[RunRecord]] = {}
+        for variant in variants:
+            recipe = variant.recipe if image is None else variant.recipe.model_copy(
+                update={"image": image})
+            record = RunRecord(
+                run_id=new_run_id(recipe_file.name, variant), recipe=recipe_file.name,
+                variant=variant.name, recipe_sha=recipe.sha(),
+                resolved_recipe=recipe.to_yaml(), host=pool.host, runtime="slurm",
+                status=RunStatus.QUEUED)
+            gpus = 0 if pool.cpu else recipe.resources.gpus
+            groups.setdefault(gpus, []).append(record)
+        return [Submitted(record) for gpus, records in groups.items()
+                for record in self.submit_slurm(records, gpus)]
+
+    def submit_slurm(self, records: Sequence[RunRecord], gpus: int) -> list[RunRecord]:
+        """Submit runs of one Slurm host as one job (one run) or one job array, asking
+        ``gpus`` GPUs (GRES) per run; a failed sbatch marks them failed."""
+        from seglab.runtime.slurm import SlurmRuntime
+
+        host = self.inventory.get(records[0].host)
+        runtime = self.runtime(host.name, "slurm")
+        assert isinstance(runtime, SlurmRuntime)
+        prepared: list[RunRecord] = []
+        specs: list[LaunchSpec] = []
+        for given in records:
+            run_dir = self._run_dir(host, given.run_id)
+            record = replace(given, runtime="slurm", run_dir=str(run_dir),
+                             status=RunStatus.STARTING, message=None)
+            specs.append(self._spec(record, resolved_recipe(record), host, "slurm", run_dir))
+            self.registry.upsert_run(record)
+            prepared.append(record)
+        try:
+            handles = runtime.submit(specs, gpus)
+        except RuntimeFailure as exc:
+            for record in prepared:
+                self.registry.update_run(record.run_id, status=RunStatus.FAILED,
+                                         message=str(exc), finished_at=time.time())
+            raise
+        out = []
+        for record, handle in zip(prepared, handles, strict=True):
+            launched = replace(record, handle=handle, started_at=time.time())
+            self.registry.upsert_run(launched)
+            out.append(self.refresh(launched))
         return out
 
     def start(self, record: RunRecord, placement: Placement) -> RunRecord:
@@ -255,21 +344,31 @@ class RunManager:
             "memory": recipe.resources.memory, "cpus": recipe.resources.cpus,
             "network": recipe.resources.network,
         }
+        nproc = len(record.gpus) or recipe.resources.gpus
         if kind == "docker":
             mounts = [Mount(run_dir, RUN_MOUNT, read_only=False)]
             if dataset is not None:
                 mounts.append(Mount(Path(dataset), DATA_MOUNT, read_only=True))
                 env["SEGLAB_DATA_ROOT"] = DATA_MOUNT
             spec = LaunchSpec(
-                command=("python3", "-m", "seglab.train", "--config",
-                         f"{RUN_MOUNT}/recipe.yaml", "--run-dir", RUN_MOUNT),
+                command=trainer_command("python3", RUN_MOUNT, nproc),
                 env=env, mounts=tuple(mounts), workdir=RUN_MOUNT, **common)
+        elif kind == "slurm":
+            if dataset is not None:
+                env["SEGLAB_DATA_ROOT"] = dataset
+            python = host.slurm.python if host.slurm is not None else "python3"
+            mounts = [Mount(run_dir, str(run_dir), read_only=False)]
+            if dataset is not None:
+                mounts.append(Mount(Path(dataset), dataset, read_only=True))
+            spec = LaunchSpec(
+                command=trainer_command(python, str(run_dir), nproc), env=env,
+                mounts=tuple(mounts), log_path=run_dir / "train.log", workdir=str(run_dir),
+                **common)
         else:
             if dataset is not None:
                 env["SEGLAB_DATA_ROOT"] = dataset
             spec = LaunchSpec(
-                command=(sys.executable, "-m", "seglab.train", "--config",
-                         str(run_dir / "recipe.yaml"), "--run-dir", str(run_dir)),
+                command=trainer_command(sys.executable, str(run_dir), nproc),
                 env=env, log_path=run_dir / "train.log", workdir=str(run_dir), **common)
         own_run_dir(run_dir, spec.user)
         recipe_path = run_dir / "recipe.yaml"
@@ -341,6 +440,8 @@ class RunManager:
         ended_as = ended[-1].data.get("status") if ended else None
         status = status_from(state, ended_as)
         fields: dict[str, Any] = {"status": status}
+        if record.runtime == "slurm" and state.active:
+            fields["message"] = state.detail  # pending reason, restarts
         if status in FINAL_STATUSES or status == RunStatus.LOST:
             self.ingest(record)  # what was written between the first read and the end
             fields["exit_code"] = state.exit_code
@@ -374,11 +475,14 @@ class RunManager:
         for host in self.inventory.hosts.values():
             if not host.is_local:
                 continue
-            for kind in ("docker", "process"):
+            for kind in ("slurm",) if host.kind == "slurm" else ("docker", "process"):
                 try:
                     infos = self.runtime(host.name, kind).list({"seglab.run_id": None})
                 except EngineUnavailable:
                     continue  # no engine here: nothing of ours can be on it
+                except RuntimeFailure as exc:
+                    log.warning("cannot list the runs of %s (%s): %s", host.name, kind, exc)
+                    continue
                 for info in infos:
                     run_id = info.labels["seglab.run_id"]
                     try:
@@ -455,6 +559,14 @@ class RunManager:
             raise RunError(f"run {run_id} already finished; start a new run instead")
         if not record.run_dir or not record.handle:
             raise RunError(f"run {run_id} never started; nothing to resume")
+        if record.runtime == "slurm":
+            from seglab.runtime.slurm import SlurmRuntime
+
+            slurm = self.runtime(record.host, "slurm")
+            assert isinstance(slurm, SlurmRuntime)
+            gpus = slurm.requested_gpus(record.handle)
+            slurm.remove(record.handle)
+            return self.submit_slurm([record], gpus)[0]
         if not self.registry.reserve(record.host, record.gpus, run_id):
             holders = self.registry.holders(record.host)
             busy = [f"{gpu} held by {holders[(record.host, gpu)]}" for gpu in record.gpus

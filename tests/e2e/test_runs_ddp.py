@@ -1,0 +1,63 @@
+"""One run, several processes: the trainer under torchrun (gloo on CPU), stopped and resumed.
+
+`resources.gpus: 2` on a CPU placement starts two gloo ranks; on GPUs it would be two NCCL
+ranks on the run's two GPUs. Either way seglab shows one run with one event stream.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.runlib import RECIPES, REPO, events_file, ps, run_row, seglab, wait_for
+
+pytestmark = pytest.mark.slow
+
+SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" \
+    / "site-packages"
+
+
+def _two_ranks_stop_resume(runtime: str) -> None:
+    (run_id,) = seglab("run", str(RECIPES / "tiny-ddp.yaml"), "--on", "local:cpu",
+                       "--runtime", runtime).stdout.split()
+    row = wait_for(lambda: (r := run_row(run_id))["iteration"] and r["iteration"] >= 4 and r,
+                   300, "a few iterations on two ranks")
+    run_dir = Path(row["run_dir"])
+    assert [r["run_id"] for r in ps()].count(run_id) == 1  # one row for the whole run
+    start = next(r for r in events_file(str(run_dir)) if r["kind"] == "start")
+    assert start["world_size"] == 2
+    # The global batch of 8 is split over the ranks: 32 images make 4 iterations per epoch.
+    assert start["total_iters"] == 1600
+    rank_logs = list((run_dir / "ranks").rglob("stdout.log"))
+    assert len(rank_logs) == 2, rank_logs
+
+    assert f"{run_id}: stopped" in seglab("stop", run_id, "--timeout", "60").stdout
+    records = events_file(str(run_dir))
+    seqs = [r["seq"] for r in records]
+    assert seqs == sorted(set(seqs)), "one event stream: rank 0 alone writes"
+    assert records[-1]["kind"] == "end" and records[-1]["status"] == "stopped"
+    saved = max(r["iter"] for r in records if r["kind"] == "checkpoint")
+
+    seglab("resume", run_id)
+    wait_for(lambda: sum(r["kind"] == "start" for r in events_file(str(run_dir))) == 2, 180,
+             "the resumed ranks' start event")
+    resumed = [r for r in events_file(str(run_dir)) if r["kind"] == "start"][1]
+    assert resumed["resumed_from"] == saved > 0
+    assert resumed["world_size"] == 2
+    seglab("kill", run_id)
+    seglab("rm", run_id, "--purge")
+
+
+def test_two_gloo_ranks_as_one_process_run() -> None:
+    _two_ranks_stop_resume("process")
+
+
+@pytest.mark.docker
+def test_two_gloo_ranks_in_one_container(ci_image: str, docker_client: Any,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGLAB_DEV_MOUNTS",
+                       f"{SITE}:/usr/local/lib/python3.11/dist-packages,{REPO}:/opt/seglab")
+    _two_ranks_stop_resume("docker")
