@@ -98,7 +98,7 @@ def main() -> None:
         print(f"{name:<14}{median:>10.3f}{min(values):>8.3f}{max(values):>8.3f}"
               f"{median / base:>16.2f}")
     ratio = statistics.median(times["seglab"]) / base
-    print(f"seglab / cli-parallel: {ratio:.2f}x (target <= 0.8x: "
+    print(f"seglab / cli-parallel: {ratio:.3f}x (target <= 0.8x: "
           f"{'met' if ratio <= 0.8 else 'not met'})")
 
 
