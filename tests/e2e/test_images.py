@@ -8,8 +8,6 @@ CI image through the same context and progress machinery.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 import pytest
 
 from seglab import __version__
-from seglab.runtime.images import ImageBuildFailed, build_dockerfile, context_tar
+from seglab.runtime.images import ImageBuildFailed, build_dockerfile
 
 pytestmark = pytest.mark.docker
 
@@ -66,27 +64,3 @@ def test_a_failing_step_is_reported_with_its_message(
     )
     with pytest.raises(ImageBuildFailed, match="returned a non-zero code: 4"):
         build_dockerfile(docker_client, source, "images/probe/Dockerfile", TAG)
-
-
-def test_the_context_holds_the_package_not_the_checkout_clutter(repo_root: Path) -> None:
-    import tarfile
-
-    with tarfile.open(fileobj=context_tar(repo_root)) as tar:
-        names = tar.getnames()
-    assert "pyproject.toml" in names and "images/base/Dockerfile" in names
-    assert "seglab/runtime/docker.py" in names
-    assert not [n for n in names if n.startswith((".venv", ".git", "tests"))]
-    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-
-
-def test_cli_refuses_remote_hosts_and_bad_build_args() -> None:
-    def seglab(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "seglab", "image", "build", *args],
-                              check=False, capture_output=True, text=True, timeout=60)
-
-    remote = seglab("base", "--host", "lab1")
-    assert remote.returncode == 1 and "not available yet" in remote.stderr
-    bad = seglab("base", "--build-arg", "NOVALUE")
-    assert bad.returncode == 1 and "expected KEY=VALUE" in bad.stderr
-    unknown = seglab("huge")
-    assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
