@@ -20,6 +20,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest
 from docker.types import Mount as DockerMount
+from urllib3.exceptions import ProtocolError
 
 from seglab.runtime.base import LogCursor, LogLine, RunInfo, RuntimeState, Status, matches
 from seglab.runtime.errors import (
@@ -361,6 +362,9 @@ class DockerRuntime:
                     return
                 payload = _read_exact(response.raw, int.from_bytes(header[4:8], "big"))
                 yield header[0], payload
+        except ProtocolError as exc:  # the link broke mid-stream (e.g. an SSH forward dropped)
+            raise EngineUnavailable(f"{self.host} ({self.base_url})",
+                                    f"the log stream broke: {exc}") from exc
         finally:
             response.close()
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -380,3 +381,16 @@ def _wait_for_engine(sock: Path, process: subprocess.Popen[bytes], log_path: Pat
         else:
             time.sleep(0.2)
     pytest.fail(f"the second dockerd did not answer within 60 s:\n{log_path.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def remote_ci_image(docker_client: Any, ci_image: str, remote_engine: SecondEngine) -> str:
+    """The CI image, copied from the local engine into the second one (no registry)."""
+    import docker
+
+    remote = docker.DockerClient(base_url=f"unix://{remote_engine.socket}", timeout=300)
+    try:
+        remote.images.load(docker_client.images.get(ci_image).save(chunk_size=1 << 20, named=True))
+    finally:
+        remote.close()
+    return ci_image
