@@ -45,6 +45,9 @@ class LinkState(str, enum.Enum):
     HOST_KEY_REFUSED = "host-key-refused"
 
 
+_USABLE_OR_REFUSED = (LinkState.ONLINE, LinkState.AUTH_FAILED, LinkState.HOST_KEY_REFUSED)
+
+
 @dataclass(frozen=True)
 class ConnectOptions:
     """Timings of the connection supervisor (seconds)."""
@@ -244,15 +247,18 @@ class HostConnection:
         return self._status
 
     async def connection(self, timeout: float) -> asyncssh.SSHClientConnection:
-        """The live connection, waiting up to `timeout` s for one (NotConnectedError)."""
+        """The live connection, waiting up to `timeout` s for one (NotConnectedError).
+
+        A refused host key or refused keys end the wait at once: only the user can fix them.
+        """
         if self._conn is None:
-            try:
-                await self.wait_for(LinkState.ONLINE, timeout=timeout)
-            except asyncio.TimeoutError:
-                status = self._status
+            with contextlib.suppress(asyncio.TimeoutError):  # reported just below
+                await self.wait_for(*_USABLE_OR_REFUSED, timeout=timeout)
+            status = self._status
+            if status.state is not LinkState.ONLINE:
                 raise NotConnectedError(
                     f"host {self.name} is {status.state.value}: {status.message}"
-                ) from None
+                )
         conn = self._conn
         if conn is None:
             raise NotConnectedError(f"host {self.name} went offline: {self._status.message}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from seglab.remote.connection import (
     LinkState,
     LinkStatus,
 )
+from seglab.remote.executor import RemoteExecutor
 from seglab.remote.trust import add_to_known_hosts, fetch_server_key
+from seglab.telemetry.executor import ExecutorError
 from tests.e2e.sshd import (  # noqa: F401  (fixtures)
     SshHome,
     SshServer,
@@ -129,3 +132,23 @@ def test_a_key_the_server_does_not_accept_is_auth_failed(
     status = asyncio.run(_status_after_start(conn, LinkState.AUTH_FAILED, LinkState.ONLINE))
     assert status.state is LinkState.AUTH_FAILED
     assert "never uses passwords" in (status.message or "")
+
+
+def test_commands_on_a_refused_host_fail_at_once_with_the_fingerprint(
+    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path  # noqa: F811
+) -> None:
+    conn = _connection(isolated_xdg)
+
+    async def scenario() -> tuple[str, float]:
+        await conn.start()
+        try:
+            started = time.monotonic()
+            with pytest.raises(ExecutorError) as caught:
+                await RemoteExecutor(conn, wait_online=30).run(["true"], timeout=5)
+            return str(caught.value), time.monotonic() - started
+        finally:
+            await conn.stop()
+
+    message, waited = asyncio.run(scenario())
+    assert "host-key-refused" in message and sshd.host_fingerprint in message
+    assert waited < 10  # not the 30 s an offline host would get to come back
