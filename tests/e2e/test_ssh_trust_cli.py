@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from seglab.hosts import load_inventory
 from seglab.remote.connection import LinkState
 from seglab.remote.manager import RemoteHosts
 from tests.e2e.sshd import (  # noqa: F401  (fixtures)
+    SSH_KEYGEN,
     SshHome,
     SshServer,
     ssh_home,
@@ -121,3 +123,28 @@ def test_no_file_seglab_writes_holds_key_material(
             assert body[:60] not in flat, path
             scanned += 1
     assert scanned >= 2  # at least hosts.yaml and known_hosts were looked at
+
+
+def test_hashed_known_hosts_entries_are_honoured(
+    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Debian's ssh_config hashes known_hosts (HashKnownHosts yes); seglab reads such files."""
+    _hosts_yaml(isolated_xdg)
+    ssh_home.trust(sshd)
+    subprocess.run([SSH_KEYGEN, "-q", "-H", "-f", str(ssh_home.known_hosts)], check=True)
+    hashed = ssh_home.known_hosts.read_text()
+    assert hashed.startswith("|1|") and "127.0.0.1" not in hashed
+    assert main(["hosts", "trust", "lab1", "--yes"]) == 0
+    assert "already trusted" in capsys.readouterr().out
+
+    async def online() -> str:
+        remotes = RemoteHosts(load_inventory())
+        await remotes.start()
+        try:
+            return (await remotes.connection("lab1").wait_for(
+                LinkState.ONLINE, LinkState.HOST_KEY_REFUSED, timeout=15)).state.value
+        finally:
+            await remotes.stop()
+
+    assert asyncio.run(online()) == "online"
