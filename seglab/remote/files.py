@@ -8,6 +8,7 @@ and fetches a run's exports, best checkpoint or whole directory, as
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,16 +54,23 @@ class RemoteFiles:
         self.wait_online = wait_online
         self._sftp: asyncssh.SFTPClient | None = None
         self._sftp_conn: asyncssh.SSHClientConnection | None = None
+        self._opening = asyncio.Lock()
 
     async def _client(self) -> asyncssh.SFTPClient:
         try:
             conn = await self.connection.connection(self.wait_online)
         except NotConnectedError as exc:
             raise RemoteFileError(str(exc)) from exc
-        if self._sftp is None or self._sftp_conn is not conn:
-            self._sftp = await conn.start_sftp_client()
-            self._sftp_conn = conn
-        return self._sftp
+        async with self._opening:  # concurrent first uses share one SFTP channel
+            if self._sftp is None or self._sftp_conn is not conn:
+                try:
+                    self._sftp = await conn.start_sftp_client()
+                except (asyncssh.Error, OSError) as exc:
+                    raise RemoteFileError(
+                        f"cannot start SFTP on {self.connection.name}: {exc}"
+                    ) from exc
+                self._sftp_conn = conn
+            return self._sftp
 
     async def read_bytes(self, path: str, offset: int = 0) -> bytes:
         """The bytes of remote file `path` from `offset` to its current end."""
