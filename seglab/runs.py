@@ -296,13 +296,22 @@ class RunManager:
             out.append(self.refresh(launched))
         return out
 
-    def start(self, record: RunRecord, placement: Placement) -> RunRecord:
-        """Launch ``record`` at ``placement`` (its GPUs already reserved)."""
+    def start(self, record: RunRecord, placement: Placement, *, known: bool = False
+              ) -> RunRecord:
+        """Launch ``record`` at ``placement`` (its GPUs already reserved).
+
+        If the launch fails nothing is left half-created: the reservation is released, a
+        run dir this call made is removed, and the registry keeps the run as it was
+        (``known``: a queued or resumed run) or forgets it (a new one).
+        """
+        before = record
+        made_dir: Path | None = None
         try:
             kind = self.choose_runtime(placement.host, record.runtime)
             host = self.inventory.get(placement.host)
             recipe = resolved_recipe(record)
             run_dir = self._run_dir(host, record.run_id)
+            made_dir = None if run_dir.exists() else run_dir
             record = replace(record, host=placement.host, gpus=placement.gpus, runtime=kind,
                              run_dir=str(run_dir), status=RunStatus.STARTING,
                              message=None)
@@ -311,6 +320,12 @@ class RunManager:
             handle = self.runtime(host.name, kind).launch(spec)
         except BaseException:
             self.registry.release(record.run_id)
+            if known:
+                self.registry.upsert_run(before)
+            else:
+                self.registry.delete_run(record.run_id)
+            if made_dir is not None:
+                shutil.rmtree(made_dir, ignore_errors=True)
             raise
         record = replace(record, handle=handle, started_at=time.time())
         self.registry.upsert_run(record)
@@ -403,7 +418,7 @@ class RunManager:
                 continue
             self.registry.drop(item.id)
             try:
-                started.append(self.start(record, placement))
+                started.append(self.start(record, placement, known=True))
             except (RuntimeFailure, RunError) as exc:
                 self.registry.update_run(record.run_id, status=RunStatus.FAILED,
                                          message=str(exc), finished_at=time.time())
@@ -470,7 +485,11 @@ class RunManager:
         return out
 
     def reconcile(self) -> list[str]:
-        """Find runs on the local runtimes that the registry lacks; returns their ids."""
+        """Find runs on the local runtimes that the registry lacks; returns their ids.
+
+        Runs are this workstation's when their run dir lies under the host's runs root, so
+        several users (or test sessions) sharing one engine never adopt each other's runs.
+        """
         found = []
         for host in self.inventory.hosts.values():
             if not host.is_local:
@@ -483,8 +502,11 @@ class RunManager:
                 except RuntimeFailure as exc:
                     log.warning("cannot list the runs of %s (%s): %s", host.name, kind, exc)
                     continue
+                root = Path(host.runs_root).expanduser()
                 for info in infos:
                     run_id = info.labels["seglab.run_id"]
+                    if not Path(info.labels.get("seglab.run_dir", "/")).is_relative_to(root):
+                        continue  # another seglab's run (its own runs root) on this engine
                     try:
                         self.registry.get_run(run_id)
                         continue
@@ -576,8 +598,7 @@ class RunManager:
         with contextlib.suppress(RunNotFound):  # the container or record is already gone
             runtime.remove(record.handle, force=False)
         indices = tuple(range(len(record.gpus)))
-        return self.start(replace(record, runtime=record.runtime),
-                          Placement(record.host, record.gpus, indices))
+        return self.start(record, Placement(record.host, record.gpus, indices), known=True)
 
     def remove(self, run_id: str, purge: bool = False, force: bool = False) -> None:
         """Forget a run: its container/process record goes; the run dir stays unless purged."""

@@ -126,7 +126,7 @@ def _workstation() -> Workstation:
 def _guard(action: Any) -> Any:
     """Turn the domain's expected failures into CommandError (message, exit 1)."""
     from seglab.cli import CommandError
-    from seglab.hosts import UnknownHostError
+    from seglab.hosts import UnknownDatasetError, UnknownHostError
     from seglab.registry import UnknownRunError
     from seglab.runs import RunError
     from seglab.runtime import RuntimeFailure
@@ -136,7 +136,7 @@ def _guard(action: Any) -> Any:
         return action()
     except (RunError, RuntimeFailure, PlacementError) as exc:
         raise CommandError(str(exc)) from exc
-    except (UnknownRunError, UnknownHostError) as exc:
+    except (UnknownRunError, UnknownHostError, UnknownDatasetError) as exc:
         raise CommandError(str(exc)) from exc
     except KeyError as exc:  # an unknown variant name
         raise CommandError(str(exc.args[0]) if exc.args else str(exc)) from exc
