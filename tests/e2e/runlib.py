@@ -14,11 +14,12 @@ REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "tests" / "fixtures" / "recipes"
 
 
-def seglab(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def seglab(*args: str, check: bool = True, timeout: float = 300
+           ) -> subprocess.CompletedProcess[str]:
     """Run `python -m seglab ARGS` (environment inherited: the test's XDG dirs)."""
     out = subprocess.run(
         [sys.executable, "-m", "seglab", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False,
     )
     if check and out.returncode != 0:
         raise AssertionError(f"seglab {' '.join(args)} exited {out.returncode}:\n"

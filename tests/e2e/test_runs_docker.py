@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from docker.errors import NotFound
 
 from seglab.events import PREFIX, parse_line
 from tests.e2e.runlib import RECIPES, REPO, events_file, final, ps, run_row, seglab, wait_for
@@ -146,7 +147,7 @@ ablate:
         assert (Path(rows[run_id]["run_dir"]) / "events.jsonl").stat().st_uid != 0
     for run_id in ids:
         seglab("rm", run_id)
-        with pytest.raises(Exception, match="No such container|Not Found|404"):
+        with pytest.raises(NotFound):
             _container(docker_client, run_id)
 
 
