@@ -22,13 +22,15 @@ from seglab.runtime import (
     NvidiaRuntimeMissing,
     RunNotFound,
     UnsafeMount,
+    default_user,
     own_run_dir,
 )
 from seglab.runtime.docker import DockerRuntime
 
 pytestmark = pytest.mark.docker
 
-USER = "1000:1000"
+USER = default_user()  # the invoking user; 1000:1000 under root (CI)
+UID, GID = (int(part) for part in USER.split(":"))
 REPO = Path(__file__).resolve().parents[2]
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 
@@ -109,7 +111,7 @@ def test_launch_applies_the_container_defaults(runtime: DockerRuntime, docker_cl
     assert not any("docker.sock" in m["Source"] for m in attrs["Mounts"])
     out = [line.text for line in runtime.logs(ref)]
     assert out == [
-        "uid 1000 1000",
+        f"uid {UID} {GID}",
         "data read-only 30",  # EROFS
         "ifaces ['lo']",
         "capeff 0000000000000000",
@@ -117,7 +119,7 @@ def test_launch_applies_the_container_defaults(runtime: DockerRuntime, docker_cl
         f"shm {256 * 1024 * 1024}",
     ]
     written = tmp_path / "run" / "out.txt"
-    assert written.read_text() == "ok" and written.stat().st_uid == 1000
+    assert written.read_text() == "ok" and written.stat().st_uid == UID
 
 
 def test_logs_are_whole_lines_and_resume_without_gap_or_duplicate(
@@ -252,7 +254,7 @@ def test_trainer_runs_in_the_ci_image_and_stops_with_last_checkpoint(
     assert kinds[0] == "start"
     runtime.stop(ref, timeout=60)
     assert runtime.wait(ref, timeout=60) == 0
-    assert (run_dir / "checkpoints" / "last.pt").stat().st_uid == 1000
+    assert (run_dir / "checkpoints" / "last.pt").stat().st_uid == UID
     ended = [events.parse_line(line.text) for line in runtime.logs(ref, tail=20)]
     assert any(e is not None and e.kind == "end" and e.data["status"] == "stopped"
                for e in ended)
