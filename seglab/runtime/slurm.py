@@ -51,9 +51,8 @@ _READ = 65536
 _COMMAND_TIMEOUT = 30.0
 
 # Slurm job states -> the runtime-independent status (see RuntimeState).
-_WAITING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
-            "SIGNALING"}
-_RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT"}
+_WAITING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING"}
+_RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
 _PAUSED = {"SUSPENDED", "STOPPED"}
 _ENDED_WHY = {
     "TIMEOUT": "the job hit its Slurm time limit",
@@ -153,9 +152,9 @@ def _time(text: str | None) -> datetime | None:
     if not text or text in ("Unknown", "None", "N/A"):
         return None
     try:
-        return datetime.fromisoformat(text).astimezone()
+        return datetime.fromisoformat(text).astimezone()  # Slurm prints local time
     except ValueError:
-        return None
+        return None  # a time field is informational: an odd format leaves it unknown
 
 
 def job_from_fields(fields: Mapping[str, str]) -> SlurmJob:
@@ -329,7 +328,7 @@ class SlurmRuntime:
         if "Invalid job id" not in result.stderr:
             raise RuntimeFailure(f"scontrol show job {jobspec} failed on {self.host}: "
                                  f"{result.stderr.strip()}")
-        return self._completed(jobspec)
+        return self.completed(jobspec)
 
     def _completion_log(self) -> Path | None:
         if not self._jobcomp_read:
@@ -342,15 +341,21 @@ class SlurmRuntime:
             self._jobcomp_read = result.returncode == 0
         return self._jobcomp
 
-    def _completed(self, jobspec: str) -> SlurmJob | None:
+    def completed(self, jobspec: str) -> SlurmJob | None:
+        """The job's last record in the cluster's job-completion log (None: no log, or
+        the job is not in it)."""
         path = self._completion_log()
         if path is None:
             return None
         job_id, _, task = jobspec.partition("_")
-        needle = f"ArrayJobId={job_id} ArrayTaskId={task} " if task else f"JobId={job_id} "
-        result = self._run(["grep", "-F", "--", needle, str(path)])
-        lines = [line for line in result.stdout.splitlines() if line.strip()]
-        return job_from_fields(parse_fields(lines[-1])) if lines else None
+        wanted = {"ArrayJobId": job_id, "ArrayTaskId": task} if task else {"JobId": job_id}
+        result = self._run(["grep", "-F", "--", f"={job_id} ", str(path)])
+        found = None
+        for line in result.stdout.splitlines():
+            fields = parse_fields(line)
+            if all(fields.get(key) == value for key, value in wanted.items()):
+                found = job_from_fields(fields)
+        return found
 
     def _record(self, run_dir: Path) -> dict[str, Any]:
         path = run_dir / RECORD_FILE

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from seglab.events import PREFIX
 from tests.e2e.runlib import RECIPES, events_file, final, ps, run_row, seglab, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -39,12 +40,16 @@ def slurm_up() -> None:
     """Skip unless sbatch exists and a controller answers."""
     if shutil.which("sbatch") is None:
         pytest.skip("sbatch is not installed; .ci/slurm.sh WORKDIR installs and starts Slurm")
-    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30,
-                          check=False)
-    if "UP" not in ping.stdout:
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15,
+                              check=False)
+        answer = (ping.stdout + ping.stderr).strip()
+    except subprocess.TimeoutExpired:
+        answer = "scontrol ping got no answer within 15 s"
+    if "is UP" not in answer:
         pytest.skip(f"no Slurm controller answers (SLURM_CONF={os.environ.get('SLURM_CONF')}): "
-                    f"{(ping.stdout + ping.stderr).strip()}; run .ci/slurm.sh WORKDIR and "
-                    "export SLURM_CONF=WORKDIR/slurm.conf")
+                    f"{answer}; run .ci/slurm.sh WORKDIR and export "
+                    "SLURM_CONF=WORKDIR/slurm.conf")
 
 
 @pytest.fixture
@@ -122,6 +127,14 @@ def test_grid_is_one_job_array_pending_running_finished(cluster: Path) -> None:
 
     wait_for(lambda: all(run_row(i)["status"] in ("running", "finished") for i in ids), 120,
              "both tasks to start once the GPUs are free")
+    # The registry is only a cache: without it, seglab finds the jobs again from the run dirs.
+    for path in (Path(os.environ["XDG_STATE_HOME"]) / "seglab").glob("registry.sqlite3*"):
+        path.unlink()
+    assert {r["run_id"] for r in ps() if r["runtime"] == "slurm"} == set(ids)
+    followed = seglab("logs", "-f", ids[0], timeout=600).stdout.splitlines()
+    kinds = [json.loads(line.split(PREFIX, 1)[1])["kind"] for line in followed
+             if PREFIX in line]
+    assert kinds[0] == "start" and kinds[-1] == "end" and "eval" in kinds
     rows = {r["run_id"]: r for r in wait_for(
         lambda: all(final(i) for i in ids) and ps(), 600, "both tasks to end")}
     for run_id, spec in zip(ids, jobspecs, strict=True):
@@ -185,3 +198,31 @@ def test_stop_checkpoints_one_task_and_requeue_resumes_from_last_pt(
     assert row["message"] == "slurm running (restarts 1)"
     seglab("stop", requeued_id, "--timeout", "60")
     assert run_row(requeued_id)["status"] == "stopped"
+
+
+def test_failed_job_exit_code_and_completion_log(slurm_up: None, tmp_path: Path) -> None:
+    from seglab.runtime.slurm import SlurmRuntime, split_ref
+    from seglab.runtime.spec import LaunchSpec
+
+    runtime = SlurmRuntime(tmp_path)
+    run_dir = tmp_path / "fails"
+    run_dir.mkdir()
+    spec = LaunchSpec(name="fails", image="none", log_path=run_dir / "train.log",
+                      command=("sh", "-c", "echo partial; printf 'no newline'; exit 3"),
+                      labels={"seglab.run_id": "fails"})
+    ref = runtime.launch(spec)
+    assert runtime.wait(ref, timeout=120) == 3
+    state = runtime.inspect(ref)
+    assert state.status == "exited" and not state.active
+    assert state.error is not None and "failed (exit 3" in state.error
+    assert [line.text for line in runtime.logs(ref)] == ["partial", "no newline"]
+    assert [line.text for line in runtime.logs(ref, tail=1)] == ["no newline"]
+    # The job-completion log (JobCompType=jobcomp/filetxt) holds the same end, for when the
+    # controller has forgotten the job (MinJobAge).
+    jobspec, _ = split_ref(ref)
+    recorded = wait_for(lambda: runtime.completed(jobspec), 30, "the job-completion record")
+    assert (recorded.state, recorded.exit_code) == ("FAILED", 3)
+    (info,) = runtime.list({"seglab.run_id": "fails"})
+    assert info.ref == ref and info.state.exit_code == 3
+    runtime.remove(ref)
+    assert runtime.list() == []
