@@ -111,8 +111,11 @@ def test_smoke_recipe_learns_well_above_chance(tmp_path: Path) -> None:
     from seglab.train.data import build_dataset
     from seglab.train.metrics import ConfusionMatrix
 
+    # The recipe as it is, but one export format (export.py's own tests cover the formats;
+    # here it shows the finished run exports and lists what it wrote in the end event).
+    config = write_recipe(tmp_path / "smoke.yaml", export=["torchscript"])
     run_dir = tmp_path / "run"
-    proc = subprocess.run(train_cmd(SMOKE, run_dir), env=train_env(), capture_output=True,
+    proc = subprocess.run(train_cmd(config, run_dir), env=train_env(), capture_output=True,
                           text=True, timeout=RUN_TIMEOUT, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = run_events(run_dir)
@@ -142,11 +145,12 @@ def test_smoke_recipe_learns_well_above_chance(tmp_path: Path) -> None:
     assert end.data["status"] == "finished"
     assert end.data["best_miou"] == max(e.data["miou"] for e in evals)
     formats = {x["format"]: x for x in end.data["exports"]}
-    assert set(formats) == {"torchscript", "onnx"}
+    assert set(formats) == {"torchscript"}
     for export in formats.values():
         assert export["max_abs_diff"] <= 1e-3
         assert (run_dir / export["path"]).is_file()
-    assert (run_dir / "recipe.yaml").read_text() == SMOKE.read_text()
+        assert export["checkpoint"] == "best.pt"
+    assert (run_dir / "recipe.yaml").read_text() == config.read_text()
     assert (run_dir / "checkpoints" / "best.pt").is_file()
     assert any((run_dir / "tb").glob("events.out.tfevents.*"))
     # Stdout carries the same records, prefixed, between human-readable progress lines.
