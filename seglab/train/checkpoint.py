@@ -9,6 +9,7 @@ cuda) and ``event_seq`` (the last event seq written before it).
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -63,8 +64,18 @@ def save_atomic(payload: dict[str, Any], path: Path) -> None:
         os.close(dir_fd)
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read back."""
+
+
 def load(path: Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_atomic` onto the CPU."""
-    # The payload holds RNG states (numpy arrays, tuples): not loadable with weights_only.
-    payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        # The payload holds RNG states (numpy arrays, tuples): not loadable with weights_only.
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"{path} cannot be read ({type(exc).__name__}: {exc}); move it "
+                              "away to start the run over, or put back a good copy") from exc
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path} is not a seglab checkpoint (no dict inside)")
     return payload

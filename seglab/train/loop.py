@@ -43,7 +43,7 @@ from seglab.train.schedule import build_scheduler
 from seglab.yamlpos import ConfigError
 
 RECIPE_FILE = "recipe.yaml"
-USER_ERRORS = (ConfigError, DatasetError, PretrainedWeightsError)
+USER_ERRORS = (ConfigError, DatasetError, PretrainedWeightsError, ckpt.CheckpointError)
 """Failures caused by the recipe or the environment: reported without a traceback."""
 
 

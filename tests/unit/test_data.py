@@ -265,3 +265,11 @@ def test_loader_batches_have_the_crop_and_uint8_labels() -> None:
     assert images.shape == (8, 3, 32, 32) and labels.shape == (8, 32, 32)
     assert labels.dtype == torch.uint8
     assert len(loaders.train) == 16 and len(loaders.val) == 32
+
+
+def test_worker_processes_yield_the_same_validation_batches() -> None:
+    in_process = data.build_loaders(smoke(workers=0), None, 0, 1, pin_memory=False).val
+    workers = data.build_loaders(smoke(workers=2), None, 0, 1, pin_memory=False).val
+    assert workers.num_workers == 2 and workers.persistent_workers
+    for (img_a, lab_a), (img_b, lab_b) in zip(in_process, workers, strict=True):
+        assert torch.equal(img_a, img_b) and torch.equal(lab_a, lab_b)

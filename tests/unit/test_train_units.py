@@ -176,3 +176,20 @@ def test_a_missing_dataset_fails_with_an_error_event(tmp_path: Path,
     assert [r["kind"] for r in records] == ["error", "end"]
     assert records[0]["traceback"] is None  # a user error: no traceback
     assert records[1]["status"] == "failed" and records[1]["best_miou"] is None
+
+
+def test_an_unreadable_last_checkpoint_is_reported_and_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.pt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"\x80\x04not a checkpoint")  # e.g. a disk that lost the tail
+    assert loop.run(REPO / "recipes" / "synthetic-smoke.yaml", run_dir) == 1
+    err = capsys.readouterr().err
+    assert f"{last} cannot be read" in err and "move it away to start the run over" in err
+    assert last.read_bytes() == b"\x80\x04not a checkpoint"  # nothing lost
+    records = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in records] == ["error", "end"]
