@@ -150,7 +150,11 @@ class Trainer:
             self.total_iters = recipe.train.iterations
         else:
             self.total_iters = (recipe.train.epochs or 1) * self.iters_per_epoch
-        net = build_model(recipe.model, len(self.class_names))
+        model_cfg = recipe.model
+        if self.resume is not None:
+            # last.pt holds every weight: the pretrained file is not needed to resume.
+            model_cfg = model_cfg.model_copy(update={"pretrained_backbone": None})
+        net = build_model(model_cfg, len(self.class_names))
         if ctx.distributed and ctx.device.type == "cuda":
             # torch's SyncBatchNorm runs on GPUs only; gloo-on-CPU runs keep per-rank BN.
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # type: ignore[no-untyped-call]
@@ -177,7 +181,13 @@ class Trainer:
             self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.iter or None)
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["model"])
+        try:
+            self.net.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            last = self.run_dir / ckpt.CHECKPOINT_DIR / ckpt.LAST
+            raise ckpt.CheckpointError(
+                f"{last} does not fit the model of this recipe (was the recipe changed?): "
+                f"{exc}") from exc
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler") is not None:

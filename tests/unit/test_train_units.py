@@ -193,3 +193,17 @@ def test_an_unreadable_last_checkpoint_is_reported_and_kept(
     assert last.read_bytes() == b"\x80\x04not a checkpoint"  # nothing lost
     records = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in records] == ["error", "end"]
+
+
+def test_a_checkpoint_of_another_model_is_a_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.pt"
+    checkpoint.save_atomic({"model": {"fc.weight": torch.zeros(2, 2)}, "iter": 3}, last)
+    assert loop.run(REPO / "recipes" / "synthetic-smoke.yaml", run_dir) == 1
+    err = capsys.readouterr().err
+    assert f"{last} does not fit the model of this recipe (was the recipe changed?)" in err
+    assert "Traceback" not in err
