@@ -258,8 +258,7 @@ class SeglabApp(App[int]):
         run_id = table.current
         row = table.rows_by_id.get(run_id or "")
         status = row["status"] if row else None
-        started = status not in (None, "queued")
-        if (run_id, started) == (self._followed[0], self._followed[1] not in (None, "queued")):
+        if (run_id, _has_log(status)) == (self._followed[0], _has_log(self._followed[1])):
             return
         self._followed = (run_id, status)
         pane = self.query_one("#logpane", LogPane)
@@ -484,6 +483,11 @@ _DESCRIPTIONS = {
     "search": "search the log",
     "help": "show the key bindings",
 }
+
+
+def _has_log(status: str | None) -> bool:
+    """Whether a run in ``status`` has a log to follow (queued and starting ones not yet)."""
+    return status not in (None, "queued", "starting")
 
 
 def run(layout: str) -> int:

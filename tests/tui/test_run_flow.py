@@ -133,7 +133,7 @@ async def test_new_run_in_a_container(ci_image: str, monkeypatch: pytest.MonkeyP
         pane = app.query_one("#logpane", LogPane)
         await wait_until(pilot, lambda: any(line.startswith("iter ")
                                             for line in pane.lines_shown()), 60,
-                         "the container's log")
+                         "the container's log: " + str(app.query_one("#log-status").render()))
         await select_run(pilot, run_id)
         await pilot.press("s", "y")
         await wait_until(pilot, lambda: row(pilot, run_id)["status"] == "stopped", 120,
