@@ -562,7 +562,13 @@ class RunManager:
             return self.registry.update_run(run_id, status=RunStatus.STOPPED,
                                             finished_at=time.time(), message="never started")
         self.runtime(record.host, record.runtime).stop(record.handle or "", timeout=timeout)
-        return self.refresh(record)
+        ended = self.refresh(record)
+        if (record.runtime == "slurm" and ended.status == RunStatus.FAILED
+                and not self.registry.events(run_id, kind="start")):
+            # scancel of a job still pending in Slurm: stopped before it ever ran.
+            return self.registry.update_run(run_id, status=RunStatus.STOPPED,
+                                            message="cancelled while pending in Slurm")
+        return ended
 
     def kill(self, run_id: str) -> RunRecord:
         """SIGKILL now (work since the last checkpoint is lost)."""

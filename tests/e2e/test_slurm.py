@@ -122,6 +122,16 @@ def test_grid_is_one_job_array_pending_running_finished(cluster: Path) -> None:
             assert row["message"] == "slurm pending (Resources)", row
         text = seglab("ps").stdout
         assert "slurm pending (Resources)" in text
+
+        # Stopping a task that is still pending cancels it: stopped, never ran.
+        (extra,) = seglab("run", str(RECIPES / "tiny-grid.yaml"), "--variant", "lr=low",
+                          "--on", "cluster").stdout.split()
+        assert run_row(extra)["message"] in ("slurm pending (Resources)",
+                                             "slurm pending (Priority)")
+        assert f"{extra}: stopped" in seglab("stop", extra).stdout
+        row = run_row(extra)
+        assert row["status"] == "stopped" and row["message"] == "cancelled while pending in Slurm"
+        assert _job(_jobspec(row["run_dir"]))["JobState"] == "CANCELLED"
     finally:
         _slurm("scancel", blocker)
 
@@ -130,7 +140,7 @@ def test_grid_is_one_job_array_pending_running_finished(cluster: Path) -> None:
     # The registry is only a cache: without it, seglab finds the jobs again from the run dirs.
     for path in (Path(os.environ["XDG_STATE_HOME"]) / "seglab").glob("registry.sqlite3*"):
         path.unlink()
-    assert {r["run_id"] for r in ps() if r["runtime"] == "slurm"} == set(ids)
+    assert {r["run_id"] for r in ps() if r["runtime"] == "slurm"} == {*ids, extra}
     followed = seglab("logs", "-f", ids[0], timeout=600).stdout.splitlines()
     kinds = [json.loads(line.split(PREFIX, 1)[1])["kind"] for line in followed
              if PREFIX in line]
