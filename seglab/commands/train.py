@@ -23,9 +23,11 @@ stops cleanly (last.pt written, exit 0).
 Multi-process: torchrun --nproc_per_node N -m seglab.train --config ... --run-dir ...
 (train.batch_size is the global batch, split evenly over the processes).
 
-Example:
-  seglab recipe expand recipes/synthetic-smoke.yaml --resolved   # or a run's recipe.yaml
-  seglab train --config smoke.yaml --run-dir runs/smoke
+A recipe file without extends: and ablate: is already resolved; so is the recipe.yaml
+of any run directory (one variant of a grid).
+
+Example (about a minute on a laptop CPU):
+  seglab train --config recipes/synthetic-smoke.yaml --run-dir runs/smoke
 """
 
 BENCH_HELP = """\
