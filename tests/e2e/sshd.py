@@ -337,12 +337,20 @@ def remote_engine() -> Iterator[SecondEngine]:
     if os.geteuid() != 0:
         pytest.skip("a second dockerd needs root")
     work = Path(tempfile.mkdtemp(prefix="sl-dk-"))  # short: containerd sockets live here
+    data = work / "data"
+    data.mkdir()
+    # On tmpfs the engine's layers vanish at once afterwards (deleting them from disk took
+    # 20 s on the 2-core CI machine); without mount rights they stay on disk.
+    on_tmpfs = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2g,mode=0700", "tmpfs", str(data)],
+        check=False, capture_output=True,
+    ).returncode == 0
     sock = work / "remote.sock"
     log_path = work / "dockerd.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
-                dockerd, "--host", f"unix://{sock}", "--data-root", str(work / "data"),
+                dockerd, "--host", f"unix://{sock}", "--data-root", str(data),
                 "--exec-root", str(work / "exec"), "--pidfile", str(work / "dockerd.pid"),
                 "--bridge=none", "--iptables=false", "--ip-forward=false", "--ip-masq=false",
             ],
@@ -350,14 +358,16 @@ def remote_engine() -> Iterator[SecondEngine]:
         )
     try:
         _wait_for_engine(sock, process, log_path)
-        yield SecondEngine(sock, work / "data")
+        yield SecondEngine(sock, data)
     finally:
         process.terminate()
         try:
             process.wait(30)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # dockerd and its containerd
             process.wait(10)
+        if on_tmpfs:
+            subprocess.run(["umount", "--lazy", str(data)], check=True)
         shutil.rmtree(work, ignore_errors=True)
 
 
