@@ -31,6 +31,8 @@ pytestmark = pytest.mark.docker
 
 USER = default_user()  # the invoking user; 1000:1000 under root (CI)
 UID, GID = (int(part) for part in USER.split(":"))
+# Labels this test session's containers, so cleanup never touches another session's.
+SESSION = str(os.getpid())
 REPO = Path(__file__).resolve().parents[2]
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 
@@ -46,7 +48,7 @@ def runtime(docker_client: Any) -> Iterator[DockerRuntime]:
         ),
     )
     yield rt
-    for info in rt.list({"seglab.test": os.environ.get("PYTEST_XDIST_WORKER", "main")}):
+    for info in rt.list({"seglab.test": SESSION}):
         rt.remove(info.ref, force=True)
     rt.close()
 
@@ -64,7 +66,7 @@ def make_spec(name: str, image: str, code: str, tmp_path: Path, **extra: Any) ->
         "shm_size": "256m",
         "mounts": (Mount(data, "/data"), Mount(run_dir, "/run-dir", read_only=False)),
         "labels": {"seglab.run_id": name, "seglab.recipe": "e2e",
-                   "seglab.test": os.environ.get("PYTEST_XDIST_WORKER", "main")},
+                   "seglab.test": SESSION},
         **extra,
     }
     return LaunchSpec(**fields)
