@@ -188,7 +188,8 @@ def test_stop_kill_and_exit_codes(runtime: DockerRuntime, ci_image: str, tmp_pat
         "failing": ("exited", 3, False),
     }
     runtime.kill(refs["failing"])  # killing an ended run is a no-op
-    found = {info.name: info.state.exit_code for info in runtime.list({"seglab.recipe": "e2e"})}
+    mine = runtime.list({"seglab.recipe": "e2e", "seglab.test": SESSION})
+    found = {info.name: info.state.exit_code for info in mine}
     assert {name.split(".")[0]: code for name, code in found.items()} == {
         "graceful": 0, "stubborn": 137, "killed": 137, "failing": 3}
     runtime.remove(refs["failing"])
@@ -206,7 +207,11 @@ def test_oom_kill_is_reported(runtime: DockerRuntime, ci_image: str, tmp_path: P
 
 def test_refusals_leave_nothing_behind(runtime: DockerRuntime, docker_client: Any,
                                        ci_image: str, tmp_path: Path) -> None:
-    before = {c.id for c in docker_client.containers.list(all=True)}
+    def mine() -> list[Any]:
+        return list(docker_client.containers.list(
+            all=True, filters={"label": f"seglab.test={SESSION}"}))
+
+    assert mine() == []
     with pytest.raises(ImageMissing, match="image seglab/absent:1 is not on host test"):
         runtime.launch(make_spec("noimage", "seglab/absent:1", "pass", tmp_path))
     gpu = "GPU-9d0c2a3e-5f1b-4c6e-8a7d-0b1c2d3e4f50"
@@ -216,7 +221,7 @@ def test_refusals_leave_nothing_behind(runtime: DockerRuntime, docker_client: An
     sock.touch()
     with pytest.raises(UnsafeMount, match="Docker socket"):
         make_spec("sock", ci_image, "pass", tmp_path, mounts=(Mount(sock, "/var/run/x"),))
-    assert {c.id for c in docker_client.containers.list(all=True)} == before
+    assert mine() == []  # the refused launches left no container behind
     spec = make_spec("twice", ci_image, "import time; time.sleep(30)", tmp_path)
     runtime.launch(spec)
     with pytest.raises(NameInUse, match=spec.container_name):
