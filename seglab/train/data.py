@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -401,6 +402,10 @@ def _worker_init(worker_id: int) -> None:
     # Each worker decodes and augments one sample at a time: one thread avoids
     # oversubscribing the cores the workers already share.
     torch.set_num_threads(1)
+    # A stop signal sent to the whole process group is the trainer's to handle (finish the
+    # step, checkpoint); the main process ends its workers itself.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def loader_bytes(workers: int, batch: int, height: int, width: int) -> int:

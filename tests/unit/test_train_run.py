@@ -190,17 +190,22 @@ def test_sigkill_after_checkpoint_resumes_at_saved_iteration(tmp_path: Path) -> 
 
 
 def test_sigterm_writes_last_checkpoint_and_exits_zero(tmp_path: Path) -> None:
-    config = small_recipe(tmp_path / "recipe.yaml", train_size=64, epochs=3,
-                          checkpoint_interval=100, log_interval=1)
+    # With loader workers, and the signal sent to the whole process group (as a runtime
+    # stopping a session does): the workers leave the stop to the trainer.
+    config = write_recipe(tmp_path / "recipe.yaml",
+                          data={"workers": 2, "synthetic": {"train_size": 64, "val_size": 8}},
+                          train={"epochs": 3, "checkpoint_interval": 100, "log_interval": 1},
+                          export=[])
     run_dir = tmp_path / "run"
     with subprocess.Popen(train_cmd(config, run_dir), env=train_env(), text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        assert proc.stdout is not None
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          start_new_session=True) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
         wait_for_event(proc.stdout, "train", min_iter=2)
         signalled = time.time()
-        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.stdout.read()
-        assert proc.wait(timeout=120) == 0
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-3000:]
     records = run_events(run_dir)
     (end,) = of_kind(records, "end")
     assert end.data["status"] == "stopped"
