@@ -35,6 +35,8 @@ if [[ ${#sources[@]} -eq 0 ]]; then
 fi
 
 echo "[1/2] root filesystem (mmdebstrap, bookworm, minbase) from ${sources[*]}" >&2
+# The hooks are run by mmdebstrap, which passes the new root directory as their $1.
+# shellcheck disable=SC2016
 mmdebstrap --variant=minbase \
     --include=python3,libgomp1,libstdc++6,procps \
     --customize-hook='mkdir -p "$1/opt/seglab" "$1/usr/local/lib/python3.11/dist-packages"' \

@@ -30,9 +30,9 @@ class ImageBuildFailed(RuntimeFailure):
     """The engine (or the CI build script) reported a failed build."""
 
 
-def image_tag(target: str) -> str:
+def image_tag(target: str, repository: str = "seglab") -> str:
     """The tag seglab builds ``target`` as (``seglab/<target>:latest``)."""
-    return f"seglab/{target}:latest"
+    return f"{repository}/{target}:latest"
 
 
 def source_root() -> Path:
@@ -137,25 +137,31 @@ def build(
     base_url: str,
     buildargs: Mapping[str, str] | None = None,
     on_output: Progress = lambda text: None,
+    repository: str = "seglab",
 ) -> list[str]:
-    """Build ``target`` and, for full/dev, the parents missing on the engine; the tags built."""
+    """Build ``target`` and, for full/dev, the parents missing on the engine; the tags built.
+
+    Tags are ``<repository>/<name>:latest``; each child gets its parent as ``BASE``.
+    """
     if target not in TARGETS:
         raise ImageBuildFailed(f"unknown image {target!r}; choose from {', '.join(TARGETS)}")
     if target == "ci":
         build_ci(root, base_url, on_output)
         return [image_tag("ci")]
     chain = [target]
-    while chain[-1] in PARENT and not _present(client, image_tag(PARENT[chain[-1]])):
+    while chain[-1] in PARENT and not _present(client,
+                                               image_tag(PARENT[chain[-1]], repository)):
         chain.append(PARENT[chain[-1]])
     built = []
     for name in reversed(chain):
+        tag = image_tag(name, repository)
         args = dict(buildargs or {})
         if name in PARENT:
-            args.setdefault("BASE", image_tag(PARENT[name]))
-        on_output(f"==> {image_tag(name)} (images/{name}/Dockerfile)\n")
-        build_dockerfile(client, root, f"images/{name}/Dockerfile", image_tag(name),
-                         buildargs=args, on_output=on_output)
-        built.append(image_tag(name))
+            args.setdefault("BASE", image_tag(PARENT[name], repository))
+        on_output(f"==> {tag} (images/{name}/Dockerfile)\n")
+        build_dockerfile(client, root, f"images/{name}/Dockerfile", tag, buildargs=args,
+                         on_output=on_output)
+        built.append(tag)
     return built
 
 

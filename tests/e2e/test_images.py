@@ -7,6 +7,7 @@ CI image through the same context and progress machinery.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,3 +65,36 @@ def test_a_failing_step_is_reported_with_its_message(
     )
     with pytest.raises(ImageBuildFailed, match="returned a non-zero code: 4"):
         build_dockerfile(docker_client, source, "images/probe/Dockerfile", TAG)
+
+
+def test_full_and_dev_build_their_missing_parents_first(
+    docker_client: Any, ci_image: str, source: Path
+) -> None:
+    from seglab.runtime.images import build
+
+    repository = f"seglab-test-{os.getpid()}"
+    dockerfiles = {
+        "base": f"FROM {ci_image}\nLABEL layer.base=yes\n",
+        "full": "ARG BASE\nFROM ${BASE}\nLABEL layer.full=yes\n",
+        "dev": "ARG BASE\nFROM ${BASE}\nLABEL layer.dev=yes\n",
+    }
+    for name, text in dockerfiles.items():
+        (source / "images" / name).mkdir(parents=True)
+        (source / "images" / name / "Dockerfile").write_text(text)
+    try:
+        lines: list[str] = []
+        built = build(docker_client, "dev", root=source, base_url="", repository=repository,
+                      on_output=lines.append)
+        assert built == [f"{repository}/{name}:latest" for name in ("base", "full", "dev")]
+        assert [line for line in lines if line.startswith("==> ")] == [
+            f"==> {tag} (images/{name}/Dockerfile)\n"
+            for tag, name in zip(built, ("base", "full", "dev"), strict=True)]
+        labels = docker_client.images.get(built[-1]).labels
+        assert labels["layer.base"] == labels["layer.full"] == labels["layer.dev"] == "yes"
+        # The parents are there now: only dev is rebuilt.
+        assert build(docker_client, "dev", root=source, base_url="",
+                     repository=repository) == [built[-1]]
+    finally:
+        for name in ("dev", "full", "base"):
+            for image in docker_client.images.list(name=f"{repository}/{name}"):
+                docker_client.images.remove(image.id, force=True)
