@@ -76,6 +76,15 @@ def host_json(host: Host) -> dict[str, Any]:
         "telemetry_interval": host.telemetry_interval,
         "nvidia_smi": host.nvidia_smi,
         "gpu_memory_threshold_mib": host.gpu_memory_threshold_mib,
+        "slurm": None if host.slurm is None else {
+            "partition": host.slurm.partition,
+            "account": host.slurm.account,
+            "time_limit": host.slurm.time_limit,
+            "container": host.slurm.container,
+            "env_setup": list(host.slurm.env_setup),
+            "python": host.slurm.python,
+            "gres": host.slurm.gres,
+        },
         "checked": False,
     }
 

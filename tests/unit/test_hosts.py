@@ -341,6 +341,21 @@ def test_slurm_keys_configure_job_submission(tmp_path: Path, isolated_xdg: Path)
     assert inventory.get("local").slurm is None
 
 
+def test_cli_json_shows_slurm_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                       ) -> None:
+    path = _write(tmp_path / "hosts.yaml", """
+        hosts:
+          cluster: {kind: slurm, partition: gpu, env_setup: module load cuda}
+    """)
+    assert main(["hosts", "--file", str(path), "--json"]) == 0
+    hosts = {h["name"]: h for h in json.loads(capsys.readouterr().out)["hosts"]}
+    assert hosts["local"]["slurm"] is None
+    assert hosts["cluster"]["kind"] == "slurm" and hosts["cluster"]["local"] is True
+    assert hosts["cluster"]["slurm"] == {
+        "partition": "gpu", "account": None, "time_limit": None, "container": None,
+        "env_setup": ["module load cuda"], "python": "python3", "gres": "gpu"}
+
+
 def test_bad_slurm_values_name_file_line_and_key(tmp_path: Path) -> None:
     path = _write(tmp_path / "hosts.yaml", """
         hosts:
@@ -429,6 +444,7 @@ def test_cli_json_lists_the_inventory(
         "telemetry_interval": 2.0,
         "nvidia_smi": "nvidia-smi",
         "gpu_memory_threshold_mib": 256,
+        "slurm": None,
         "checked": False,
     }
     assert out["hosts"][0]["ssh"] is None and out["hosts"][0]["local"] is True
