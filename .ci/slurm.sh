@@ -80,7 +80,7 @@ EOF
 cat >"$conf.new" <<EOF
 # Written by .ci/slurm.sh: a single-node cluster for seglab's tests.
 ClusterName=seglab-ci
-SlurmctldHost=$node
+SlurmctldHost=$node(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -110,7 +110,7 @@ SlurmdParameters=config_overrides
 KillWait=30
 MinJobAge=600
 MessageTimeout=20
-NodeName=$node CPUs=8 Boards=1 SocketsPerBoard=1 CoresPerSocket=8 ThreadsPerCore=1 RealMemory=4000 Gres=gpu:2 State=UNKNOWN
+NodeName=$node NodeAddr=127.0.0.1 CPUs=8 Boards=1 SocketsPerBoard=1 CoresPerSocket=8 ThreadsPerCore=1 RealMemory=4000 Gres=gpu:2 State=UNKNOWN
 PartitionName=ci Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF
 # Restart the daemons only when the configuration changed.
