@@ -20,7 +20,9 @@ and tb/ (TensorBoard). Progress lines and `@seglab {json}` event lines go to std
 Starting again with the same run directory resumes from checkpoints/last.pt. SIGTERM
 stops cleanly (last.pt written, exit 0).
 
-Multi-process: torchrun --nproc_per_node N -m seglab.train --config ... --run-dir ...
+Multi-process: --nproc-per-node N starts N DDP processes (one per GPU) through
+torch.distributed.run and exits 0 after a clean SIGTERM stop; or run it yourself:
+torchrun --nproc_per_node N -m seglab.train --config ... --run-dir ...
 (train.batch_size is the global batch, split evenly over the processes).
 
 A recipe file without extends: and ablate: is already resolved; so is the recipe.yaml
@@ -130,9 +132,11 @@ def _train(args: argparse.Namespace) -> int:
     _require_torch()
     if not args.config.is_file():
         raise CommandError(f"--config: no such file: {args.config}")
-    from seglab.train.loop import run
+    if args.nproc_per_node < 1:
+        raise CommandError(f"--nproc-per-node: must be at least 1, got {args.nproc_per_node}")
+    from seglab.train.__main__ import train
 
-    return run(args.config, args.run_dir, args.data_root)
+    return train(args)
 
 
 def _bench_recipe(args: argparse.Namespace) -> Any:

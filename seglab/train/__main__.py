@@ -7,6 +7,7 @@ same with the `seglab` front end.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None, metavar="PATH",
                         help="dataset directory (default: $SEGLAB_DATA_ROOT; synthetic "
                              "needs none)")
+    parser.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                        help="start N DDP processes here (one per GPU) through "
+                             "torch.distributed.run; exits 0 after a clean SIGTERM stop")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,9 +42,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.config.is_file():
         parser.error(f"--config: no such file: {args.config}")
+    if args.nproc_per_node < 1:
+        parser.error(f"--nproc-per-node: must be at least 1, got {args.nproc_per_node}")
+    return train(args)
+
+
+def train(args: argparse.Namespace) -> int:
+    """Train as the parsed options say: here, or as `--nproc-per-node` DDP processes."""
+    if args.nproc_per_node > 1 and "RANK" not in os.environ:
+        from seglab.train.distributed import launch
+
+        return launch(args.nproc_per_node, trainer_args(args), args.run_dir)
     from seglab.train.loop import run
 
     return run(args.config, args.run_dir, args.data_root)
+
+
+def trainer_args(args: argparse.Namespace) -> list[str]:
+    """The options each launched process gets (everything but --nproc-per-node)."""
+    out = ["--config", str(args.config), "--run-dir", str(args.run_dir)]
+    if args.data_root is not None:
+        out += ["--data-root", args.data_root]
+    return out
 
 
 if __name__ == "__main__":

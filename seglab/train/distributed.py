@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from seglab.events import Event, read_jsonl
 
 
 @dataclass(frozen=True)
@@ -84,3 +88,40 @@ def mean_over_ranks(ctx: DistContext, value: float) -> float:
     tensor = torch.tensor([value], dtype=torch.float64, device=ctx.device)
     dist.all_reduce(tensor)
     return float(tensor.item()) / ctx.world_size
+
+
+def launch(nproc: int, trainer_args: list[str], run_dir: Path) -> int:
+    """Run ``python -m seglab.train TRAINER_ARGS`` as `nproc` local DDP processes.
+
+    This is ``torchrun --standalone --nproc_per_node NPROC``, in this process. torchrun
+    forwards SIGTERM/SIGINT to the processes (which finish their step, write last.pt and
+    emit ``end(stopped)``) and then raises; the exit status here is 0 when the run's last
+    event says it stopped cleanly, so ``docker stop`` of a multi-GPU container exits 0 as
+    a single-process one does. A failed process gives 1 (its ``error`` event says why).
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    try:
+        torchrun(["--standalone", "--nproc_per_node", str(nproc), "-m", "seglab.train",
+                  *trainer_args])
+    except ChildFailedError as exc:
+        print(f"seglab train: a training process failed: {exc}", file=sys.stderr)
+        return 1
+    except SignalException as exc:
+        last = _last_event(run_dir / "events.jsonl")
+        if last is not None and last.kind == "end" and last.data.get("status") == "stopped":
+            return 0
+        print(f"seglab train: stopped by signal {exc.sigval} before the processes ended "
+              "cleanly", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _last_event(path: Path) -> Event | None:
+    if not path.is_file():
+        return None
+    with path.open(encoding="utf-8") as handle:
+        events = list(read_jsonl(handle))
+    return events[-1] if events else None

@@ -160,7 +160,7 @@ def test_smoke_recipe_learns_well_above_chance(tmp_path: Path) -> None:
 
 
 def test_sigkill_after_checkpoint_resumes_at_saved_iteration(tmp_path: Path) -> None:
-    config = small_recipe(tmp_path / "recipe.yaml", train_size=64, epochs=3,
+    config = small_recipe(tmp_path / "recipe.yaml", train_size=64, epochs=2,
                           checkpoint_interval=4, log_interval=2)
     run_dir = tmp_path / "run"
     with subprocess.Popen(train_cmd(config, run_dir), env=train_env(), text=True,
@@ -170,7 +170,7 @@ def test_sigkill_after_checkpoint_resumes_at_saved_iteration(tmp_path: Path) -> 
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     saved = last_checkpoint_iter(run_dir)
-    assert 4 <= saved < 24
+    assert 4 <= saved < 16
     before = run_events(run_dir)
 
     proc2 = subprocess.run(train_cmd(config, run_dir), env=train_env(), capture_output=True,
@@ -185,8 +185,8 @@ def test_sigkill_after_checkpoint_resumes_at_saved_iteration(tmp_path: Path) -> 
     after = [e for e in records if e.seq > second.seq]
     assert min(e.data["iter"] for e in of_kind(after, "train")) > saved
     (end,) = of_kind(records, "end")
-    assert end.data["status"] == "finished" and end.data["iter"] == 24
-    assert last_checkpoint_iter(run_dir) == 24
+    assert end.data["status"] == "finished" and end.data["iter"] == 16
+    assert last_checkpoint_iter(run_dir) == 16
 
 
 def test_sigterm_writes_last_checkpoint_and_exits_zero(tmp_path: Path) -> None:
@@ -244,3 +244,24 @@ def test_two_process_gloo_ddp_writes_one_event_stream(tmp_path: Path) -> None:
     assert [e.data["iter"] for e in of_kind(records, "eval")] == [4, 8]
     (end,) = of_kind(records, "end")
     assert end.data["status"] == "finished"
+
+
+def test_sigterm_to_the_ddp_launcher_stops_every_rank_and_exits_zero(tmp_path: Path) -> None:
+    # `--nproc-per-node 2` is torchrun in-process: it forwards the signal to both ranks,
+    # which agree to stop at the same step; rank 0 records it.
+    config = small_recipe(tmp_path / "recipe.yaml", train_size=64, epochs=4, log_interval=1)
+    run_dir = tmp_path / "run"
+    with subprocess.Popen([*train_cmd(config, run_dir), "--nproc-per-node", "2"],
+                          env=train_env(), text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        start = wait_for_event(proc.stdout, "start")
+        assert start.data["world_size"] == 2
+        wait_for_event(proc.stdout, "train", min_iter=2)
+        proc.send_signal(signal.SIGTERM)
+        proc.stdout.read()
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-3000:]
+    records = run_events(run_dir)
+    (end,) = of_kind(records, "end")
+    assert end.data["status"] == "stopped" and end.data["iter"] < 16
+    assert last_checkpoint_iter(run_dir) == end.data["iter"]
