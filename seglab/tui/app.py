@@ -8,15 +8,17 @@ each poll is scheduled only after the previous one has finished.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
@@ -26,7 +28,6 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input
 
-from seglab.registry import RunStatus
 from seglab.tui.feeds import LiveFeed, StatesFeed
 from seglab.tui.hosts_panel import HostsPanel, render_hosts
 from seglab.tui.layouts import LayoutError, resolve_layout
@@ -35,8 +36,11 @@ from seglab.tui.metrics_chart import MetricsChart
 from seglab.tui.new_run import NewRunScreen
 from seglab.tui.runs_table import RunsTable
 from seglab.tui.screens import CompareScreen, ConfirmScreen, HelpScreen
-from seglab.workstation import Curves, Workstation
 from seglab.yamlpos import ConfigError
+
+if TYPE_CHECKING:  # imported in a worker: the first frame does not wait for the domain
+    from seglab.hosts import Inventory
+    from seglab.workstation import Curves, Workstation
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +122,8 @@ class SeglabApp(App[int]):
     ) -> None:
         css = layout if isinstance(layout, Path) else resolve_layout(layout)
         super().__init__(css_path=css)
-        self.workstation = workstation or Workstation()
+        self._workstation = workstation
+        self._workstation_lock = threading.Lock()
         self.feed = feed
         self.clock = clock
         self.poll_s = poll_s
@@ -132,6 +137,16 @@ class SeglabApp(App[int]):
         self._poll_timer: Timer | None = None
         self._curve_cache: dict[str, tuple[tuple[Any, ...], Curves]] = {}
         self._followed: tuple[str | None, str | None] = (None, None)
+
+    @property
+    def workstation(self) -> Workstation:
+        """The façade (created on first use, in a worker thread)."""
+        with self._workstation_lock:
+            if self._workstation is None:
+                from seglab.workstation import Workstation
+
+                self._workstation = Workstation()
+            return self._workstation
 
     # -- layout ----------------------------------------------------------------------
 
@@ -159,16 +174,19 @@ class SeglabApp(App[int]):
     async def _start_feed(self) -> None:
         if self.feed is None:
             try:
-                inventory = self.workstation.inventory()
+                inventory = await asyncio.to_thread(self._inventory)
             except ConfigError as exc:
                 self.hint = f"hosts.yaml has errors, showing nothing until fixed:\n{exc}"
                 self._tick_telemetry()
                 return
             if not inventory.path.exists():
                 self.hint = NO_HOSTS_HINT
-            self.feed = LiveFeed(inventory)
+            self.feed = await asyncio.to_thread(LiveFeed, inventory)
         await self.feed.start()
         self._tick_telemetry()
+
+    def _inventory(self) -> Inventory:
+        return self.workstation.inventory()
 
     def _tick_telemetry(self) -> None:
         """Redraw the hosts panel from the latest states, then schedule the next tick."""
@@ -407,7 +425,7 @@ class SeglabApp(App[int]):
             self.notify(f"{ids[0]} runs as a {row['runtime']} (no container to enter); "
                         f"its files are in {row['run_dir']}", severity="warning", timeout=8)
             return
-        if row["status"] != str(RunStatus.RUNNING) or row["host"] != "local":
+        if row["status"] != "running" or row["host"] != "local":
             self.notify("a shell needs a running container on this machine "
                         f"({ids[0]} is {row['status']} on {row['host']})", severity="warning")
             return

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from seglab.hosts import Inventory
-from seglab.remote.manager import RemoteHosts
-from seglab.telemetry.history import HistoryStore
-from seglab.telemetry.sample import HostState
-from seglab.telemetry.source import Telemetry
+if TYPE_CHECKING:  # imported when used: the first frame must not wait for asyncssh & co.
+    from seglab.hosts import Inventory
+    from seglab.remote.manager import RemoteHosts
+    from seglab.telemetry.history import HistoryStore
+    from seglab.telemetry.sample import HostState
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ class LiveFeed:
     """Telemetry of every inventory host; remote ones through their SSH connection."""
 
     def __init__(self, inventory: Inventory) -> None:
+        from seglab.telemetry.source import Telemetry
+
         self.inventory = inventory
         self.telemetry = Telemetry()
         self.history: HistoryStore | None = self.telemetry.history
@@ -53,6 +55,8 @@ class LiveFeed:
         """Connect remote hosts and start a telemetry source per host."""
         remote = [host.name for host in self.inventory if not host.is_local]
         if remote:
+            from seglab.remote.manager import RemoteHosts
+
             self.remotes = RemoteHosts(self.inventory)
             await self.remotes.start(remote)
         for host in self.inventory:

@@ -1,21 +1,41 @@
-"""The metrics pane: mIoU of every variant of the selected run's ablation, and its loss."""
+"""The metrics pane: mIoU of every variant of the selected run's ablation, and its loss.
+
+The plot widget (textual-plotext) is imported and mounted with the first data, so that
+the dashboard's first frame does not wait for it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from textual_plotext import PlotextPlot
+from textual.containers import Vertical
+from textual.widgets import Static
 
-from seglab.workstation import Curves
+if TYPE_CHECKING:
+    from textual_plotext import PlotextPlot
+
+    from seglab.workstation import Curves
 
 
-class MetricsChart(PlotextPlot):
+class MetricsChart(Vertical):
     """mIoU per variant (left axis, 0-1) and the selected run's loss (right axis)."""
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
+        super().__init__(Static("metrics of the selected run appear here", classes="hint"),
+                         id=id)
         self._key: object = None
+        self._plot: PlotextPlot | None = None
         self.shown: list[Curves] = []
+
+    def _plot_widget(self) -> PlotextPlot:
+        if self._plot is None:
+            from textual_plotext import PlotextPlot
+
+            self.remove_children()
+            self._plot = PlotextPlot()
+            self.mount(self._plot)
+        return self._plot
 
     def show(self, curves: Sequence[Curves], selected: str | None) -> None:
         """Redraw from ``curves`` (a no-op when nothing changed)."""
@@ -24,7 +44,8 @@ class MetricsChart(PlotextPlot):
             return
         self._key = key
         self.shown = list(curves)
-        plt = self.plt
+        plot = self._plot_widget()
+        plt = plot.plt
         plt.clear_data()
         plt.clear_figure()
         plt.title("mIoU per variant · loss of the selected run")
@@ -42,4 +63,4 @@ class MetricsChart(PlotextPlot):
         if not drawn:
             plt.title("no metrics yet: the chart fills as the run trains and evaluates")
         plt.xlabel("iteration")
-        self.refresh()
+        plot.refresh()

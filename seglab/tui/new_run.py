@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import work
@@ -15,9 +16,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, OptionList, Select, SelectionList, Static
 from textual.widgets.option_list import Option
 
-from seglab.recipes import RecipeFile
 from seglab.registry import RunRecord
-from seglab.workstation import Workstation
+
+if TYPE_CHECKING:
+    from seglab.recipes import RecipeFile
+    from seglab.workstation import Workstation
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -12,7 +13,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Static
 
 from seglab.tui.format import DASH, duration, num
-from seglab.workstation import Comparison
+
+if TYPE_CHECKING:
+    from seglab.workstation import Comparison
 
 
 class ConfirmScreen(ModalScreen[bool]):
