@@ -18,6 +18,7 @@ from seglab.runtime.errors import (
     RunStillRunning,
     RuntimeFailure,
     SpecError,
+    UnknownGpu,
     UnsafeMount,
 )
 from seglab.runtime.spec import LaunchSpec, Mount, default_user, own_run_dir, parse_mounts
@@ -41,6 +42,7 @@ __all__ = [
     "RuntimeState",
     "SpecError",
     "Status",
+    "UnknownGpu",
     "UnsafeMount",
     "default_user",
     "own_run_dir",

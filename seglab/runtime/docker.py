@@ -33,6 +33,7 @@ from seglab.runtime.errors import (
     RunStillRunning,
     RuntimeFailure,
     SpecError,
+    UnknownGpu,
 )
 from seglab.runtime.spec import CONTAINER_PREFIX, LaunchSpec, Mount, parse_mounts
 
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 DEV_MOUNTS_ENV = "SEGLAB_DEV_MOUNTS"
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
-_GPU_DRIVER_ERRORS = ("could not select device driver", "nvidia-container-cli", "nvidia")
+_NO_GPU_DRIVER = "could not select device driver"  # dockerd has no NVIDIA device driver
+_UNKNOWN_GPU = "unknown device"  # nvidia-container-cli: "device error: GPU-…: unknown device"
 STDOUT, STDERR = 1, 2  # stream ids in the engine's multiplexed log frames
 STREAM_SKEW_NS = 5_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -94,6 +96,15 @@ def state_from_attrs(attrs: Mapping[str, Any]) -> RuntimeState:
         pid=int(state["Pid"]) if state.get("Pid") else None,
         error=state.get("Error") or None,
     )
+
+
+def start_failure(host: str, spec: LaunchSpec, detail: str) -> RuntimeFailure:
+    """The error for an engine's refusal to start ``spec``'s container with ``detail``."""
+    if spec.gpus and _NO_GPU_DRIVER in detail:
+        return NvidiaRuntimeMissing(host, detail)
+    if spec.gpus and _UNKNOWN_GPU in detail:
+        return UnknownGpu(host, spec.gpus, detail)
+    return LaunchFailed(f"{host}: {spec.container_name} did not start: {detail}")
 
 
 def _read_exact(raw: Any, size: int) -> bytes:
@@ -238,12 +249,7 @@ class DockerRuntime:
             api.start(container_id)
         except APIError as exc:
             self._discard(container_id, reason=str(exc))
-            detail = str(exc.explanation or exc)
-            if spec.gpus and any(marker in detail for marker in _GPU_DRIVER_ERRORS):
-                raise NvidiaRuntimeMissing(self.host, detail) from exc
-            raise LaunchFailed(
-                f"{self.host}: {spec.container_name} did not start: {detail}"
-            ) from exc
+            raise start_failure(self.host, spec, str(exc.explanation or exc)) from exc
         except OSError as exc:  # after APIError, which is an OSError too
             self._discard(container_id, reason=str(exc))
             raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc

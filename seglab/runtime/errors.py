@@ -54,6 +54,18 @@ class NvidiaRuntimeMissing(RuntimeFailure):
         self.host = host
 
 
+class UnknownGpu(RuntimeFailure):
+    """The host's NVIDIA runtime does not know a GPU the run was pinned to."""
+
+    def __init__(self, host: str, gpus: tuple[str, ...], detail: str) -> None:
+        super().__init__(
+            f"host {host} has no GPU {', '.join(gpus)} as far as its NVIDIA runtime knows "
+            f"({detail}); list the host's GPUs with `seglab gpus --host {host}`"
+        )
+        self.host = host
+        self.gpus = gpus
+
+
 class NameInUse(RuntimeFailure):
     """A container or process run with this name already exists."""
 

@@ -10,14 +10,22 @@ import pytest
 
 from seglab.runtime import (
     EngineUnavailable,
+    LaunchFailed,
     LaunchSpec,
     LogCursor,
     Mount,
+    NvidiaRuntimeMissing,
     SpecError,
+    UnknownGpu,
     UnsafeMount,
     parse_mounts,
 )
-from seglab.runtime.docker import DockerRuntime, parse_timestamp_ns, state_from_attrs
+from seglab.runtime.docker import (
+    DockerRuntime,
+    parse_timestamp_ns,
+    start_failure,
+    state_from_attrs,
+)
 
 GPU = "GPU-5a1c9e2b-7d34-4f0e-9b6a-1c2d3e4f5a6b"
 
@@ -146,3 +154,25 @@ def test_no_engine_is_a_clear_error(tmp_path: Path) -> None:
     runtime = DockerRuntime(f"unix://{tmp_path}/absent.sock", host="lab1")
     with pytest.raises(EngineUnavailable, match=r"no Docker engine answers at lab1 \(unix://"):
         runtime.launch(spec())
+
+
+def test_engine_start_errors_map_to_specific_failures() -> None:
+    pinned = spec(gpus=(GPU,))
+    # What dockerd 20.10 answers when it has no NVIDIA device driver (seen on this engine).
+    missing = start_failure("lab1", pinned,
+                            'could not select device driver "" with capabilities: [[gpu]]')
+    assert isinstance(missing, NvidiaRuntimeMissing)
+    assert "host lab1 cannot give GPUs to containers" in str(missing)
+    # What nvidia-container-cli reports for a UUID the driver does not know.
+    unknown = start_failure(
+        "lab1", pinned,
+        "OCI runtime create failed: container_linux.go:380: starting container process "
+        "caused: process_linux.go:545: container init caused: Running hook #0:: error "
+        "running hook: exit status 1, stdout: , stderr: nvidia-container-cli: device "
+        f"error: {GPU}: unknown device: unknown")
+    assert isinstance(unknown, UnknownGpu)
+    assert f"host lab1 has no GPU {GPU}" in str(unknown)
+    other = start_failure("lab1", spec(), "error mounting /data: no such file or directory")
+    assert isinstance(other, LaunchFailed)
+    assert str(other) == ("lab1: seglab-smoke.default.ab12 did not start: error mounting "
+                          "/data: no such file or directory")
