@@ -104,8 +104,9 @@ def launch(nproc: int, trainer_args: list[str], run_dir: Path) -> int:
     from torch.distributed.run import main as torchrun
 
     try:
-        torchrun(["--standalone", "--nproc_per_node", str(nproc), "-m", "seglab.train",
-                  *trainer_args])
+        # --local-addr: a container without a network cannot resolve its own host name.
+        torchrun(["--standalone", "--local-addr=127.0.0.1", "--nproc_per_node", str(nproc),
+                  "-m", "seglab.train", *trainer_args])
     except ChildFailedError as exc:
         print(f"seglab train: a training process failed: {exc}", file=sys.stderr)
         return 1
