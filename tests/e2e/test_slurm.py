@@ -116,18 +116,20 @@ def test_grid_is_one_job_array_pending_running_finished(cluster: Path) -> None:
         assert job["TimeLimit"] == "00:30:00"
         assert job["Comment"].startswith("seglab:") and ids[0] in job["Comment"]
 
-        pending = {r["run_id"]: r for r in ps() if r["run_id"] in ids}
-        for row in pending.values():
-            assert row["status"] == "starting", row
-            assert row["message"] == "slurm pending (Resources)", row
+        waiting = ("slurm pending (Resources)", "slurm pending (Priority)")
+        # Slurm gives the reason once its scheduler has looked at the new jobs.
+        rows = wait_for(lambda: all(run_row(i)["message"] in waiting for i in ids) and ps(), 60,
+                        "the tasks to wait with a reason")
+        for row in rows:
+            if row["run_id"] in ids:
+                assert row["status"] == "starting" and row["message"] in waiting, row
         text = seglab("ps").stdout
-        assert "slurm pending (Resources)" in text
+        assert any(reason in text for reason in waiting)
 
         # Stopping a task that is still pending cancels it: stopped, never ran.
         (extra,) = seglab("run", str(RECIPES / "tiny-grid.yaml"), "--variant", "lr=low",
                           "--on", "cluster").stdout.split()
-        assert run_row(extra)["message"] in ("slurm pending (Resources)",
-                                             "slurm pending (Priority)")
+        wait_for(lambda: run_row(extra)["message"] in waiting, 60, "the single job to wait")
         assert f"{extra}: stopped" in seglab("stop", extra).stdout
         row = run_row(extra)
         assert row["status"] == "stopped" and row["message"] == "cancelled while pending in Slurm"
