@@ -279,7 +279,8 @@ class DockerRuntime:
         filters = [key if value is None else f"{key}={value}" for key, value in
                    (labels or {}).items()]
         try:
-            found = self.client.containers.list(all=True, filters={"label": filters})
+            found = self.client.containers.list(all=True, filters={"label": filters},
+                                                ignore_removed=True)
         except APIError as exc:
             raise RuntimeFailure(f"{self.host}: listing containers failed: {exc}") from exc
         except OSError as exc:
@@ -440,6 +441,8 @@ class DockerRuntime:
         except APIError as exc:
             if exc.status_code != 409:  # 409: not running, nothing to kill
                 raise RuntimeFailure(f"{self.host}: could not kill {ref}: {exc}") from exc
+        except OSError as exc:
+            raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc
 
     def wait(self, ref: str, timeout: float | None = None) -> int:
         """The exit code once the container ends; TimeoutError after ``timeout`` seconds."""
@@ -465,3 +468,5 @@ class DockerRuntime:
             if exc.status_code == 409:
                 raise RunStillRunning(ref) from exc
             raise RuntimeFailure(f"{self.host}: could not remove {ref}: {exc}") from exc
+        except OSError as exc:
+            raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc

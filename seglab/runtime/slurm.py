@@ -139,6 +139,17 @@ class SlurmJob:
                             error=f"slurm job {self.job_id}: {why}")
 
 
+def container_tool(image: str) -> str:
+    """``pyxis`` for an enroot image (a ``.sqsh`` file, or a registry reference without a
+    scheme such as ``nvcr.io#nvidia/pytorch:24.05-py3``), else ``apptainer`` (a ``.sif``
+    file, a sandbox directory, or a ``docker://``/``oras://``/``library://`` URL)."""
+    if image.endswith(".sqsh"):
+        return "pyxis"
+    if "://" in image or image.startswith(("/", "~", ".")):
+        return "apptainer"
+    return "pyxis"
+
+
 def parse_fields(line: str) -> dict[str, str]:
     """``Key=Value`` pairs of one ``scontrol -o`` / jobcomp line (values may hold spaces
     only at the end, as Comment does; a key starts after a space)."""
@@ -214,14 +225,14 @@ class SlurmRuntime:
 
     # -- launching ----------------------------------------------------------------------
 
-    def script(self, specs: Sequence[LaunchSpec]) -> str:
+    def script(self, specs: Sequence[LaunchSpec], gpus: int = 0) -> str:
         """The batch script: environment, env_setup lines, then ``exec`` of the task's
         command (picked by ``SLURM_ARRAY_TASK_ID`` when there are several)."""
         settings = self.settings
         lines = ["#!/bin/bash", "# seglab batch script (one task per variant)",
                  "export PYTHONUNBUFFERED=1"]
         lines += list(settings.env_setup)
-        commands = [self._command(spec) for spec in specs]
+        commands = [self._command(spec, gpus) for spec in specs]
         if len(specs) == 1:
             lines.append(commands[0])
         else:
@@ -232,17 +243,24 @@ class SlurmRuntime:
             lines.append("esac")
         return "\n".join(lines) + "\n"
 
-    def _command(self, spec: LaunchSpec) -> str:
+    def _command(self, spec: LaunchSpec, gpus: int) -> str:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(spec.env.items()))
-        workdir = shlex.quote(spec.workdir or str(self._run_dir(spec)))
+        workdir = spec.workdir or str(self._run_dir(spec))
         argv = list(spec.command)
-        if self.settings.container:
+        image = self.settings.container
+        if image and container_tool(image) == "pyxis":
+            mounts = ",".join(f"{m.source}:{m.target}" + (":ro" if m.read_only else "")
+                              for m in spec.mounts)
+            argv = ["srun", "--ntasks=1", f"--container-image={image}",
+                    f"--container-workdir={workdir}"] + (
+                [f"--container-mounts={mounts}"] if mounts else []) + argv
+        elif image:
             binds = ",".join(f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}"
                              for m in spec.mounts)
-            prefix = ["apptainer", "exec"] + (["--nv"] if spec.gpus else [])
-            prefix += ["--bind", binds] if binds else []
-            argv = [*prefix, self.settings.container, *argv]
-        return f"cd {workdir} && exec {'env ' + env + ' ' if env else ''}{shlex.join(argv)}"
+            argv = ["apptainer", "exec", *(["--nv"] if gpus else []),
+                    *(["--bind", binds] if binds else []), "--pwd", workdir, image, *argv]
+        return (f"cd {shlex.quote(workdir)} && exec {'env ' + env + ' ' if env else ''}"
+                f"{shlex.join(argv)}")
 
     @staticmethod
     def _run_dir(spec: LaunchSpec) -> Path:
@@ -297,7 +315,7 @@ class SlurmRuntime:
             output = str(folder / "%a" / LOG_FILE)
             job_name = specs[0].labels.get("seglab.recipe", specs[0].name) + ".grid"
         result = self._run(self.sbatch_args(specs, gpus, output, job_name),
-                           stdin=self.script(specs))
+                           stdin=self.script(specs, gpus))
         if result.returncode != 0:
             raise LaunchFailed(f"sbatch refused the job on {self.host}: "
                                f"{result.stderr.strip() or result.stdout.strip()}")
