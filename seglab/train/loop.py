@@ -107,12 +107,14 @@ def amp_dtype(recipe: Recipe) -> torch.dtype | None:
     return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[recipe.train.amp]
 
 
-def grad_norm(params: list[nn.Parameter], clip: float | None) -> float:
-    """The total L2 norm of the gradients, clipping them to `clip` when given."""
+def grad_norm(params: list[nn.Parameter], clip: float | None) -> torch.Tensor:
+    """The total L2 norm of the gradients (a 0-d tensor), clipping them to `clip` if given."""
     if clip is not None:
-        return float(torch.nn.utils.clip_grad_norm_(params, clip))
+        return torch.nn.utils.clip_grad_norm_(params, clip).detach()
     grads = [p.grad for p in params if p.grad is not None]
-    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+    if not grads:
+        return torch.zeros(())
+    return torch.nn.utils.get_total_norm(grads).detach()
 
 
 class Trainer:
@@ -240,8 +242,12 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.ctx.device.type, dtype=self.amp)
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-        """One optimisation step; returns (loss, grad norm)."""
+    def train_step(self, images: torch.Tensor,
+                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step; returns (loss, grad norm) as 0-d tensors on the device.
+
+        Nothing here waits for the device: values are read only when they are logged.
+        """
         device = self.ctx.device
         images = images.to(device, non_blocking=True).contiguous(
             memory_format=self.memory_format)
@@ -257,7 +263,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return float(loss.detach()), norm
+        return loss.detach(), norm
 
     @torch.inference_mode()
     def evaluate(self) -> SegMetrics:
@@ -302,8 +308,10 @@ class Trainer:
         at_epoch_end = self.iter % self.iters_per_epoch == 0
         return at_epoch_end and (self.iter // self.iters_per_epoch) % train.eval_interval == 0
 
-    def _log_train(self, losses: list[float], norm: float, images: int, seconds: float) -> None:
-        loss = distributed.mean_over_ranks(self.ctx, sum(losses) / len(losses))
+    def _log_train(self, losses: list[torch.Tensor], last_norm: torch.Tensor, images: int,
+                   seconds: float) -> None:
+        loss = distributed.mean_over_ranks(self.ctx, float(torch.stack(losses).float().mean()))
+        norm = float(last_norm)
         if not self.ctx.is_main:
             return
         lr = float(self.optimizer.param_groups[0]["lr"])
@@ -340,7 +348,7 @@ class Trainer:
                         f" {self.total_iters} iterations, {self.iters_per_epoch} per epoch, "
                         f"world size {self.ctx.world_size} on {self.ctx.device}")
         sampler, log_every = self.loaders.sampler, recipe.train.log_interval
-        losses: list[float] = []
+        losses: list[torch.Tensor] = []
         window_start, window_images = time.perf_counter(), 0
         global_batch = recipe.train.batch_size
         stopped = False
