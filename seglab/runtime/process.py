@@ -12,6 +12,7 @@ mistaken for it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import select
@@ -98,13 +99,23 @@ class ProcessRuntime:
             raise SpecError("the process runtime needs log_path (train.log in the run dir)")
         log_path = Path(spec.log_path).resolve()
         run_dir = log_path.parent
-        ref = str(run_dir)
-        if (run_dir / PROCESS_FILE).exists() and self.inspect(ref).active:
-            raise NameInUse(spec.name)
         workdir = Path(spec.workdir) if spec.workdir else run_dir
         if spec.workdir and not workdir.is_dir():
             raise LaunchFailed(f"working directory {workdir} does not exist")
         run_dir.mkdir(parents=True, exist_ok=True)
+        # One launch at a time per run dir, across seglab processes: a lock on the folder.
+        lock = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._launch_locked(spec, log_path, workdir)
+        finally:
+            os.close(lock)
+
+    def _launch_locked(self, spec: LaunchSpec, log_path: Path, workdir: Path) -> str:
+        run_dir = log_path.parent
+        ref = str(run_dir)
+        if (run_dir / PROCESS_FILE).exists() and self.inspect(ref).active:
+            raise NameInUse(spec.name)
         for stale in (PROCESS_FILE, EXIT_FILE):
             (run_dir / stale).unlink(missing_ok=True)
         env = {**os.environ, **spec.env, "CUDA_VISIBLE_DEVICES": ",".join(spec.gpus)}

@@ -139,17 +139,6 @@ class SlurmJob:
                             error=f"slurm job {self.job_id}: {why}")
 
 
-def container_tool(image: str) -> str:
-    """``pyxis`` for an enroot image (a ``.sqsh`` file, or a registry reference without a
-    scheme such as ``nvcr.io#nvidia/pytorch:24.05-py3``), else ``apptainer`` (a ``.sif``
-    file, a sandbox directory, or a ``docker://``/``oras://``/``library://`` URL)."""
-    if image.endswith(".sqsh"):
-        return "pyxis"
-    if "://" in image or image.startswith(("/", "~", ".")):
-        return "apptainer"
-    return "pyxis"
-
-
 def parse_fields(line: str) -> dict[str, str]:
     """``Key=Value`` pairs of one ``scontrol -o`` / jobcomp line (values may hold spaces
     only at the end, as Comment does; a key starts after a space)."""
@@ -248,13 +237,7 @@ class SlurmRuntime:
         workdir = spec.workdir or str(self._run_dir(spec))
         argv = list(spec.command)
         image = self.settings.container
-        if image and container_tool(image) == "pyxis":
-            mounts = ",".join(f"{m.source}:{m.target}" + (":ro" if m.read_only else "")
-                              for m in spec.mounts)
-            argv = ["srun", "--ntasks=1", f"--container-image={image}",
-                    f"--container-workdir={workdir}"] + (
-                [f"--container-mounts={mounts}"] if mounts else []) + argv
-        elif image:
+        if image:  # Apptainer/Singularity (exec'd too, so Slurm's signals reach it first)
             binds = ",".join(f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}"
                              for m in spec.mounts)
             argv = ["apptainer", "exec", *(["--nv"] if gpus else []),

@@ -280,3 +280,30 @@ def test_the_run_is_recorded_even_when_the_launcher_dies_before_reading_the_repo
     texts = [line.text for line in runtime.logs(found.ref)]
     assert sorted(texts) == ["alone", "seglab wrapper: could not report to the launcher: "
                                       "[Errno 32] Broken pipe"]
+
+
+def test_racing_launches_into_one_run_dir_start_it_once(runtime: ProcessRuntime) -> None:
+    launcher = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from seglab.runtime import LaunchSpec, NameInUse
+        from seglab.runtime.process import ProcessRuntime
+        root = Path({str(runtime.runs_root)!r})
+        spec = LaunchSpec(name="raced", image="unused",
+                          command=({sys.executable!r}, "-c", {TRAINER!r}),
+                          labels={{"seglab.run_id": "raced"}},
+                          log_path=root / "raced" / "train.log")
+        try:
+            ProcessRuntime(root).launch(spec)
+            print("started")
+        except NameInUse:
+            print("in use")
+        """
+    )
+    racers = [subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE,
+                               text=True) for _ in range(3)]
+    outcomes = sorted(racer.communicate(timeout=60)[0].strip() for racer in racers)
+    assert outcomes == ["in use", "in use", "started"]
+    (info,) = runtime.list({"seglab.run_id": "raced"})
+    runtime.stop(info.ref, timeout=5)
