@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,8 +58,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 @pytest.fixture
-def runtime(tmp_path: Path) -> ProcessRuntime:
-    return ProcessRuntime(tmp_path / "runs")
+def runtime(tmp_path: Path) -> Iterator[ProcessRuntime]:
+    """A process runtime; kills whatever a test (even a failing one) left running."""
+    rt = ProcessRuntime(tmp_path / "runs")
+    yield rt
+    for info in rt.list():
+        if info.state.active:
+            rt.kill(info.ref)
 
 
 def test_launch_records_pid_and_start_time_then_exit_code(runtime: ProcessRuntime) -> None:
