@@ -15,7 +15,7 @@ from seglab.cli import main
 from seglab.hosts import SlurmOptions
 from seglab.runtime.errors import SpecError
 from seglab.runtime.slurm import SlurmJob, SlurmRuntime, job_from_fields, parse_fields, split_ref
-from seglab.runtime.spec import LaunchSpec
+from seglab.runtime.spec import LaunchSpec, Mount
 from tests.e2e.runlib import RECIPES
 
 # Captured from the CI cluster (.ci/slurm.sh): `scontrol -o show job 11_1` and the jobcomp
@@ -66,6 +66,20 @@ def test_the_batch_script_runs_the_task_of_its_array_index(tmp_path: Path) -> No
     wrong = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False,
                            env={**os.environ, "SLURM_ARRAY_TASK_ID": "7"})
     assert wrong.returncode == 2 and "no task 7" in wrong.stderr
+
+
+def test_an_apptainer_image_wraps_the_trainer(tmp_path: Path) -> None:
+    runtime = SlurmRuntime(tmp_path, SlurmOptions(container="/images/seglab.sif"))
+    run_dir = tmp_path / "r1"
+    spec = LaunchSpec(name="r1", image="none", command=("python3", "-m", "seglab.train"),
+                      log_path=run_dir / "train.log", workdir=str(run_dir),
+                      mounts=(Mount(run_dir, str(run_dir), read_only=False),
+                              Mount(Path("/data/cs"), "/data/cs")))
+    command = runtime.script([spec], gpus=1).splitlines()[-1]
+    assert command == (f"cd {run_dir} && exec apptainer exec --nv --bind "
+                       f"{run_dir}:{run_dir}:rw,/data/cs:/data/cs:ro --pwd {run_dir} "
+                       "/images/seglab.sif python3 -m seglab.train")
+    assert "--nv" not in runtime.script([spec], gpus=0)
 
 
 def test_sbatch_arguments_follow_the_host_settings(tmp_path: Path) -> None:
