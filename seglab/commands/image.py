@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seglab.commands import add_command
+
+if TYPE_CHECKING:
+    from seglab.runtime.docker import DockerRuntime
 
 DESCRIPTION = """\
 Build one of seglab's container images on a Docker engine, showing the build's
@@ -20,9 +23,11 @@ progress as it runs:
          sources and `docker import`ed: no registry needed (needs root). Runs mount
          the trainer's packages from the host (SEGLAB_DEV_MOUNTS, docs/images.md).
 
-Images are tagged seglab/<name>:latest. The engine is $DOCKER_HOST (default: the
-system socket). Nothing is pulled implicitly: base/full/dev start from
-python:3.11-slim-bookworm, which the engine must have or be able to fetch.
+Images are tagged seglab/<name>:latest. The engine is the host's (--host, default
+local: $DOCKER_HOST or the socket hosts.yaml names); a remote host's engine is
+reached through its SSH forward, and the build context travels over it. Nothing
+is pulled implicitly: base/full/dev start from python:3.11-slim-bookworm, which
+the engine must have or be able to fetch.
 See docs/images.md.
 """
 
@@ -35,7 +40,8 @@ def register(subparsers: Any) -> None:
     build.add_argument("target", choices=("base", "full", "dev", "ci"), metavar="IMAGE",
                        help="which image: base, full, dev or ci")
     build.add_argument("--host", default="local", metavar="HOST",
-                       help="host whose engine builds it (only `local` for now)")
+                       help="host (hosts.yaml) whose engine builds it; a remote host's "
+                            "engine is reached through its SSH socket forward")
     build.add_argument("--source", type=Path, default=None, metavar="DIR",
                        help="seglab source tree to build from (default: this checkout)")
     build.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -46,13 +52,7 @@ def register(subparsers: Any) -> None:
 def _build(args: argparse.Namespace) -> int:
     from seglab.cli import CommandError
     from seglab.runtime import RuntimeFailure, images
-    from seglab.runtime.docker import DockerRuntime
 
-    if args.host != "local":
-        raise CommandError(
-            f"--host {args.host}: building on remote hosts is not available yet; build "
-            "locally, or on that host with `seglab image build` there"
-        )
     buildargs = {}
     for item in args.build_arg:
         key, sep, value = item.partition("=")
@@ -68,11 +68,39 @@ def _build(args: argparse.Namespace) -> int:
         root = args.source.resolve() if args.source else images.source_root()
         if not (root / "images" / args.target).is_dir():
             raise CommandError(f"{root} has no images/{args.target}/: not a seglab source tree")
-        runtime = DockerRuntime.from_env(host=args.host)
+        runtime = _engine(args.host, args.target)
         client = None if args.target == "ci" else runtime.client
         built = images.build(client, args.target, root=root, base_url=runtime.base_url,
                              buildargs=buildargs, on_output=show)
     except RuntimeFailure as exc:
         raise CommandError(str(exc)) from exc
-    print(f"built {', '.join(built)}")
+    print(f"built {', '.join(built)} on {args.host}")
     return 0
+
+
+def _engine(host_name: str, target: str) -> DockerRuntime:
+    """The docker runtime of ``host_name``: its socket, or the SSH forward of a remote one."""
+    from seglab.cli import CommandError
+    from seglab.hosts import DEFAULT_DOCKER_SOCKET, UnknownHostError
+    from seglab.runtime.docker import DockerRuntime
+    from seglab.workstation import Workstation
+
+    workstation = Workstation()
+    try:
+        host = workstation.inventory().get(host_name)
+    except UnknownHostError as exc:
+        raise CommandError(str(exc)) from exc
+    if host.is_local:
+        custom = host.docker_socket != DEFAULT_DOCKER_SOCKET
+        return DockerRuntime.from_env(f"unix://{host.docker_socket}" if custom else None,
+                                      host=host_name)
+    if target == "ci":
+        raise CommandError("the CI image is built on this machine (mmdebstrap, root); "
+                           "build it without --host")
+    from seglab.remote.bridge import RemoteUnavailable
+
+    try:
+        url = workstation.remote().docker_url(host_name)
+    except RemoteUnavailable as exc:
+        raise CommandError(str(exc)) from exc
+    return DockerRuntime(url, host=host_name)
