@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from seglab.runtime import (
     SpecError,
     UnknownGpu,
     UnsafeMount,
+    default_user,
     parse_mounts,
 )
 from seglab.runtime.docker import (
@@ -176,3 +178,20 @@ def test_engine_start_errors_map_to_specific_failures() -> None:
     assert isinstance(other, LaunchFailed)
     assert str(other) == ("lab1: seglab-smoke.default.ab12 did not start: error mounting "
                           "/data: no such file or directory")
+
+
+def test_runs_default_to_the_invoking_user_and_never_to_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SEGLAB_CONTAINER_USER", raising=False)
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    monkeypatch.delenv("SUDO_GID", raising=False)
+    if os.getuid() != 0:
+        assert default_user() == f"{os.getuid()}:{os.getgid()}"
+        return
+    assert default_user() == "1000:1000"
+    monkeypatch.setenv("SUDO_UID", "1234")
+    monkeypatch.setenv("SUDO_GID", "567")
+    assert default_user() == "1234:567"
+    monkeypatch.setenv("SEGLAB_CONTAINER_USER", "2000:2000")
+    assert default_user() == "2000:2000"
