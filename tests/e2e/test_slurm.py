@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from seglab import recipes
 from seglab.events import PREFIX
 from tests.e2e.runlib import RECIPES, events_file, final, ps, run_row, seglab, wait_for
 
@@ -238,3 +239,33 @@ def test_failed_job_exit_code_and_completion_log(slurm_up: None, tmp_path: Path)
     assert info.ref == ref and info.state.exit_code == 3
     runtime.remove(ref)
     assert runtime.list() == []
+
+
+def test_time_limit_signal_lets_the_trainer_checkpoint(slurm_up: None, tmp_path: Path) -> None:
+    from seglab.hosts import SlurmOptions
+    from seglab.runtime.slurm import SlurmRuntime, split_ref
+    from seglab.runtime.spec import LaunchSpec
+
+    # A 3-minute limit with SIGTERM asked 90 s before it. Slurm signals within its
+    # resolution (seen up to a minute early): 30-90 s in, after the trainer is up and well
+    # before the limit.
+    runtime = SlurmRuntime(tmp_path, SlurmOptions(time_limit="3"), signal_before_limit=90)
+    run_dir = tmp_path / "limited"
+    run_dir.mkdir()
+    (variant,) = recipes.load(RECIPES / "tiny-long.yaml").variants
+    (run_dir / "recipe.yaml").write_text(variant.recipe.to_yaml())
+    spec = LaunchSpec(name="limited", image="none", log_path=run_dir / "train.log",
+                      command=(sys.executable, "-m", "seglab.train", "--config",
+                               str(run_dir / "recipe.yaml"), "--run-dir", str(run_dir)),
+                      env={"OMP_NUM_THREADS": "1"})
+    ref = runtime.launch(spec)
+    started = time.monotonic()
+    assert runtime.wait(ref, timeout=300) == 0
+    assert time.monotonic() - started < 180
+    jobspec, _ = split_ref(ref)
+    job = _job(jobspec)
+    assert job["JobState"] == "COMPLETED" and job["TimeLimit"] == "00:03:00"
+    records = events_file(str(run_dir))
+    assert records[-1]["kind"] == "end" and records[-1]["status"] == "stopped"
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    assert any(r["kind"] == "checkpoint" for r in records)
