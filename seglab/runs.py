@@ -11,13 +11,14 @@ import contextlib
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
@@ -27,22 +28,29 @@ from seglab.registry import FINAL_STATUSES, Registry, RunRecord, RunStatus
 from seglab.runtime import (
     EngineUnavailable,
     LaunchSpec,
+    LogCursor,
     LogLine,
     Mount,
     RunNotFound,
     Runtime,
     RuntimeFailure,
     RuntimeState,
+    default_user,
     own_run_dir,
 )
 from seglab.scheduler import Placement, PlacementError, Pool, Scheduler
 
+if TYPE_CHECKING:
+    from seglab.remote.bridge import RemoteBridge
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RUN_MOUNT = "/seglab/run"  # the run directory inside a container
 DATA_MOUNT = "/seglab/data"  # the dataset root inside a container (read-only)
 RUNTIMES = ("auto", "docker", "process", "slurm")
 FAILED_TAIL = 20  # log lines kept in the registry for a failed run
+LOG_RECONNECT_S = 300.0  # how long `logs -f` waits for a lost engine to come back
 
 
 class RunError(Exception):
@@ -117,10 +125,20 @@ def status_from(state: RuntimeState, ended_as: str | None) -> RunStatus:
 class RunManager:
     """Starts, watches and ends runs on the hosts of an inventory."""
 
-    def __init__(self, inventory: Inventory, registry: Registry) -> None:
+    def __init__(self, inventory: Inventory, registry: Registry,
+                 remote: Callable[[], RemoteBridge] | None = None) -> None:
         self.inventory = inventory
         self.registry = registry
+        self._remote = remote
         self._runtimes: dict[tuple[str, str], Runtime] = {}
+        self._offsets: dict[str, int] = {}  # remote events.jsonl bytes already ingested
+        self._roots: dict[str, str] = {}  # remote runs roots, resolved to absolute paths
+
+    def remote(self) -> RemoteBridge:
+        """The SSH bridge (remote hosts are reached only through it)."""
+        if self._remote is None:
+            raise RunError("remote hosts need the SSH layer; this run manager has none")
+        return self._remote()
 
     # -- runtimes ------------------------------------------------------------------
 
@@ -136,9 +154,17 @@ class RunManager:
         key = (host_name, kind)
         if key not in self._runtimes:
             host = self.inventory.get(host_name)
+            if not host.is_local and kind == "docker":
+                from seglab.runtime.docker import DockerRuntime
+
+                # The remote engine, through its socket forwarded over SSH.
+                self._runtimes[key] = DockerRuntime.from_env(
+                    self._guard_remote(lambda: self.remote().docker_url(host_name)),
+                    host=host_name)
+                return self._runtimes[key]
             if not host.is_local:
-                raise RunError(f"host {host_name} is remote: remote runs need the SSH layer "
-                               "(docker over a forwarded socket), not available yet")
+                raise RunError(f"host {host_name} is remote: it runs containers (docker); "
+                               f"the {kind} runtime works on this machine only")
             if kind == "slurm":
                 from seglab.runtime.slurm import SlurmRuntime
 
@@ -331,7 +357,39 @@ class RunManager:
         self.registry.upsert_run(record)
         return self.refresh(record)
 
+    def _guard_remote(self, action: Callable[[], T]) -> T:
+        from seglab.remote.bridge import RemoteUnavailable
+
+        try:
+            return action()
+        except RemoteUnavailable as exc:
+            raise RunError(str(exc)) from exc
+
+    def runs_root(self, host: Host) -> Path:
+        """The host's runs root as an absolute path (on that host), created if missing."""
+        if host.is_local:
+            return Path(host.runs_root).expanduser()
+        if host.name not in self._roots:
+            root = str(host.runs_root)
+            # `~` is expanded by the remote shell; the rest of the path is quoted.
+            shell_root = ("~/" + shlex.quote(root[2:])) if root.startswith("~/") else \
+                shlex.quote(root)
+            out = self._guard_remote(lambda: self.remote().run(
+                host.name, ["sh", "-c", f"mkdir -p {shell_root} && cd {shell_root} && pwd"]))
+            self._roots[host.name] = out.stdout.strip()
+        return Path(self._roots[host.name])
+
     def _run_dir(self, host: Host, run_id: str) -> Path:
+        if not host.is_local:
+            root = self.runs_root(host)
+            out = self._guard_remote(lambda: self.remote().run(
+                host.name, ["df", "-Pk", str(root)]))
+            free = int(out.stdout.strip().splitlines()[-1].split()[3]) * 1024
+            if free < 256 * 2**20:
+                raise RunError(f"runs root {root} on {host.name} has only {free // 2**20} MiB "
+                               "free; free some space (seglab rm --purge old runs) or move "
+                               "runs_root")
+            return root / run_id
         root = Path(host.runs_root).expanduser()
         run_dir = root / run_id
         try:
@@ -349,12 +407,15 @@ class RunManager:
         dataset: str | None = None
         if recipe.data.dataset != "synthetic":
             dataset = host.dataset_root(recipe.data.root_name)
-            if host.is_local and not Path(dataset).is_dir():
+            exists = Path(dataset).is_dir() if host.is_local else self._guard_remote(
+                lambda: self.remote().succeeds(host.name, ["test", "-d", str(dataset)]))
+            if not exists:
                 raise RunError(f"dataset root {dataset} ({recipe.data.root_name}) does not "
                                f"exist on {host.name}; fix `datasets:` in hosts.yaml")
         env: dict[str, str] = {}
         common: dict[str, Any] = {
             "name": record.run_id, "image": recipe.image, "gpus": record.gpus,
+            "user": self._run_user(host),
             "shm_size": recipe.resources.shm_size, "labels": labels_for(record),
             "memory": recipe.resources.memory, "cpus": recipe.resources.cpus,
             "network": recipe.resources.network,
@@ -385,11 +446,33 @@ class RunManager:
             spec = LaunchSpec(
                 command=trainer_command(sys.executable, str(run_dir), nproc),
                 env=env, log_path=run_dir / "train.log", workdir=str(run_dir), **common)
+        if not host.is_local:
+            self._guard_remote(lambda: self._remote_run_dir(host, run_dir, spec.user,
+                                                            record.resolved_recipe))
+            return spec
         own_run_dir(run_dir, spec.user)
         recipe_path = run_dir / "recipe.yaml"
         if not recipe_path.exists():
             recipe_path.write_text(record.resolved_recipe)
         return spec
+
+    def _run_user(self, host: Host) -> str:
+        """``uid:gid`` runs use on ``host``: the login user's there, never root."""
+        if host.is_local:
+            return default_user()
+        out = self._guard_remote(lambda: self.remote().run(host.name, ["sh", "-c",
+                                                                       "id -u; id -g"]))
+        uid, gid = out.stdout.split()
+        return default_user() if uid == "0" else f"{uid}:{gid}"
+
+    def _remote_run_dir(self, host: Host, run_dir: Path, user: str, recipe_yaml: str) -> None:
+        bridge = self.remote()
+        recipe = str(run_dir / "recipe.yaml")
+        if not bridge.succeeds(host.name, ["test", "-e", recipe]):
+            bridge.write_file(host.name, recipe, recipe_yaml)
+        # A root login hands the folder to the run's user (runs never run as root).
+        bridge.run(host.name, ["sh", "-c", f'[ "$(id -u)" != 0 ] || chown -R {user} '
+                                           f"{shlex.quote(str(run_dir))}"])
 
     # -- the queue -------------------------------------------------------------------
 
@@ -427,9 +510,23 @@ class RunManager:
     # -- truth from the runtimes -----------------------------------------------------
 
     def ingest(self, record: RunRecord) -> int:
-        """Copy new events from the run dir's events.jsonl into the registry (idempotent)."""
+        """Copy new events from the run dir's events.jsonl into the registry (idempotent).
+
+        A remote run dir is read over SFTP from the offset already ingested.
+        """
         if not record.run_dir:
             return 0
+        if not self.inventory.get(record.host).is_local:
+            from seglab.remote.files import RemoteFileError
+
+            offset = self._offsets.get(record.run_id, 0)
+            try:
+                chunk = self._guard_remote(lambda: self.remote().read_events(
+                    record.host, record.run_dir, offset))
+            except RemoteFileError:
+                return 0  # no events.jsonl yet
+            self._offsets[record.run_id] = chunk.offset
+            return self.registry.add_events(record.run_id, chunk.events)
         path = Path(record.run_dir) / "events.jsonl"
         try:
             with open(path, encoding="utf-8") as handle:
@@ -441,20 +538,23 @@ class RunManager:
         """Ask the runtime how the run is, ingest its events, and store the result."""
         if record.status == RunStatus.QUEUED or not record.handle:
             return record
-        self.ingest(record)
-        if record.is_final or record.status == RunStatus.LOST:
-            return self.registry.get_run(record.run_id)
         try:
+            self.ingest(record)
+            if record.is_final or record.status == RunStatus.LOST:
+                return self.registry.get_run(record.run_id)
             state = self.runtime(record.host, record.runtime).inspect(record.handle)
         except RunNotFound:
             state = RuntimeState("dead", error="the run was removed outside seglab")
-        except EngineUnavailable as exc:
-            self.registry.update_run(record.run_id, message=str(exc))
-            return self.registry.get_run(record.run_id)
+        except (EngineUnavailable, RunError) as exc:
+            # The host cannot be reached now (engine down, SSH link lost): the run is not
+            # lost, its status is simply not known; say why and keep the last one.
+            return self.registry.update_run(record.run_id, message=f"unreachable: {exc}")
         ended = self.registry.events(record.run_id, kind="end")
         ended_as = ended[-1].data.get("status") if ended else None
         status = status_from(state, ended_as)
         fields: dict[str, Any] = {"status": status}
+        if record.message and record.message.startswith("unreachable: "):
+            fields["message"] = None  # reachable again
         if record.runtime == "slurm" and state.active:
             fields["message"] = state.detail  # pending reason, restarts
         if status in FINAL_STATUSES or status == RunStatus.LOST:
@@ -492,17 +592,21 @@ class RunManager:
         """
         found = []
         for host in self.inventory.hosts.values():
-            if not host.is_local:
+            if not host.is_local and (self._remote is None or host.kind == "slurm"):
                 continue
-            for kind in ("slurm",) if host.kind == "slurm" else ("docker", "process"):
+            if host.kind == "slurm":
+                kinds: tuple[str, ...] = ("slurm",)
+            else:
+                kinds = ("docker", "process") if host.is_local else ("docker",)
+            for kind in kinds:
                 try:
                     infos = self.runtime(host.name, kind).list({"seglab.run_id": None})
+                    root = self.runs_root(host)
                 except EngineUnavailable:
                     continue  # no engine here: nothing of ours can be on it
-                except RuntimeFailure as exc:
+                except (RuntimeFailure, RunError) as exc:
                     log.warning("cannot list the runs of %s (%s): %s", host.name, kind, exc)
                     continue
-                root = Path(host.runs_root).expanduser()
                 for info in infos:
                     run_id = info.labels["seglab.run_id"]
                     if not Path(info.labels.get("seglab.run_dir", "/")).is_relative_to(root):
@@ -525,13 +629,19 @@ class RunManager:
 
     def _record_from_labels(self, labels: Mapping[str, str], ref: str, kind: str) -> RunRecord:
         run_dir = labels.get("seglab.run_dir", "")
-        recipe_path = Path(run_dir) / "recipe.yaml"
-        resolved = recipe_path.read_text() if run_dir and recipe_path.is_file() else ""
+        host = labels.get("seglab.host", "local")
+        resolved = ""
+        if run_dir and self.inventory.get(host).is_local:
+            recipe_path = Path(run_dir) / "recipe.yaml"
+            resolved = recipe_path.read_text() if recipe_path.is_file() else ""
+        elif run_dir:
+            resolved = self._guard_remote(lambda: self.remote().run(
+                host, ["cat", f"{run_dir}/recipe.yaml"])).stdout
         return RunRecord(
             run_id=labels["seglab.run_id"], recipe=labels.get("seglab.recipe", ""),
             variant=labels.get("seglab.variant", ""),
             recipe_sha=labels.get("seglab.recipe_sha", ""), resolved_recipe=resolved,
-            host=labels.get("seglab.host", "local"),
+            host=host,
             gpus=tuple(g for g in labels.get("seglab.gpus", "").split(",") if g),
             runtime=kind, handle=ref, run_dir=run_dir, status=RunStatus.STARTING,
             message="found again on the runtime",
@@ -629,9 +739,27 @@ class RunManager:
         record = self.registry.get_run(run_id)
         if not record.handle:
             raise RunError(f"run {run_id} has not started yet (status {record.status})")
+        runtime = self.runtime(record.host, record.runtime)
+        cursor: LogCursor | None = None
+        offline_since: float | None = None
         try:
-            yield from self.runtime(record.host, record.runtime).logs(
-                record.handle, follow=follow, tail=tail)
+            while True:
+                try:
+                    for line in runtime.logs(record.handle, follow=follow,
+                                             since=cursor, tail=None if cursor else tail):
+                        offline_since = None
+                        cursor = line.cursor
+                        yield line
+                    return
+                except EngineUnavailable:
+                    # The engine went away (a remote host's link dropped): resume from the
+                    # last whole line once it answers again, so nothing repeats or is lost.
+                    if not follow:
+                        raise
+                    offline_since = offline_since or time.monotonic()
+                    if time.monotonic() - offline_since > LOG_RECONNECT_S:
+                        raise
+                    time.sleep(1.0)
         except RunNotFound as exc:
             log_path = Path(record.run_dir) / "train.log"
             raise RunError(f"run {run_id} is gone from its runtime; its run dir is "

@@ -7,6 +7,7 @@ every behaviour the dashboard shows is reachable, and testable, headless.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,10 @@ from seglab.scheduler import Pool, Scheduler, parse_on
 from seglab.telemetry.sample import HostStatus
 from seglab.yamlpos import ConfigError, Problem, did_you_mean
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
+    from seglab.remote.bridge import RemoteBridge
     from seglab.telemetry.sample import HostState
 
 
@@ -119,11 +123,27 @@ class Workstation:
             self._inventory = self.hosts()
         return self._inventory
 
+    _bridge: RemoteBridge | None = None
+
     def runs(self) -> RunManager:
         """The run manager (runtimes per host, backed by the registry)."""
         if self._manager is None:
-            self._manager = RunManager(self.inventory(), self.registry())
+            self._manager = RunManager(self.inventory(), self.registry(), self.remote)
         return self._manager
+
+    def remote(self) -> RemoteBridge:
+        """The SSH connections to remote hosts (opened on first use, closed at exit)."""
+        if self._bridge is None:
+            from seglab.remote.bridge import RemoteBridge
+
+            self._bridge = RemoteBridge(self.inventory())
+        return self._bridge
+
+    def close(self) -> None:
+        """Close SSH connections and forwards (runs keep going)."""
+        if self._bridge is not None:
+            self._bridge.close()
+            self._bridge = None
 
     async def gpu_states(self, hosts: Sequence[str], timeout: float = 15.0
                          ) -> dict[str, HostState]:
@@ -133,7 +153,14 @@ class Workstation:
         telemetry = Telemetry()
         try:
             for name in hosts:
-                await telemetry.add_host(self.inventory().get(name))
+                host = self.inventory().get(name)
+                if host.is_local:
+                    await telemetry.add_host(host)
+                else:  # runs on the bridge's loop, where the SSH connection lives
+                    remotes = self.remote().remotes
+                    await telemetry.add_host(
+                        host, executor=remotes.executor(name),
+                        docker_url=f"unix://{remotes.docker_socket(name)}")
             states = await telemetry.wait_ready(timeout)
         finally:
             await telemetry.close()
@@ -141,6 +168,8 @@ class Workstation:
 
     def scheduler(self, pools: Sequence[Pool], timeout: float = 15.0) -> Scheduler:
         """A scheduler over fresh telemetry of the hosts the pools name (none for CPU)."""
+        from seglab.remote.bridge import RemoteUnavailable
+
         names: list[str] = []
         for pool in pools:
             if pool.cpu or (pool.host and self.inventory().get(pool.host).kind == "slurm"):
@@ -148,7 +177,23 @@ class Workstation:
             for name in [pool.host] if pool.host is not None else list(self.inventory().hosts):
                 if name not in names:
                     names.append(name)
-        states = asyncio.run(self.gpu_states(names, timeout)) if names else {}
+        named = {pool.host for pool in pools if pool.host is not None}
+        remote = [n for n in names if not self.inventory().get(n).is_local]
+        for name in list(remote):
+            try:
+                self.remote().ensure(name)
+            except RemoteUnavailable:
+                if name in named:
+                    raise
+                log.warning("%s is unreachable; placing on the other hosts", name)
+                remote.remove(name)
+                names.remove(name)
+        if not names:
+            states: dict[str, HostState] = {}
+        elif remote:
+            states = self.remote().call(self.gpu_states(names, timeout), timeout + 30)
+        else:
+            states = asyncio.run(self.gpu_states(names, timeout))
         return Scheduler(self.inventory(), self.registry(), states)
 
     def launch(

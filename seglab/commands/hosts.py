@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,14 +12,16 @@ from seglab.commands.trust import add_trust_action
 
 if TYPE_CHECKING:
     from seglab.hosts import Host, Inventory
+    from seglab.remote.status import HostReport
 
 DESCRIPTION = """\
 List the hosts in the inventory: the local machine (always there, as `local`) and
 every machine in $XDG_CONFIG_HOME/seglab/hosts.yaml, with how seglab reaches it
 (SSH target after ~/.ssh/config), its Docker socket, runs root, dataset roots and
-where its GPU telemetry comes from. Nothing is contacted: this shows the
-configuration only ("checked": false in --json); `seglab gpus` contacts each
-host and shows whether it answers.
+where its GPU telemetry comes from, and each host's status: online, offline,
+auth-failed or host-key-refused (with the reason), SSH latency, NVIDIA driver and
+CUDA version, GPU count, Docker engine version and whether its NVIDIA container
+runtime is present. --no-check shows the configuration only ("checked": false).
 
 A mistake in hosts.yaml is reported as FILE:LINE: hosts.NAME.key: message, every
 one at once, and the command exits 1. docs/hosts.md documents every key.
@@ -27,7 +30,9 @@ one at once, and the command exits 1. docs/hosts.md documents every key.
 (docker | slurm), local (true for this machine), ssh (null, or target, user,
 hostname, port, alias, identity_files, proxy_jump), docker_socket, runs_root,
 datasets (name -> path), telemetry, telemetry_interval (seconds), nvidia_smi,
-gpu_memory_threshold_mib and checked.
+gpu_memory_threshold_mib, checked and (when checked) status: state, message,
+latency_ms, driver_version, cuda_version, gpu_count, docker_version,
+nvidia_runtime, problems.
 
 Examples:
   seglab hosts
@@ -46,6 +51,14 @@ def register(subparsers: Any) -> None:
         type=Path,
         metavar="PATH",
         help="read this hosts.yaml instead of the one in the config dir",
+    )
+    parser.add_argument(
+        "--no-check", action="store_true",
+        help="show the configuration only; do not contact the hosts",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=15.0, metavar="S",
+        help="seconds to wait for each remote host to answer (default 15)",
     )
     parser.set_defaults(func=_hosts)
     add_trust_action(parser)
@@ -94,15 +107,64 @@ def _hosts(args: argparse.Namespace) -> int:
     from seglab.workstation import Workstation
 
     inventory = load_inventory(args.file) if args.file else Workstation().hosts()
+    reports = {} if args.no_check else asyncio.run(_check(inventory, args.timeout))
+    rows = []
+    for host in inventory:
+        row = host_json(host)
+        if host.name in reports:
+            row["checked"] = True
+            row["status"] = reports[host.name].to_json()
+        rows.append(row)
     if args.json:
         print_json({
             "file": str(inventory.path),
             "file_exists": inventory.path.exists(),
-            "hosts": [host_json(host) for host in inventory],
+            "hosts": rows,
         })
         return 0
     _print_text(inventory)
+    for name, report in reports.items():
+        print(f"\n{name}: {_status_line(report.to_json())}")
     return 0
+
+
+async def _check(inventory: Inventory, timeout: float) -> dict[str, HostReport]:
+    """Status of every host: remote ones over SSH, the local one on this machine."""
+    import os
+
+    from seglab.hosts import DEFAULT_DOCKER_SOCKET
+    from seglab.remote.manager import check_hosts
+    from seglab.remote.status import probe_local
+
+    out: dict[str, HostReport] = {}
+    for host in inventory:
+        if host.is_local:
+            socket = host.docker_socket
+            env = os.environ.get("DOCKER_HOST", "")
+            if socket == DEFAULT_DOCKER_SOCKET and env.startswith("unix://"):
+                socket = env.removeprefix("unix://")
+            out[host.name] = await probe_local(host.name, host.nvidia_smi, Path(socket))
+    for report in await check_hosts(inventory, timeout=timeout):
+        out[report.name] = report
+    return out
+
+
+def _status_line(status: dict[str, Any]) -> str:
+    parts = [str(status["state"])]
+    if status.get("message"):
+        parts.append(str(status["message"]))
+    if status.get("latency_ms") is not None:
+        parts.append(f"latency {status['latency_ms']:.1f} ms")
+    gpus = status.get("gpu_count")
+    parts.append(f"{gpus} GPU(s), driver {status['driver_version']}, CUDA "
+                 f"{status['cuda_version']}" if gpus else "no NVIDIA GPU seen")
+    engine = status.get("docker_version")
+    runtime = ", NVIDIA runtime" if status.get("nvidia_runtime") else ", no NVIDIA runtime"
+    parts.append(f"Docker {engine}{runtime}" if engine else "no Docker engine")
+    out = "; ".join(parts)
+    for problem in status.get("problems") or []:
+        out += f"\n  - {problem}"
+    return out
 
 
 def _print_text(inventory: Inventory) -> None:

@@ -128,13 +128,14 @@ def _guard(action: Any) -> Any:
     from seglab.cli import CommandError
     from seglab.hosts import UnknownDatasetError, UnknownHostError
     from seglab.registry import UnknownRunError
+    from seglab.remote.bridge import RemoteUnavailable
     from seglab.runs import RunError
     from seglab.runtime import RuntimeFailure
     from seglab.scheduler import PlacementError
 
     try:
         return action()
-    except (RunError, RuntimeFailure, PlacementError) as exc:
+    except (RunError, RuntimeFailure, PlacementError, RemoteUnavailable) as exc:
         raise CommandError(str(exc)) from exc
     except (UnknownRunError, UnknownHostError, UnknownDatasetError) as exc:
         raise CommandError(str(exc)) from exc

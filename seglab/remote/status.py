@@ -16,7 +16,7 @@ from typing import Any
 
 from seglab.remote.connection import HostConnection, LinkState
 from seglab.remote.executor import RemoteExecutor
-from seglab.telemetry.executor import ExecutorError
+from seglab.telemetry.executor import Executor, ExecutorError
 
 _CUDA = re.compile(r"CUDA Version\s*:\s*([0-9][0-9.]*)")
 _TIMEOUT = 10.0
@@ -71,6 +71,21 @@ async def probe(
     )
 
 
+async def probe_local(name: str, nvidia_smi: str, docker_socket: Path | None) -> HostReport:
+    """The same facts for this machine (nvidia-smi run locally, the local engine)."""
+    from seglab.telemetry.executor import LocalExecutor
+
+    problems: list[str] = []
+    driver, count, cuda = await _gpus(LocalExecutor(), nvidia_smi, problems)
+    docker_version, nvidia = (None, None)
+    if docker_socket is not None:
+        docker_version, nvidia = await asyncio.to_thread(_docker, docker_socket, problems)
+    return HostReport(name=name, state="online", message=None, latency_ms=0.0,
+                      driver_version=driver, cuda_version=cuda, gpu_count=count,
+                      docker_version=docker_version, nvidia_runtime=nvidia,
+                      problems=problems)
+
+
 async def _latency(executor: RemoteExecutor, problems: list[str]) -> float | None:
     start = time.perf_counter()
     try:
@@ -85,7 +100,7 @@ async def _latency(executor: RemoteExecutor, problems: list[str]) -> float | Non
 
 
 async def _gpus(
-    executor: RemoteExecutor, nvidia_smi: str, problems: list[str]
+    executor: Executor, nvidia_smi: str, problems: list[str]
 ) -> tuple[str | None, int | None, str | None]:
     """(driver version, GPU count, CUDA version) from nvidia-smi."""
     try:

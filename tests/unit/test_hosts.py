@@ -425,7 +425,7 @@ def test_cli_json_lists_the_inventory(
         hosts:
           lab1: {ssh: box, datasets: {voc: /data/voc}, telemetry_interval: 2}
     """)
-    assert main(["hosts", "--json"]) == 0
+    assert main(["hosts", "--json", "--no-check"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["file"] == str(path) and out["file_exists"] is True
     assert [h["name"] for h in out["hosts"]] == ["local", "lab1"]
@@ -503,3 +503,30 @@ def test_the_example_in_the_docs_loads(repo_root: Path, tmp_path: Path) -> None:
     assert list(inventory.hosts) == ["local", "lab1", "lab2", "cluster"]
     assert inventory.get("lab1").dataset_root("ade20k") == "/data/ADEChallengeData2016"
     assert inventory.get("cluster").is_local
+
+
+def test_cli_checks_each_host_status(
+    isolated_xdg: Path, ssh_config: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{isolated_xdg / 'no-engine.sock'}")
+    _write(isolated_xdg / "config" / "seglab" / "hosts.yaml", f"""
+        hosts:
+          local: {{nvidia_smi: /nonexistent/nvidia-smi}}
+          lab1: {{ssh: "127.0.0.1:{port}"}}
+    """)
+    assert main(["hosts", "--json", "--timeout", "5"]) == 0
+    hosts = {h["name"]: h for h in json.loads(capsys.readouterr().out)["hosts"]}
+    local, lab1 = hosts["local"], hosts["lab1"]
+    assert local["checked"] is True and local["status"]["state"] == "online"
+    assert local["status"]["gpu_count"] is None and local["status"]["docker_version"] is None
+    assert any("/nonexistent/nvidia-smi" in p for p in local["status"]["problems"])
+    assert any("docker engine" in p for p in local["status"]["problems"])
+    assert lab1["checked"] is True
+    assert lab1["status"]["state"] in ("offline", "connecting")
+    assert lab1["status"]["message"]
