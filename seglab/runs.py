@@ -549,8 +549,7 @@ class RunManager:
             # The host cannot be reached now (engine down, SSH link lost): the run is not
             # lost, its status is simply not known; say why and keep the last one.
             return self.registry.update_run(record.run_id, message=f"unreachable: {exc}")
-        ended = self.registry.events(record.run_id, kind="end")
-        ended_as = ended[-1].data.get("status") if ended else None
+        ended_as = self._ended_as(record.run_id)
         status = status_from(state, ended_as)
         fields: dict[str, Any] = {"status": status}
         if record.message and record.message.startswith("unreachable: "):
@@ -566,6 +565,15 @@ class RunManager:
                 fields["message"] = state.error or self._tail(record)
             self.registry.release(record.run_id)
         return self.registry.update_run(record.run_id, **fields)
+
+    def _ended_as(self, run_id: str) -> str | None:
+        """The status the trainer's last attempt ended with (None: it has not said)."""
+        starts = self.registry.events(run_id, kind="start")
+        ends = self.registry.events(run_id, kind="end")
+        if not ends or (starts and ends[-1].seq < starts[-1].seq):
+            return None  # the latest attempt (after a resume) has not ended yet
+        status = ends[-1].data.get("status")
+        return str(status) if status is not None else None
 
     def _tail(self, record: RunRecord) -> str | None:
         try:
