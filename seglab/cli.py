@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "seglab.commands.recipe",
     "seglab.commands.hosts",
     "seglab.commands.runs",
+    "seglab.commands.access",
     "seglab.commands.gpus",
     "seglab.commands.exporter",
     "seglab.commands.model",

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from seglab import paths, recipes
 from seglab.hosts import Inventory, load_inventory
 from seglab.registry import Registry, RunRecord
-from seglab.runs import RunManager, Submitted
+from seglab.runs import RunError, RunManager, Submitted
 from seglab.scheduler import Pool, Scheduler, parse_on
 from seglab.telemetry.sample import HostStatus
 from seglab.yamlpos import ConfigError, Problem, did_you_mean
@@ -284,3 +286,59 @@ class Workstation:
         start = self.registry().events(run_id, kind="start")
         names = start[-1].data.get("class_names") if start else None
         return [str(n) for n in names] if names else None
+
+    # -- run files and shells --------------------------------------------------------
+
+    def pull(self, run_id: str, what: Literal["export", "best", "all"], dest: Path
+             ) -> list[Path]:
+        """Copy a run's export folder, best checkpoint or whole run dir into ``dest``."""
+        record = self.registry().get_run(run_id)
+        if not record.run_dir:
+            raise RunError(f"run {run_id} has no run directory yet (status {record.status})")
+        host = self.inventory().get(record.host)
+        if not host.is_local:
+            from seglab.remote.bridge import RemoteUnavailable
+
+            bridge = self.remote()
+            try:
+                bridge.ensure(host.name)
+            except RemoteUnavailable as exc:
+                raise RunError(str(exc)) from exc
+            return bridge.call(bridge.remotes.files(host.name).fetch(
+                record.run_dir, what, dest))
+        source = Path(record.run_dir)
+        part = {"export": source / "export", "best": source / "checkpoints" / "best.pt",
+                "all": source}[what]
+        if not part.exists():
+            raise RunError(f"{part} does not exist (the run has not written it yet)")
+        target = dest if what == "all" else dest / part.name
+        dest.mkdir(parents=True, exist_ok=True)
+        if part.is_dir():
+            shutil.copytree(part, target, dirs_exist_ok=True)
+            return sorted(p for p in target.rglob("*") if p.is_file())
+        shutil.copy2(part, target)
+        return [target]
+
+    def shell_command(self, run_id: str) -> tuple[list[str], dict[str, str]]:
+        """The `docker exec -it` command (and environment) for a shell in a run's container."""
+        record = self.registry().get_run(run_id)
+        if record.runtime != "docker":
+            where = record.run_dir or "its run dir"
+            raise RunError(f"run {run_id} runs as a {record.runtime} job, not in a container; "
+                           f"its files are in {where}")
+        docker = shutil.which("docker")
+        if docker is None:
+            raise RunError("the docker command-line client is not installed on this "
+                           "machine; install it (Debian: docker.io or docker-ce-cli)")
+        host = self.inventory().get(record.host)
+        if host.is_local:
+            url = self.runs().docker_url(host)
+        else:
+            from seglab.remote.bridge import RemoteUnavailable
+
+            try:
+                url = self.remote().docker_url(host.name)
+            except RemoteUnavailable as exc:
+                raise RunError(str(exc)) from exc
+        env = {**os.environ, "DOCKER_HOST": url}
+        return [docker, "exec", "-it", f"seglab-{run_id}", "/bin/sh"], env

@@ -123,7 +123,7 @@ def _workstation() -> Workstation:
     return Workstation()
 
 
-def _guard(action: Any) -> Any:
+def guard(action: Any) -> Any:
     """Turn the domain's expected failures into CommandError (message, exit 1)."""
     from seglab.cli import CommandError
     from seglab.hosts import UnknownDatasetError, UnknownHostError
@@ -148,7 +148,7 @@ def _guard(action: Any) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     ws = _workstation()
-    submitted = _guard(lambda: ws.launch(args.recipe, args.variant, on=args.on,
+    submitted = guard(lambda: ws.launch(args.recipe, args.variant, on=args.on,
                                          runtime=args.runtime, image=args.image,
                                          queue=not args.no_queue))
     if args.json and not args.wait:
@@ -170,7 +170,7 @@ def _wait(ws: Workstation, ids: list[str], as_json: bool) -> int:
 
     last: dict[str, str] = {}
     while True:
-        _guard(ws.pump_queue)
+        guard(ws.pump_queue)
         records = [ws.runs().refresh(ws.registry().get_run(run_id)) for run_id in ids]
         for record in records:
             line = _progress_line(record)
@@ -241,9 +241,9 @@ def _age(seconds: float) -> str:
 def _ps(args: argparse.Namespace) -> int:
     ws = _workstation()
     manager = ws.runs()
-    _guard(manager.reconcile)
-    _guard(ws.pump_queue)
-    rows = [run_row(r) for r in _guard(lambda: manager.refresh_all(include_final=args.all))]
+    guard(manager.reconcile)
+    guard(ws.pump_queue)
+    rows = [run_row(r) for r in guard(lambda: manager.refresh_all(include_final=args.all))]
     if args.json:
         print_json(rows)
         return 0
@@ -279,7 +279,7 @@ def _logs(args: argparse.Namespace) -> int:
     from seglab.events import PREFIX
 
     ws = _workstation()
-    _guard(ws.runs().reconcile)
+    guard(ws.runs().reconcile)
     lines = ws.runs().logs(args.run_id, follow=args.follow, tail=args.tail)
 
     def emit() -> None:
@@ -288,15 +288,15 @@ def _logs(args: argparse.Namespace) -> int:
                 continue
             print(line.text, flush=args.follow)
 
-    _guard(emit)
+    guard(emit)
     return 0
 
 
 def _metrics(args: argparse.Namespace) -> int:
     ws = _workstation()
     manager = ws.runs()
-    _guard(manager.reconcile)
-    record = _guard(lambda: manager.refresh(ws.registry().get_run(args.run_id)))
+    guard(manager.reconcile)
+    record = guard(lambda: manager.refresh(ws.registry().get_run(args.run_id)))
     registry = ws.registry()
     start = registry.events(record.run_id, kind="start")
     evals = [e.data | {"seq": e.seq, "time": e.time}
@@ -345,7 +345,7 @@ def _each(ids: list[str], action: Any) -> int:
     failed = False
     for run_id in ids:
         try:
-            result = _guard(lambda run_id=run_id: action(run_id))
+            result = guard(lambda run_id=run_id: action(run_id))
         except CommandError as exc:
             print(f"seglab: {exc}", file=sys.stderr)
             failed = True
@@ -356,25 +356,25 @@ def _each(ids: list[str], action: Any) -> int:
 
 def _stop(args: argparse.Namespace) -> int:
     ws = _workstation()
-    _guard(ws.runs().reconcile)
+    guard(ws.runs().reconcile)
     return _each(args.run_ids, lambda r: ws.runs().stop(r, timeout=args.timeout).status)
 
 
 def _kill(args: argparse.Namespace) -> int:
     ws = _workstation()
-    _guard(ws.runs().reconcile)
+    guard(ws.runs().reconcile)
     return _each(args.run_ids, lambda r: ws.runs().kill(r).status)
 
 
 def _resume(args: argparse.Namespace) -> int:
     ws = _workstation()
-    _guard(ws.runs().reconcile)
+    guard(ws.runs().reconcile)
     return _each(args.run_ids, lambda r: ws.resume(r).status)
 
 
 def _rm(args: argparse.Namespace) -> int:
     ws = _workstation()
-    _guard(ws.runs().reconcile)
+    guard(ws.runs().reconcile)
 
     def remove(run_id: str) -> str:
         ws.runs().remove(run_id, purge=args.purge, force=args.force)

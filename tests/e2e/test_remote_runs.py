@@ -60,7 +60,7 @@ def test_hosts_and_gpus_of_the_remote(remote_lab: Path) -> None:
 
 
 def test_grid_on_the_remote_engine(remote_lab: Path, remote_engine: SecondEngine,  # noqa: F811
-                                   docker_client: Any) -> None:
+                                   docker_client: Any, tmp_path: Path) -> None:
     started = json.loads(seglab("run", str(RECIPES / "tiny-grid.yaml"), "--on", "lab1:cpu",
                                 "--json").stdout)
     ids = [row["run_id"] for row in started]
@@ -87,6 +87,12 @@ def test_grid_on_the_remote_engine(remote_lab: Path, remote_engine: SecondEngine
             metrics = json.loads(seglab("metrics", run_id, "--json").stdout)
             on_disk = events_file(rows[run_id]["run_dir"])  # the "remote" disk is ours
             assert len(metrics["loss"]) == sum(r["kind"] == "train" for r in on_disk)
+        pulled = tmp_path / "pulled"
+        seglab("pull", ids[0], "--what", "all", "--dest", str(pulled))
+        assert (pulled / ids[0] / "events.jsonl").read_text() == \
+            (Path(rows[ids[0]]["run_dir"]) / "events.jsonl").read_text()
+        assert (pulled / ids[0] / "checkpoints" / "best.pt").is_file()
+        for run_id in ids:
             seglab("rm", run_id)
             with pytest.raises(NotFound):
                 remote.containers.get(f"seglab-{run_id}")

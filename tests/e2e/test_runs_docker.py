@@ -37,6 +37,31 @@ def _container(docker_client: Any, run_id: str) -> Any:
     return docker_client.containers.get(f"seglab-{run_id}")
 
 
+def _shell(run_id: str, typed: str) -> str:
+    """What `seglab shell RUN` prints when ``typed`` is typed at its terminal."""
+    import pty
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "seglab", "shell", run_id], cwd=REPO,
+                            stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    time.sleep(3)
+    os.write(master, typed.encode())
+    output = b""
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break  # the terminal closed: the shell has exited
+        output += chunk
+    proc.wait(30)
+    os.close(master)
+    assert proc.returncode == 0, output
+    return output.decode(errors="replace")
+
+
 def _cityscapes(root: Path) -> None:
     """A two-city Cityscapes folder (2 train, 1 val image) with raw label ids."""
     import numpy as np
@@ -145,6 +170,8 @@ ablate:
         assert metrics["class_names"][0] == "road"
         # Files the container wrote belong to the run's user, not root.
         assert (Path(rows[run_id]["run_dir"]) / "events.jsonl").stat().st_uid != 0
+    pulled = seglab("pull", ids[0], "--what", "best", "--dest", str(tmp_path / "pulled"))
+    assert (tmp_path / "pulled" / ids[0] / "best.pt").is_file(), pulled.stdout
     for run_id in ids:
         seglab("rm", run_id)
         with pytest.raises(NotFound):
@@ -156,6 +183,8 @@ def test_stop_and_resume_in_a_container(docker_client: Any) -> None:
                        "--runtime", "docker").stdout.split()
     row = wait_for(lambda: (r := run_row(run_id))["iteration"] and r["iteration"] >= 6 and r,
                    300, "a few iterations")
+    assert "uid=1000" in _shell(run_id, "id; exit\n")
+
     stopped = seglab("stop", run_id, "--timeout", "60")
     assert f"{run_id}: stopped" in stopped.stdout
     assert _container(docker_client, run_id).attrs["State"]["ExitCode"] == 0
