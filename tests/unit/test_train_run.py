@@ -152,7 +152,14 @@ def test_smoke_recipe_learns_well_above_chance(tmp_path: Path) -> None:
         assert export["checkpoint"] == "best.pt"
     assert (run_dir / "recipe.yaml").read_text() == config.read_text()
     assert (run_dir / "checkpoints" / "best.pt").is_file()
-    assert any((run_dir / "tb").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(run_dir / "tb"))
+    board.Reload()
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/img_per_s", "val/miou",
+            "val/pixel_acc", "val/mean_acc"} <= set(board.Tags()["scalars"])
+    assert [s.step for s in board.Scalars("val/miou")] == [16, 32, 48, 64]
+    assert board.Scalars("val/miou")[-1].value == pytest.approx(final)
     # Stdout carries the same records, prefixed, between human-readable progress lines.
     wire = [e for e in map(parse_line, proc.stdout.splitlines()) if e is not None]
     assert [e.to_dict() for e in wire] == [e.to_dict() for e in records]
@@ -160,8 +167,13 @@ def test_smoke_recipe_learns_well_above_chance(tmp_path: Path) -> None:
 
 
 def test_sigkill_after_checkpoint_resumes_at_saved_iteration(tmp_path: Path) -> None:
-    config = small_recipe(tmp_path / "recipe.yaml", train_size=64, epochs=2,
-                          checkpoint_interval=4, log_interval=2)
+    # Counted in iterations (16 = two epochs of 8), evaluated every 6 and at the end.
+    config = write_recipe(tmp_path / "recipe.yaml",
+                          data={"synthetic": {"train_size": 64, "val_size": 8}},
+                          train={"epochs": None, "iterations": 16, "eval_unit": "iter",
+                                 "eval_interval": 6, "checkpoint_interval": 4,
+                                 "log_interval": 2},
+                          export=[])
     run_dir = tmp_path / "run"
     with subprocess.Popen(train_cmd(config, run_dir), env=train_env(), text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
@@ -184,6 +196,9 @@ def test_sigkill_after_checkpoint_resumes_at_saved_iteration(tmp_path: Path) -> 
     assert second.data["resumed_from"] == saved
     after = [e for e in records if e.seq > second.seq]
     assert min(e.data["iter"] for e in of_kind(after, "train")) > saved
+    assert [e.data["iter"] for e in of_kind(after, "eval")] == \
+        [i for i in (6, 12) if i > saved] + [16]
+    assert [e.data["epoch"] for e in of_kind(after, "train")][-1] == 2
     (end,) = of_kind(records, "end")
     assert end.data["status"] == "finished" and end.data["iter"] == 16
     assert last_checkpoint_iter(run_dir) == 16
