@@ -49,6 +49,7 @@ COMMENT_PREFIX = "seglab:"
 _POLL = 1.0
 _READ = 65536
 _COMMAND_TIMEOUT = 30.0
+_COMMENT_MAX = 1000  # characters of run ids in a job's --comment
 
 # Slurm job states -> the runtime-independent status (see RuntimeState).
 _WAITING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING"}
@@ -255,8 +256,11 @@ class SlurmRuntime:
                     job_name: str) -> list[str]:
         """The ``sbatch`` command line for ``specs`` (an array when there are several)."""
         settings = self.settings
+        names = ",".join(s.name for s in specs)
+        if len(names) > _COMMENT_MAX:  # a big grid: name the first run and count the rest
+            names = f"{specs[0].name},+{len(specs) - 1} more"
         args = ["sbatch", "--parsable", f"--job-name={job_name}",
-                f"--comment={COMMENT_PREFIX}" + ",".join(s.name for s in specs),
+                f"--comment={COMMENT_PREFIX}{names}",
                 f"--output={output}", f"--error={output}", "--open-mode=append",
                 "--requeue", f"--signal=B:TERM@{self.signal_before_limit}",
                 "--ntasks=1"]

@@ -93,6 +93,10 @@ def test_sbatch_arguments_follow_the_host_settings(tmp_path: Path) -> None:
                      "--comment=seglab:r1,r2,r3", "--job-name=tiny-grid.grid",
                      "--output=/runs/.slurm/r1/%a/train.log", "--open-mode=append"):
         assert expected in args
+    many = [_spec(tmp_path / f"run{i:03d}", f"tiny-grid.lr-{i:03d}.abcdef", ("true",))
+            for i in range(100)]
+    big = SlurmRuntime(tmp_path).sbatch_args(many, 0, "/x/%a/train.log", "tiny-grid.grid")
+    assert "--comment=seglab:tiny-grid.lr-000.abcdef,+99 more" in big
     single = SlurmRuntime(tmp_path).sbatch_args(specs[:1], 0, "/x/train.log", "r1")
     assert not [a for a in single if a.startswith(("--array", "--gres", "--partition",
                                                    "--account", "--time"))]
