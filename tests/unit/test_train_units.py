@@ -207,3 +207,33 @@ def test_a_checkpoint_of_another_model_is_a_clear_error(
     err = capsys.readouterr().err
     assert f"{last} does not fit the model of this recipe (was the recipe changed?)" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("amp", "channels_last"), [("fp16", True), ("bf16", False)])
+def test_mixed_precision_steps_and_checkpoints_the_scaler(
+        tmp_path: Path, amp: str, channels_last: bool,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from seglab.recipes import load_resolved
+    from seglab.train.distributed import DistContext
+
+    base = load_resolved(REPO / "recipes" / "synthetic-smoke.yaml")
+    recipe = base.model_copy(update={"train": base.train.model_copy(
+        update={"amp": amp, "channels_last": channels_last})})
+    ctx = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    trainer = loop.Trainer(recipe, tmp_path / "run", ctx, None)
+    trainer._build()
+    images, labels = next(iter(trainer.loaders.train))
+    before = [p.detach().clone() for p in trainer.params[:3]]
+    loss, norm = trainer.train_step(images, labels)
+    assert torch.isfinite(loss) and float(norm) > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.params[:3], strict=True))
+    assert trainer.scaler.is_enabled() == (amp == "fp16")
+    trainer.iter = 1
+    trainer.events.emit("train", iter=1, epoch=1, loss=float(loss), lr=0.1)
+    trainer.save_checkpoint()
+    trainer.close()
+    saved = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert (saved["scaler"] is not None) == (amp == "fp16")
+    assert saved["iter"] == 1
+    assert saved["event_seq"] == 0  # the last event before it (its own event follows)
+    assert '"kind":"checkpoint"' in capsys.readouterr().out
