@@ -280,3 +280,42 @@ def test_sigterm_to_the_ddp_launcher_stops_every_rank_and_exits_zero(tmp_path: P
     (end,) = of_kind(records, "end")
     assert end.data["status"] == "stopped" and end.data["iter"] < 16
     assert last_checkpoint_iter(run_dir) == end.data["iter"]
+
+
+def test_trains_on_a_cityscapes_folder_from_data_root(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real-dataset path in-process: raw label ids on disk, 19 train ids, 255 ignored."""
+    import numpy as np
+    from PIL import Image
+
+    from seglab.train.loop import run
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SEGLAB_DATA_ROOT"):
+        monkeypatch.delenv(var, raising=False)
+    root = tmp_path / "cityscapes"
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("val", 2)):
+        for i in range(count):
+            stem = f"{split}city_{i:06d}_000019"
+            raw = np.full((32, 64), 7, dtype=np.uint8)  # road
+            raw[8:24, 16:48] = 26  # a car
+            raw[:2] = 0  # unlabeled: ignored
+            image = np.where(raw[..., None] == 26, 200, 60) + rng.integers(0, 20, (32, 64, 3))
+            for folder, suffix, array in (("leftImg8bit", "leftImg8bit", image.astype(np.uint8)),
+                                          ("gtFine", "gtFine_labelIds", raw)):
+                path = root / folder / split / f"{split}city" / f"{stem}_{suffix}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(path)
+    config = write_recipe(tmp_path / "recipe.yaml",
+                          data={"dataset": "cityscapes", "synthetic": None, "crop": [32, 32],
+                                "scale_range": [1.0, 1.0]},
+                          train={"epochs": 2, "batch_size": 2, "log_interval": 1},
+                          export=[])
+    assert run(config, tmp_path / "run", str(root)) == 0
+    records = run_events(tmp_path / "run")
+    (start,) = of_kind(records, "start")
+    assert len(start.data["class_names"]) == 19 and start.data["iters_per_epoch"] == 2
+    final = of_kind(records, "eval")[-1].data
+    present = [i for i, iou in enumerate(final["per_class_iou"]) if iou is not None]
+    assert {0, 13} <= set(present)  # road and car are scored; absent classes are null
+    assert of_kind(records, "end")[0].data["status"] == "finished"
