@@ -190,6 +190,8 @@ class SeglabApp(App[int]):
 
     def _tick_telemetry(self) -> None:
         """Redraw the hosts panel from the latest states, then schedule the next tick."""
+        if not self.screen_stack or not self.query("#hosts"):
+            return  # quitting: the dashboard is gone
         feed = self.feed
         states = feed.states() if feed is not None else []
         links = feed.links() if feed is not None else {}
@@ -249,6 +251,8 @@ class SeglabApp(App[int]):
     def _apply_runs(self, snapshot: RunsSnapshot) -> None:
         """Show a poll's result (one batch), then schedule the next poll."""
         self._polling = False
+        if not self.screen_stack or not self.query("#runs"):
+            return  # quitting: the dashboard is gone
         table = self.query_one("#runs", RunsTable)
         if snapshot.error is None:
             table.show_rows(snapshot.rows)

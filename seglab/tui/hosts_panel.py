@@ -101,15 +101,19 @@ def render_hosts(states: Sequence[HostState], history: HistoryStore | None,
 
 
 class HostsPanel(Static):
-    """Hosts and their GPUs, redrawn only when what it shows has changed."""
+    """Hosts and their GPUs; a new layout only when the number of lines changes."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__("", id=id)
         self._shown: str | None = None
+        self._lines = 0
 
     def show(self, text: Text) -> None:
         """Display ``text`` unless it is what is already shown."""
-        plain = text.markup
-        if plain != self._shown:
-            self._shown = plain
-            self.update(text)
+        markup = text.markup
+        if markup == self._shown:
+            return
+        lines = text.plain.count("\n") + 1
+        self._shown = markup
+        self.update(text, layout=lines != self._lines)
+        self._lines = lines

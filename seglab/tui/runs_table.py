@@ -56,6 +56,7 @@ class RunsTable(DataTable[Any]):
         self.rows_by_id: dict[str, dict[str, Any]] = {}
         self.marked: set[str] = set()
         self._cells: dict[str, dict[str, Text | str]] = {}
+        self._added = False
 
     def on_mount(self) -> None:
         """Create the columns once."""
@@ -74,12 +75,21 @@ class RunsTable(DataTable[Any]):
             old = self._cells.get(run_id)
             if old is None:
                 self.add_row(*(new[key] for key, _ in COLUMNS), key=run_id)
+                self._added = True
             else:
                 for key, value in new.items():
                     if str(old[key]) != str(value) or _style(old[key]) != _style(value):
                         self.update_cell(run_id, key, value)
             self._cells[run_id] = new
         self.rows_by_id = wanted
+
+    def on_idle(self) -> None:
+        """After new rows, once the columns have been re-measured (DataTable does that
+        when idle), touch one cell: rows drawn before with the old widths are redrawn."""
+        if self._added and self.rows_by_id:
+            self._added = False
+            run_id = next(iter(self.rows_by_id))
+            self.update_cell(run_id, "mark", self._cells[run_id]["mark"])
 
     @property
     def current(self) -> str | None:

@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import SelectionList
+from textual.widgets.data_table import ColumnKey
 
 from seglab.tui.app import SeglabApp
 from seglab.tui.feeds import FixedFeed, Links
 from seglab.tui.log_pane import LogPane
+from seglab.tui.metrics_chart import MetricsChart
 from seglab.tui.new_run import NewRunScreen
 from seglab.tui.runs_table import RunsTable
 from seglab.workstation import Workstation
@@ -46,12 +48,17 @@ def app_factory(monkeypatch: pytest.MonkeyPatch) -> Callable[..., SeglabApp]:
 async def _settled(pilot: Pilot[Any]) -> None:
     """Wait for the first runs poll, then put a fixed log into the pane."""
     app = pilot.app
-    for _ in range(200):
-        if app.query_one("#runs", RunsTable).row_count == 3:
+    runs = app.query_one("#runs", RunsTable)
+    chart = app.query_one("#metrics", MetricsChart)
+    longest = len("tiny-grid.lr-high.d4e5f6")
+    for _ in range(200):  # rows in, column widths computed, chart drawn
+        if (runs.row_count == 3 and chart.shown
+                and runs.columns[ColumnKey("run")].content_width >= longest):
             break
         await pilot.pause(0.05)
+    await pilot.pause(0.5)  # the table re-measures its columns when idle
     app.query_one("#logpane", LogPane).feed(TRAIN_LOG)
-    await pilot.pause(0.3)
+    await pilot.pause(0.5)
 
 
 def test_dashboard(snap_compare: Snap, app_factory: Callable[..., SeglabApp]) -> None:
