@@ -8,7 +8,9 @@ Measured in the same run against the same controller, each mode ``--rounds`` tim
 - per-job:   SlurmRuntime.launch for each spec -> N ``sbatch`` calls (the baseline);
 
 and, for the jobs just submitted, one status poll of every run (``inspect`` of each ref:
-one ``scontrol show job`` each). The jobs are held (``--hold``) so the cluster does not
+one ``scontrol show job`` each). At the end, every run submitted is polled both ways:
+``list()`` (one ``scontrol`` call for all jobs plus one read of the completion log) vs
+``inspect`` per run (the baseline). The jobs are held (``--hold``) so the cluster does not
 run them while they are timed. Prints medians and the ratio per-job / array. Needs a Slurm
 controller (.ci/slurm.sh WORKDIR; export SLURM_CONF=WORKDIR/slurm.conf).
 
@@ -65,6 +67,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="seglab-slurm-bench-") as tmp:
         root = Path(tmp)
         runtime = HeldRuntime(root, SlurmOptions())
+        every: list[str] = []
         submit: dict[str, list[float]] = {"array": [], "per-job": []}
         poll: dict[str, list[float]] = {"array": [], "per-job": []}
         for round_ in range(args.rounds):
@@ -81,12 +84,24 @@ def main() -> None:
                 poll[mode].append(time.perf_counter() - start)
                 assert all(state.status == "created" for state in states), states
                 cancel(runtime, refs)
+                every += refs
+        start = time.perf_counter()
+        listed = runtime.list()
+        list_s = time.perf_counter() - start
+        start = time.perf_counter()
+        inspected = [runtime.inspect(ref) for ref in every]
+        inspect_s = time.perf_counter() - start
+        assert len(listed) == len(inspected) == len(every)
+        assert {info.ref: info.state for info in listed} == dict(zip(every, inspected,
+                                                                     strict=True))
     print(f"grid of {args.count} variants, {args.rounds} rounds (median seconds)")
     for mode in ("array", "per-job"):
         print(f"  {mode:<8} submit {statistics.median(submit[mode]):7.3f}   "
               f"poll all {statistics.median(poll[mode]):7.3f}")
     ratio = statistics.median(submit["per-job"]) / statistics.median(submit["array"])
     print(f"  submit: per-job / array = {ratio:.1f}x")
+    print(f"all {len(every)} runs: list {list_s:.3f} s, inspect each {inspect_s:.3f} s "
+          f"({inspect_s / list_s:.1f}x)")
 
 
 if __name__ == "__main__":

@@ -173,6 +173,30 @@ def job_from_fields(fields: Mapping[str, str]) -> SlurmJob:
     )
 
 
+def jobspec_of(fields: Mapping[str, str]) -> str:
+    """``ARRAYJOBID_TASK`` for an array task's record, else ``JOBID``."""
+    array, task = fields.get("ArrayJobId"), fields.get("ArrayTaskId")
+    return f"{array}_{task}" if array and task else fields.get("JobId", "?")
+
+
+def expand_tasks(text: str) -> list[str]:
+    """Task ids of an ``ArrayTaskId`` value such as ``3``, ``0-3%2`` or ``0,2-5:2``."""
+    out: list[str] = []
+    for part in text.partition("%")[0].split(","):
+        span, _, step = part.partition(":")
+        first, _, last = span.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()) or (step and
+                                                                    not step.isdigit()):
+            raise RuntimeFailure(f"cannot read Slurm array task ids {text!r}")
+        out += [str(i) for i in range(int(first), int(last or first) + 1, int(step or 1))]
+    return out
+
+
+def _forgotten(jobspec: str) -> RuntimeState:
+    return RuntimeState("dead", error=f"Slurm no longer knows job {jobspec}, and no "
+                                      "job-completion log of the cluster records it")
+
+
 def split_ref(ref: str) -> tuple[str, Path]:
     """``JOBSPEC:RUN_DIR`` -> (job spec, run dir)."""
     jobspec, sep, run_dir = ref.partition(":")
@@ -349,18 +373,43 @@ class SlurmRuntime:
     def completed(self, jobspec: str) -> SlurmJob | None:
         """The job's last record in the cluster's job-completion log (None: no log, or
         the job is not in it)."""
+        return self.completed_many([jobspec]).get(jobspec)
+
+    def completed_many(self, jobspecs: Sequence[str]) -> dict[str, SlurmJob]:
+        """:meth:`completed` for several jobs with one read of the log."""
         path = self._completion_log()
-        if path is None:
-            return None
-        job_id, _, task = jobspec.partition("_")
-        wanted = {"ArrayJobId": job_id, "ArrayTaskId": task} if task else {"JobId": job_id}
-        result = self._run(["grep", "-F", "--", f"={job_id} ", str(path)])
-        found = None
-        for line in result.stdout.splitlines():
-            fields = parse_fields(line)
-            if all(fields.get(key) == value for key, value in wanted.items()):
-                found = job_from_fields(fields)
+        if path is None or not jobspecs:
+            return {}
+        ids = sorted({spec.partition("_")[0] for spec in jobspecs})
+        patterns = [arg for job_id in ids for arg in ("-e", f"={job_id} ")]
+        result = self._run(["grep", "-F", *patterns, "--", str(path)])
+        wanted = set(jobspecs)
+        found: dict[str, SlurmJob] = {}
+        for line in result.stdout.splitlines():  # later lines (after a requeue) win
+            spec = jobspec_of(parse_fields(line))
+            if spec in wanted:
+                found[spec] = job_from_fields(parse_fields(line))
         return found
+
+    def snapshot(self) -> dict[str, SlurmJob]:
+        """Every job the controller knows, by job spec, from one ``scontrol`` call."""
+        result = self._run(["scontrol", "-o", "show", "job"])
+        if result.returncode != 0:
+            raise RuntimeFailure(f"scontrol show job failed on {self.host}: "
+                                 f"{result.stderr.strip()}")
+        jobs: dict[str, SlurmJob] = {}
+        for line in result.stdout.splitlines():
+            if not line.startswith("JobId="):
+                continue  # "No jobs in the system"
+            fields = parse_fields(line)
+            job = job_from_fields(fields)
+            array = fields.get("ArrayJobId")
+            if array and fields.get("ArrayTaskId"):
+                for task in expand_tasks(fields["ArrayTaskId"]):
+                    jobs[f"{array}_{task}"] = job
+            else:
+                jobs[fields.get("JobId", "?")] = job
+        return jobs
 
     def _record(self, run_dir: Path) -> dict[str, Any]:
         path = run_dir / RECORD_FILE
@@ -383,14 +432,13 @@ class SlurmRuntime:
         jobspec, run_dir = split_ref(ref)
         self._record(run_dir)
         job = self.job(jobspec)
-        if job is None:
-            return RuntimeState("dead", error=f"Slurm no longer knows job {jobspec} and the "
-                                              "cluster keeps no job-completion log")
-        return job.runtime_state()
+        return job.runtime_state() if job is not None else _forgotten(jobspec)
 
     def list(self, labels: Mapping[str, str | None] | None = None) -> list[RunInfo]:
-        """Runs under ``runs_root`` (their ``slurm.json``) whose labels match."""
-        out = []
+        """Runs under ``runs_root`` (their ``slurm.json``) whose labels match; their states
+        come from one ``scontrol`` call and one read of the completion log, however many
+        runs there are."""
+        found: list[tuple[str, str, str, dict[str, str]]] = []
         for path in sorted(self.runs_root.glob(f"*/{RECORD_FILE}")):
             run_dir = path.parent.resolve()
             try:
@@ -399,8 +447,18 @@ class SlurmRuntime:
                 continue  # removed between the glob and the read
             record_labels = {str(k): str(v) for k, v in record.get("labels", {}).items()}
             if matches(record_labels, labels):
-                ref = f"{record['jobspec']}:{run_dir}"
-                out.append(RunInfo(ref, str(record["name"]), record_labels, self.inspect(ref)))
+                jobspec = str(record["jobspec"])
+                found.append((jobspec, f"{jobspec}:{run_dir}", str(record["name"]),
+                              record_labels))
+        if not found:
+            return []
+        known = self.snapshot()
+        known.update(self.completed_many([spec for spec, *_ in found if spec not in known]))
+        out = []
+        for jobspec, ref, name, record_labels in found:
+            job = known.get(jobspec)
+            state = job.runtime_state() if job is not None else _forgotten(jobspec)
+            out.append(RunInfo(ref, name, record_labels, state))
         return out
 
     # -- logs ---------------------------------------------------------------------------

@@ -235,6 +235,7 @@ def test_failed_job_exit_code_and_completion_log(slurm_up: None, tmp_path: Path)
     jobspec, _ = split_ref(ref)
     recorded = wait_for(lambda: runtime.completed(jobspec), 30, "the job-completion record")
     assert (recorded.state, recorded.exit_code) == ("FAILED", 3)
+    assert runtime.snapshot()[jobspec].state == "FAILED"
     (info,) = runtime.list({"seglab.run_id": "fails"})
     assert info.ref == ref and info.state.exit_code == 3
     runtime.remove(ref)

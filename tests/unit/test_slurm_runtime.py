@@ -13,8 +13,16 @@ import pytest
 
 from seglab.cli import main
 from seglab.hosts import SlurmOptions
-from seglab.runtime.errors import SpecError
-from seglab.runtime.slurm import SlurmJob, SlurmRuntime, job_from_fields, parse_fields, split_ref
+from seglab.runtime.errors import RuntimeFailure, SpecError
+from seglab.runtime.slurm import (
+    SlurmJob,
+    SlurmRuntime,
+    expand_tasks,
+    job_from_fields,
+    jobspec_of,
+    parse_fields,
+    split_ref,
+)
 from seglab.runtime.spec import LaunchSpec, Mount
 from tests.e2e.runlib import RECIPES
 
@@ -139,6 +147,20 @@ def test_slurm_states_map_to_runtime_states(job: SlurmJob, status: str, exit_cod
     assert state.status == status and state.exit_code == exit_code
     assert (state.detail if state.active else state.error) == detail_or_error
     assert state.oom_killed == (job.state == "OUT_OF_MEMORY")
+
+
+def test_array_task_ids_expand_as_scontrol_prints_them() -> None:
+    # Forms seen from `scontrol -o show job` on the CI cluster: a pending array record and
+    # one with a task split out of it; plus a stepped range.
+    assert expand_tasks("0-3%2") == ["0", "1", "2", "3"]
+    assert expand_tasks("0,2-3%2") == ["0", "2", "3"]
+    assert expand_tasks("7") == ["7"]
+    assert expand_tasks("0-6:3") == ["0", "3", "6"]
+    with pytest.raises(RuntimeFailure, match="cannot read Slurm array task ids"):
+        expand_tasks("a-b")
+    assert jobspec_of(parse_fields(SCONTROL_RUNNING)) == "11_1"
+    assert jobspec_of(parse_fields(JOBCOMP_CANCELLED)) == "11_0"
+    assert jobspec_of({"JobId": "5"}) == "5"
 
 
 def test_refs_name_the_job_and_the_run_dir() -> None:
