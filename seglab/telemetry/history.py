@@ -50,6 +50,16 @@ class GpuHistory:
         ring = self._rings[metric]
         return [None if math.isnan(v) else v for v in self._ordered(ring)]
 
+    def tail(self, metric: str, count: int) -> list[float | None]:
+        """The last ``count`` readings of a metric, oldest first (for sparklines: no copy
+        of the whole ring)."""
+        ring = self._rings[metric]
+        values: list[float | None] = []
+        for back in range(min(count, self.size), 0, -1):
+            value = ring[(self._head - back) % self.capacity]
+            values.append(None if math.isnan(value) else value)
+        return values
+
     def times(self) -> list[float]:
         """The sample times, oldest first."""
         return list(self._ordered(self._times))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from rich.text import Text
+from rich.text import Span, Text
 from textual.widgets import Static
 
 from seglab.telemetry.history import HistoryStore
@@ -88,7 +88,7 @@ def render_hosts(states: Sequence[HostState], history: HistoryStore | None,
                               style="dim"))
         for gpu in sorted(state.gpus, key=lambda g: g.index):
             gpu_history = history.get(state.host, gpu.uuid) if history is not None else None
-            values = gpu_history.values("utilization_gpu") if gpu_history is not None else []
+            values = gpu_history.tail("utilization_gpu", SPARK) if gpu_history else []
             lines.append(gpu_row(gpu, values))
     if hint:
         lines.append(Text(hint, style="dim italic"))
@@ -105,15 +105,15 @@ class HostsPanel(Static):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__("", id=id)
-        self._shown: str | None = None
+        self._shown: tuple[str, list[Span]] | None = None
         self._lines = 0
 
     def show(self, text: Text) -> None:
         """Display ``text`` unless it is what is already shown."""
-        markup = text.markup
-        if markup == self._shown:
+        shown = (text.plain, text.spans)
+        if shown == self._shown:
             return
         lines = text.plain.count("\n") + 1
-        self._shown = markup
+        self._shown = shown
         self.update(text, layout=lines != self._lines)
         self._lines = lines

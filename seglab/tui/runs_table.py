@@ -78,7 +78,7 @@ class RunsTable(DataTable[Any]):
                 self._added = True
             else:
                 for key, value in new.items():
-                    if str(old[key]) != str(value) or _style(old[key]) != _style(value):
+                    if old[key] != value or _style(old[key]) != _style(value):
                         self.update_cell(run_id, key, value)
             self._cells[run_id] = new
         self.rows_by_id = wanted
@@ -116,5 +116,6 @@ class RunsTable(DataTable[Any]):
         self._cells[run_id]["mark"] = mark
 
 
-def _style(value: Text | str) -> str:
-    return value.markup if isinstance(value, Text) else value
+def _style(value: Text | str) -> object:
+    """A cell's base style (rich compares texts by characters and spans only)."""
+    return value.style if isinstance(value, Text) else None
