@@ -27,7 +27,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, RandomSampler
 
 from seglab.recipes import Recipe
-from seglab.train.data import FileDataset, TrainTransform, cityscapes_pairs
+from seglab.train.datasets.base import TrainTransform
+from seglab.train.datasets.folders import FileDataset, cityscapes_pairs
 from seglab.train.labels import IGNORE_INDEX, label_lut, num_classes
 from seglab.train.loop import amp_dtype, optimizer_for, segmentation_loss
 from seglab.train.models import build_model

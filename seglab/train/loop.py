@@ -33,7 +33,8 @@ from torch.nn.parallel import DistributedDataParallel
 from seglab.recipes import Recipe, load_resolved
 from seglab.train import checkpoint as ckpt
 from seglab.train import distributed
-from seglab.train.data import DatasetError, Loaders, build_loaders, resolve_root
+from seglab.train.data import Loaders, build_loaders, resolve_root
+from seglab.train.datasets.base import DatasetError
 from seglab.train.distributed import DistContext
 from seglab.train.event_writer import EventWriter
 from seglab.train.labels import IGNORE_INDEX, class_names

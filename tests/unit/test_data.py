@@ -1,4 +1,4 @@
-"""Datasets, transforms, samplers and loader checks of the trainer (real files, real PNGs)."""
+"""Datasets (seglab.train.datasets), transforms, samplers and loaders (real files, PNGs)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from seglab.recipes import Recipe, load_resolved
 torch = pytest.importorskip("torch", reason="the trainer needs the train extra (torch)")
 
 from seglab.train import data  # noqa: E402  (needs torch, skipped above without it)
+from seglab.train.datasets import base  # noqa: E402
 from seglab.train.labels import IGNORE_INDEX  # noqa: E402
 
 pytestmark = pytest.mark.train
@@ -92,7 +93,7 @@ def test_synthetic_split_sizes_and_index_range() -> None:
 
 def test_train_transform_pads_with_ignore_and_crops_to_size() -> None:
     torch.manual_seed(0)
-    transform = data.TrainTransform(crop=(48, 40), scale_range=(0.5, 0.5), hflip=False)
+    transform = base.TrainTransform(crop=(48, 40), scale_range=(0.5, 0.5), hflip=False)
     image = np.full((40, 40, 3), 255, dtype=np.uint8)
     label = np.full((40, 40), 2, dtype=np.uint8)
     img, lab = transform(image, label)
@@ -103,12 +104,12 @@ def test_train_transform_pads_with_ignore_and_crops_to_size() -> None:
     assert int((lab == IGNORE_INDEX).sum()) == 48 * 40 - 400
     pad = lab == IGNORE_INDEX
     assert torch.all(img[:, pad] == 0)
-    white = (1 - torch.tensor(data.IMAGENET_MEAN)) / torch.tensor(data.IMAGENET_STD)
+    white = (1 - torch.tensor(base.IMAGENET_MEAN)) / torch.tensor(base.IMAGENET_STD)
     assert torch.allclose(img[:, ~pad].mean(dim=1), white, atol=1e-5)
 
 
 def test_train_transform_flips_image_and_label_together() -> None:
-    transform = data.TrainTransform(crop=(8, 8), scale_range=(1.0, 1.0), hflip=True)
+    transform = base.TrainTransform(crop=(8, 8), scale_range=(1.0, 1.0), hflip=True)
     image = np.zeros((8, 8, 3), dtype=np.uint8)
     image[:, :2] = 255
     label = np.zeros((8, 8), dtype=np.uint8)
@@ -126,7 +127,7 @@ def test_train_transform_flips_image_and_label_together() -> None:
 def test_eval_transform_keeps_full_resolution() -> None:
     image = np.zeros((30, 50, 3), dtype=np.uint8)
     label = np.ones((30, 50), dtype=np.uint8)
-    img, lab = data.eval_transform(image, label)
+    img, lab = base.eval_transform(image, label)
     assert img.shape == (3, 30, 50) and lab.shape == (30, 50)
 
 
@@ -206,13 +207,13 @@ def test_voc_reads_palette_pngs_with_void_border(tmp_path: Path) -> None:
 
 def test_missing_dataset_files_are_named(tmp_path: Path) -> None:
     recipe = smoke(dataset="cityscapes", synthetic=None)
-    with pytest.raises(data.DatasetError, match=r"cityscapes images: no directory .*"
+    with pytest.raises(base.DatasetError, match=r"cityscapes images: no directory .*"
                                                  r"leftImg8bit/train"):
         data.build_dataset(recipe, "train", tmp_path)
     save_pair(tmp_path / "leftImg8bit" / "train" / "x" / "x_0_0_leftImg8bit.png",
               tmp_path / "elsewhere.png", np.zeros((2, 2), dtype=np.uint8))
     (tmp_path / "gtFine" / "train").mkdir(parents=True)
-    with pytest.raises(data.DatasetError, match="has no label file"):
+    with pytest.raises(base.DatasetError, match="has no label file"):
         data.build_dataset(recipe, "train", tmp_path)
 
 
@@ -220,13 +221,13 @@ def test_data_root_comes_from_flag_or_environment(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = smoke(dataset="ade20k", synthetic=None).data
     monkeypatch.delenv(data.DATA_ROOT_ENV, raising=False)
-    with pytest.raises(data.DatasetError, match="--data-root PATH or set SEGLAB_DATA_ROOT"):
+    with pytest.raises(base.DatasetError, match="--data-root PATH or set SEGLAB_DATA_ROOT"):
         data.resolve_root(cfg, None)
     monkeypatch.setenv(data.DATA_ROOT_ENV, str(tmp_path))
     assert data.resolve_root(cfg, None) == tmp_path
     assert data.resolve_root(cfg, str(tmp_path / ".")) == tmp_path / "."
     assert data.resolve_root(smoke().data, None) is None  # synthetic needs none
-    with pytest.raises(data.DatasetError, match="is not a directory"):
+    with pytest.raises(base.DatasetError, match="is not a directory"):
         data.resolve_root(cfg, str(tmp_path / "missing"))
 
 
@@ -236,7 +237,7 @@ def test_data_root_comes_from_flag_or_environment(tmp_path: Path,
 def test_shm_check_tells_to_raise_shm_size(tmp_path: Path) -> None:
     free = shutil.disk_usage(tmp_path).free
     data.check_shm(free // 2, str(tmp_path))
-    with pytest.raises(data.DatasetError, match=r"raise resources\.shm_size"):
+    with pytest.raises(base.DatasetError, match=r"raise resources\.shm_size"):
         data.check_shm(free + 2**30, str(tmp_path))
 
 
@@ -246,7 +247,7 @@ def test_build_loaders_refuses_workers_when_shm_is_too_small(tmp_path: Path) -> 
     assert data.loader_bytes(2, 8, 32, 32) + data.loader_bytes(2, 1, 32, 32) == 479_232
     # 64 workers prefetching 4096x4096 crops need terabytes: more than tmp_path has free.
     big = smoke(workers=64, crop=[4096, 4096])
-    with pytest.raises(data.DatasetError, match="shared memory"):
+    with pytest.raises(base.DatasetError, match="shared memory"):
         data.build_loaders(big, None, 0, 1, pin_memory=False, shm_path=str(tmp_path))
     loaders = data.build_loaders(recipe, None, 0, 1, pin_memory=False, shm_path=str(tmp_path))
     assert loaders.iters_per_epoch == 16
@@ -254,7 +255,7 @@ def test_build_loaders_refuses_workers_when_shm_is_too_small(tmp_path: Path) -> 
 
 
 def test_global_batch_must_split_over_the_processes() -> None:
-    with pytest.raises(data.DatasetError, match=r"batch_size 8 .* not split evenly over 3"):
+    with pytest.raises(base.DatasetError, match=r"batch_size 8 .* not split evenly over 3"):
         data.build_loaders(smoke(), None, 0, 3, pin_memory=False)
     assert data.build_loaders(smoke(), None, 1, 2, pin_memory=False).train.batch_size == 4
 
