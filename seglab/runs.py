@@ -16,6 +16,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -242,7 +243,8 @@ class RunManager:
         for pool in pools:
             if pool.host is not None:
                 self.inventory.get(pool.host)
-        out = []
+        out: list[Submitted | None] = []
+        placed: list[tuple[int, RunRecord, Placement]] = []
         for variant in variants:
             recipe = variant.recipe if image is None else variant.recipe.model_copy(
                 update={"image": image})
@@ -261,6 +263,8 @@ class RunManager:
             if placement is None:
                 reason = scheduler.explain_busy(pools)
                 if not queue:
+                    for _, held, _ in placed:
+                        self.registry.release(held.run_id)
                     raise RunError(f"no free GPU for {variant.name} on "
                                    f"{','.join(map(str, pools))}: {reason}")
                 self.registry.upsert_run(replace(record, message=f"queued: {reason}"))
@@ -268,8 +272,41 @@ class RunManager:
                                                "runtime": runtime})
                 out.append(Submitted(self.registry.get_run(run_id), reason))
                 continue
-            out.append(Submitted(self.start(record, placement)))
-        return out
+            placed.append((len(out), record, placement))
+            out.append(None)
+        for slot, started in self._start_all(placed):
+            out[slot] = Submitted(started)
+        return [item for item in out if item is not None]
+
+    def _start_all(self, placed: Sequence[tuple[int, RunRecord, Placement]]
+                   ) -> list[tuple[int, RunRecord]]:
+        """Start placed runs in parallel (a grid on N free GPUs starts at once).
+
+        A run that fails to start leaves nothing behind (see :meth:`start`); the others
+        keep going, and the failures are raised together afterwards.
+        """
+        for host in {placement.host for _, _, placement in placed}:
+            kinds = {record.runtime for _, record, _ in placed}
+            for kind in kinds:  # connect once, before the threads race to do it
+                runtime = self.runtime(host, self.choose_runtime(host, kind))
+                getattr(runtime, "client", None)
+        started: list[tuple[int, RunRecord]] = []
+        failures: list[tuple[RunRecord, Exception]] = []
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(placed)))) as pool:
+            futures = {pool.submit(self.start, record, placement): (slot, record)
+                       for slot, record, placement in placed}
+            for future, (slot, record) in futures.items():
+                try:
+                    started.append((slot, future.result()))
+                except Exception as exc:  # collected and raised below, with the others
+                    failures.append((record, exc))
+        if len(failures) == 1 and len(placed) == 1:
+            raise failures[0][1]
+        if failures:
+            ok = ", ".join(record.run_id for _, record in started) or "none"
+            raise RunError("; ".join(f"{record.variant}: {exc}" for record, exc in failures)
+                           + f" (started: {ok})") from failures[0][1]
+        return started
 
     def _submit_slurm(self, recipe_file: recipes.RecipeFile,
                       variants: Sequence[recipes.Variant], pool: Pool, runtime: str,

@@ -170,8 +170,6 @@ class Workstation:
 
     def scheduler(self, pools: Sequence[Pool], timeout: float = 15.0) -> Scheduler:
         """A scheduler over fresh telemetry of the hosts the pools name (none for CPU)."""
-        from seglab.remote.bridge import RemoteUnavailable
-
         names: list[str] = []
         for pool in pools:
             if pool.cpu or (pool.host and self.inventory().get(pool.host).kind == "slurm"):
@@ -181,6 +179,8 @@ class Workstation:
                     names.append(name)
         named = {pool.host for pool in pools if pool.host is not None}
         remote = [n for n in names if not self.inventory().get(n).is_local]
+        if remote:
+            from seglab.remote.bridge import RemoteUnavailable
         for name in list(remote):
             try:
                 self.remote().ensure(name)
