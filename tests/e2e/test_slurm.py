@@ -3,8 +3,9 @@
 The tiny grid becomes one job array (one task per variant) asking one GRES GPU each (the
 CI node has two fake ones, so CUDA_VISIBLE_DEVICES is set and the trainer runs on CPU);
 `seglab ps` shows each task pending (with Slurm's reason), running, then finished with its
-best mIoU; `seglab stop` of one task checkpoints and ends it; a task requeued by Slurm
-resumes from last.pt.
+best mIoU; `seglab stop` of one task checkpoints and ends it and `seglab resume` starts it
+again from last.pt; a task requeued by Slurm resumes from last.pt; the time-limit signal
+gives the trainer its checkpoint; a failing job keeps its exit code.
 """
 
 from __future__ import annotations
@@ -187,6 +188,7 @@ def test_stop_checkpoints_one_task_and_requeue_resumes_from_last_pt(
     assert last.is_file() and last.stat().st_mtime >= stop_issued
     records = events_file(str(run_dir))
     assert records[-1]["kind"] == "end" and records[-1]["status"] == "stopped"
+    stopped_at = max(r["iter"] for r in records if r["kind"] == "checkpoint")
     assert _job(_jobspec(str(run_dir)))["JobState"] == "COMPLETED"
     assert run_row(requeued_id)["status"] == "running"  # the other task runs on
 
@@ -211,6 +213,18 @@ def test_stop_checkpoints_one_task_and_requeue_resumes_from_last_pt(
     assert row["message"] == "slurm running (restarts 1)"
     seglab("stop", requeued_id, "--timeout", "60")
     assert run_row(requeued_id)["status"] == "stopped"
+
+    # seglab resume of the stopped task: a new job in the same run dir, from last.pt.
+    old_spec = _jobspec(str(run_dir))
+    assert f"{stopped_id}: " in seglab("resume", stopped_id).stdout
+    new_spec = _jobspec(str(run_dir))
+    assert new_spec != old_spec and "_" not in new_spec  # one plain job this time
+    wait_for(lambda: sum(r["kind"] == "start" for r in events_file(str(run_dir))) == 2, 300,
+             "the resumed job's start event")
+    start = [r for r in events_file(str(run_dir)) if r["kind"] == "start"][1]
+    assert start["resumed_from"] == stopped_at
+    seglab("stop", stopped_id, "--timeout", "60")
+    assert run_row(stopped_id)["status"] == "stopped"
 
 
 def test_failed_job_exit_code_and_completion_log(slurm_up: None, tmp_path: Path) -> None:
