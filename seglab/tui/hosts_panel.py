@@ -28,7 +28,7 @@ def host_header(state: HostState, link: tuple[str, str | None] | None) -> Text:
     """``name  link · telemetry status · driver · cpu/ram`` with the problem, if any."""
     out = Text(state.host, style="bold")
     if link is None:
-        out.append("  local", style="green")
+        out.append("  this machine", style="green")
     else:
         out.append(f"  {link[0]}", style=LINK_STYLES.get(link[0], ""))
     out.append(f" · {state.source} ", style="dim")

@@ -40,7 +40,7 @@ async def test_standin_gpus_show_the_capture_values(monkeypatch: pytest.MonkeyPa
         text = await wait_until(pilot, lambda: "H100" in hosts_text(pilot) and hosts_text(pilot),
                                 30, "the stand-in's GPUs")
         lines = text.splitlines()
-        assert lines[0].startswith("local")
+        assert lines[0].startswith("local  this machine")
         assert "nvidia-smi ok" in lines[0] and "driver 590.48.01" in lines[0]
         gpu_lines = [line for line in lines if "H100 80GB HBM3" in line]
         assert len(gpu_lines) == 2
@@ -61,7 +61,7 @@ async def test_first_start_without_hosts_yaml_shows_local_and_a_hint() -> None:
     async with app.run_test(size=(150, 40)) as pilot:
         text = await wait_until(pilot, lambda: NO_HOSTS_HINT in hosts_text(pilot)
                                 and hosts_text(pilot), 30, "the hint")
-        assert text.splitlines()[0].startswith("local")
+        assert text.splitlines()[0].startswith("local  this machine")
         if "no_gpu" in text:  # this machine has no NVIDIA GPU: CPU and RAM, and why
             assert "cpu " in text and "ram " in text
             assert "no NVIDIA GPU" in text
