@@ -192,7 +192,9 @@ class DockerRuntime:
             "privileged": False,
             "init": spec.init,
         }
-        if not spec.network:
+        if spec.network_mode is not None:
+            options["network_mode"] = spec.network_mode
+        elif not spec.network:
             options["network_mode"] = "none"
         if spec.memory:
             options["mem_limit"] = spec.memory

@@ -91,6 +91,7 @@ class LaunchSpec:
     """One run to start.
 
     ``name`` is the run id (the docker runtime names the container ``seglab-<name>``);
+    ``network_mode`` names a Docker network mode (``host``) and overrides ``network``;
     ``gpus`` are GPU UUIDs (empty: CPU-only); ``log_path`` is where the process runtime
     writes stdout+stderr (its folder, the run dir, also gets ``process.json`` and
     ``exit_code``); the docker runtime keeps logs in the engine and ignores it.
@@ -108,6 +109,7 @@ class LaunchSpec:
     memory: str | None = None
     cpus: float | None = None
     network: bool = False
+    network_mode: str | None = None
     workdir: str | None = None
     log_path: Path | None = None
     init: bool = True
@@ -120,6 +122,8 @@ class LaunchSpec:
             )
         if not self.command:
             raise SpecError("the command is empty")
+        if self.network_mode is not None and not _NAME.match(self.network_mode):
+            raise SpecError(f"network mode {self.network_mode!r}: expected a name such as host")
         if not _USER.match(self.user):
             raise SpecError(f"user {self.user!r}: expected numeric uid:gid such as 1000:1000")
         if self.user.split(":")[0] == "0":

@@ -123,6 +123,10 @@ def test_run_defaults_are_in_the_create_arguments() -> None:
     networked = runtime.create_args(spec(network=True))
     assert networked["host_config"]["NetworkMode"] == "default"
     assert networked["environment"]["NVIDIA_VISIBLE_DEVICES"] == "void"
+    on_host = runtime.create_args(spec(network_mode="host"))
+    assert on_host["host_config"]["NetworkMode"] == "host"
+    with pytest.raises(SpecError, match="network mode"):
+        spec(network_mode="host net")
 
 
 def test_log_cursors_round_trip() -> None:
