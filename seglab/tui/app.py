@@ -487,7 +487,7 @@ class SeglabApp(App[int]):
         for binding in self.BINDINGS:
             if isinstance(binding, Binding) and binding.action != "quit":
                 action = binding.action
-                yield SystemCommand(f"{binding.description} ({binding.key})",
+                yield SystemCommand(f"{binding.description} ({self.get_key_display(binding)})",
                                     _DESCRIPTIONS.get(action, binding.description),
                                     lambda action=action: self.run_action(action))
 

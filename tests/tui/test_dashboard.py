@@ -240,3 +240,39 @@ def test_placement_choices_list_free_gpus_and_cpu() -> None:
     # GPU 1 is held by a run, GPU 2 used by others; lab1 and cpubox are not in this
     # hosts.yaml (there is none: this machine alone).
     assert choices == ["auto", "local:0", "local:cpu"]
+
+
+@sync
+async def test_unreachable_ssh_host_is_shown_offline_with_the_reason() -> None:
+    hosts = Path(os.environ["XDG_CONFIG_HOME"]) / "seglab" / "hosts.yaml"
+    hosts.parent.mkdir(parents=True, exist_ok=True)
+    hosts.write_text("hosts:\n  lab9:\n    ssh: nobody@127.0.0.1:9\n")  # nothing listens
+    app = SeglabApp(follow_logs=False)
+    async with app.run_test(size=(150, 40)) as pilot:
+        text = await wait_until(pilot, lambda: "Connection refused" in hosts_text(pilot)
+                                and hosts_text(pilot), 30, "the refused connection")
+        header = next(line for line in text.splitlines() if line.startswith("lab9"))
+        assert header.startswith("lab9  offline")
+        assert "cannot connect to nobody@127.0.0.1:9: Connection refused" in header
+        assert any(line.startswith("local  this machine") for line in text.splitlines())
+        await pilot.press("q")
+
+
+@sync
+async def test_palette_offers_the_actions_and_resizing_keeps_the_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _seeded_app(monkeypatch)
+    async with app.run_test(size=(150, 45)) as pilot:
+        await wait_until(pilot, lambda: table(pilot).row_count == 3, 30, "the seeded runs")
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        for title in ("new run (n)", "stop (s)", "kill (k)", "resume (r)", "remove (x)",
+                      "compare (c)", "shell (e)", "notebook (j)", "tensorboard (t)",
+                      "follow (f)", "events (v)", "search (/)", "help (?)"):
+            assert title in titles
+        await select_run(pilot, "tiny.default.0a0b0c")
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.3)
+        runs = table(pilot)
+        assert runs.size.width <= 80 and runs.size.height >= 3
+        assert runs.current == "tiny.default.0a0b0c" and runs.row_count == 3
+        await pilot.press("q")
