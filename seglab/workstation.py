@@ -27,6 +27,7 @@ from seglab.yamlpos import ConfigError, Problem, did_you_mean
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from seglab.forwards import OpenForward
     from seglab.remote.bridge import RemoteBridge
     from seglab.telemetry.sample import HostState
 
@@ -342,3 +343,17 @@ class Workstation:
                 raise RunError(str(exc)) from exc
         env = {**os.environ, "DOCKER_HOST": url}
         return [docker, "exec", "-it", f"seglab-{run_id}", "/bin/sh"], env
+
+    def tensorboard(self, target: str, port: int | None = None) -> OpenForward:
+        """TensorBoard over a run's dir (or a recipe's runs on one host), on 127.0.0.1 here;
+        :meth:`OpenForward.close` removes it."""
+        from seglab.forwards import open_tensorboard
+
+        return open_tensorboard(self, target, port)
+
+    def notebook(self, where: str, image: str | None = None, port: int | None = None
+                 ) -> OpenForward:
+        """JupyterLab on ``HOST[:cpu|:<GPU UUID>]``, on 127.0.0.1 here (URL with its token)."""
+        from seglab.forwards import DEFAULT_NOTEBOOK_IMAGE, open_notebook
+
+        return open_notebook(self, where, image or DEFAULT_NOTEBOOK_IMAGE, port)

@@ -1,17 +1,26 @@
-"""`seglab pull` and `seglab shell`: a run's files and its container, from the workstation."""
+"""`seglab pull`, `shell`, `tensorboard` and `notebook`: a run's files, its container and
+web apps next to it, from the workstation."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seglab.commands import add_command
 
+if TYPE_CHECKING:
+    from seglab.forwards import OpenForward
+    from seglab.workstation import Workstation
+
 
 def register(subparsers: Any) -> None:
-    """Add `pull` and `shell`."""
+    """Add `pull`, `shell`, `tensorboard` and `notebook`."""
     pull = add_command(
         subparsers, "pull", "copy a run's exports or checkpoints to this machine",
         "Copy part of a run directory to this machine (over SFTP for a remote host):\n"
@@ -34,6 +43,30 @@ def register(subparsers: Any) -> None:
     shell.add_argument("run_id", metavar="RUN")
     shell.set_defaults(func=_shell)
 
+    board = add_command(
+        subparsers, "tensorboard", "open TensorBoard over a run or a recipe's runs",
+        "Start TensorBoard over the tb/ folders of one run, or of every run of a recipe\n"
+        "(on the host of its newest run), in a container on that host bound to its\n"
+        "loopback; a remote host's port is forwarded over SSH. Prints the URL to open\n"
+        "here and keeps it up until Ctrl-C (or SIGTERM), then removes the container.")
+    board.add_argument("target", metavar="RUN|RECIPE", help="a run id or a recipe name")
+    board.add_argument("--port", type=_port, metavar="N",
+                       help="local port of the URL (default: a free one)")
+    board.set_defaults(func=_tensorboard)
+
+    notebook = add_command(
+        subparsers, "notebook", "open JupyterLab on a host, optionally on one GPU",
+        "Start JupyterLab in a container on HOST, bound to its loopback (a remote host's\n"
+        "port is forwarded over SSH), with the host's runs root read-only at /runs.\n"
+        "HOST[:GPU] is HOST, HOST:cpu or HOST:<GPU UUID> (`seglab gpus` shows the UUIDs).\n"
+        "Prints the URL with its token and keeps it up until Ctrl-C (or SIGTERM).")
+    notebook.add_argument("where", metavar="HOST[:GPU]")
+    notebook.add_argument("--image", metavar="IMG",
+                          help="image with JupyterLab (default: seglab/full:latest)")
+    notebook.add_argument("--port", type=_port, metavar="N",
+                          help="local port of the URL (default: a free one)")
+    notebook.set_defaults(func=_notebook)
+
 
 def _pull(args: argparse.Namespace) -> int:
     from seglab.commands.runs import guard
@@ -54,3 +87,49 @@ def _shell(args: argparse.Namespace) -> int:
 
     argv, env = guard(lambda: Workstation().shell_command(args.run_id))
     return subprocess.run(argv, env=env, check=False).returncode
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return port
+
+
+def _tensorboard(args: argparse.Namespace) -> int:
+    return _serve(lambda ws: ws.tensorboard(args.target, args.port))
+
+
+def _notebook(args: argparse.Namespace) -> int:
+    return _serve(lambda ws: ws.notebook(args.where, args.image, args.port))
+
+
+def _serve(open_forward: Callable[[Workstation], OpenForward]) -> int:
+    """Open the forward, print its URL, keep it until SIGINT/SIGTERM, then undo it."""
+    from seglab.commands.runs import guard
+    from seglab.workstation import Workstation
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    ws = Workstation()
+    try:
+        opened: OpenForward = guard(lambda: open_forward(ws))
+        try:
+            print(f"{opened.kind} on {opened.host}: {opened.url}", flush=True)
+            print("Ctrl-C stops it.", flush=True)
+            while not stop.wait(5.0):
+                if not guard(opened.alive):
+                    print(f"{opened.kind} on {opened.host} stopped by itself",
+                          file=sys.stderr)
+                    return 1
+        finally:
+            opened.close()
+    finally:
+        ws.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

@@ -1,0 +1,254 @@
+"""TensorBoard and JupyterLab next to the runs: a container on a host's loopback, reached here.
+
+The container uses host networking (the only way a container can bind the host's own
+loopback) and listens on a free port of that host; for a remote host that port is forwarded
+over the host's SSH connection to a port on this machine's 127.0.0.1. :meth:`OpenForward.close`
+removes the container and closes the forward. These containers carry ``seglab.forward`` and
+never ``seglab.run_id``, so `seglab ps` and reconciliation leave them alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from seglab.hosts import Host
+from seglab.registry import RunRecord, UnknownRunError
+from seglab.runs import RunError, resolved_recipe
+from seglab.runtime import LaunchSpec, Mount, RuntimeFailure
+from seglab.runtime.docker import DockerRuntime
+
+if TYPE_CHECKING:
+    from seglab.remote.forward import PortForward
+    from seglab.workstation import Workstation
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["tensorboard", "notebook"]
+
+FORWARD_LABEL = "seglab.forward"
+DEFAULT_NOTEBOOK_IMAGE = "seglab/full:latest"
+RUNS_MOUNT = "/runs"
+PORT_RANGE = (20000, 60999)
+READY_TIMEOUT = 180.0
+
+_PROGRAM = {"tensorboard": "python3 -m tensorboard", "notebook": "jupyter"}
+_HINT = {
+    "tensorboard": "the run's image needs the tensorboard package (the seglab images have it)",
+    "notebook": "use an image with JupyterLab, such as the full image "
+                "(`seglab image build full`, then --image seglab/full:latest)",
+}
+
+
+def listening_ports(proc_net_tcp: str) -> set[int]:
+    """Local ports in use, from the text of ``/proc/net/tcp`` (and ``tcp6``)."""
+    ports = set()
+    for line in proc_net_tcp.splitlines():
+        fields = line.split()
+        if len(fields) > 1 and fields[0].endswith(":") and ":" in fields[1]:
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def pick_port(used: set[int], rng: random.Random | None = None) -> int:
+    """A port of :data:`PORT_RANGE` not in ``used``."""
+    chooser = rng or random.SystemRandom()
+    for _ in range(1000):
+        port = chooser.randint(*PORT_RANGE)
+        if port not in used:
+            return port
+    raise RunError(f"no free TCP port between {PORT_RANGE[0]} and {PORT_RANGE[1]}")
+
+
+def tensorboard_command(run_ids: Sequence[str], port: int) -> tuple[str, ...]:
+    """TensorBoard over each run's ``tb/`` folder (mounted at ``/runs/<id>``) on loopback."""
+    spec = ",".join(f"{run_id}:{RUNS_MOUNT}/{run_id}/tb" for run_id in run_ids)
+    return ("python3", "-m", "tensorboard.main", "--logdir_spec", spec,
+            "--host", "127.0.0.1", "--port", str(port))
+
+
+def notebook_command(port: int, token: str) -> tuple[str, ...]:
+    """JupyterLab on loopback, guarded by ``token``."""
+    return ("jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+            f"--ServerApp.token={token}")
+
+
+def parse_where(where: str) -> tuple[str, str | None]:
+    """``HOST``, ``HOST:cpu`` or ``HOST:<GPU UUID>`` as (host, GPU UUID or None)."""
+    host, _, gpu = where.partition(":")
+    if not host:
+        raise RunError(f"{where!r}: expected HOST, HOST:cpu or HOST:<GPU UUID>")
+    if gpu in ("", "cpu"):
+        return host, None
+    if not gpu.startswith(("GPU-", "MIG-")):
+        raise RunError(f"{where!r}: give the GPU by UUID (`seglab gpus --host {host}` shows "
+                       "them) or cpu; notebooks are pinned by UUID")
+    return host, gpu
+
+
+@dataclass
+class OpenForward:
+    """A running TensorBoard or Jupyter container and the way to it from this machine."""
+
+    kind: Kind
+    host: str
+    container: str
+    remote_port: int
+    local_port: int
+    url: str
+    runtime: DockerRuntime
+    _undo: list[Callable[[], None]] = field(default_factory=list)
+
+    def alive(self) -> bool:
+        """Whether the container still runs."""
+        return self.runtime.inspect(self.container).active
+
+    def close(self) -> None:
+        """Close the forward, then stop and remove the container (idempotent)."""
+        while self._undo:
+            step = self._undo.pop()
+            try:
+                step()
+            except (RuntimeFailure, RunError, OSError) as exc:
+                log.warning("%s on %s: cleaning up failed: %s", self.kind, self.host, exc)
+
+
+def open_tensorboard(ws: Workstation, target: str, port: int | None = None) -> OpenForward:
+    """TensorBoard over run ``target``'s dir, or over every run of recipe ``target`` on the
+    host of its newest run; ``port`` is the local port of the URL (default: a free one)."""
+    runs = _runs_for(ws, target)
+    host = ws.inventory().get(runs[0].host)
+    image = resolved_recipe(runs[0]).image
+    mounts = tuple(Mount(Path(r.run_dir), f"{RUNS_MOUNT}/{r.run_id}") for r in runs)
+    ids = [r.run_id for r in runs]
+    name, labels = _identity("tensorboard", host)
+    return _open(ws, "tensorboard", host, port, path="", build=lambda p: LaunchSpec(
+        name=name, labels=labels, network_mode="host", image=image,
+        command=tensorboard_command(ids, p), mounts=mounts))
+
+
+def open_notebook(ws: Workstation, where: str, image: str = DEFAULT_NOTEBOOK_IMAGE,
+                  port: int | None = None) -> OpenForward:
+    """JupyterLab in ``image`` on a host (pinned to a GPU by UUID, or CPU-only), with the
+    host's runs root mounted read-only at /runs."""
+    name, gpu = parse_where(where)
+    host = ws.inventory().get(name)
+    root = ws.runs().runs_root(host) if host.kind != "slurm" else None
+    token = secrets.token_hex(24)
+    mounts = () if root is None else (Mount(root, RUNS_MOUNT),)
+    name, labels = _identity("notebook", host)
+    return _open(ws, "notebook", host, port, path=f"lab?token={token}", build=lambda p: LaunchSpec(
+        name=name, labels=labels, network_mode="host", image=image,
+        command=notebook_command(p, token), mounts=mounts, gpus=(gpu,) if gpu else (),
+        env={"HOME": "/tmp"}, workdir="/tmp"))
+
+
+def _runs_for(ws: Workstation, target: str) -> list[RunRecord]:
+    registry = ws.registry()
+    try:
+        runs = [registry.get_run(target)]
+    except UnknownRunError as unknown:
+        same = [r for r in registry.list_runs() if r.recipe == target and r.run_dir]
+        if not same:
+            raise RunError(f"{unknown}; nor is {target!r} the recipe of any started run "
+                           "(`seglab ps -a` lists them)") from unknown
+        newest = max(same, key=lambda r: r.created_at)
+        return [r for r in same if r.host == newest.host]
+    if not runs[0].run_dir:
+        raise RunError(f"run {target} has no run directory yet (status {runs[0].status})")
+    return runs
+
+
+def _identity(kind: Kind, host: Host) -> tuple[str, dict[str, str]]:
+    """Name (``tb-``/``nb-`` and a short id) and labels of a forward's container."""
+    prefix = "tb" if kind == "tensorboard" else "nb"
+    return f"{prefix}-{secrets.token_hex(3)}", {FORWARD_LABEL: kind, "seglab.host": host.name}
+
+
+def _open(ws: Workstation, kind: Kind, host: Host, port: int | None, *, path: str,
+          build: Callable[[int], LaunchSpec]) -> OpenForward:
+    if host.kind == "slurm":
+        raise RunError(f"host {host.name} is a Slurm cluster; {kind} runs in a container on "
+                       "a docker host")
+    runtime = ws.runs().runtime(host.name, "docker")
+    assert isinstance(runtime, DockerRuntime)
+    used = listening_ports(_proc_net_tcp(ws, host))
+    if host.is_local and port is not None and port in used:
+        raise RunError(f"port {port} is in use on this machine; choose another --port")
+    remote_port = port if host.is_local and port is not None else pick_port(used)
+    spec = build(remote_port)
+    container = runtime.launch(spec)
+    opened = OpenForward(kind, host.name, spec.container_name, remote_port, remote_port, "",
+                         runtime, [lambda: runtime.remove(container, force=True)])
+    try:
+        if not host.is_local:
+            opened.local_port = _forward(ws, host.name, remote_port, port or 0, opened)
+        opened.url = f"http://127.0.0.1:{opened.local_port}/{path}"
+        _wait_ready(opened, spec.image)
+    except BaseException:
+        opened.close()
+        raise
+    return opened
+
+
+def _proc_net_tcp(ws: Workstation, host: Host) -> str:
+    if host.is_local:
+        files = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+        return "".join(f.read_text() for f in files if f.exists())
+    from seglab.remote.bridge import RemoteUnavailable
+
+    try:
+        return ws.remote().run(host.name, ["sh", "-c", "cat /proc/net/tcp; "
+                                           "cat /proc/net/tcp6 2>/dev/null || true"]).stdout
+    except RemoteUnavailable as exc:
+        raise RunError(str(exc)) from exc
+
+
+def _forward(ws: Workstation, name: str, remote_port: int, local_port: int,
+             opened: OpenForward) -> int:
+    bridge = ws.remote()
+    try:
+        forward: PortForward = bridge.call(bridge.remotes.forward_port(
+            name, remote_port, local_port=local_port), 60)
+    except OSError as exc:
+        raise RunError(f"cannot listen on 127.0.0.1:{local_port}: {exc}") from exc
+    opened._undo.append(lambda: bridge.call(bridge.remotes.close_port(forward), 30))
+    return forward.local_port
+
+
+def _wait_ready(opened: OpenForward, image: str, timeout: float = READY_TIMEOUT) -> None:
+    """Until the server answers HTTP on the URL; a container that exits first is an error."""
+    base = f"http://127.0.0.1:{opened.local_port}/"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = opened.runtime.inspect(opened.container)
+        if not state.active:
+            raise RunError(_exit_message(opened, image, state.exit_code))
+        try:
+            with urllib.request.urlopen(base, timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered (a login page or redirect is an answer)
+        except OSError:
+            time.sleep(0.5)  # not listening yet
+    raise RunError(f"{opened.kind} on {opened.host} did not answer on {base} within "
+                   f"{timeout:.0f} s; `docker logs {opened.container}` there may say why")
+
+
+def _exit_message(opened: OpenForward, image: str, code: int | None) -> str:
+    tail = [line.text for line in opened.runtime.logs(opened.container, tail=8)]
+    message = f"{opened.kind} on {opened.host} exited (code {code}) before answering"
+    if code in (126, 127):
+        message = (f"image {image} on {opened.host} has no `{_PROGRAM[opened.kind]}` "
+                   f"command (exit {code}); {_HINT[opened.kind]}")
+    elif any("No module named tensorboard" in line for line in tail):
+        message = f"image {image} has no tensorboard; {_HINT[opened.kind]}"
+    return message + ("\n  " + "\n  ".join(tail) if tail else "")
