@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +46,11 @@ class RemoteHosts:
             self._remotes[host.name] = _Remote(
                 host=host,
                 connection=connection,
+                # One socket per process: another seglab (the TUI, a second command)
+                # stopping its forward must not remove the path this one still uses.
                 forward=SocketForward(
-                    connection, host.docker_socket, local_socket_path(host.name)
+                    connection, host.docker_socket,
+                    local_socket_path(host.name, f"docker-{os.getpid()}"),
                 ),
                 executor=RemoteExecutor(connection),
                 files=RemoteFiles(connection),

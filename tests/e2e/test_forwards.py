@@ -1,0 +1,119 @@
+"""`seglab tensorboard` and `seglab notebook` on the "remote" host over real SSH.
+
+TensorBoard runs from the CI image on the second engine with host networking, bound to the
+server's loopback, and is reached through the SSH port forward the command prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.e2e.runlib import RECIPES, REPO, final, ps, seglab, wait_for
+from tests.e2e.sshd import (  # noqa: F401 - fixtures
+    SecondEngine,
+    lab1,
+    remote_ci_image,
+    remote_engine,
+    ssh_home,
+    ssh_keys,
+    sshd,
+)
+from tests.e2e.test_remote_runs import remote_lab  # noqa: F401 - fixture
+
+pytestmark = [pytest.mark.sshd, pytest.mark.docker, pytest.mark.slow]
+
+
+def _lines(stream: object, out: queue.Queue[str]) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        out.put(line)
+
+
+def _page(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode()) if response.status == 200 else None
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_tensorboard_of_a_remote_run(remote_lab: Path,  # noqa: F811
+                                     remote_engine: SecondEngine) -> None:  # noqa: F811
+    (run_id,) = seglab("run", str(RECIPES / "tiny.yaml"), "--on", "lab1:cpu").stdout.split()
+    row = wait_for(lambda: final(run_id), 300, "the tiny run to end")
+    assert row["status"] == "finished", row
+    assert any((Path(row["run_dir"]) / "tb").iterdir())  # the trainer's event files
+
+    proc = subprocess.Popen([sys.executable, "-m", "seglab", "tensorboard", run_id],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=os.environ.copy())
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
+    remote = docker.DockerClient(base_url=f"unix://{remote_engine.socket}")
+    try:
+        try:
+            first = lines.get(timeout=240)
+        except queue.Empty:
+            proc.kill()
+            pytest.fail(f"no URL printed; stderr: {proc.communicate()[1]}")
+        assert first.startswith("tensorboard on lab1: http://127.0.0.1:"), first
+        url = first.split(": ", 1)[1].strip()
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        html = wait_for(lambda: _page(url), 60, f"TensorBoard's page at {url}")
+        assert "<tf-tensorboard" in html or "TensorBoard" in html
+        (container,) = remote.containers.list(filters={"label": "seglab.forward=tensorboard"})
+        assert container.name.startswith("seglab-tb-")
+        assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+        assert "seglab.run_id" not in container.labels
+        assert [r["run_id"] for r in ps()] == [run_id]  # `ps` ignores the forward
+
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert remote.containers.list(all=True, filters={
+            "label": "seglab.forward=tensorboard"}) == [], err
+        assert not _port_open(port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        remote.close()
+        seglab("rm", run_id, check=False)
+
+
+def test_notebook_refuses_images_without_jupyter(remote_lab: Path,  # noqa: F811
+                                                 remote_ci_image: str,  # noqa: F811
+                                                 remote_engine: SecondEngine  # noqa: F811
+                                                 ) -> None:
+    out = seglab("notebook", "lab1:cpu", "--image", remote_ci_image, check=False)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"image {remote_ci_image} on lab1 has no `jupyter` command" in out.stderr
+    missing = seglab("notebook", "lab1", "--image", "seglab/nothing-here:1", check=False)
+    assert missing.returncode == 1
+    assert "image seglab/nothing-here:1 is not on host lab1" in missing.stderr
+    by_index = seglab("notebook", "lab1:0", check=False)
+    assert by_index.returncode == 1 and "give the GPU by UUID" in by_index.stderr
+    remote = docker.DockerClient(base_url=f"unix://{remote_engine.socket}")
+    try:
+        assert remote.containers.list(all=True, filters={"label": "seglab.forward"}) == []
+    finally:
+        remote.close()
+    assert json.loads(seglab("ps", "--all", "--json").stdout) == []
