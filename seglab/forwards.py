@@ -60,11 +60,9 @@ def listening_ports(proc_net_tcp: str) -> set[int]:
 
 def pick_port(used: set[int], rng: random.Random | None = None) -> int:
     """A port of :data:`PORT_RANGE` not in ``used``."""
-    chooser = rng or random.SystemRandom()
-    for _ in range(1000):
-        port = chooser.randint(*PORT_RANGE)
-        if port not in used:
-            return port
+    free = [port for port in range(PORT_RANGE[0], PORT_RANGE[1] + 1) if port not in used]
+    if free:
+        return (rng or random.SystemRandom()).choice(free)
     raise RunError(f"no free TCP port between {PORT_RANGE[0]} and {PORT_RANGE[1]}")
 
 
