@@ -357,3 +357,20 @@ class Workstation:
         from seglab.forwards import DEFAULT_NOTEBOOK_IMAGE, open_notebook
 
         return open_notebook(self, where, image or DEFAULT_NOTEBOOK_IMAGE, port)
+
+    def engine(self, host: str) -> str | None:
+        """``docker <version>`` of a local host's engine, or ``no docker engine`` (blocking;
+        None for a remote host: its engine is reached through its SSH link)."""
+        from seglab.runtime import EngineUnavailable
+        from seglab.runtime.docker import DockerRuntime
+
+        if not self.inventory().get(host).is_local:
+            return None
+        runtime = self.runs().runtime(host, "docker")
+        if not isinstance(runtime, DockerRuntime):
+            return runtime.__class__.__name__
+        try:
+            version = runtime.client.version().get("Version")
+        except EngineUnavailable:
+            return "no docker engine"
+        return f"docker {version}" if version else "docker"

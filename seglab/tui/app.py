@@ -49,6 +49,7 @@ NO_HOSTS_HINT = ("no hosts.yaml yet: this machine only · add servers under `hos
 LOG_TAIL = 500
 MAX_CURVES = 8
 PUMP_EVERY = 5  # polls between attempts to start queued runs
+ENGINE_EVERY = 30  # polls between checks of the local Docker engines
 
 
 @dataclass
@@ -57,6 +58,7 @@ class RunsSnapshot:
 
     rows: list[dict[str, Any]]
     curves: list[Curves] = field(default_factory=list)
+    engines: dict[str, str] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -132,6 +134,7 @@ class SeglabApp(App[int]):
         self.hint: str | None = None
         self.last_error: str | None = None
         self._polls = 0
+        self.engines: dict[str, str] = {}
         self._polling = False
         self._poll_again = False
         self._poll_timer: Timer | None = None
@@ -192,13 +195,16 @@ class SeglabApp(App[int]):
         """Redraw the hosts panel from the latest states, then schedule the next tick."""
         if not self.screen_stack or not self.query("#hosts"):
             return  # quitting: the dashboard is gone
+        self._redraw_hosts()
+        self.set_timer(1.0, self._tick_telemetry)
+
+    def _redraw_hosts(self) -> None:
         feed = self.feed
         states = feed.states() if feed is not None else []
         links = feed.links() if feed is not None else {}
         history = feed.history if feed is not None else None
         self.query_one("#hosts", HostsPanel).show(render_hosts(states, history, links,
-                                                               self.hint))
-        self.set_timer(1.0, self._tick_telemetry)
+                                                               self.hint, self.engines))
 
     # -- runs ------------------------------------------------------------------------
 
@@ -230,6 +236,12 @@ class SeglabApp(App[int]):
             manager.reconcile()
         if self._polls % PUMP_EVERY == 0:
             ws.pump_queue()
+        engines: dict[str, str] = {}
+        if self._polls % ENGINE_EVERY == 0:
+            for host in ws.inventory():
+                engine = ws.engine(host.name)
+                if engine is not None:
+                    engines[host.name] = engine
         self._polls += 1
         records = manager.refresh_all(include_final=True)
         rows = [run_row(record) for record in records]
@@ -246,7 +258,7 @@ class SeglabApp(App[int]):
                     cached = (key, ws.curves(record.run_id))
                     self._curve_cache[record.run_id] = cached
                 curves.append(cached[1])
-        return RunsSnapshot(rows, curves)
+        return RunsSnapshot(rows, curves, engines)
 
     def _apply_runs(self, snapshot: RunsSnapshot) -> None:
         """Show a poll's result (one batch), then schedule the next poll."""
@@ -254,6 +266,9 @@ class SeglabApp(App[int]):
         if not self.screen_stack or not self.query("#runs"):
             return  # quitting: the dashboard is gone
         table = self.query_one("#runs", RunsTable)
+        if snapshot.engines and snapshot.engines != self.engines:
+            self.engines.update(snapshot.engines)
+            self._redraw_hosts()
         if snapshot.error is None:
             table.show_rows(snapshot.rows)
             self.query_one("#metrics", MetricsChart).show(snapshot.curves, table.current)

@@ -24,8 +24,9 @@ LINK_STYLES = {"online": "green", "connecting": "cyan", "offline": "red",
                "auth-failed": "bold red", "host-key-refused": "bold red"}
 
 
-def host_header(state: HostState, link: tuple[str, str | None] | None) -> Text:
-    """``name  link · telemetry status · driver · cpu/ram`` with the problem, if any."""
+def host_header(state: HostState, link: tuple[str, str | None] | None,
+                engine: str | None = None) -> Text:
+    """``name  link · telemetry status · driver · engine · cpu/ram`` and the problem."""
     out = Text(state.host, style="bold")
     if link is None:
         out.append("  this machine", style="green")
@@ -35,6 +36,8 @@ def host_header(state: HostState, link: tuple[str, str | None] | None) -> Text:
     out.append(state.status.value, style=HOST_STYLES.get(state.status, ""))
     if state.driver_version:
         out.append(f" · driver {state.driver_version}", style="dim")
+    if engine:
+        out.append(f" · {engine}", style="dim")
     sample = state.host_sample
     if sample is not None:
         used = None if sample.memory_used_mib is None else sample.memory_used_mib / 1024
@@ -78,11 +81,12 @@ def gpu_row(gpu: GpuSample, history: Sequence[float | None]) -> Text:
 
 
 def render_hosts(states: Sequence[HostState], history: HistoryStore | None,
-                 links: Mapping[str, tuple[str, str | None]], hint: str | None) -> Text:
+                 links: Mapping[str, tuple[str, str | None]], hint: str | None,
+                 engines: Mapping[str, str] | None = None) -> Text:
     """The whole panel as one text (one render per telemetry tick)."""
     lines: list[Text] = []
     for state in states:
-        lines.append(host_header(state, links.get(state.host)))
+        lines.append(host_header(state, links.get(state.host), (engines or {}).get(state.host)))
         if not state.gpus and state.status == HostStatus.NO_GPU:
             lines.append(Text("    no NVIDIA GPU here: runs use the CPU (HOST:cpu)",
                               style="dim"))
@@ -90,10 +94,10 @@ def render_hosts(states: Sequence[HostState], history: HistoryStore | None,
             gpu_history = history.get(state.host, gpu.uuid) if history is not None else None
             values = gpu_history.tail("utilization_gpu", SPARK) if gpu_history else []
             lines.append(gpu_row(gpu, values))
-    if hint:
-        lines.append(Text(hint, style="dim italic"))
     if not lines:
         lines.append(Text("waiting for the first telemetry reading…", style="dim"))
+    if hint:
+        lines.append(Text(hint, style="dim italic"))
     panel = Text("\n").join(lines)
     panel.no_wrap = True
     panel.overflow = "ellipsis"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.widgets import DataTable, Static
@@ -60,7 +61,8 @@ async def test_first_start_without_hosts_yaml_shows_local_and_a_hint() -> None:
     app = SeglabApp(follow_logs=False)
     async with app.run_test(size=(150, 40)) as pilot:
         text = await wait_until(pilot, lambda: NO_HOSTS_HINT in hosts_text(pilot)
-                                and hosts_text(pilot), 30, "the hint")
+                                and "local" in hosts_text(pilot) and hosts_text(pilot), 30,
+                                "this machine and the hint")
         assert text.splitlines()[0].startswith("local  this machine")
         if "no_gpu" in text:  # this machine has no NVIDIA GPU: CPU and RAM, and why
             assert "cpu " in text and "ram " in text
@@ -124,6 +126,9 @@ async def test_runs_table_log_pane_and_chart_from_the_registry(
         assert str(runs.get_cell("tiny-grid.lr-high.d4e5f6", "miou")) == "0.470"
         assert str(runs.get_cell("tiny.default.0a0b0c", "miou")) == DASH  # no value, not 0
         assert str(runs.get_cell("tiny-grid.lr-low.a1b2c3", "status")) == "running"
+        # No engine answers on DOCKER_HOST here: the local header says so.
+        await wait_until(pilot, lambda: "· no docker engine" in hosts_text(pilot), 10,
+                         "the engine state")
         # The chart holds every variant of the selected run's ablation.
         chart = app.query_one("#metrics", MetricsChart)
         await wait_until(pilot, lambda: len(chart.shown) == 2, 10, "both variants' curves")
@@ -275,4 +280,17 @@ async def test_palette_offers_the_actions_and_resizing_keeps_the_runs(
         runs = table(pilot)
         assert runs.size.width <= 80 and runs.size.height >= 3
         assert runs.current == "tiny.default.0a0b0c" and runs.row_count == 3
+        await pilot.press("q")
+
+
+@pytest.mark.docker
+@sync
+async def test_local_docker_engine_version_in_the_host_header(docker_client: Any) -> None:
+    expected = f"docker {docker_client.version()['Version']}"
+    app = SeglabApp(follow_logs=False)
+    async with app.run_test(size=(150, 40)) as pilot:
+        text = await wait_until(pilot, lambda: expected in hosts_text(pilot)
+                                and hosts_text(pilot), 30, expected)
+        assert text.splitlines()[0].startswith("local  this machine")
+        assert expected in text.splitlines()[0]
         await pilot.press("q")
