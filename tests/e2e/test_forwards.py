@@ -17,6 +17,7 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -31,7 +32,7 @@ from tests.e2e.sshd import (  # noqa: F401 - fixtures
     ssh_keys,
     sshd,
 )
-from tests.e2e.test_remote_runs import remote_lab  # noqa: F401 - fixture
+from tests.e2e.test_remote_runs import SITE, remote_lab  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.sshd, pytest.mark.docker, pytest.mark.slow]
 
@@ -55,31 +56,26 @@ def _port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_tensorboard_of_a_remote_run(remote_lab: Path,  # noqa: F811
-                                     remote_engine: SecondEngine) -> None:  # noqa: F811
-    (run_id,) = seglab("run", str(RECIPES / "tiny.yaml"), "--on", "lab1:cpu").stdout.split()
-    row = wait_for(lambda: final(run_id), 300, "the tiny run to end")
-    assert row["status"] == "finished", row
-    assert any((Path(row["run_dir"]) / "tb").iterdir())  # the trainer's event files
-
-    proc = subprocess.Popen([sys.executable, "-m", "seglab", "tensorboard", run_id],
+def _serve_and_stop(args: list[str], engine: Any, host: str, run_id: str) -> int:
+    """Start `seglab ARGS`, fetch TensorBoard at the URL it prints, SIGTERM it, and check
+    that the container on ``engine`` and the local port are gone; the URL's port."""
+    proc = subprocess.Popen([sys.executable, "-m", "seglab", *args],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=os.environ.copy())
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
-    remote = docker.DockerClient(base_url=f"unix://{remote_engine.socket}")
     try:
         try:
             first = lines.get(timeout=240)
         except queue.Empty:
             proc.kill()
             pytest.fail(f"no URL printed; stderr: {proc.communicate()[1]}")
-        assert first.startswith("tensorboard on lab1: http://127.0.0.1:"), first
+        assert first.startswith(f"tensorboard on {host}: http://127.0.0.1:"), first
         url = first.split(": ", 1)[1].strip()
         port = int(url.rsplit(":", 1)[1].strip("/"))
         html = wait_for(lambda: _page(url), 60, f"TensorBoard's page at {url}")
         assert "<tf-tensorboard" in html or "TensorBoard" in html
-        (container,) = remote.containers.list(filters={"label": "seglab.forward=tensorboard"})
+        (container,) = engine.containers.list(filters={"label": "seglab.forward=tensorboard"})
         assert container.name.startswith("seglab-tb-")
         assert container.attrs["HostConfig"]["NetworkMode"] == "host"
         assert "seglab.run_id" not in container.labels
@@ -88,14 +84,48 @@ def test_tensorboard_of_a_remote_run(remote_lab: Path,  # noqa: F811
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
-        assert remote.containers.list(all=True, filters={
+        assert engine.containers.list(all=True, filters={
             "label": "seglab.forward=tensorboard"}) == [], err
         assert not _port_open(port)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    return port
+
+
+def _finished_tiny_run(on: str) -> str:
+    (run_id,) = seglab("run", str(RECIPES / "tiny.yaml"), "--on", on).stdout.split()
+    row = wait_for(lambda: final(run_id), 300, "the tiny run to end")
+    assert row["status"] == "finished", row
+    assert any((Path(row["run_dir"]) / "tb").iterdir())  # the trainer's event files
+    return run_id
+
+
+def test_tensorboard_of_a_remote_run(remote_lab: Path,  # noqa: F811
+                                     remote_engine: SecondEngine) -> None:  # noqa: F811
+    run_id = _finished_tiny_run("lab1:cpu")
+    remote = docker.DockerClient(base_url=f"unix://{remote_engine.socket}")
+    try:
+        _serve_and_stop(["tensorboard", run_id], remote, "lab1", run_id)
+    finally:
         remote.close()
+        seglab("rm", run_id, check=False)
+
+
+def test_tensorboard_of_a_recipe_on_this_machine(isolated_xdg: Path, ci_image: str,
+                                                 docker_client: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGLAB_DEV_MOUNTS",
+                       f"{SITE}:/usr/local/lib/python3.11/dist-packages,{REPO}:/opt/seglab")
+    run_id = _finished_tiny_run("local:cpu")
+    with socket.socket() as probe:  # a free local port for --port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    try:
+        assert _serve_and_stop(["tensorboard", "tiny", "--port", str(port)], docker_client,
+                               "local", run_id) == port
+    finally:
         seglab("rm", run_id, check=False)
 
 
