@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 from seglab.hosts import Host
 from seglab.registry import RunRecord, UnknownRunError
 from seglab.runs import RunError, resolved_recipe
-from seglab.runtime import LaunchSpec, Mount, RuntimeFailure
+from seglab.runtime import EngineUnavailable, LaunchSpec, Mount, RunNotFound, RuntimeFailure
 from seglab.runtime.docker import DockerRuntime
 
 if TYPE_CHECKING:
@@ -106,8 +106,16 @@ class OpenForward:
     _undo: list[Callable[[], None]] = field(default_factory=list)
 
     def alive(self) -> bool:
-        """Whether the container still runs."""
-        return self.runtime.inspect(self.container).active
+        """Whether the container still runs (True while its engine cannot be reached: a
+        remote host's forward comes back by itself after a reconnect)."""
+        try:
+            return self.runtime.inspect(self.container).active
+        except RunNotFound:
+            return False
+        except EngineUnavailable as exc:
+            log.warning("%s on %s: cannot check the container now: %s", self.kind,
+                        self.host, exc)
+            return True
 
     def close(self) -> None:
         """Close the forward, then stop and remove the container (idempotent)."""

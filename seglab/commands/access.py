@@ -108,22 +108,27 @@ def _notebook(args: argparse.Namespace) -> int:
 
 
 def _serve(open_forward: Callable[[Workstation], OpenForward]) -> int:
-    """Open the forward, print its URL, keep it until SIGINT/SIGTERM, then undo it."""
+    """Open the forward, print its URL, keep it until SIGINT/SIGTERM, then undo it.
+
+    While it opens, either signal interrupts the opening (which undoes what it started).
+    """
     from seglab.commands.runs import guard
     from seglab.workstation import Workstation
 
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+    previous = {sig: signal.signal(sig, signal.default_int_handler)
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     ws = Workstation()
     try:
         opened: OpenForward = guard(lambda: open_forward(ws))
+        for sig in previous:
+            signal.signal(sig, lambda *_: stop.set())
         try:
             print(f"{opened.kind} on {opened.host}: {opened.url}", flush=True)
             print("Ctrl-C stops it.", flush=True)
             while not stop.wait(5.0):
                 if not guard(opened.alive):
-                    print(f"{opened.kind} on {opened.host} stopped by itself",
+                    print(f"seglab: {opened.kind} on {opened.host} stopped by itself",
                           file=sys.stderr)
                     return 1
         finally:
