@@ -22,40 +22,6 @@ from tests.standin import use_standin
 pytestmark = pytest.mark.slow
 
 
-def test_grid_runs_in_parallel_and_finishes_with_metrics() -> None:
-    started = json.loads(seglab("run", str(RECIPES / "tiny-grid.yaml"), "--on", "local:cpu",
-                                "--runtime", "process", "--json").stdout)
-    ids = [row["run_id"] for row in started]
-    assert len(ids) == 2
-    assert {row["variant"] for row in started} == {"lr=low", "lr=high"}
-    assert all(row["runtime"] == "process" for row in started)
-    # Both variants run at once: each is active before either has ended.
-    assert all(row["status"] in ("starting", "running") for row in started)
-
-    followed = seglab("logs", "-f", ids[0], timeout=600).stdout.splitlines()
-    event_lines = [line for line in followed if PREFIX in line]
-    assert event_lines, "the log stream carries event lines"
-    kinds = [parse_line(line).kind for line in event_lines]  # type: ignore[union-attr]
-    assert kinds[0] == "start"
-    assert kinds[-1] == "end"
-    assert "eval" in kinds
-
-    rows = {r["run_id"]: r for r in wait_for(
-        lambda: all(final(i) for i in ids) and ps(), 600, "both variants to end")}
-    for run_id in ids:
-        row = rows[run_id]
-        assert row["status"] == "finished", row
-        assert row["exit_code"] == 0
-        assert row["best_miou"] is not None and 0 < row["best_miou"] <= 1
-        assert row["iteration"] == row["total_iterations"] == 8
-        assert row["progress"] == 1.0
-        metrics = json.loads(seglab("metrics", run_id, "--json").stdout)
-        assert metrics["best_miou"] == row["best_miou"]
-        assert [e["iter"] for e in metrics["evals"]] == [4, 8]
-        assert metrics["class_names"] == ["background", "shape_1", "shape_2"]
-    assert seglab("ps", "--json").stdout.strip() == "[]"  # nothing active any more
-
-
 def test_stop_writes_last_checkpoint_and_resume_continues() -> None:
     (run_id,) = seglab("run", str(RECIPES / "tiny-long.yaml"), "--on", "local:cpu",
                        "--runtime", "process").stdout.split()
@@ -95,7 +61,7 @@ def test_stop_writes_last_checkpoint_and_resume_continues() -> None:
     assert all(r["run_id"] != run_id for r in ps())
 
 
-def test_reattach_after_seglab_is_sigkilled(isolated_xdg: Path) -> None:
+def test_grid_in_parallel_reattached_after_seglab_is_sigkilled(isolated_xdg: Path) -> None:
     waiter = subprocess.Popen(
         [sys.executable, "-m", "seglab", "run", str(RECIPES / "tiny-grid.yaml"),
          "--on", "local:cpu", "--runtime", "process", "--wait"],
@@ -103,7 +69,11 @@ def test_reattach_after_seglab_is_sigkilled(isolated_xdg: Path) -> None:
     )
     assert waiter.stdout is not None
     ids = [waiter.stdout.readline().strip() for _ in range(2)]
-    wait_for(lambda: all(run_row(i)["status"] == "running" for i in ids), 120, "both running")
+    # Both variants run at once: each is running before either has ended.
+    running = wait_for(lambda: all(run_row(i)["status"] == "running" for i in ids) and ps(),
+                       120, "both running")
+    assert {r["variant"] for r in running} == {"lr=low", "lr=high"}
+    assert all(r["runtime"] == "process" for r in running)
     waiter.send_signal(signal.SIGKILL)
     waiter.wait()
 
@@ -112,17 +82,31 @@ def test_reattach_after_seglab_is_sigkilled(isolated_xdg: Path) -> None:
     for path in state.glob("registry.sqlite3*"):
         path.unlink()
 
+    followed = seglab("logs", "-f", ids[0], timeout=600).stdout.splitlines()
+    event_lines = [line for line in followed if PREFIX in line]
+    kinds = [parse_line(line).kind for line in event_lines]  # type: ignore[union-attr]
+    assert kinds[0] == "start" and kinds[-1] == "end" and "eval" in kinds
+
     rows = wait_for(lambda: all(final(i) for i in ids) and ps(), 600,
                     "the runs to be found again and to end")
     found = {r["run_id"]: r for r in rows}
     assert set(found) == set(ids)
     for run_id in ids:
-        assert found[run_id]["status"] == "finished"
-        assert found[run_id]["best_miou"] is not None
-        on_disk = events_file(found[run_id]["run_dir"])
+        row = found[run_id]
+        assert row["status"] == "finished", row
+        assert row["exit_code"] == 0
+        assert row["best_miou"] is not None and 0 < row["best_miou"] <= 1
+        assert row["iteration"] == row["total_iterations"] == 8
+        assert row["progress"] == 1.0
+        on_disk = events_file(row["run_dir"])
         metrics = json.loads(seglab("metrics", run_id, "--json").stdout)
+        assert metrics["best_miou"] == row["best_miou"]
+        assert [e["iter"] for e in metrics["evals"]] == [4, 8]
+        assert metrics["class_names"] == ["background", "shape_1", "shape_2"]
+        # Nothing lost or duplicated: the registry holds exactly the run dir's events.
         assert len(metrics["evals"]) == sum(r["kind"] == "eval" for r in on_disk)
         assert len(metrics["loss"]) == sum(r["kind"] == "train" for r in on_disk)
+    assert seglab("ps", "--json").stdout.strip() == "[]"  # nothing active any more
 
 
 def _standin_host(config_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
