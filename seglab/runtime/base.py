@@ -7,7 +7,8 @@ block; async callers run them in threads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
@@ -157,3 +158,21 @@ def matches(labels: Mapping[str, str], wanted: Mapping[str, str | None] | None) 
     return all(
         key in labels and (value is None or labels[key] == value) for key, value in wanted.items()
     )
+
+
+def wait_for_exit(inspect: Callable[[str], RuntimeState], ref: str, timeout: float | None,
+                  poll: float, what: str) -> int:
+    """Poll ``inspect(ref)`` until the run ends: its exit code; RunLost for a run that
+    ended without one, TimeoutError after ``timeout`` seconds (``what`` names it)."""
+    from seglab.runtime.errors import RunLost
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        state = inspect(ref)
+        if state.status == "exited" and state.exit_code is not None:
+            return state.exit_code
+        if state.status == "dead":
+            raise RunLost(ref)
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} {ref} still running after {timeout} s")
+        time.sleep(poll)

@@ -26,11 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from seglab.runtime import procwrap
-from seglab.runtime.base import LogCursor, LogLine, RunInfo, RuntimeState, matches
+from seglab.runtime.base import (
+    LogCursor,
+    LogLine,
+    RunInfo,
+    RuntimeState,
+    matches,
+    wait_for_exit,
+)
 from seglab.runtime.errors import (
     LaunchFailed,
     NameInUse,
-    RunLost,
     RunNotFound,
     RunStillRunning,
     RuntimeFailure,
@@ -323,16 +329,7 @@ class ProcessRuntime:
 
     def wait(self, ref: str, timeout: float | None = None) -> int:
         """The exit code once the run ends; TimeoutError after ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            state = self.inspect(ref)
-            if state.status == "exited" and state.exit_code is not None:
-                return state.exit_code
-            if state.status == "dead":
-                raise RunLost(ref)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"run {ref} still running after {timeout} s")
-            time.sleep(_POLL)
+        return wait_for_exit(self.inspect, ref, timeout, _POLL, "run")
 
     def remove(self, ref: str, force: bool = False) -> None:
         """Forget the run (process.json, exit_code); train.log and the run dir stay."""

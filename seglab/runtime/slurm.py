@@ -29,10 +29,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from seglab.hosts import SlurmOptions
-from seglab.runtime.base import LogCursor, LogLine, RunInfo, RuntimeState, matches
+from seglab.runtime.base import (
+    LogCursor,
+    LogLine,
+    RunInfo,
+    RuntimeState,
+    matches,
+    wait_for_exit,
+)
 from seglab.runtime.errors import (
     LaunchFailed,
-    RunLost,
     RunNotFound,
     RunStillRunning,
     RuntimeFailure,
@@ -564,16 +570,7 @@ class SlurmRuntime:
 
     def wait(self, ref: str, timeout: float | None = None) -> int:
         """The exit code once the job ends; TimeoutError after ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            state = self.inspect(ref)
-            if state.status == "exited" and state.exit_code is not None:
-                return state.exit_code
-            if state.status == "dead":
-                raise RunLost(ref)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"Slurm job {ref} still active after {timeout} s")
-            time.sleep(_POLL)
+        return wait_for_exit(self.inspect, ref, timeout, _POLL, "Slurm job")
 
     def remove(self, ref: str, force: bool = False) -> None:
         """Forget the run (its slurm.json); the run dir and Slurm's own records stay."""
