@@ -12,6 +12,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "tests" / "fixtures" / "recipes"
+SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" \
+    / "site-packages"
+DEV_MOUNTS = f"{SITE}:/usr/local/lib/python3.11/dist-packages,{REPO}:/opt/seglab"
+"""SEGLAB_DEV_MOUNTS for containers of the CI image: this venv's packages and the checkout."""
 
 
 def seglab(*args: str, check: bool = True, timeout: float = 300

@@ -22,7 +22,7 @@ from typing import Any
 import docker
 import pytest
 
-from tests.e2e.runlib import RECIPES, REPO, final, ps, seglab, wait_for
+from tests.e2e.runlib import DEV_MOUNTS, RECIPES, REPO, final, ps, seglab, wait_for
 from tests.e2e.sshd import (  # noqa: F401 - fixtures
     SecondEngine,
     lab1,
@@ -32,7 +32,7 @@ from tests.e2e.sshd import (  # noqa: F401 - fixtures
     ssh_keys,
     sshd,
 )
-from tests.e2e.test_remote_runs import SITE, remote_lab  # noqa: F401 - fixture
+from tests.e2e.test_remote_runs import remote_lab  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.sshd, pytest.mark.docker, pytest.mark.slow]
 
@@ -116,8 +116,7 @@ def test_tensorboard_of_a_remote_run(remote_lab: Path,  # noqa: F811
 def test_tensorboard_of_a_recipe_on_this_machine(isolated_xdg: Path, ci_image: str,
                                                  docker_client: Any,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEGLAB_DEV_MOUNTS",
-                       f"{SITE}:/usr/local/lib/python3.11/dist-packages,{REPO}:/opt/seglab")
+    monkeypatch.setenv("SEGLAB_DEV_MOUNTS", DEV_MOUNTS)
     run_id = _finished_tiny_run("local:cpu")
     with socket.socket() as probe:  # a free local port for --port
         probe.bind(("127.0.0.1", 0))

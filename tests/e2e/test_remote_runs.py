@@ -7,7 +7,6 @@ to that engine only through the socket forwarded over the SSH connection.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,16 @@ import pytest
 from docker.errors import NotFound
 
 from seglab.events import PREFIX, parse_line
-from tests.e2e.runlib import RECIPES, REPO, events_file, final, ps, run_row, seglab, wait_for
+from tests.e2e.runlib import (
+    DEV_MOUNTS,
+    RECIPES,
+    events_file,
+    final,
+    ps,
+    run_row,
+    seglab,
+    wait_for,
+)
 from tests.e2e.sshd import (  # noqa: F401 - fixtures
     Lab,
     SecondEngine,
@@ -31,10 +39,6 @@ from tests.e2e.sshd import (  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.sshd, pytest.mark.docker, pytest.mark.slow]
 
-SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" \
-    / "site-packages"
-
-
 @pytest.fixture
 def remote_lab(lab1: Lab, remote_engine: SecondEngine, remote_ci_image: str,  # noqa: F811
                isolated_xdg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -44,7 +48,7 @@ def remote_lab(lab1: Lab, remote_engine: SecondEngine, remote_ci_image: str,  # 
         "ssh": "lab1", "nvidia_smi": str(lab1.nvidia_smi), "runs_root": str(runs),
         "docker_socket": str(remote_engine.socket)}})
     monkeypatch.setenv("SEGLAB_DEV_MOUNTS",
-                       f"{SITE}:/usr/local/lib/python3.11/dist-packages,{REPO}:/opt/seglab")
+                       DEV_MOUNTS)
     return runs
 
 

@@ -8,19 +8,14 @@ covers torchrun outside containers.)
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.runlib import RECIPES, REPO, events_file, ps, run_row, seglab, wait_for
+from tests.e2e.runlib import DEV_MOUNTS, RECIPES, events_file, ps, run_row, seglab, wait_for
 
 pytestmark = pytest.mark.slow
-
-SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" \
-    / "site-packages"
-
 
 def _two_ranks_stop_resume(runtime: str) -> None:
     (run_id,) = seglab("run", str(RECIPES / "tiny-ddp.yaml"), "--on", "local:cpu",
@@ -57,5 +52,5 @@ def _two_ranks_stop_resume(runtime: str) -> None:
 def test_two_gloo_ranks_in_one_container(ci_image: str, docker_client: Any,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGLAB_DEV_MOUNTS",
-                       f"{SITE}:/usr/local/lib/python3.11/dist-packages,{REPO}:/opt/seglab")
+                       DEV_MOUNTS)
     _two_ranks_stop_resume("docker")

@@ -18,19 +18,25 @@ import pytest
 from docker.errors import NotFound
 
 from seglab.events import PREFIX, parse_line
-from tests.e2e.runlib import RECIPES, REPO, events_file, final, ps, run_row, seglab, wait_for
+from tests.e2e.runlib import (
+    DEV_MOUNTS,
+    RECIPES,
+    REPO,
+    events_file,
+    final,
+    ps,
+    run_row,
+    seglab,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" \
-    / "site-packages"
-
 
 @pytest.fixture(autouse=True)
 def dev_mounts(ci_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Give every container the venv's packages and the checkout (read-only)."""
     monkeypatch.setenv("SEGLAB_DEV_MOUNTS",
-                       f"{SITE}:/usr/local/lib/python3.11/dist-packages,{REPO}:/opt/seglab")
+                       DEV_MOUNTS)
 
 
 def _container(docker_client: Any, run_id: str) -> Any:
