@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Container, Horizontal, Vertical
@@ -40,6 +40,8 @@ from seglab.yamlpos import ConfigError
 
 if TYPE_CHECKING:  # imported in a worker: the first frame does not wait for the domain
     from seglab.hosts import Inventory
+    from seglab.registry import RunRecord
+    from seglab.telemetry.sample import HostState
     from seglab.workstation import Curves, Workstation
 
 log = logging.getLogger(__name__)
@@ -330,7 +332,7 @@ class SeglabApp(App[int]):
         self._open_new_run(states)
 
     @work(thread=True, group="placements")
-    def _open_new_run(self, states: list[Any]) -> None:
+    def _open_new_run(self, states: list[HostState]) -> None:
         try:
             choices = self.workstation.placement_choices(states)
         except Exception as exc:  # registry or hosts.yaml trouble: fall back to auto
@@ -340,7 +342,7 @@ class SeglabApp(App[int]):
                               NewRunScreen(self.workstation, choices, self.recipe_folder),
                               self._launched)
 
-    def _launched(self, records: list[Any] | None) -> None:
+    def _launched(self, records: list[RunRecord] | None) -> None:
         if not records:
             return
         self.notify(f"started {len(records)} run(s): "
@@ -477,7 +479,7 @@ class SeglabApp(App[int]):
         """Search the log."""
         self.query_one("#logpane", LogPane).open_search()
 
-    def on_key(self, event: Any) -> None:
+    def on_key(self, event: events.Key) -> None:
         """Escape in the log search box closes it."""
         focused = self.focused
         if event.key == "escape" and isinstance(focused, Input) and focused.id == "log-search":

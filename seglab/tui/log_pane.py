@@ -20,7 +20,7 @@ from seglab.events import PREFIX
 log = logging.getLogger(__name__)
 
 MAX_LINES = 2000
-FLUSH_S = 0.1
+FLUSH_S = 0.2  # five batched writes a second: smooth enough, half the redraws of 10
 
 Opener = Callable[[], Iterable[str]]
 
