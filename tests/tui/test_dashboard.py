@@ -38,8 +38,9 @@ async def test_standin_gpus_show_the_capture_values(monkeypatch: pytest.MonkeyPa
     _standin_hosts(monkeypatch, "load")
     app = SeglabApp(follow_logs=False)
     async with app.run_test(size=(150, 40)) as pilot:
-        text = await wait_until(pilot, lambda: "H100" in hosts_text(pilot) and hosts_text(pilot),
-                                30, "the stand-in's GPUs")
+        # GPU values first, then the processes (a separate query) on the next readings.
+        text = await wait_until(pilot, lambda: hosts_text(pilot).count("memhog") == 2
+                                and hosts_text(pilot), 30, "the stand-in's GPUs and processes")
         lines = text.splitlines()
         assert lines[0].startswith("local  this machine")
         assert "nvidia-smi ok" in lines[0] and "driver 590.48.01" in lines[0]
