@@ -39,6 +39,7 @@ from seglab.tui.screens import CompareScreen, ConfirmScreen, HelpScreen
 from seglab.yamlpos import ConfigError
 
 if TYPE_CHECKING:  # imported in a worker: the first frame does not wait for the domain
+    from seglab.forwards import OpenForward
     from seglab.hosts import Inventory
     from seglab.registry import RunRecord
     from seglab.telemetry.sample import HostState
@@ -128,6 +129,7 @@ class SeglabApp(App[int]):
         super().__init__(css_path=css)
         self._workstation = workstation
         self._workstation_lock = threading.Lock()
+        self._forwards: list[OpenForward] = []
         self.feed = feed
         self.clock = clock
         self.poll_s = poll_s
@@ -459,13 +461,36 @@ class SeglabApp(App[int]):
             subprocess.run([docker, "exec", "-it", f"seglab-{ids[0]}", "/bin/sh"], check=False)
 
     def action_notebook(self) -> None:
-        """Jupyter forward (not offered by the remote layer yet)."""
-        self.notify("Jupyter forwards are not available yet", severity="warning")
+        """JupyterLab (the `full` image) on the selected run's host, forwarded here."""
+        ids = self._chosen()
+        host = self._row(ids[0])["host"] if ids else "local"
+        self.notify(f"starting JupyterLab on {host}…", timeout=4)
+        self._open_forward("notebook", f"{host}:cpu")
 
     def action_tensorboard(self) -> None:
-        """TensorBoard forward (not offered by the remote layer yet)."""
-        self.notify("TensorBoard forwards are not available yet; the run's tb/ folder is "
-                    "in its run dir", severity="warning")
+        """TensorBoard over the selected run's dir, on its host, forwarded here."""
+        ids = self._chosen()
+        if not ids:
+            self.notify("select a run first", severity="warning")
+            return
+        self.notify(f"starting TensorBoard for {ids[0]}…", timeout=4)
+        self._open_forward("tensorboard", ids[0])
+
+    @work(thread=True, group="forwards")
+    def _open_forward(self, kind: str, target: str) -> None:
+        """Start a forward through the façade; it is closed when the dashboard quits."""
+        try:
+            if kind == "tensorboard":
+                forward = self.workstation.tensorboard(target)
+            else:
+                forward = self.workstation.notebook(target)
+        except Exception as exc:  # engine, image and host errors are shown, not raised
+            self.call_from_thread(self.notify, f"{kind}: {exc}", severity="error",
+                                  timeout=10)
+            return
+        self._forwards.append(forward)
+        self.call_from_thread(self.notify, f"{kind}: {forward.url}  (closes when you quit)",
+                              timeout=30)
 
     def action_follow(self) -> None:
         """Log follow mode on/off."""
@@ -492,10 +517,12 @@ class SeglabApp(App[int]):
         self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
-        """Leave the dashboard; runs keep going."""
+        """Leave the dashboard; runs keep going (TensorBoard/Jupyter forwards close)."""
         self.query_one("#logpane", LogPane).follow_run(None, None)
         if self.feed is not None:
             await self.feed.close()
+        for forward in self._forwards:
+            await asyncio.to_thread(forward.close)
         self.exit(0)
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:

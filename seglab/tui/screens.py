@@ -57,7 +57,7 @@ KEYS = (
     ("x", "remove ended runs (their run dir stays)"),
     ("c", "compare the variants of the selected run's ablation"),
     ("e", "shell in the run's container (docker runs on this machine)"),
-    ("j / t", "Jupyter / TensorBoard forwards (not available yet)"),
+    ("j / t", "JupyterLab on the run's host / TensorBoard of the run, forwarded here"),
     ("f", "log: follow on/off"),
     ("v", "log: show/hide @seglab event lines"),
     ("/", "log: search (enter: next match, escape: close)"),
