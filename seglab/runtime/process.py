@@ -42,12 +42,12 @@ from seglab.runtime.errors import (
     RuntimeFailure,
     SpecError,
 )
+from seglab.runtime.logfile import read_lines
 from seglab.runtime.spec import LaunchSpec
 
 PROCESS_FILE = procwrap.PROCESS_FILE
 EXIT_FILE = procwrap.EXIT_FILE
 _POLL = 0.1
-_READ = 65536
 
 
 def process_alive(pid: int, start_time: int) -> bool:
@@ -58,27 +58,6 @@ def process_alive(pid: int, start_time: int) -> bool:
         return False
     fields = stat[stat.rindex(")") + 2:].split()
     return fields[0] not in ("Z", "X") and int(fields[19]) == start_time
-
-
-def tail_offset(path: Path, lines: int) -> int:
-    """Byte offset where the last ``lines`` lines of ``path`` begin (an unterminated last
-    line counts as one)."""
-    with open(path, "rb") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        if lines <= 0:
-            return size
-        pos, data = size, b""
-        while pos > 0 and data.count(b"\n") <= lines:
-            step = min(_READ, pos)
-            pos -= step
-            handle.seek(pos)
-            data = handle.read(step) + data
-        cut = len(data) - 1 if data.endswith(b"\n") else len(data)
-        for _ in range(lines):
-            cut = data.rfind(b"\n", 0, cut)
-            if cut < 0:
-                break
-        return pos + cut + 1
 
 
 class ProcessRuntime:
@@ -266,34 +245,8 @@ class ProcessRuntime:
             raise SpecError("train.log has no timestamps: resume the process runtime's log "
                             "from a LogCursor")
         record = self._record(ref)
-        path = Path(record["log_path"])
-        if since is not None:
-            offset = since.offset
-        elif tail is not None:
-            offset = tail_offset(path, tail)
-        else:
-            offset = 0
-        pending = b""
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            while True:
-                chunk = handle.read(_READ)
-                if not chunk:
-                    ended = not self.inspect(ref).active
-                    chunk = handle.read(_READ)  # what was written before the check
-                    if not chunk:
-                        if ended or not follow:
-                            break
-                        time.sleep(_POLL * 2)
-                        continue
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    offset += len(line) + 1
-                    yield LogLine(line.decode("utf-8", "replace"), LogCursor(offset=offset))
-        if pending and not self.inspect(ref).active:
-            yield LogLine(pending.decode("utf-8", "replace"),
-                          LogCursor(offset=offset + len(pending)))
+        yield from read_lines(Path(record["log_path"]), lambda: self.inspect(ref).active,
+                              follow=follow, since=since, tail=tail, poll=_POLL * 2)
 
     # -- ending ---------------------------------------------------------------------
 

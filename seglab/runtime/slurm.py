@@ -44,7 +44,7 @@ from seglab.runtime.errors import (
     RuntimeFailure,
     SpecError,
 )
-from seglab.runtime.process import tail_offset
+from seglab.runtime.logfile import read_lines
 from seglab.runtime.spec import LaunchSpec
 from seglab.telemetry.executor import CommandResult
 
@@ -53,7 +53,6 @@ LOG_FILE = "train.log"
 SUBMIT_DIR = ".slurm"  # under runs_root: one folder per submission (task -> run dir links)
 COMMENT_PREFIX = "seglab:"
 _POLL = 1.0
-_READ = 65536
 _COMMAND_TIMEOUT = 30.0
 _COMMENT_MAX = 1000  # characters of run ids in a job's --comment
 
@@ -487,33 +486,8 @@ class SlurmRuntime:
             if not follow or not self.inspect(ref).active:
                 return
             time.sleep(_POLL)  # pending: Slurm creates the file when the job starts
-        if since is not None:
-            offset = since.offset
-        elif tail is not None:
-            offset = tail_offset(path, tail)
-        else:
-            offset = 0
-        pending = b""
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            while True:
-                chunk = handle.read(_READ)
-                if not chunk:
-                    ended = not self.inspect(ref).active
-                    chunk = handle.read(_READ)
-                    if not chunk:
-                        if ended or not follow:
-                            break
-                        time.sleep(_POLL)
-                        continue
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    offset += len(line) + 1
-                    yield LogLine(line.decode("utf-8", "replace"), LogCursor(offset=offset))
-        if pending and not self.inspect(ref).active:
-            yield LogLine(pending.decode("utf-8", "replace"),
-                          LogCursor(offset=offset + len(pending)))
+        yield from read_lines(path, lambda: self.inspect(ref).active, follow=follow,
+                              since=since, tail=tail, poll=_POLL)
 
     # -- ending ---------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from seglab.runtime import LaunchFailed, LaunchSpec, LogCursor, NameInUse, RunLost
-from seglab.runtime.process import PROCESS_FILE, ProcessRuntime, tail_offset
+from seglab.runtime.logfile import tail_offset
+from seglab.runtime.process import PROCESS_FILE, ProcessRuntime
 from seglab.runtime.procwrap import proc_start_time
 
 # A stand-in trainer: prints numbered lines, and on SIGTERM writes a checkpoint marker and
