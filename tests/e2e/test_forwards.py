@@ -23,16 +23,7 @@ import docker
 import pytest
 
 from tests.e2e.runlib import DEV_MOUNTS, RECIPES, REPO, final, ps, seglab, wait_for
-from tests.e2e.sshd import (  # noqa: F401 - fixtures
-    SecondEngine,
-    lab1,
-    remote_ci_image,
-    remote_engine,
-    ssh_home,
-    ssh_keys,
-    sshd,
-)
-from tests.e2e.test_remote_runs import remote_lab  # noqa: F401 - fixture
+from tests.e2e.sshd import SecondEngine
 
 pytestmark = [pytest.mark.sshd, pytest.mark.docker, pytest.mark.slow]
 
@@ -102,8 +93,8 @@ def _finished_tiny_run(on: str) -> str:
     return run_id
 
 
-def test_tensorboard_of_a_remote_run(remote_lab: Path,  # noqa: F811
-                                     remote_engine: SecondEngine) -> None:  # noqa: F811
+def test_tensorboard_of_a_remote_run(remote_lab: Path,
+                                     remote_engine: SecondEngine) -> None:
     run_id = _finished_tiny_run("lab1:cpu")
     remote = docker.DockerClient(base_url=f"unix://{remote_engine.socket}")
     try:
@@ -128,9 +119,9 @@ def test_tensorboard_of_a_recipe_on_this_machine(isolated_xdg: Path, ci_image: s
         seglab("rm", run_id, check=False)
 
 
-def test_notebook_refuses_images_without_jupyter(remote_lab: Path,  # noqa: F811
-                                                 remote_ci_image: str,  # noqa: F811
-                                                 remote_engine: SecondEngine  # noqa: F811
+def test_notebook_refuses_images_without_jupyter(remote_lab: Path,
+                                                 remote_ci_image: str,
+                                                 remote_engine: SecondEngine
                                                  ) -> None:
     out = seglab("notebook", "lab1:cpu", "--image", remote_ci_image, check=False)
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr

@@ -14,22 +14,13 @@ from typing import Any
 import pytest
 
 from seglab import __version__
-from tests.e2e.sshd import (  # noqa: F401  (fixtures)
-    Lab,
-    SecondEngine,
-    lab1,
-    remote_engine,
-    ssh_home,
-    ssh_keys,
-    sshd,
-    write_hosts_yaml,
-)
+from tests.e2e.sshd import Lab, SecondEngine, write_hosts_yaml
 
 pytestmark = [pytest.mark.sshd, pytest.mark.docker, pytest.mark.timeout(180)]
 
 
 def test_image_build_on_a_remote_host_goes_through_the_ssh_forward(
-    docker_client: Any, remote_engine: SecondEngine, lab1: Lab,  # noqa: F811
+    docker_client: Any, remote_engine: SecondEngine, lab1: Lab,
     isolated_xdg: Path, tmp_path: Path,
 ) -> None:
     import docker

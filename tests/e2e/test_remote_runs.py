@@ -16,7 +16,6 @@ from docker.errors import NotFound
 
 from seglab.events import PREFIX, parse_line
 from tests.e2e.runlib import (
-    DEV_MOUNTS,
     RECIPES,
     events_file,
     final,
@@ -25,32 +24,9 @@ from tests.e2e.runlib import (
     seglab,
     wait_for,
 )
-from tests.e2e.sshd import (  # noqa: F401 - fixtures
-    Lab,
-    SecondEngine,
-    lab1,
-    remote_ci_image,
-    remote_engine,
-    ssh_home,
-    ssh_keys,
-    sshd,
-    write_hosts_yaml,
-)
+from tests.e2e.sshd import SecondEngine
 
 pytestmark = [pytest.mark.sshd, pytest.mark.docker, pytest.mark.slow]
-
-@pytest.fixture
-def remote_lab(lab1: Lab, remote_engine: SecondEngine, remote_ci_image: str,  # noqa: F811
-               isolated_xdg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """hosts.yaml with lab1's engine at the second dockerd's socket; its runs root."""
-    runs = tmp_path / "lab1-runs"
-    write_hosts_yaml(isolated_xdg / "config", {"lab1": {
-        "ssh": "lab1", "nvidia_smi": str(lab1.nvidia_smi), "runs_root": str(runs),
-        "docker_socket": str(remote_engine.socket)}})
-    monkeypatch.setenv("SEGLAB_DEV_MOUNTS",
-                       DEV_MOUNTS)
-    return runs
-
 
 def test_hosts_and_gpus_of_the_remote(remote_lab: Path) -> None:
     hosts = {h["name"]: h for h in json.loads(seglab("hosts", "--json").stdout)["hosts"]}
@@ -63,7 +39,7 @@ def test_hosts_and_gpus_of_the_remote(remote_lab: Path) -> None:
     assert gpus[0]["status"] == "ok"
 
 
-def test_grid_on_the_remote_engine(remote_lab: Path, remote_engine: SecondEngine,  # noqa: F811
+def test_grid_on_the_remote_engine(remote_lab: Path, remote_engine: SecondEngine,
                                    docker_client: Any, tmp_path: Path) -> None:
     started = json.loads(seglab("run", str(RECIPES / "tiny-grid.yaml"), "--on", "lab1:cpu",
                                 "--json").stdout)

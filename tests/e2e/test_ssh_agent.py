@@ -14,13 +14,7 @@ import pytest
 from seglab.hosts import load_inventory
 from seglab.remote.connection import LinkState
 from seglab.remote.manager import RemoteHosts
-from tests.e2e.sshd import (  # noqa: F401  (fixtures)
-    Lab,
-    lab1,
-    ssh_home,
-    ssh_keys,
-    sshd,
-)
+from tests.e2e.sshd import Lab
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(60)]
 
@@ -47,7 +41,7 @@ def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         process.wait(10)
 
 
-def test_the_agent_alone_authenticates(lab1: Lab, agent: Path) -> None:  # noqa: F811
+def test_the_agent_alone_authenticates(lab1: Lab, agent: Path) -> None:
     key = lab1.home.user_key
     subprocess.run(["ssh-add", "-q", str(key)], check=True, capture_output=True,
                    env={"SSH_AUTH_SOCK": str(agent), "PATH": "/usr/bin:/bin"})
@@ -74,7 +68,7 @@ def test_the_agent_alone_authenticates(lab1: Lab, agent: Path) -> None:  # noqa:
     assert "Accepted publickey" in lab1.server.log.read_text()
 
 
-def test_without_agent_or_key_files_it_is_auth_failed(lab1: Lab) -> None:  # noqa: F811
+def test_without_agent_or_key_files_it_is_auth_failed(lab1: Lab) -> None:
     lab1.home.user_key.unlink()
 
     async def scenario() -> tuple[str, str]:

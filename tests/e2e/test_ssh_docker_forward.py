@@ -15,16 +15,7 @@ import pytest
 from seglab.hosts import load_inventory
 from seglab.remote.connection import ConnectOptions, LinkState
 from seglab.remote.manager import RemoteHosts
-from tests.e2e.sshd import (  # noqa: F401  (fixtures)
-    Lab,
-    SecondEngine,
-    lab1,
-    remote_engine,
-    ssh_home,
-    ssh_keys,
-    sshd,
-    write_hosts_yaml,
-)
+from tests.e2e.sshd import Lab, SecondEngine, write_hosts_yaml
 
 pytestmark = [pytest.mark.sshd, pytest.mark.docker, pytest.mark.timeout(180)]
 
@@ -56,7 +47,7 @@ def _tiny_image(engine: SecondEngine) -> str:
 
 
 def test_forwarded_engine_answers_through_a_private_socket(
-    docker_client: Any, remote_engine: SecondEngine, lab1: Lab, isolated_xdg: Path  # noqa: F811
+    docker_client: Any, remote_engine: SecondEngine, lab1: Lab, isolated_xdg: Path
 ) -> None:
     write_hosts_yaml(isolated_xdg / "config", {"lab1": {
         "ssh": "lab1", "docker_socket": str(remote_engine.socket),

@@ -22,15 +22,7 @@ from seglab.telemetry.attribution import Attributor, executor_reader
 from seglab.telemetry.executor import ExecutorError
 from seglab.telemetry.sample import ProcessSample
 from seglab.telemetry.smi import SmiSource
-from tests.e2e.sshd import (  # noqa: F401  (fixtures)
-    Lab,
-    lab1,
-    signal_process,
-    ssh_home,
-    ssh_keys,
-    sshd,
-    write_hosts_yaml,
-)
+from tests.e2e.sshd import Lab, signal_process, write_hosts_yaml
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(90)]
 
@@ -73,7 +65,7 @@ async def _with_remotes(body: Callable[[RemoteHosts], Awaitable[None]]) -> None:
         await remotes.stop()
 
 
-def test_run_and_stream_over_one_connection(lab1: Lab) -> None:  # noqa: F811
+def test_run_and_stream_over_one_connection(lab1: Lab) -> None:
     async def body(remotes: RemoteHosts) -> None:
         executor = remotes.executor("lab1")
         result = await executor.run(["sh", "-c", "echo out; echo err >&2; exit 3"], timeout=10)
@@ -96,7 +88,7 @@ def test_run_and_stream_over_one_connection(lab1: Lab) -> None:  # noqa: F811
     asyncio.run(_with_remotes(body))
 
 
-def test_link_loss_goes_offline_reconnects_and_telemetry_resumes(lab1: Lab) -> None:  # noqa: F811
+def test_link_loss_goes_offline_reconnects_and_telemetry_resumes(lab1: Lab) -> None:
     async def body(remotes: RemoteHosts) -> None:
         conn = remotes.connection("lab1")
         source = SmiSource(
@@ -137,7 +129,7 @@ def test_link_loss_goes_offline_reconnects_and_telemetry_resumes(lab1: Lab) -> N
     asyncio.run(_with_remotes(body))
 
 
-def test_keepalive_notices_a_silent_link(lab1: Lab) -> None:  # noqa: F811
+def test_keepalive_notices_a_silent_link(lab1: Lab) -> None:
     """A frozen server (no FIN, no RST) is noticed by keepalives alone."""
 
     async def body(remotes: RemoteHosts) -> None:
@@ -164,7 +156,7 @@ def test_keepalive_notices_a_silent_link(lab1: Lab) -> None:  # noqa: F811
     asyncio.run(_with_remotes(body))
 
 
-def test_attribution_reads_the_remote_proc_over_ssh(lab1: Lab) -> None:  # noqa: F811
+def test_attribution_reads_the_remote_proc_over_ssh(lab1: Lab) -> None:
     """The telemetry Attributor with the remote reader names a process's user and command."""
     sleeper = subprocess.Popen(["sleep", "60"])  # a process on the "remote" machine
 
@@ -186,7 +178,7 @@ def test_attribution_reads_the_remote_proc_over_ssh(lab1: Lab) -> None:  # noqa:
         sleeper.wait()
 
 
-def test_proxyjump_from_ssh_config(lab1: Lab, isolated_xdg: Path) -> None:  # noqa: F811
+def test_proxyjump_from_ssh_config(lab1: Lab, isolated_xdg: Path) -> None:
     """A host behind `ProxyJump lab1` in ~/.ssh/config is reached through lab1."""
     server = lab1.server
     with lab1.home.config.open("a") as out:

@@ -14,13 +14,7 @@ from seglab.hosts import load_inventory
 from seglab.remote.connection import LinkState
 from seglab.remote.files import RemoteFileError, RemoteFiles, sftp_path
 from seglab.remote.manager import RemoteHosts
-from tests.e2e.sshd import (  # noqa: F401  (fixtures)
-    Lab,
-    lab1,
-    ssh_home,
-    ssh_keys,
-    sshd,
-)
+from tests.e2e.sshd import Lab
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(60)]
 
@@ -52,7 +46,7 @@ async def _with_files(body: Callable[[RemoteFiles], Awaitable[None]]) -> None:
         await remotes.stop()
 
 
-def test_events_are_read_incrementally_complete_lines_only(lab1: Lab, tmp_path: Path) -> None:  # noqa: F811
+def test_events_are_read_incrementally_complete_lines_only(lab1: Lab, tmp_path: Path) -> None:
     run = _run_dir(tmp_path / "runs")
     events = run / "events.jsonl"
     events.write_text(_event(0, "train") + "\n" + _event(1) + "\n" + _event(2)[:20])
@@ -74,7 +68,7 @@ def test_events_are_read_incrementally_complete_lines_only(lab1: Lab, tmp_path: 
     asyncio.run(_with_files(body))
 
 
-def test_fetch_export_best_and_all(lab1: Lab, tmp_path: Path) -> None:  # noqa: F811
+def test_fetch_export_best_and_all(lab1: Lab, tmp_path: Path) -> None:
     run = _run_dir(tmp_path / "runs")
     (run / "events.jsonl").write_text(_event(0) + "\n")
 

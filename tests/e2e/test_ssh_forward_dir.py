@@ -13,19 +13,13 @@ from seglab.hosts import load_inventory
 from seglab.remote.connection import ConnectOptions, LinkState
 from seglab.remote.forward import ForwardError, forward_dir
 from seglab.remote.manager import RemoteHosts
-from tests.e2e.sshd import (  # noqa: F401  (fixtures)
-    Lab,
-    lab1,
-    ssh_home,
-    ssh_keys,
-    sshd,
-)
+from tests.e2e.sshd import Lab
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(60)]
 
 
 def test_a_hijacked_socket_directory_keeps_the_host_offline_until_fixed(
-    lab1: Lab,  # noqa: F811
+    lab1: Lab,
 ) -> None:
     async def scenario() -> None:
         remotes = RemoteHosts(load_inventory(), ConnectOptions(backoff_initial=0.2,
@@ -51,7 +45,7 @@ def test_a_hijacked_socket_directory_keeps_the_host_offline_until_fixed(
     asyncio.run(scenario())
 
 
-def test_forward_dir_is_private_and_repaired(lab1: Lab) -> None:  # noqa: F811
+def test_forward_dir_is_private_and_repaired(lab1: Lab) -> None:
     path = forward_dir()
     assert stat.S_IMODE(path.stat().st_mode) == 0o700 and path.stat().st_uid == os.getuid()
     path.chmod(0o755)

@@ -18,14 +18,7 @@ from seglab.remote.connection import (
 from seglab.remote.executor import RemoteExecutor
 from seglab.remote.trust import add_to_known_hosts, fetch_server_key
 from seglab.telemetry.executor import ExecutorError
-from tests.e2e.sshd import (  # noqa: F401  (fixtures)
-    SshHome,
-    SshServer,
-    ssh_home,
-    ssh_keys,
-    sshd,
-    write_hosts_yaml,
-)
+from tests.e2e.sshd import SshHome, SshServer, write_hosts_yaml
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(60)]
 
@@ -48,7 +41,7 @@ async def _status_after_start(conn: HostConnection, *states: LinkState) -> LinkS
 
 
 def test_unknown_key_is_refused_before_authentication(
-    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path  # noqa: F811
+    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path
 ) -> None:
     conn = _connection(isolated_xdg)
 
@@ -73,7 +66,7 @@ def test_unknown_key_is_refused_before_authentication(
 
 
 def test_trust_then_connect_then_changed_key_is_refused(
-    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path  # noqa: F811
+    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path
 ) -> None:
     conn = _connection(isolated_xdg)
     target = conn.target
@@ -124,7 +117,7 @@ def test_trust_then_connect_then_changed_key_is_refused(
 
 
 def test_a_key_the_server_does_not_accept_is_auth_failed(
-    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path  # noqa: F811
+    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path
 ) -> None:
     ssh_home.trust(sshd)
     sshd.authorized_keys.write_text("")
@@ -135,7 +128,7 @@ def test_a_key_the_server_does_not_accept_is_auth_failed(
 
 
 def test_commands_on_a_refused_host_fail_at_once_with_the_fingerprint(
-    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path  # noqa: F811
+    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path
 ) -> None:
     conn = _connection(isolated_xdg)
 

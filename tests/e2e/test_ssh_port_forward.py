@@ -15,14 +15,7 @@ import pytest
 from seglab.hosts import load_inventory
 from seglab.remote.connection import ConnectOptions, LinkState
 from seglab.remote.manager import RemoteHosts
-from tests.e2e.sshd import (  # noqa: F401  (fixtures)
-    Lab,
-    free_port,
-    lab1,
-    ssh_home,
-    ssh_keys,
-    sshd,
-)
+from tests.e2e.sshd import Lab, free_port
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(60)]
 
@@ -50,7 +43,7 @@ def _serve(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
     pytest.fail("the test HTTP server did not start")
 
 
-def test_port_forward_survives_reconnect_and_closes(lab1: Lab, tmp_path: Path) -> None:  # noqa: F811
+def test_port_forward_survives_reconnect_and_closes(lab1: Lab, tmp_path: Path) -> None:
     (tmp_path / "hello.txt").write_text("notebook says hi")
     http, remote_port = _serve(tmp_path)
 

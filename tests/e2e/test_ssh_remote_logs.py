@@ -19,17 +19,7 @@ from seglab.runtime.base import LogCursor
 from seglab.runtime.docker import DockerRuntime
 from seglab.runtime.errors import EngineUnavailable
 from seglab.runtime.spec import LaunchSpec
-from tests.e2e.sshd import (  # noqa: F401  (fixtures)
-    Lab,
-    SecondEngine,
-    lab1,
-    remote_ci_image,
-    remote_engine,
-    ssh_home,
-    ssh_keys,
-    sshd,
-    write_hosts_yaml,
-)
+from tests.e2e.sshd import Lab, SecondEngine, write_hosts_yaml
 
 pytestmark = [pytest.mark.sshd, pytest.mark.docker, pytest.mark.timeout(240)]
 
@@ -62,8 +52,8 @@ def _follow(runtime: DockerRuntime, ref: str, out: list[str], events: list[str])
 
 
 def test_followed_log_survives_link_loss(
-    docker_client: Any, remote_ci_image: str, remote_engine: SecondEngine,  # noqa: F811
-    lab1: Lab, isolated_xdg: Path,  # noqa: F811
+    docker_client: Any, remote_ci_image: str, remote_engine: SecondEngine,
+    lab1: Lab, isolated_xdg: Path,
 ) -> None:
     write_hosts_yaml(isolated_xdg / "config", {"lab1": {
         "ssh": "lab1", "docker_socket": str(remote_engine.socket),

@@ -11,21 +11,13 @@ import pytest
 from seglab.hosts import load_inventory
 from seglab.remote.connection import ConnectOptions
 from seglab.remote.manager import check_hosts
-from tests.e2e.sshd import (  # noqa: F401  (fixtures)
-    Lab,
-    free_port,
-    lab1,
-    ssh_home,
-    ssh_keys,
-    sshd,
-    write_hosts_yaml,
-)
+from tests.e2e.sshd import Lab, free_port, write_hosts_yaml
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(60)]
 
 
 def test_reports_online_offline_and_missing_engine(
-    lab1: Lab, isolated_xdg: Path, tmp_path: Path  # noqa: F811
+    lab1: Lab, isolated_xdg: Path, tmp_path: Path
 ) -> None:
     dead_port = free_port()
     write_hosts_yaml(isolated_xdg / "config", {

@@ -13,15 +13,7 @@ from seglab.cli import main
 from seglab.hosts import load_inventory
 from seglab.remote.connection import LinkState
 from seglab.remote.manager import RemoteHosts
-from tests.e2e.sshd import (  # noqa: F401  (fixtures)
-    SSH_KEYGEN,
-    SshHome,
-    SshServer,
-    ssh_home,
-    ssh_keys,
-    sshd,
-    write_hosts_yaml,
-)
+from tests.e2e.sshd import SSH_KEYGEN, SshHome, SshServer, write_hosts_yaml
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(60)]
 
@@ -31,7 +23,7 @@ def _hosts_yaml(isolated_xdg: Path) -> None:
 
 
 def test_trust_asks_and_a_no_writes_nothing(
-    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path,  # noqa: F811
+    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path,
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _hosts_yaml(isolated_xdg)
@@ -44,7 +36,7 @@ def test_trust_asks_and_a_no_writes_nothing(
 
 
 def test_trust_yes_then_connects_and_a_changed_key_is_not_overwritten(
-    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path,  # noqa: F811
+    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _hosts_yaml(isolated_xdg)
@@ -78,7 +70,7 @@ def test_trust_yes_then_connects_and_a_changed_key_is_not_overwritten(
 
 
 def test_unknown_and_local_hosts_are_clear_errors(
-    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path,  # noqa: F811
+    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _hosts_yaml(isolated_xdg)
@@ -92,7 +84,7 @@ def test_unknown_and_local_hosts_are_clear_errors(
 
 
 def test_no_file_seglab_writes_holds_key_material(
-    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path,  # noqa: F811
+    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path,
 ) -> None:
     """After trusting, connecting and forwarding, no file outside the user's own key files
     holds a private key (its PEM armour or its base64 body) and no password is asked for."""
@@ -126,7 +118,7 @@ def test_no_file_seglab_writes_holds_key_material(
 
 
 def test_hashed_known_hosts_entries_are_honoured(
-    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path,  # noqa: F811
+    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Debian's ssh_config hashes known_hosts (HashKnownHosts yes); seglab reads such files."""

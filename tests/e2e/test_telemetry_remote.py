@@ -7,19 +7,13 @@ import json
 import pytest
 
 from seglab.cli import main
-from tests.e2e.sshd import (  # noqa: F401  (fixtures)
-    Lab,
-    lab1,
-    ssh_home,
-    ssh_keys,
-    sshd,
-)
+from tests.e2e.sshd import Lab
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(120)]
 
 
 def test_gpus_json_for_a_remote_host(
-    lab1: Lab,  # noqa: F811
+    lab1: Lab,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["gpus", "--host", "lab1", "--json", "--timeout", "60"]) == 0
