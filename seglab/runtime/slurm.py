@@ -505,31 +505,34 @@ class SlurmRuntime:
                 return state
             time.sleep(_POLL)
 
-    def stop(self, ref: str, timeout: float = 10.0) -> None:
-        """SIGTERM to the job (the trainer checkpoints and exits), ``timeout`` s of grace,
-        then ``scancel``. A pending job is cancelled at once."""
+    def _signal(self, ref: str, name: str) -> str | None:
+        """Send SIG``name`` to every process of an active job (a pending one is cancelled);
+        its jobspec, or None when the job has already ended."""
         jobspec, _ = split_ref(ref)
         state = self.inspect(ref)
         if not state.active:
-            return
+            return None
         if state.status == "created":
             self._scancel(jobspec)
         else:
-            self._scancel(jobspec, "--signal=TERM", "--full")
+            self._scancel(jobspec, f"--signal={name}", "--full")
+        return jobspec
+
+    def stop(self, ref: str, timeout: float = 10.0) -> None:
+        """SIGTERM to the job (the trainer checkpoints and exits), ``timeout`` s of grace,
+        then ``scancel``. A pending job is cancelled at once."""
+        jobspec = self._signal(ref, "TERM")
+        if jobspec is None:
+            return
         if self._wait_ended(ref, timeout).active:
             self._scancel(jobspec)
             self._wait_ended(ref, 60.0)
 
     def kill(self, ref: str) -> None:
         """SIGKILL to every process of the job; returns once Slurm records its end."""
-        jobspec, _ = split_ref(ref)
-        state = self.inspect(ref)
-        if not state.active:
+        jobspec = self._signal(ref, "KILL")
+        if jobspec is None:
             return
-        if state.status == "created":
-            self._scancel(jobspec)
-        else:
-            self._scancel(jobspec, "--signal=KILL", "--full")
         if self._wait_ended(ref, 30.0).active:
             raise RuntimeFailure(f"Slurm job {jobspec} survived SIGKILL for 30 s")
 

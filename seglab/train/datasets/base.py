@@ -9,6 +9,7 @@ are only normalised, at full resolution.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,17 +75,18 @@ def eval_transform(image: np.ndarray, label: np.ndarray) -> Sample:
     return normalize(image), torch.from_numpy(np.ascontiguousarray(label))
 
 
-class SegDataset(Dataset[Sample]):
+class SegDataset(Dataset[Sample], abc.ABC):
     """Base of the datasets: `read(index)` gives raw uint8 arrays, the transform the rest."""
 
     transform: TrainTransform | None = None
 
+    @abc.abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError
+        """How many samples the split has."""
 
+    @abc.abstractmethod
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The image (HxWx3 uint8) and its train-id label (HxW uint8) of sample `index`."""
-        raise NotImplementedError
 
     def image_size(self, index: int) -> tuple[int, int]:
         """(height, width) of sample `index` before any transform."""
