@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import getpass
 import glob
+import ipaddress
 import math
 import os
 import re
@@ -141,6 +142,8 @@ class Host:
     telemetry_interval: float = DEFAULT_TELEMETRY_INTERVAL
     gpu_memory_threshold_mib: int = DEFAULT_GPU_MEMORY_THRESHOLD_MIB
     slurm: SlurmOptions | None = None
+    node_address: str | None = None
+    node_interface: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -411,6 +414,29 @@ def _gpu_memory_threshold(value: Any, remote: bool) -> int:
     return value
 
 
+def _node_address(value: Any, remote: bool) -> str:
+    text = _string(value)
+    if not (_HOSTNAME.fullmatch(text) or _is_ip(text)):
+        raise _invalid(f"expected the host name or IP address other hosts reach this one at "
+                       f"(for multi-node runs), got {value!r}")
+    return text
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _node_interface(value: Any, remote: bool) -> str:
+    text = _string(value)
+    if not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", text):
+        raise _invalid(f"expected a network interface name such as eth0 or ib0, got {value!r}")
+    return text
+
+
 _PARSERS: dict[str, Callable[[Any, bool], Any]] = {
     "docker_socket": _docker_socket,
     "runs_root": _runs_root,
@@ -419,6 +445,8 @@ _PARSERS: dict[str, Callable[[Any, bool], Any]] = {
     "telemetry": _telemetry,
     "telemetry_interval": _telemetry_interval,
     "gpu_memory_threshold_mib": _gpu_memory_threshold,
+    "node_address": _node_address,
+    "node_interface": _node_interface,
 }
 _SLURM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 _SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+-\d+$")

@@ -138,9 +138,16 @@ class TrainConfig(_Section):
 class ResourcesConfig(_Section):
     """What one run of this recipe holds."""
 
-    gpus: int = Field(default=1, ge=1, le=64)
+    gpus: int = Field(default=1, ge=1, le=64, description="GPUs per run (per member when "
+                      "nodes > 1)")
+    nodes: int = Field(default=1, ge=1, le=64, description="hosts one run spans, joined by "
+                       "torchrun's c10d rendezvous (needs network: host)")
+    node_timeout_s: float = Field(default=300.0, gt=0, le=86400, description="multi-node: "
+                                  "how long members wait for each other before the run fails")
     shm_size: str = "8g"
-    network: bool = Field(default=False, description="give the container a network")
+    network: bool | Literal["host"] = Field(
+        default=False, description="false: no network; true: a bridge network; host: the "
+        "host's network (multi-node runs only)")
     memory: str | None = None
     cpus: float | None = Field(default=None, gt=0)
 
@@ -150,10 +157,23 @@ class ResourcesConfig(_Section):
             value = getattr(self, key)
             if value is not None and not _SHM.match(value):
                 raise ValueError(f"{key}: expected a size such as 8g or 512m, got {value!r}")
+        if self.nodes > 1 and self.network != "host":
+            raise ValueError("nodes: a run over several hosts needs `network: host` (the "
+                             "ranks reach each other over the hosts' own interfaces; see "
+                             "docs/scaling.md)")
+        if self.network == "host" and self.nodes == 1:
+            raise ValueError("network: host networking is only for multi-node runs "
+                             "(nodes > 1); use true for a bridge network")
         return self
 
+    @property
+    def world_size(self) -> int:
+        """Training processes of one run: ``gpus`` per member times ``nodes``."""
+        return self.gpus * self.nodes
 
-def _cross_field_problems(crop: Any, stride: Any, batch: Any, gpus: Any) -> list[tuple[str, str]]:
+
+def _cross_field_problems(crop: Any, stride: Any, batch: Any, gpus: Any, nodes: Any = 1
+                          ) -> list[tuple[str, str]]:
     """Checks across sections, as (key, message); values of the wrong type are skipped."""
     out = []
     ints = (
@@ -163,9 +183,14 @@ def _cross_field_problems(crop: Any, stride: Any, batch: Any, gpus: Any) -> list
     )
     if ints and any(v % stride for v in crop):
         out.append(("data.crop", f"{crop} is not divisible by model.output_stride {stride}"))
-    if isinstance(batch, int) and isinstance(gpus, int) and batch > 0 and gpus > 0 and batch % gpus:
+    if not isinstance(nodes, int) or nodes < 1:
+        nodes = 1
+    if isinstance(batch, int) and isinstance(gpus, int) and batch > 0 and gpus > 0 \
+            and batch % (gpus * nodes):
+        over = f"resources.gpus {gpus}" if nodes == 1 else \
+            f"{gpus * nodes} ranks (resources.gpus {gpus} x nodes {nodes})"
         out.append(("train.batch_size", f"the global batch {batch} does not split evenly over "
-                                        f"resources.gpus {gpus}"))
+                                        f"{over}"))
     return out
 
 
@@ -187,7 +212,8 @@ class Recipe(_Section):
         if not _NAME.match(self.name):
             raise ValueError(f"name: {self.name!r} may hold only letters, digits, '_', '.', '-'")
         for key, message in _cross_field_problems(
-            self.data.crop, self.model.output_stride, self.train.batch_size, self.resources.gpus
+            self.data.crop, self.model.output_stride, self.train.batch_size,
+            self.resources.gpus, self.resources.nodes,
         ):
             raise ValueError(f"{key}: {message}")
         return self
@@ -396,6 +422,7 @@ def _validate(
         _get(data, "model", "output_stride", default=16),
         _get(data, "train", "batch_size"),
         _get(data, "resources", "gpus", default=1),
+        _get(data, "resources", "nodes", default=1),
     )
     for key, message in cross:
         path = tuple(key.split("."))

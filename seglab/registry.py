@@ -110,6 +110,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
         "CREATE INDEX reservations_by_run ON reservations (run_id)",
     ),
+    ("ALTER TABLE runs ADD COLUMN members TEXT NOT NULL DEFAULT '[]'",),
 )
 
 
@@ -127,6 +128,22 @@ class UnknownRunError(KeyError):
 
     def __str__(self) -> str:
         return f"no run {self.run_id!r} in the registry{self.hint}"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One host's part of a multi-node run: its GPUs, its container/process, its run dir."""
+
+    host: str
+    gpus: tuple[str, ...] = ()
+    handle: str | None = None
+    run_dir: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Member:
+        """Inverse of :func:`dataclasses.asdict`."""
+        return cls(str(data["host"]), tuple(data.get("gpus") or ()), data.get("handle"),
+                   str(data.get("run_dir") or ""))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,11 +171,17 @@ class RunRecord:
     last_loss: float | None = None
     img_per_s: float | None = None
     message: str | None = None
+    members: tuple[Member, ...] = ()  # a multi-node run's members, member 0 first
 
     @property
     def is_final(self) -> bool:
         """True once the run has ended and will not change by itself."""
         return self.status in FINAL_STATUSES
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Every host the run uses (several for a multi-node run)."""
+        return tuple(m.host for m in self.members) or (self.host,)
 
 
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord))
@@ -507,6 +530,9 @@ def _to_row(fields: Mapping[str, Any]) -> dict[str, Any]:
     row = dict(fields)
     if "gpus" in row:
         row["gpus"] = json.dumps([str(g) for g in row["gpus"]])
+    if "members" in row:
+        row["members"] = json.dumps([m if isinstance(m, dict) else dataclasses.asdict(m)
+                                     for m in row["members"]])
     if "status" in row:
         row["status"] = str(RunStatus(row["status"]))
     return row
@@ -515,6 +541,7 @@ def _to_row(fields: Mapping[str, Any]) -> dict[str, Any]:
 def _from_row(row: Sequence[Any]) -> RunRecord:
     values = dict(zip(RUN_FIELDS, row, strict=True))
     values["gpus"] = tuple(json.loads(values["gpus"]))
+    values["members"] = tuple(Member.from_dict(m) for m in json.loads(values["members"]))
     values["status"] = RunStatus(values["status"])
     return RunRecord(**values)
 

@@ -23,15 +23,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from seglab import __version__, events, recipes
+from seglab import __version__, events, multinode, recipes
 from seglab.hosts import DEFAULT_DOCKER_SOCKET, Host, Inventory
-from seglab.registry import FINAL_STATUSES, Registry, RunRecord, RunStatus
+from seglab.registry import FINAL_STATUSES, Member, Registry, RunRecord, RunStatus
 from seglab.runtime import (
     EngineUnavailable,
     LaunchSpec,
     LogCursor,
     LogLine,
     Mount,
+    RunInfo,
     RunNotFound,
     Runtime,
     RuntimeFailure,
@@ -238,13 +239,16 @@ class RunManager:
                                "picks the nodes and GPUs")
             return self._submit_slurm(recipe_file, variants, slurm[0], runtime, image)
         gpus_per_run = max(v.recipe.resources.gpus for v in variants)
-        if not all(pool.cpu for pool in pools):
+        nodes = max(v.recipe.resources.nodes for v in variants)
+        if nodes > 1:
+            scheduler.check_nodes(pools, gpus_per_run, nodes)
+        elif not all(pool.cpu for pool in pools):
             scheduler.check([p for p in pools if not p.cpu] or pools, gpus_per_run)
         for pool in pools:
             if pool.host is not None:
                 self.inventory.get(pool.host)
         out: list[Submitted | None] = []
-        placed: list[tuple[int, RunRecord, Placement]] = []
+        placed: list[tuple[int, RunRecord, list[Placement]]] = []
         for variant in variants:
             recipe = variant.recipe if image is None else variant.recipe.model_copy(
                 update={"image": image})
@@ -259,7 +263,8 @@ class RunManager:
                 runtime=runtime,
                 status=RunStatus.QUEUED,
             )
-            placement = scheduler.place(pools, recipe.resources.gpus, run_id)
+            placement = scheduler.place_members(pools, recipe.resources.gpus,
+                                                recipe.resources.nodes, run_id)
             if placement is None:
                 reason = scheduler.explain_busy(pools)
                 if not queue:
@@ -278,14 +283,14 @@ class RunManager:
             out[slot] = Submitted(started)
         return [item for item in out if item is not None]
 
-    def _start_all(self, placed: Sequence[tuple[int, RunRecord, Placement]]
+    def _start_all(self, placed: Sequence[tuple[int, RunRecord, list[Placement]]]
                    ) -> list[tuple[int, RunRecord]]:
         """Start placed runs in parallel (a grid on N free GPUs starts at once).
 
         A run that fails to start leaves nothing behind (see :meth:`start`); the others
         keep going, and the failures are raised together afterwards.
         """
-        for host in {placement.host for _, _, placement in placed}:
+        for host in {member.host for _, _, members in placed for member in members}:
             kinds = {record.runtime for _, record, _ in placed}
             for kind in kinds:  # connect once, before the threads race to do it
                 runtime = self.runtime(host, self.choose_runtime(host, kind))
@@ -293,8 +298,8 @@ class RunManager:
         started: list[tuple[int, RunRecord]] = []
         failures: list[tuple[RunRecord, Exception]] = []
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(placed)))) as pool:
-            futures = {pool.submit(self.start, record, placement): (slot, record)
-                       for slot, record, placement in placed}
+            futures = {pool.submit(self.launch, record, members): (slot, record)
+                       for slot, record, members in placed}
             for future, (slot, record) in futures.items():
                 try:
                     started.append((slot, future.result()))
@@ -314,6 +319,10 @@ class RunManager:
         """Variants on a Slurm host: one job array per GPU count (a task per variant)."""
         assert pool.host is not None
         self.choose_runtime(pool.host, runtime)
+        if any(v.recipe.resources.nodes > 1 for v in variants):
+            raise RunError(f"{recipe_file.path}: resources.nodes > 1 places members on SSH "
+                           f"hosts (--on lab1:0-7,lab2:0-7); on the Slurm host {pool.host} "
+                           "ask for the GPUs of one node (resources.gpus) instead")
         groups: dict[int, list[RunRecord]] = {}
         for variant in variants:
             recipe = variant.recipe if image is None else variant.recipe.model_copy(
@@ -359,6 +368,13 @@ class RunManager:
             out.append(self.refresh(launched))
         return out
 
+    def launch(self, record: RunRecord, placements: Sequence[Placement], *,
+               known: bool = False) -> RunRecord:
+        """Start ``record`` on one placement, or as a multi-node run on several."""
+        if len(placements) == 1:
+            return self.start(record, placements[0], known=known)
+        return self.start_members(record, placements, known=known)
+
     def start(self, record: RunRecord, placement: Placement, *, known: bool = False
               ) -> RunRecord:
         """Launch ``record`` at ``placement`` (its GPUs already reserved).
@@ -393,6 +409,87 @@ class RunManager:
         record = replace(record, handle=handle, started_at=time.time())
         self.registry.upsert_run(record)
         return self.refresh(record)
+
+    def start_members(self, record: RunRecord, placements: Sequence[Placement], *,
+                      known: bool = False) -> RunRecord:
+        """Launch a multi-node run: one member per placement, joined by a c10d rendezvous
+        served on member 0's host (see :mod:`seglab.multinode`).
+
+        The members start together; if one fails to start, the others are removed and
+        nothing is left half-created (as for :meth:`start`).
+        """
+        before = record
+        made: list[Path] = []
+        launched: list[tuple[Runtime, str]] = []
+        try:
+            kinds = {self.choose_runtime(p.host, record.runtime) for p in placements}
+            kind = kinds.pop()
+            if kinds or kind not in ("docker", "process"):
+                raise RunError("the members of a multi-node run must all use the docker "
+                               "runtime, or all the process runtime (on this machine)")
+            hosts = [self.inventory.get(p.host) for p in placements]
+            recipe = resolved_recipe(record)
+            try:
+                addresses, interfaces = multinode.addresses(hosts)
+            except multinode.MultiNodeError as exc:
+                raise RunError(str(exc)) from exc
+            rendezvous = multinode.Rendezvous(
+                record.run_id, addresses[0], self._free_port(hosts[0]), addresses, interfaces,
+                recipe.resources.node_timeout_s)
+            dirs = [self._run_dir(host, multinode.member_name(record.run_id, index))
+                    for index, host in enumerate(hosts)]
+            made = [d for d, host in zip(dirs, hosts, strict=True)
+                    if host.is_local and not d.exists()]
+            members = tuple(Member(p.host, p.gpus, None, str(d))
+                            for p, d in zip(placements, dirs, strict=True))
+            record = replace(record, host=placements[0].host, gpus=placements[0].gpus,
+                             runtime=kind, run_dir=str(dirs[0]), status=RunStatus.STARTING,
+                             message=None, members=members)
+            specs = [self._spec(replace(record, host=m.host, gpus=m.gpus, run_dir=m.run_dir),
+                                recipe, host, kind, Path(m.run_dir), member=(rendezvous, index))
+                     for index, (m, host) in enumerate(zip(members, hosts, strict=True))]
+            self.registry.upsert_run(record)
+            runtimes = [self.runtime(host.name, kind) for host in hosts]
+            with ThreadPoolExecutor(max_workers=len(specs)) as pool:
+                futures = [pool.submit(runtime.launch, spec)
+                           for runtime, spec in zip(runtimes, specs, strict=True)]
+                errors: list[Exception] = []
+                for runtime, future in zip(runtimes, futures, strict=True):
+                    try:
+                        launched.append((runtime, future.result()))
+                    except Exception as exc:  # raised below, once the rest is cleaned up
+                        errors.append(exc)
+            if errors:
+                raise errors[0]
+        except BaseException:
+            for runtime, handle in launched:
+                try:
+                    runtime.remove(handle, force=True)
+                except RuntimeFailure as exc:
+                    log.warning("could not remove member %s of %s: %s", handle,
+                                record.run_id, exc)
+            self.registry.release(record.run_id)
+            if known:
+                self.registry.upsert_run(before)
+            else:
+                self.registry.delete_run(record.run_id)
+            for path in made:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+        handles = [handle for _, handle in launched]
+        record = replace(record, handle=handles[0], started_at=time.time(),
+                         members=tuple(replace(m, handle=h)
+                                       for m, h in zip(members, handles, strict=True)))
+        self.registry.upsert_run(record)
+        return self.refresh(record)
+
+    def _free_port(self, host: Host) -> int:
+        """A TCP port free now on ``host`` (member 0's: the rendezvous endpoint)."""
+        if host.is_local:
+            return multinode.free_local_port()
+        out = self._guard_remote(lambda: self.remote().run(
+            host.name, ["python3", "-c", multinode.FREE_PORT_SCRIPT]))
+        return int(out.stdout.strip())
 
     def _guard_remote(self, action: Callable[[], T]) -> T:
         from seglab.remote.bridge import RemoteUnavailable
@@ -440,7 +537,9 @@ class RunManager:
         return run_dir
 
     def _spec(self, record: RunRecord, recipe: recipes.Recipe, host: Host, kind: str,
-              run_dir: Path) -> LaunchSpec:
+              run_dir: Path, *, member: tuple[multinode.Rendezvous, int] | None = None
+              ) -> LaunchSpec:
+        """The launch spec of a run (or of member ``member[1]`` of a multi-node run)."""
         dataset: str | None = None
         if recipe.data.dataset != "synthetic":
             dataset = host.dataset_root(recipe.data.root_name)
@@ -450,21 +549,35 @@ class RunManager:
                 raise RunError(f"dataset root {dataset} ({recipe.data.root_name}) does not "
                                f"exist on {host.name}; fix `datasets:` in hosts.yaml")
         env: dict[str, str] = {}
+        labels = labels_for(record)
+        name = record.run_id
+        if member is not None:
+            rendezvous, index = member
+            env.update(rendezvous.env(index))
+            labels.update({"seglab.member": str(index), "seglab.nodes": str(rendezvous.nodes)})
+            name = multinode.member_name(record.run_id, index)
+        network = recipe.resources.network
         common: dict[str, Any] = {
-            "name": record.run_id, "image": recipe.image, "gpus": record.gpus,
+            "name": name, "image": recipe.image, "gpus": record.gpus,
             "user": self._run_user(host),
-            "shm_size": recipe.resources.shm_size, "labels": labels_for(record),
+            "shm_size": recipe.resources.shm_size, "labels": labels,
             "memory": recipe.resources.memory, "cpus": recipe.resources.cpus,
-            "network": recipe.resources.network,
+            "network": network is True, "network_mode": "host" if network == "host" else None,
         }
         nproc = len(record.gpus) or recipe.resources.gpus
+
+        def command(python: str, folder: str) -> tuple[str, ...]:
+            if member is None:
+                return trainer_command(python, folder, nproc)
+            return member[0].command(python, folder, nproc, member[1])
+
         if kind == "docker":
             mounts = [Mount(run_dir, RUN_MOUNT, read_only=False)]
             if dataset is not None:
                 mounts.append(Mount(Path(dataset), DATA_MOUNT, read_only=True))
                 env["SEGLAB_DATA_ROOT"] = DATA_MOUNT
             spec = LaunchSpec(
-                command=trainer_command("python3", RUN_MOUNT, nproc),
+                command=command("python3", RUN_MOUNT),
                 env=env, mounts=tuple(mounts), workdir=RUN_MOUNT, **common)
         elif kind == "slurm":
             if dataset is not None:
@@ -474,14 +587,14 @@ class RunManager:
             if dataset is not None:
                 mounts.append(Mount(Path(dataset), dataset, read_only=True))
             spec = LaunchSpec(
-                command=trainer_command(python, str(run_dir), nproc), env=env,
+                command=command(python, str(run_dir)), env=env,
                 mounts=tuple(mounts), log_path=run_dir / "train.log", workdir=str(run_dir),
                 **common)
         else:
             if dataset is not None:
                 env["SEGLAB_DATA_ROOT"] = dataset
             spec = LaunchSpec(
-                command=trainer_command(sys.executable, str(run_dir), nproc),
+                command=command(sys.executable, str(run_dir)),
                 env=env, log_path=run_dir / "train.log", workdir=str(run_dir), **common)
         if not host.is_local:
             self._guard_remote(lambda: self._remote_run_dir(host, run_dir, spec.user,
@@ -525,9 +638,10 @@ class RunManager:
                 self.registry.drop(item.id)
                 continue
             pools = [Pool.from_dict(p) for p in item.request["pools"]]
-            gpus = resolved_recipe(record).resources.gpus
+            resources = resolved_recipe(record).resources
             try:
-                placement = scheduler.place(pools, gpus, record.run_id)
+                placement = scheduler.place_members(pools, resources.gpus, resources.nodes,
+                                                    record.run_id)
             except PlacementError as exc:
                 self.registry.drop(item.id)
                 self.registry.update_run(record.run_id, status=RunStatus.FAILED,
@@ -538,7 +652,7 @@ class RunManager:
                 continue
             self.registry.drop(item.id)
             try:
-                started.append(self.start(record, placement, known=True))
+                started.append(self.launch(record, placement, known=True))
             except (RuntimeFailure, RunError) as exc:
                 self.registry.update_run(record.run_id, status=RunStatus.FAILED,
                                          message=str(exc), finished_at=time.time())
@@ -579,7 +693,12 @@ class RunManager:
             self.ingest(record)
             if record.is_final or record.status == RunStatus.LOST:
                 return self.registry.get_run(record.run_id)
-            state = self.runtime(record.host, record.runtime).inspect(record.handle)
+            verdict: multinode.Verdict | None = None
+            if record.members:
+                verdict = self._members_verdict(record)
+                state = verdict.state
+            else:
+                state = self.runtime(record.host, record.runtime).inspect(record.handle)
         except RunNotFound:
             state = RuntimeState("dead", error="the run was removed outside seglab")
         except (EngineUnavailable, RunError) as exc:
@@ -593,12 +712,17 @@ class RunManager:
             fields["message"] = None  # reachable again
         if record.runtime == "slurm" and state.active:
             fields["message"] = state.detail  # pending reason, restarts
+        if verdict is not None and state.active:
+            fields["message"] = verdict.message  # a member failed: the others are ending
         if status in FINAL_STATUSES or status == RunStatus.LOST:
             self.ingest(record)  # what was written between the first read and the end
             fields["exit_code"] = state.exit_code
             fields["finished_at"] = (state.finished_at.timestamp() if state.finished_at
                                      else time.time())
-            if status in (RunStatus.FAILED, RunStatus.OOM_KILLED, RunStatus.LOST):
+            if verdict is not None and verdict.failed is not None:
+                fields["message"] = "\n".join(filter(None, (
+                    self._tail(record, verdict.failed), verdict.message)))
+            elif status in (RunStatus.FAILED, RunStatus.OOM_KILLED, RunStatus.LOST):
                 fields["message"] = state.error or self._tail(record)
             self.registry.release(record.run_id)
         return self.registry.update_run(record.run_id, **fields)
@@ -612,13 +736,66 @@ class RunManager:
         status = ends[-1].data.get("status")
         return str(status) if status is not None else None
 
-    def _tail(self, record: RunRecord) -> str | None:
+    def _tail(self, record: RunRecord, member: int = 0) -> str | None:
+        host, handle = self._member_ref(record, member)
         try:
-            lines = [line.text for line in self.runtime(record.host, record.runtime).logs(
-                record.handle or "", tail=FAILED_TAIL)]
+            lines = [line.text for line in self.runtime(host, record.runtime).logs(
+                handle, tail=FAILED_TAIL)]
         except RuntimeFailure as exc:
             return f"(log unavailable: {exc})"
         return "\n".join(lines) or None
+
+    @staticmethod
+    def _member_ref(record: RunRecord, member: int) -> tuple[str, str]:
+        """(host, runtime handle) of member ``member`` (0: the run itself)."""
+        if not record.members:
+            if member != 0:
+                raise RunError(f"run {record.run_id} is not a multi-node run; it has no "
+                               f"member {member}")
+            return record.host, record.handle or ""
+        if not 0 <= member < len(record.members):
+            raise RunError(f"run {record.run_id} has members 0-{len(record.members) - 1}, "
+                           f"not {member}")
+        chosen = record.members[member]
+        return chosen.host, chosen.handle or ""
+
+    def _members_verdict(self, record: RunRecord) -> multinode.Verdict:
+        """The members' states combined; members still running ``node_timeout_s`` after
+        another failed are killed here (the trainer's own timeouts end them sooner)."""
+        timeout = resolved_recipe(record).resources.node_timeout_s
+        hosts = [m.host for m in record.members]
+
+        def states() -> list[RuntimeState]:
+            out = []
+            for member in record.members:
+                try:
+                    out.append(self.runtime(member.host, record.runtime).inspect(
+                        member.handle or ""))
+                except RunNotFound:
+                    out.append(RuntimeState("dead", error="removed outside seglab"))
+            return out
+
+        verdict = multinode.combine(states(), hosts, timeout)
+        if not verdict.kill:
+            return verdict
+        self._each_member(record, lambda runtime, handle: runtime.kill(handle),
+                          only=verdict.kill)
+        after = multinode.combine(states(), hosts, timeout)
+        message = (f"{after.message}; the other members still ran {timeout:.0f} s later "
+                   "(resources.node_timeout_s) and were killed")
+        return replace(after, message=message)
+
+    def _each_member(self, record: RunRecord, action: Callable[[Runtime, str], None],
+                     only: Sequence[int] | None = None) -> None:
+        """Do ``action`` to members' handles at once (all get a signal together); the first
+        error is raised once every member has been dealt with."""
+        chosen = [m for i, m in enumerate(record.members) if only is None or i in only]
+        with ThreadPoolExecutor(max_workers=max(1, len(chosen))) as pool:
+            futures = [pool.submit(action, self.runtime(m.host, record.runtime), m.handle or "")
+                       for m in chosen]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise errors[0]  # type: ignore[misc]
 
     def refresh_all(self, include_final: bool = False) -> list[RunRecord]:
         """Refresh every run that can still change (and list them all if asked)."""
@@ -636,6 +813,7 @@ class RunManager:
         several users (or test sessions) sharing one engine never adopt each other's runs.
         """
         found = []
+        members: dict[str, dict[int, tuple[str, str, RunInfo]]] = {}
         for host in self.inventory.hosts.values():
             if not host.is_local and (self._remote is None or host.kind == "slurm"):
                 continue
@@ -656,6 +834,10 @@ class RunManager:
                     run_id = info.labels["seglab.run_id"]
                     if not Path(info.labels.get("seglab.run_dir", "/")).is_relative_to(root):
                         continue  # another seglab's run (its own runs root) on this engine
+                    if "seglab.member" in info.labels:  # put together below
+                        index = int(info.labels["seglab.member"])
+                        members.setdefault(run_id, {})[index] = (host.name, kind, info)
+                        continue
                     try:
                         self.registry.get_run(run_id)
                         continue
@@ -667,10 +849,41 @@ class RunManager:
                         gpus = [g for g in info.labels.get("seglab.gpus", "").split(",") if g]
                         self.registry.reserve(host.name, gpus, run_id)
                     found.append(run_id)
+        found.extend(self._adopt_members(members))
         for record in self.registry.list_runs():
             if not record.is_final:
                 self.refresh(record)
         return found
+
+    def _adopt_members(self, found: Mapping[str, Mapping[int, tuple[str, str, RunInfo]]]
+                       ) -> list[str]:
+        """Multi-node runs the registry lacks, put together from their members' labels."""
+        adopted = []
+        for run_id, parts in found.items():
+            try:
+                self.registry.get_run(run_id)
+                continue
+            except KeyError:
+                pass
+            nodes = int(parts[min(parts)][2].labels.get("seglab.nodes", "0"))
+            if sorted(parts) != list(range(nodes)):
+                log.warning("multi-node run %s: found members %s of %d (a host is "
+                            "unreachable?); not adopted yet", run_id, sorted(parts), nodes)
+                continue
+            _, kind, first = parts[0]
+            members = tuple(
+                Member(h, tuple(g for g in info.labels.get("seglab.gpus", "").split(",") if g),
+                       info.ref, info.labels.get("seglab.run_dir", ""))
+                for h, _, info in (parts[i] for i in range(nodes)))
+            record = replace(self._record_from_labels(first.labels, first.ref, kind),
+                             members=members)
+            self.registry.upsert_run(record)
+            for member, (_, _, info) in zip(members, (parts[i] for i in range(nodes)),
+                                            strict=True):
+                if info.state.active:
+                    self.registry.reserve(member.host, member.gpus, run_id)
+            adopted.append(run_id)
+        return adopted
 
     def _record_from_labels(self, labels: Mapping[str, str], ref: str, kind: str) -> RunRecord:
         run_dir = labels.get("seglab.run_dir", "")
@@ -716,7 +929,11 @@ class RunManager:
             self._dequeue(run_id)
             return self.registry.update_run(run_id, status=RunStatus.STOPPED,
                                             finished_at=time.time(), message="never started")
-        self.runtime(record.host, record.runtime).stop(record.handle or "", timeout=timeout)
+        if record.members:
+            self._each_member(record, lambda runtime, handle: runtime.stop(handle,
+                                                                            timeout=timeout))
+        else:
+            self.runtime(record.host, record.runtime).stop(record.handle or "", timeout=timeout)
         ended = self.refresh(record)
         if (record.runtime == "slurm" and ended.status == RunStatus.FAILED
                 and not self.registry.events(run_id, kind="start")):
@@ -730,7 +947,10 @@ class RunManager:
         record = self._active(run_id)
         if record.status == RunStatus.QUEUED:
             return self.stop(run_id)
-        self.runtime(record.host, record.runtime).kill(record.handle or "")
+        if record.members:
+            self._each_member(record, lambda runtime, handle: runtime.kill(handle))
+        else:
+            self.runtime(record.host, record.runtime).kill(record.handle or "")
         return self.refresh(record)
 
     def resume(self, run_id: str, scheduler: Scheduler) -> RunRecord:
@@ -750,6 +970,8 @@ class RunManager:
             gpus = slurm.requested_gpus(record.handle)
             slurm.remove(record.handle)
             return self.submit_slurm([record], gpus)[0]
+        if record.members:
+            return self._resume_members(record)
         if not self.registry.reserve(record.host, record.gpus, run_id):
             holders = self.registry.holders(record.host)
             busy = [f"{gpu} held by {holders[(record.host, gpu)]}" for gpu in record.gpus
@@ -761,36 +983,73 @@ class RunManager:
         indices = tuple(range(len(record.gpus)))
         return self.start(record, Placement(record.host, record.gpus, indices), known=True)
 
+    def _resume_members(self, record: RunRecord) -> RunRecord:
+        """Start a multi-node run's members again where they were (member 0 resumes)."""
+        for member in record.members:
+            if not self.registry.reserve(member.host, member.gpus, record.run_id):
+                self.registry.release(record.run_id)
+                holders = self.registry.holders(member.host)
+                busy = [f"{member.host}:{gpu} held by {holders[(member.host, gpu)]}"
+                        for gpu in member.gpus if (member.host, gpu) in holders]
+                raise RunError(f"cannot resume {record.run_id}: its GPUs are busy "
+                               f"({'; '.join(busy)})")
+        for member in record.members:
+            with contextlib.suppress(RunNotFound):  # the container or record is already gone
+                self.runtime(member.host, record.runtime).remove(member.handle or "",
+                                                                 force=False)
+        placements = [Placement(m.host, m.gpus, tuple(range(len(m.gpus))))
+                      for m in record.members]
+        return self.start_members(record, placements, known=True)
+
     def remove(self, run_id: str, purge: bool = False, force: bool = False) -> None:
         """Forget a run: its container/process record goes; the run dir stays unless purged."""
         record = self.refresh(self.registry.get_run(run_id))
         self._dequeue(run_id)
+        parts = record.members or (Member(record.host, record.gpus, record.handle,
+                                          record.run_dir),)
         if record.handle:
-            runtime = self.runtime(record.host, record.runtime)
             if not (record.is_final or record.status == RunStatus.LOST) and not force:
                 raise RunError(f"run {run_id} is {record.status}; stop it first or use --force")
-            with contextlib.suppress(RunNotFound):  # already gone on the runtime
-                runtime.remove(record.handle, force=force)
+            for part in parts:
+                with contextlib.suppress(RunNotFound):  # already gone on the runtime
+                    self.runtime(part.host, record.runtime).remove(part.handle or "",
+                                                                   force=force)
         self.registry.release(run_id)
         self.registry.delete_run(run_id)
-        if purge and record.run_dir:
-            shutil.rmtree(record.run_dir, ignore_errors=False)
+        if purge:
+            for part in parts:
+                if part.run_dir:
+                    self._purge(self.inventory.get(part.host), part.run_dir)
+
+    def _purge(self, host: Host, run_dir: str) -> None:
+        """Delete a run dir on its host (only ever one inside the host's runs root)."""
+        root = self.runs_root(host)
+        if not Path(run_dir).is_relative_to(root) or Path(run_dir) == root:
+            raise RunError(f"{run_dir} is not inside the runs root {root} of {host.name}; "
+                           "not deleting it")
+        if host.is_local:
+            shutil.rmtree(run_dir)
+        else:
+            self._guard_remote(lambda: self.remote().run(host.name,
+                                                         ["rm", "-rf", "--", run_dir]))
 
     # -- logs ------------------------------------------------------------------------
 
-    def logs(self, run_id: str, follow: bool = False, tail: int | None = None
-             ) -> Iterator[LogLine]:
-        """The run's log as whole lines (following until it ends if asked)."""
+    def logs(self, run_id: str, follow: bool = False, tail: int | None = None,
+             member: int = 0) -> Iterator[LogLine]:
+        """The run's log (of member ``member`` of a multi-node run) as whole lines,
+        following until it ends if asked."""
         record = self.registry.get_run(run_id)
         if not record.handle:
             raise RunError(f"run {run_id} has not started yet (status {record.status})")
-        runtime = self.runtime(record.host, record.runtime)
+        host, handle = self._member_ref(record, member)
+        runtime = self.runtime(host, record.runtime)
         cursor: LogCursor | None = None
         offline_since: float | None = None
         try:
             while True:
                 try:
-                    for line in runtime.logs(record.handle, follow=follow,
+                    for line in runtime.logs(handle, follow=follow,
                                              since=cursor, tail=None if cursor else tail):
                         offline_since = None
                         cursor = line.cursor

@@ -7,7 +7,9 @@
 - ``HOST:cpu`` — that host's CPU (no GPU is reserved; any number of runs share it);
 - ``HOST:0,1`` / ``HOST:0-3`` / ``HOST:GPU-<uuid>`` — those GPUs of that host.
 
-Each run takes ``resources.gpus`` GPUs from one host of the pools. A GPU is free when no
+Each run takes ``resources.gpus`` GPUs from one host of the pools; a multi-node run
+(``resources.nodes: N``) takes that many from each of N pools (``auto``: N hosts), one
+member per pool. A GPU is free when no
 seglab run holds it (registry reservation) and no foreign process uses more memory on it
 than the host's ``gpu_memory_threshold_mib``. Reservation of a run's GPUs is one atomic
 registry transaction, so two seglab processes never put two runs on one GPU.
@@ -136,6 +138,45 @@ class Scheduler:
     inventory: Inventory
     registry: Registry
     states: Mapping[str, HostState] = field(default_factory=dict)
+
+    def member_pools(self, pools: Sequence[Pool]) -> list[Pool]:
+        """The pools members of a multi-node run come from: one per host for ``auto``."""
+        out: list[Pool] = []
+        for pool in pools:
+            if pool.host is None:
+                out.extend(Pool(name) for name, host in self.inventory.hosts.items()
+                           if host.kind != "slurm")
+            else:
+                out.append(pool)
+        return out
+
+    def check_nodes(self, pools: Sequence[Pool], gpus_per_member: int, nodes: int) -> None:
+        """Raise PlacementError for pools that could never hold ``nodes`` members."""
+        members = self.member_pools(pools)
+        if len(members) < nodes:
+            raise PlacementError(
+                f"the recipe spans {nodes} hosts (resources.nodes) but --on "
+                f"{','.join(map(str, pools))} gives {len(members)} place(s) for members; "
+                f"list one per member, such as lab1:0-7,lab2:0-7")
+        for pool in members:
+            if not pool.cpu:
+                self.check([pool], gpus_per_member)
+
+    def place_members(self, pools: Sequence[Pool], gpus_per_member: int, nodes: int,
+                      run_id: str) -> list[Placement] | None:
+        """Reserve ``nodes`` members, one per pool (none when too few are free now)."""
+        if nodes == 1:
+            placement = self.place(pools, gpus_per_member, run_id)
+            return None if placement is None else [placement]
+        chosen: list[Placement] = []
+        for pool in self.member_pools(pools):
+            placement = self.place([pool], gpus_per_member, run_id)
+            if placement is not None:
+                chosen.append(placement)
+                if len(chosen) == nodes:
+                    return chosen
+        self.registry.release(run_id)
+        return None
 
     def check(self, pools: Sequence[Pool], gpus_per_run: int) -> None:
         """Raise PlacementError for pools that could never hold a run of this size."""

@@ -79,6 +79,9 @@ def register(subparsers: Any) -> None:
     logs.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
     logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
     logs.add_argument("--no-events", action="store_true", help="hide @seglab event lines")
+    logs.add_argument("--member", type=int, default=0, metavar="K",
+                      help="a multi-node run's member K (default 0, which holds the main "
+                           "rank and the events)")
     logs.set_defaults(func=_logs)
 
     metrics = add_command(subparsers, "metrics", "show a run's evaluation history",
@@ -195,6 +198,12 @@ def _progress_line(record: RunRecord) -> str:
 # -- ps -------------------------------------------------------------------------------
 
 
+def where(record: RunRecord) -> str:
+    """``host:2gpu`` or ``host:cpu``; a multi-node run's members joined by ``+``."""
+    parts = record.members or (record,)
+    return "+".join(f"{p.host}:{len(p.gpus)}gpu" if p.gpus else f"{p.host}:cpu" for p in parts)
+
+
 def run_row(record: RunRecord) -> dict[str, Any]:
     """The documented JSON shape of one run (`seglab ps --json`)."""
     now = time.time()
@@ -215,6 +224,9 @@ def run_row(record: RunRecord) -> dict[str, Any]:
         "status": str(record.status),
         "host": record.host,
         "gpus": list(record.gpus),
+        "where": where(record),
+        "members": [{"host": m.host, "gpus": list(m.gpus), "run_dir": m.run_dir or None}
+                    for m in record.members],
         "runtime": record.runtime,
         "iteration": record.last_iter,
         "total_iterations": record.total_iters,
@@ -254,7 +266,6 @@ def _ps(args: argparse.Namespace) -> int:
               f"{'mIoU':>6} {'IMG/S':>7} {'AGE':>5}")
     print(header)
     for row in rows:
-        where = f"{row['host']}:{len(row['gpus'])}gpu" if row["gpus"] else f"{row['host']}:cpu"
         progress = "-"
         if row["iteration"] is not None:
             progress = f"{row['iteration']}/{row['total_iterations'] or '?'}"
@@ -263,8 +274,8 @@ def _ps(args: argparse.Namespace) -> int:
         loss = "-" if row["last_loss"] is None else f"{row['last_loss']:.3f}"
         miou = "-" if row["best_miou"] is None else f"{row['best_miou']:.3f}"
         ips = "-" if row["img_per_s"] is None else f"{row['img_per_s']:.1f}"
-        print(f"{row['run_id']:<44} {row['status']:<10} {where:<14} {progress:>14} {loss:>7} "
-              f"{miou:>6} {ips:>7} {_age(row['age_s']):>5}")
+        print(f"{row['run_id']:<44} {row['status']:<10} {row['where']:<14} {progress:>14} "
+              f"{loss:>7} {miou:>6} {ips:>7} {_age(row['age_s']):>5}")
         if row["status"] in ("failed", "oom_killed", "lost", "queued", "starting") \
                 and row["message"]:
             last = row["message"].strip().splitlines()[-1]
@@ -280,7 +291,8 @@ def _logs(args: argparse.Namespace) -> int:
 
     ws = _workstation()
     guard(ws.runs().reconcile)
-    lines = ws.runs().logs(args.run_id, follow=args.follow, tail=args.tail)
+    lines = ws.runs().logs(args.run_id, follow=args.follow, tail=args.tail,
+                           member=args.member)
 
     def emit() -> None:
         for line in lines:

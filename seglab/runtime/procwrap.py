@@ -6,7 +6,10 @@ train.log. It starts COMMAND in a new session and process group (so stopping the
 signals the trainer and its workers, never this wrapper), writes ``RUN_DIR/process.json``
 (RECORD_JSON plus the pids, their start times and the boot id), reports
 ``{"pid", "start_time"}`` or ``{"error"}`` as one JSON line on REPORT_FD, waits, and writes
-the exit code (128+N for signal N) to ``RUN_DIR/exit_code``. Both files are written
+the exit code (128+N for signal N) to ``RUN_DIR/exit_code``. The wrapper is a child
+subreaper: processes the run leaves behind (torchrun starts its workers in sessions of
+their own, so killing torchrun's group orphans them) become its children and are killed
+before the exit code is written, so an ended run has no process left. Both files are written
 atomically. Once the child runs the wrapper needs nobody: the launcher may exit (even
 before reading the report), and a later seglab reads ``exit_code`` because it cannot
 ``waitpid`` a process that is not its child.
@@ -17,6 +20,8 @@ installed.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -29,6 +34,7 @@ from pathlib import Path
 EXIT_FILE = "exit_code"
 PROCESS_FILE = "process.json"
 FORMAT = 1
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
 
 def proc_start_time(pid: int) -> int:
@@ -62,6 +68,40 @@ def _report(fd: int, message: Mapping[str, object]) -> None:
         print(f"seglab wrapper: could not report to the launcher: {exc}", file=sys.stderr)
 
 
+def _become_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        error = os.strerror(ctypes.get_errno())
+        print(f"seglab wrapper: cannot become a child subreaper ({error}); processes the "
+              "run orphans may outlive it", file=sys.stderr)
+
+
+def _children() -> list[int]:
+    """Pids whose parent is this process (its children, and orphans it adopted)."""
+    me, out = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # ended while listing
+        if int(stat[stat.rindex(")") + 2:].split()[1]) == me:
+            out.append(int(entry))
+    return out
+
+
+def _reap_leftovers() -> None:
+    """Kill and reap every process still left under this wrapper."""
+    while children := _children():
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):  # it ended just now
+                os.kill(pid, signal.SIGKILL)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):  # reaped already
+                os.waitpid(pid, 0)
+
+
 def _ignore(signum: int, frame: object) -> None:
     """Signals meant for the run must not end the wrapper before it records the exit."""
 
@@ -75,6 +115,7 @@ def main(argv: list[str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         # A Python handler (not SIG_IGN) is reset to the default in the child on exec.
         signal.signal(signum, _ignore)
+    _become_subreaper()
     try:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
     except OSError as exc:
@@ -92,6 +133,7 @@ def main(argv: list[str]) -> int:
     }, indent=1) + "\n")
     _report(report_fd, started)
     returncode = child.wait()
+    _reap_leftovers()
     code = 128 - returncode if returncode < 0 else returncode
     write_atomic(run_dir / EXIT_FILE, f"{code}\n")
     return 0

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from seglab.events import Event, read_jsonl
+from seglab.multinode import MEMBER_ENV, TIMEOUT_ENV
 
 
 @dataclass(frozen=True)
@@ -21,11 +23,14 @@ class DistContext:
     local_rank: int
     world_size: int
     device: torch.device
+    main_rank: int = 0
 
     @property
     def is_main(self) -> bool:
-        """True on rank 0, the only rank that writes events, checkpoints and TensorBoard."""
-        return self.rank == 0
+        """True on the main rank, the only one that writes events, checkpoints and
+        TensorBoard: rank 0, or in a multi-node run the first process of member 0 (the
+        c10d rendezvous numbers the nodes in an order of its own)."""
+        return self.rank == self.main_rank
 
     @property
     def distributed(self) -> bool:
@@ -47,7 +52,9 @@ def setup() -> DistContext:
     """Read RANK/WORLD_SIZE/LOCAL_RANK (set by torchrun), pick the device, init the group.
 
     The device is ``cuda:LOCAL_RANK`` when CUDA is available (CUDA_VISIBLE_DEVICES decides
-    which GPUs that is), else the CPU.
+    which GPUs that is), else the CPU. In a multi-node run (``SEGLAB_MEMBER`` set) every
+    collective times out after ``SEGLAB_DIST_TIMEOUT_S`` seconds, so a member that dies
+    fails the others instead of hanging them, and the main rank is found by one all-reduce.
     """
     rank = _env_int("RANK", 0)
     world_size = _env_int("WORLD_SIZE", 1)
@@ -62,8 +69,29 @@ def setup() -> DistContext:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
-    return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+        timeout = os.environ.get(TIMEOUT_ENV)
+        dist.init_process_group(
+            backend=backend, rank=rank, world_size=world_size,
+            timeout=timedelta(seconds=float(timeout)) if timeout else None)
+    main_rank = 0
+    member = os.environ.get(MEMBER_ENV)
+    if world_size > 1 and member is not None:
+        mine = rank if _env_int(MEMBER_ENV, 0) == 0 and local_rank == 0 else 0
+        found = torch.tensor([mine], dtype=torch.int64, device=device)
+        dist.all_reduce(found)
+        main_rank = int(found.item())
+    return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device,
+                       main_rank=main_rank)
+
+
+def share_from_main(ctx: DistContext, value: object) -> object:
+    """``value`` as the main rank has it, on every rank (a collective)."""
+    if not ctx.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=ctx.main_rank,
+                               device=ctx.device if ctx.device.type == "cuda" else None)
+    return box[0]
 
 
 def teardown(ctx: DistContext) -> None:

@@ -128,8 +128,7 @@ class Trainer:
         self.ctx = ctx
         self.data_root = data_root
         self.stop = StopFlag()
-        resume_path = run_dir / ckpt.CHECKPOINT_DIR / ckpt.LAST
-        self.resume = ckpt.load(resume_path) if resume_path.is_file() else None
+        self.resume = self._load_resume()
         self.events = EventWriter(run_dir, enabled=ctx.is_main,
                                   min_seq=(self.resume or {}).get("event_seq", -1) + 1)
         self.best_miou: float | None = None
@@ -138,6 +137,15 @@ class Trainer:
         self.tb: Any = None
 
     # -- setup ----------------------------------------------------------------------
+
+    def _load_resume(self) -> dict[str, Any] | None:
+        """last.pt of the run dir, read by the main rank and shared with the others (in a
+        multi-node run only the main rank's host holds the run dir)."""
+        path = self.run_dir / ckpt.CHECKPOINT_DIR / ckpt.LAST
+        state = ckpt.load(path) if self.ctx.is_main and path.is_file() else None
+        shared = distributed.share_from_main(self.ctx, state)
+        assert shared is None or isinstance(shared, dict)
+        return shared
 
     def _build(self) -> None:
         recipe, ctx = self.recipe, self.ctx
@@ -198,7 +206,7 @@ class Trainer:
         self.iter = int(state["iter"])
         self.best_miou = state.get("best_miou")
         self.last_eval_iter = int(state.get("last_eval_iter", -1))
-        if self.ctx.rank == state.get("rank", 0):
+        if self.ctx.is_main:
             ckpt.restore_rng(state["rng"])
 
     # -- events and checkpoints --------------------------------------------------------
@@ -437,6 +445,9 @@ def run(config: Path, run_dir: Path, data_root: str | None = None) -> int:
     """
     ctx = distributed.setup()
     trainer: Trainer | None = None
+    if not ctx.is_main:  # the main rank's output is the run's log; the others say who they are
+        print(f"rank {ctx.rank} of {ctx.world_size} on {ctx.device} (main rank: "
+              f"{ctx.main_rank}) in {run_dir}", flush=True)
     try:
         recipe = load_resolved(config)
         if ctx.is_main:

@@ -24,20 +24,12 @@ COLUMNS = (
 )
 
 
-def where(row: Mapping[str, Any]) -> str:
-    """``host:0,1`` style placement (GPU count when the UUIDs are long)."""
-    gpus = row["gpus"]
-    if not gpus:
-        return f"{row['host']}:cpu"
-    return f"{row['host']}:{len(gpus)}gpu"
-
-
 def cells(row: Mapping[str, Any], marked: bool) -> dict[str, Text | str]:
     """The table cells of one ``seglab ps --json`` row."""
     return {
         "mark": Text("●", style="bold magenta") if marked else " ",
         "run": row["run_id"],
-        "where": where(row),
+        "where": row["where"],
         "status": status_text(row["status"]),
         "progress": progress_text(row["progress"], row["eta_s"], width=6),
         "loss": num(row["last_loss"], ".3f"),

@@ -1,0 +1,138 @@
+"""Multi-node runs: two members joined by torchrun's c10d rendezvous, shown as one run.
+
+Each member is a real torchrun agent with one gloo rank, on loopback: two detached
+processes (process runtime), two containers on the host network of one engine, and two
+containers on two engines, one of them reached over SSH. seglab shows one row, member 0's
+run dir gets the one event stream, `stop` stops every member (the ranks agree on the step,
+the main rank writes last.pt) and `resume` starts them again from it. A member that dies
+fails the run: the survivors' collectives fail (or time out after
+`resources.node_timeout_s`), and seglab kills what still runs after that long.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.runlib import DEV_MOUNTS, RECIPES, events_file, final, ps, run_row, seglab, \
+    wait_for
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT_S = 30  # resources.node_timeout_s of tiny-nodes.yaml
+
+
+def _start(on: str, runtime: str) -> tuple[str, dict[str, Any]]:
+    (run_id,) = seglab("run", str(RECIPES / "tiny-nodes.yaml"), "--on", on,
+                       "--runtime", runtime).stdout.split()
+    row = wait_for(lambda: (r := run_row(run_id))["iteration"] and r["iteration"] >= 3 and r,
+                   300, "a few iterations on two members")
+    return run_id, row
+
+
+def _one_run_two_members(run_id: str, row: dict[str, Any], where: str) -> Path:
+    assert [r["run_id"] for r in ps()].count(run_id) == 1  # one row for the whole run
+    assert row["where"] == where
+    assert [m["host"] for m in row["members"]] == where.replace(":cpu", "").split("+")
+    run_dir = Path(row["run_dir"])
+    assert row["members"][0]["run_dir"] == str(run_dir)
+    start = next(r for r in events_file(str(run_dir)) if r["kind"] == "start")
+    assert start["world_size"] == 2 and start["batch_per_rank"] == 4
+    return run_dir
+
+
+def _stop_resume(run_id: str, run_dir: Path) -> None:
+    assert f"{run_id}: stopped" in seglab("stop", run_id, "--timeout", "60").stdout
+    records = events_file(str(run_dir))
+    seqs = [r["seq"] for r in records]
+    assert seqs == sorted(set(seqs)), "one event stream: the main rank alone writes"
+    assert records[-1]["kind"] == "end" and records[-1]["status"] == "stopped"
+    saved = max(r["iter"] for r in records if r["kind"] == "checkpoint")
+    seglab("resume", run_id)
+    wait_for(lambda: sum(r["kind"] == "start" for r in events_file(str(run_dir))) == 2, 180,
+             "the resumed members' start event")
+    resumed = [r for r in events_file(str(run_dir)) if r["kind"] == "start"][1]
+    assert resumed["resumed_from"] == saved > 0
+    assert resumed["world_size"] == 2
+    wait_for(lambda: (run_row(run_id)["iteration"] or 0) > saved, 180,
+             "training after the resume")
+
+
+def _fails_within_timeout(run_id: str, killed_at: float) -> dict[str, Any]:
+    row = wait_for(lambda: final(run_id), TIMEOUT_S + 30, "the run to fail", interval=0.5)
+    took = time.monotonic() - killed_at
+    assert row["status"] == "failed", row
+    assert took < TIMEOUT_S + 30
+    assert "member 1 on " in row["message"] and "exited 137" in row["message"], row["message"]
+    return row
+
+
+def test_two_process_members_rendezvous_stop_resume_and_fail() -> None:
+    run_id, row = _start("local:cpu,local:cpu", "process")
+    run_dir = _one_run_two_members(run_id, row, "local:cpu+local:cpu")
+    member_dir = Path(row["members"][1]["run_dir"])
+    assert member_dir.name == f"{run_id}.m1"
+    assert not (member_dir / "events.jsonl").exists()  # only member 0 holds the run
+    assert list((member_dir / "ranks").rglob("stdout.log"))
+    member_log = seglab("logs", run_id, "--member", "1", "--tail", "50").stdout
+    # The rendezvous numbers the members in an order of its own; the main rank is member 0's.
+    said = re.search(r"\[default0\]:rank (\d) of 2 on cpu \(main rank: (\d)\) in (\S+)",
+                     member_log)
+    assert said is not None, member_log
+    assert {said[1], said[2]} == {"0", "1"} and said[3] == str(member_dir)
+    wrong = seglab("logs", run_id, "--member", "2", check=False)
+    assert wrong.returncode != 0 and "has members 0-1, not 2" in wrong.stderr
+
+    _stop_resume(run_id, run_dir)
+
+    # Member 1 dies (SIGKILL to its process group, as a crash or the OOM killer would).
+    pid = json.loads((member_dir / "process.json").read_text())["pid"]
+    os.killpg(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    _fails_within_timeout(run_id, killed_at)
+    for folder in (run_dir, member_dir):
+        assert (folder / "exit_code").is_file()
+    leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+                 and run_id in _cmdline(p)]
+    assert not leftovers, "no rank of the run outlives it"
+
+    seglab("rm", run_id, "--purge")
+    assert not run_dir.exists() and not member_dir.exists()
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""  # ended while listing
+
+
+@pytest.mark.docker
+def test_two_containers_on_the_host_network(ci_image: str, docker_client: Any,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGLAB_DEV_MOUNTS", DEV_MOUNTS)
+    run_id, row = _start("local:cpu,local:cpu", "docker")
+    run_dir = _one_run_two_members(run_id, row, "local:cpu+local:cpu")
+    containers = {c.name: c for c in docker_client.containers.list(
+        filters={"label": f"seglab.run_id={run_id}"})}
+    assert sorted(containers) == [f"seglab-{run_id}", f"seglab-{run_id}.m1"]
+    for container in containers.values():
+        config = container.attrs["HostConfig"]
+        assert config["NetworkMode"] == "host"
+        assert config["CapDrop"] == ["ALL"] and not config["Privileged"]
+        assert container.attrs["Config"]["User"] != "0:0"
+
+    _stop_resume(run_id, run_dir)
+
+    docker_client.containers.get(f"seglab-{run_id}.m1").kill()
+    _fails_within_timeout(run_id, time.monotonic())
+    seglab("rm", run_id, "--purge")
+    assert not docker_client.containers.list(all=True,
+                                             filters={"label": f"seglab.run_id={run_id}"})
