@@ -83,24 +83,34 @@ def addresses(hosts: Sequence[Host]) -> tuple[tuple[str, ...], tuple[str | None,
     """Each member host's address and interface for the rendezvous and the collectives.
 
     A host's ``node_address`` (hosts.yaml) wins; a remote host defaults to the name seglab
-    reaches it at over SSH. When every member is this machine, loopback is used.
+    reaches it at over SSH. Members that are all on this machine (every address loopback)
+    get 127.0.0.1, 127.0.0.2, ...: torchrun tells nodes apart by address and pid, and pids
+    repeat across containers. Elsewhere each member needs a host of its own.
     """
     if all(h.is_local for h in hosts):
-        return (LOOPBACK,) * len(hosts), tuple(h.node_interface or "lo" for h in hosts)
-    found: list[str] = []
-    for host in hosts:
-        if host.node_address is not None:
-            found.append(host.node_address)
-        elif host.ssh is not None:
-            found.append(host.ssh.hostname)
-        else:
+        found = [LOOPBACK] * len(hosts)
+    else:
+        found = []
+        for host in hosts:
+            if host.node_address is not None:
+                found.append(host.node_address)
+            elif host.ssh is not None:
+                found.append(host.ssh.hostname)
+            else:
+                raise MultiNodeError(
+                    f"host {host.name} joins a multi-node run with remote hosts but has no "
+                    "`node_address:` in hosts.yaml: give the address the other hosts reach "
+                    "it at")
+    if all(_is_loopback(a) for a in found):
+        return (tuple(f"127.0.0.{index + 1}" for index in range(len(hosts))),
+                tuple(h.node_interface or "lo" for h in hosts))
+    for index, address in enumerate(found):
+        if address in found[:index]:
             raise MultiNodeError(
-                f"host {host.name} joins a multi-node run with remote hosts but has no "
-                "`node_address:` in hosts.yaml: give the address the other hosts reach it at")
-    everyone_loopback = all(_is_loopback(a) for a in found)
-    interfaces = tuple(h.node_interface or ("lo" if everyone_loopback else None)
-                       for h in hosts)
-    return tuple(found), interfaces
+                f"members {found.index(address)} and {index} of the multi-node run are both "
+                f"at {address}: a multi-node run takes one member per host; for several GPUs "
+                "of one host use resources.gpus (one container, one node)")
+    return tuple(found), tuple(h.node_interface for h in hosts)
 
 
 def _is_loopback(address: str) -> bool:

@@ -530,3 +530,30 @@ def test_cli_checks_each_host_status(
     assert lab1["checked"] is True
     assert lab1["status"]["state"] in ("offline", "connecting")
     assert lab1["status"]["message"]
+
+
+def test_multi_node_addresses_and_interfaces(tmp_path: Path) -> None:
+    path = _write(tmp_path / "hosts.yaml", """
+        hosts:
+          local:
+            node_address: 10.0.0.9
+          lab1:
+            ssh: alice@gpu1
+            node_address: gpu1.cluster.internal
+            node_interface: ib0
+          lab2:
+            ssh: gpu2
+            node_address: not an address
+            node_interface: "eth0; rm -rf /"
+    """)
+    assert _errors(path) == [
+        f"{path}:10: hosts.lab2.node_address: expected the host name or IP address other "
+        "hosts reach this one at (for multi-node runs), got 'not an address'",
+        f"{path}:11: hosts.lab2.node_interface: expected a network interface name such as "
+        "eth0 or ib0, got 'eth0; rm -rf /'",
+    ]
+    path.write_text(path.read_text().split("  lab2:")[0])
+    inventory = load_inventory(path)
+    assert inventory.get("local").node_address == "10.0.0.9"
+    lab1 = inventory.get("lab1")
+    assert (lab1.node_address, lab1.node_interface) == ("gpu1.cluster.internal", "ib0")

@@ -313,3 +313,19 @@ def test_racing_launches_into_one_run_dir_start_it_once(runtime: ProcessRuntime)
     assert outcomes == ["in use", "in use", "started"]
     (info,) = runtime.list({"seglab.run_id": "raced"})
     runtime.stop(info.ref, timeout=5)
+
+
+def test_workers_in_sessions_of_their_own_die_with_the_run(runtime: ProcessRuntime) -> None:
+    # torchrun starts its ranks with start_new_session: killing torchrun's process group
+    # orphans them. The wrapper adopts such orphans (a child subreaper) and kills them.
+    detached = ("import subprocess, sys, time\n"
+                "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
+                " start_new_session=True)\n"
+                "print(w.pid, flush=True)\ntime.sleep(60)")
+    ref = runtime.launch(spec_for(runtime.runs_root, "detached", detached))
+    wait_for(lambda: len(list(runtime.logs(ref))) == 1)
+    worker = int(next(iter(runtime.logs(ref))).text)
+    assert Path(f"/proc/{worker}").exists()
+    runtime.kill(ref)
+    assert runtime.inspect(ref).exit_code == 137
+    assert not Path(f"/proc/{worker}").exists(), "the exit code is written once none is left"

@@ -257,3 +257,31 @@ def test_resolved_recipe_refuses_a_grid(tmp_path: Path) -> None:
 def test_scientific_floats_without_a_dot(tmp_path: Path) -> None:
     path = write(tmp_path, "r.yaml", BASE + "  optimizer: {weight_decay: 5e-4}\n")
     assert recipes.load(path).base.train.optimizer.weight_decay == 5e-4
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        ("resources:\n  nodes: 2\n",
+         ":13: resources.nodes: a run over several hosts needs `network: host` (the ranks "
+         "reach each other over the hosts' own interfaces; see docs/scaling.md)"),
+        ("resources:\n  network: host\n",
+         ":13: resources.network: host networking is only for multi-node runs (nodes > 1); "
+         "use true for a bridge network"),
+        ("resources:\n  nodes: 3\n  network: host\n",
+         ":11: train.batch_size: the global batch 8 does not split evenly over 3 ranks "
+         "(resources.gpus 1 x nodes 3)"),
+    ],
+)
+def test_multi_node_resources_are_checked(tmp_path: Path, resources: str,
+                                          expected: str) -> None:
+    path = write(tmp_path, "r.yaml", BASE + resources)
+    assert problems_of(path) == [f"{path}{expected}"]
+
+
+def test_a_multi_node_recipe_has_a_world_of_gpus_times_nodes(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.yaml", BASE + "resources:\n  gpus: 2\n  nodes: 2\n"
+                 "  network: host\n  node_timeout_s: 90\n")
+    resources = recipes.load(path).base.resources
+    assert (resources.world_size, resources.network, resources.node_timeout_s) == \
+        (4, "host", 90.0)

@@ -15,6 +15,7 @@ from seglab import registry as registry_module
 from seglab.events import Event
 from seglab.registry import (
     MIGRATIONS,
+    Member,
     Registry,
     RegistryError,
     RunRecord,
@@ -130,6 +131,34 @@ def test_runs_round_trip_and_upsert_replaces(reg: Registry) -> None:
     assert (again.status, again.exit_code, again.message, again.gpus) == (
         RunStatus.FAILED, 137, "Killed", ())
     assert len(reg.list_runs()) == 1
+
+
+def test_a_multi_node_run_keeps_its_members(reg: Registry) -> None:
+    members = (Member("lab1", ("GPU-aaaa",), "c0ffee", "/runs/r"),
+               Member("lab2", ("GPU-bbbb",), None, "/runs/r.m1"))
+    record = _run(gpus=("GPU-aaaa",), members=members)
+    reg.upsert_run(record)
+    assert reg.get_run(record.run_id) == record
+    assert record.hosts == ("lab1", "lab2")
+    started = (members[0], Member("lab2", ("GPU-bbbb",), "beef", "/runs/r.m1"))
+    assert reg.update_run(record.run_id, members=started).members == started
+
+
+def test_a_schema_1_registry_gains_the_members_column(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO runs (run_id, recipe, variant, recipe_sha, resolved_recipe, host, "
+                 "gpus, runtime, run_dir, status, created_at) VALUES ('old.default.a1b2', "
+                 "'old', 'default', '', '', 'local', '[]', 'process', '', 'finished', 1.0)")
+    conn.commit()
+    conn.close()
+    with Registry(path) as reg:
+        assert reg.schema_version() == len(MIGRATIONS) == 2
+        old = reg.get_run("old.default.a1b2")
+        assert old.members == () and old.hosts == ("local",)
 
 
 def test_update_run_validates_field_names_and_values(reg: Registry) -> None:
