@@ -135,3 +135,32 @@ def test_two_containers_on_the_host_network(ci_image: str, docker_client: Any,
     seglab("rm", run_id, "--purge")
     assert not docker_client.containers.list(all=True,
                                              filters={"label": f"seglab.run_id={run_id}"})
+
+
+@pytest.mark.docker
+@pytest.mark.sshd
+def test_members_on_two_engines_one_reached_over_ssh(remote_lab: Path, isolated_xdg: Path,
+                                                     docker_client: Any) -> None:
+    # lab1 is this machine's second dockerd behind sshd: both engines share loopback, so
+    # the two hosts meet there (hosts.yaml gives this machine's address).
+    hosts = isolated_xdg / "config" / "seglab" / "hosts.yaml"
+    hosts.write_text(hosts.read_text() + "  local:\n    node_address: 127.0.0.1\n")
+    # Member 0 (the rendezvous, the events, last.pt) on the remote host.
+    run_id, row = _start("lab1:cpu,local:cpu", "docker")
+    run_dir = _one_run_two_members(run_id, row, "lab1:cpu+local:cpu")
+    assert run_dir.is_relative_to(remote_lab)
+    member_dir = Path(row["members"][1]["run_dir"])
+    assert f"{run_id}.m1" in [c.name.removeprefix("seglab-") for c in
+                              docker_client.containers.list()]
+
+    assert f"{run_id}: stopped" in seglab("stop", run_id, "--timeout", "60").stdout
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    assert not (member_dir / "checkpoints").exists()
+    seglab("resume", run_id)
+    wait_for(lambda: sum(r["kind"] == "start" for r in events_file(str(run_dir))) == 2, 180,
+             "the resumed members")
+
+    docker_client.containers.get(f"seglab-{run_id}.m1").kill()
+    _fails_within_timeout(run_id, time.monotonic())
+    seglab("rm", run_id, "--purge")
+    assert not run_dir.exists() and not member_dir.exists()
