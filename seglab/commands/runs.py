@@ -24,6 +24,10 @@ Placement (--on):
                      those GPUs of that host (each run takes resources.gpus of them)
   HOST:cpu           that host's CPU, no GPU (any number of runs share it)
 
+A multi-node recipe (resources.nodes: N, network: host) takes one member from each of N
+pools, e.g. --on lab1:0-7,lab2:0-7: one container per host, joined by torchrun's c10d
+rendezvous, shown and stopped as one run (docs/scaling.md).
+
 A GPU is free when no seglab run holds it and no other process uses more than the
 host's gpu_memory_threshold_mib on it. Variants that find no free GPU wait in a
 persistent queue: --wait keeps seglab running until every run has ended, starting
@@ -40,6 +44,7 @@ Examples:
   seglab run recipes/cityscapes-deeplabv3plus-r50-resolution.yaml --on auto
   seglab run my-ablation.yaml --variant lr=low --on lab1:2
   seglab run my-ablation.yaml --on cluster
+  seglab run two-node.yaml --on lab1:0-7,lab2:0-7
 """
 
 
