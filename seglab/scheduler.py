@@ -28,6 +28,7 @@ from seglab.telemetry.sample import GpuSample, HostState, HostStatus
 from seglab.yamlpos import did_you_mean
 
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
+_GPU_TOKEN = re.compile(r"^(\d+(-\d+)?|(GPU|MIG)-[0-9A-Za-z/-]+)$")  # continues HOST:0,...
 
 
 class PlacementError(ValueError):
@@ -118,15 +119,15 @@ def parse_on(text: str) -> list[Pool]:
                 gpus = _expand_gpu_token(rest)
             else:
                 raise PlacementError(f"--on {text!r}: nothing after '{host}:'")
-        elif host is None or token == "auto":
-            if token == "auto":
-                raise PlacementError("--on auto cannot be combined with hosts")
-            close()
-            host, gpus, cpu = token, [], False
-        else:
+        elif token == "auto":
+            raise PlacementError("--on auto cannot be combined with hosts")
+        elif host is not None and _GPU_TOKEN.match(token) and (gpus or cpu):
             if cpu:
                 raise PlacementError(f"--on {text!r}: GPUs listed after '{host}:cpu'")
             gpus.extend(_expand_gpu_token(token))
+        else:  # a bare host name: all of its GPUs
+            close()
+            host, gpus, cpu = token, [], False
     close()
     return pools
 

@@ -1,12 +1,14 @@
-"""Multi-node runs: the rendezvous command, member addresses, and how member states add up."""
+"""Multi-node runs: the rendezvous command, member addresses, how member states add up, and
+the placement of members."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
-from seglab.hosts import Host, SSHTarget, local_host
+from seglab.hosts import Host, SSHTarget, load_inventory, local_host
 from seglab.multinode import (
     MultiNodeError,
     Rendezvous,
@@ -15,7 +17,10 @@ from seglab.multinode import (
     free_local_port,
     member_name,
 )
+from seglab.registry import Registry
 from seglab.runtime import RuntimeState
+from seglab.scheduler import Placement, PlacementError, Scheduler, parse_on
+from seglab.telemetry.sample import GpuSample, HostState, HostStatus
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 
@@ -126,3 +131,66 @@ def test_members_that_all_exit_0_finish_and_oom_is_kept() -> None:
     oom = combine([exited(0, 5), exited(137, 4, oom=True)], HOSTS[:2], 60, T0)
     assert oom.state.oom_killed and oom.message == \
         "member 1 on lab2 ran out of memory (OOM-killed)"
+
+
+# -- placement: one member per pool, reserved in the real registry -----------------------
+
+
+def _scheduler(tmp_path: Path) -> Scheduler:
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text("hosts:\n  lab1: {ssh: gpu1}\n  lab2: {ssh: gpu2}\n"
+                     "  cluster: {kind: slurm}\n")
+    inventory = load_inventory(hosts)
+    states = {name: HostState(name, "replay", HostStatus.OK, gpus=tuple(
+        GpuSample(name, i, f"GPU-{name}-{i}") for i in range(4))) for name in ("lab1", "lab2")}
+    return Scheduler(inventory, Registry(tmp_path / "registry.sqlite3"), states)
+
+
+def test_members_come_one_per_pool_and_are_reserved_together(tmp_path: Path) -> None:
+    scheduler = _scheduler(tmp_path)
+    pools = parse_on("lab1:0-3,lab2:0-3")
+    first = scheduler.place_members(pools, 2, 2, "a")
+    assert first == [Placement("lab1", ("GPU-lab1-0", "GPU-lab1-1"), (0, 1)),
+                     Placement("lab2", ("GPU-lab2-0", "GPU-lab2-1"), (0, 1))]
+    second = scheduler.place_members(pools, 2, 2, "b")
+    assert second is not None and [p.indices for p in second] == [(2, 3), (2, 3)]
+    # Nothing left: a third run reserves nothing (not even on the first pool it tried).
+    assert scheduler.place_members(pools, 2, 2, "c") is None
+    assert "c" not in scheduler.registry.holders().values()
+    # auto: one member per docker host (never the Slurm cluster).
+    scheduler.registry.release("a")
+    auto = scheduler.place_members(parse_on("auto"), 2, 2, "d")
+    assert auto is not None and [p.host for p in auto] == ["lab1", "lab2"]
+
+
+def test_pools_that_can_never_hold_the_members_are_refused(tmp_path: Path) -> None:
+    scheduler = _scheduler(tmp_path)
+    with pytest.raises(PlacementError, match=r"spans 3 hosts \(resources.nodes\) but --on "
+                                             r"lab1,lab2:0,1 gives 2 place\(s\)"):
+        scheduler.check_nodes(parse_on("lab1,lab2:0-1"), 1, 3)
+    with pytest.raises(PlacementError, match="needs 8 GPUs per run"):
+        scheduler.check_nodes(parse_on("lab1,lab2"), 8, 2)
+    scheduler.check_nodes(parse_on("local:cpu,local:cpu"), 1, 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "pools"),
+    [
+        ("auto", ["auto"]),
+        ("lab1,lab2", ["lab1", "lab2"]),
+        ("lab1:0,1,lab2:2-3", ["lab1:0,1", "lab2:2,3"]),
+        ("lab1:0,lab2", ["lab1:0", "lab2"]),
+        ("lab1:GPU-aa11,GPU-bb22,local:cpu", ["lab1:GPU-aa11,GPU-bb22", "local:cpu"]),
+        ("local:cpu,local:cpu", ["local:cpu", "local:cpu"]),
+        ("lab1:cpu,lab2", ["lab1:cpu", "lab2"]),
+    ],
+)
+def test_on_lists_pools(text: str, pools: list[str]) -> None:
+    assert [str(p) for p in parse_on(text)] == pools
+
+
+def test_on_refuses_gpus_after_cpu_and_auto_with_hosts() -> None:
+    with pytest.raises(PlacementError, match="GPUs listed after 'lab1:cpu'"):
+        parse_on("lab1:cpu,0")
+    with pytest.raises(PlacementError, match="cannot be combined"):
+        parse_on("lab1,auto")
