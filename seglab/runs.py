@@ -28,6 +28,7 @@ from seglab.hosts import DEFAULT_DOCKER_SOCKET, Host, Inventory
 from seglab.registry import FINAL_STATUSES, Member, Registry, RunRecord, RunStatus
 from seglab.runtime import (
     EngineUnavailable,
+    HostUnreachable,
     LaunchSpec,
     LogCursor,
     LogLine,
@@ -164,9 +165,21 @@ class RunManager:
                     self._guard_remote(lambda: self.remote().docker_url(host_name)),
                     host=host_name)
                 return self._runtimes[key]
+            if not host.is_local and kind == "slurm" and host.kind == "slurm":
+                from seglab.remote.commands import RemoteCommands
+                from seglab.runtime.slurm import CommandFiles, SlurmRuntime
+
+                # The login node's Slurm commands and files, over SSH.
+                commands = RemoteCommands(self.remote, host_name,
+                                          host.slurm.env_setup if host.slurm else ())
+                self._runtimes[key] = SlurmRuntime(self.runs_root(host), host.slurm,
+                                                   commands, host=host_name,
+                                                   files=CommandFiles(commands))
+                return self._runtimes[key]
             if not host.is_local:
-                raise RunError(f"host {host_name} is remote: it runs containers (docker); "
-                               f"the {kind} runtime works on this machine only")
+                raise RunError(f"host {host_name} is remote: it runs containers (docker) or "
+                               f"Slurm jobs (kind: slurm); the {kind} runtime works on this "
+                               "machine only")
             if kind == "slurm":
                 from seglab.runtime.slurm import SlurmRuntime
 
@@ -701,7 +714,7 @@ class RunManager:
                 state = self.runtime(record.host, record.runtime).inspect(record.handle)
         except RunNotFound:
             state = RuntimeState("dead", error="the run was removed outside seglab")
-        except (EngineUnavailable, RunError) as exc:
+        except (EngineUnavailable, HostUnreachable, RunError) as exc:
             # The host cannot be reached now (engine down, SSH link lost): the run is not
             # lost, its status is simply not known; say why and keep the last one.
             return self.registry.update_run(record.run_id, message=f"unreachable: {exc}")
@@ -815,7 +828,7 @@ class RunManager:
         found = []
         members: dict[str, dict[int, tuple[str, str, RunInfo]]] = {}
         for host in self.inventory.hosts.values():
-            if not host.is_local and (self._remote is None or host.kind == "slurm"):
+            if not host.is_local and self._remote is None:
                 continue
             if host.kind == "slurm":
                 kinds: tuple[str, ...] = ("slurm",)
@@ -827,6 +840,9 @@ class RunManager:
                     root = self.runs_root(host)
                 except EngineUnavailable:
                     continue  # no engine here: nothing of ours can be on it
+                except HostUnreachable as exc:
+                    log.warning("cannot reach %s to find its runs: %s", host.name, exc)
+                    continue
                 except (RuntimeFailure, RunError) as exc:
                     log.warning("cannot list the runs of %s (%s): %s", host.name, kind, exc)
                     continue

@@ -86,6 +86,12 @@ class RemoteBridge:
                                     f" {result.stderr.strip() or result.stdout.strip()}")
         return result
 
+    def execute(self, name: str, argv: Sequence[str], *, stdin: str | None = None,
+                timeout: float = 60.0) -> CommandResult:
+        """Run a command on ``name`` and return how it went, whatever its exit status."""
+        self.ensure(name)
+        return self.call(self.remotes.executor(name).run(argv, timeout, stdin), timeout + 10)
+
     def succeeds(self, name: str, argv: Sequence[str], timeout: float = 30.0) -> bool:
         """Whether a short command on ``name`` exits 0 (a test such as ``test -d``)."""
         self.ensure(name)

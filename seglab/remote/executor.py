@@ -12,6 +12,7 @@ import asyncio
 import logging
 import shlex
 from collections.abc import Sequence
+from typing import Any
 
 import asyncssh
 
@@ -88,14 +89,18 @@ class RemoteExecutor:
         self.channels_opened += 1
         return RemoteStream(process)
 
-    async def run(self, argv: Sequence[str], timeout: float) -> CommandResult:
-        """Run ``argv`` on the host to completion within ``timeout`` seconds."""
+    async def run(self, argv: Sequence[str], timeout: float, stdin: str | None = None
+                  ) -> CommandResult:
+        """Run ``argv`` on the host to completion within ``timeout`` seconds (``stdin``:
+        its input, else none)."""
         conn = await self._conn()
+        feed: dict[str, Any] = {"stdin": asyncssh.DEVNULL} if stdin is None else \
+            {"input": stdin}
         try:
             self.channels_opened += 1
             result = await conn.run(
-                shlex.join(argv), check=False, timeout=timeout, stdin=asyncssh.DEVNULL,
-                encoding="utf-8", errors="replace",
+                shlex.join(argv), check=False, timeout=timeout, encoding="utf-8",
+                errors="replace", **feed,
             )
         except asyncssh.TimeoutError as exc:
             raise asyncio.TimeoutError(f"{argv[0]} took longer than {timeout:g} s") from exc

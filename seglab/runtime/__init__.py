@@ -9,6 +9,7 @@ from __future__ import annotations
 from seglab.runtime.base import LogCursor, LogLine, RunInfo, Runtime, RuntimeState, Status
 from seglab.runtime.errors import (
     EngineUnavailable,
+    HostUnreachable,
     ImageMissing,
     LaunchFailed,
     NameInUse,
@@ -25,6 +26,7 @@ from seglab.runtime.spec import LaunchSpec, Mount, default_user, own_run_dir, pa
 
 __all__ = [
     "EngineUnavailable",
+    "HostUnreachable",
     "ImageMissing",
     "LaunchFailed",
     "LaunchSpec",

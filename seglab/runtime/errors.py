@@ -30,6 +30,11 @@ class EngineUnavailable(RuntimeFailure):
         self.where = where
 
 
+class HostUnreachable(RuntimeFailure):
+    """The host that runs the runtime's commands (a Slurm login node over SSH) cannot be
+    reached now; its runs are not lost, only not visible."""
+
+
 class ImageMissing(RuntimeFailure):
     """The image is not on the engine (seglab never pulls implicitly)."""
 

@@ -1,7 +1,8 @@
 """The Slurm runtime: runs as batch jobs (a grid as one job array) on one Slurm cluster.
 
-Every Slurm command goes through a :class:`Commands` runner (locally ``subprocess``; the
-SSH layer can carry the same three-argument call to a login node). A run's ``ref`` is
+Every Slurm command goes through a :class:`Commands` runner and every file of the runs
+root through a :class:`JobFiles` (locally ``subprocess`` and the file system; for a login
+node reached over SSH, both go through the SSH connection). A run's ``ref`` is
 ``JOBSPEC:RUN_DIR`` where JOBSPEC is ``JOBID`` or ``ARRAYJOBID_TASK``; the run directory
 holds ``slurm.json`` (labels, job spec) so :meth:`SlurmRuntime.list` finds runs again
 after the controller forgot the job, and ``train.log`` (the job's ``--output``).
@@ -22,7 +23,7 @@ import re
 import shlex
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -100,6 +101,177 @@ class LocalCommands:
             raise RuntimeFailure(f"{argv[0]} did not answer within {timeout:g} s (is "
                                  "slurmctld up?)") from exc
         return CommandResult(done.returncode, done.stdout, done.stderr)
+
+
+class JobFiles(Protocol):
+    """The runs root's files as the login node sees them."""
+
+    def write_text(self, path: Path, text: str) -> None:
+        """Write a small file."""
+        ...
+
+    def read_text(self, path: Path) -> str:
+        """A small file's text; FileNotFoundError when it is missing."""
+        ...
+
+    def link_tasks(self, folder: Path, run_dirs: Sequence[Path]) -> None:
+        """``folder/0`` -> ``run_dirs[0]``, ``folder/1`` -> ... (the folder is created)."""
+        ...
+
+    def unlink(self, path: Path) -> None:
+        """Remove a file if it is there."""
+        ...
+
+    def records(self, root: Path, name: str) -> list[tuple[Path, str]]:
+        """``(folder, text)`` of every ``root/*/name``."""
+        ...
+
+    def exists(self, path: Path) -> bool:
+        """Whether ``path`` exists."""
+        ...
+
+    def lines(self, path: Path, active: Callable[[], bool], *, follow: bool,
+              since: LogCursor | None, tail: int | None) -> Iterator[LogLine]:
+        """Whole lines of a log file (see :func:`seglab.runtime.logfile.read_lines`)."""
+        ...
+
+
+class LocalFiles:
+    """:class:`JobFiles` on this machine."""
+
+    def write_text(self, path: Path, text: str) -> None:
+        """Write a small file."""
+        path.write_text(text)
+
+    def read_text(self, path: Path) -> str:
+        """A small file's text."""
+        return path.read_text()
+
+    def link_tasks(self, folder: Path, run_dirs: Sequence[Path]) -> None:
+        """Task index links to run dirs."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, run_dir in enumerate(run_dirs):
+            link = folder / str(index)
+            link.unlink(missing_ok=True)
+            link.symlink_to(run_dir)
+
+    def unlink(self, path: Path) -> None:
+        """Remove a file if it is there."""
+        path.unlink(missing_ok=True)
+
+    def records(self, root: Path, name: str) -> list[tuple[Path, str]]:
+        """``(folder, text)`` of every ``root/*/name``."""
+        out = []
+        for path in sorted(root.glob(f"*/{name}")):
+            try:
+                out.append((path.parent.resolve(), path.read_text()))
+            except FileNotFoundError:
+                continue  # removed between the glob and the read
+        return out
+
+    def exists(self, path: Path) -> bool:
+        """Whether ``path`` exists."""
+        return path.exists()
+
+    def lines(self, path: Path, active: Callable[[], bool], *, follow: bool,
+              since: LogCursor | None, tail: int | None) -> Iterator[LogLine]:
+        """Whole lines of a local log file."""
+        yield from read_lines(path, active, follow=follow, since=since, tail=tail, poll=_POLL)
+
+
+class CommandFiles:
+    """:class:`JobFiles` through a :class:`Commands` runner (a login node over SSH)."""
+
+    def __init__(self, commands: Commands) -> None:
+        self.commands = commands
+
+    def _sh(self, script: str, *args: str, stdin: str | None = None) -> CommandResult:
+        return self.commands.run(["sh", "-c", script, "sh", *args], stdin=stdin)
+
+    def _check(self, result: CommandResult, what: str) -> CommandResult:
+        if result.returncode != 0:
+            raise RuntimeFailure(f"{what} failed on the login node: "
+                                 f"{result.stderr.strip() or result.stdout.strip()}")
+        return result
+
+    def write_text(self, path: Path, text: str) -> None:
+        """Write a small file."""
+        self._check(self._sh('cat > "$1"', str(path), stdin=text), f"writing {path}")
+
+    def read_text(self, path: Path) -> str:
+        """A small file's text."""
+        result = self._sh('[ -e "$1" ] || exit 3; cat -- "$1"', str(path))
+        if result.returncode == 3:
+            raise FileNotFoundError(str(path))
+        return self._check(result, f"reading {path}").stdout
+
+    def link_tasks(self, folder: Path, run_dirs: Sequence[Path]) -> None:
+        """Task index links to run dirs."""
+        script = ('f=$1; shift; mkdir -p "$f" && i=0 && for t; do ln -sfn "$t" "$f/$i" '
+                  '|| exit 1; i=$((i+1)); done')
+        self._check(self._sh(script, str(folder), *map(str, run_dirs)),
+                    f"linking the tasks of {folder}")
+
+    def unlink(self, path: Path) -> None:
+        """Remove a file if it is there."""
+        self._check(self.commands.run(["rm", "-f", "--", str(path)]), f"removing {path}")
+
+    def records(self, root: Path, name: str) -> list[tuple[Path, str]]:
+        """``(folder, text)`` of every ``root/*/name`` (one-line files), in one call."""
+        script = ('for f in "$1"/*/"$2"; do [ -f "$f" ] && printf "%s\t%s\n" "${f%/*}" '
+                  '"$(cat -- "$f")"; done; true')
+        result = self._check(self._sh(script, str(root), name), f"listing {root}")
+        out = []
+        for line in result.stdout.splitlines():
+            folder, sep, text = line.partition("\t")
+            if sep:
+                out.append((Path(folder), text))
+        return out
+
+    def exists(self, path: Path) -> bool:
+        """Whether ``path`` exists."""
+        return self.commands.run(["test", "-e", str(path)]).returncode == 0
+
+    def lines(self, path: Path, active: Callable[[], bool], *, follow: bool,
+              since: LogCursor | None, tail: int | None) -> Iterator[LogLine]:
+        """Whole lines of a log file on the login node, read in chunks from an offset.
+
+        Offsets count the bytes of the UTF-8 text read back, which is the file's own byte
+        count for UTF-8 logs (the trainer writes nothing else).
+        """
+        if since is not None:
+            offset = since.offset
+        elif tail is not None:
+            sizes = self._check(self._sh('stat -c %s -- "$1" && tail -n "$2" -- "$1" | wc -c',
+                                         str(path), str(tail)), f"reading {path}")
+            size, tail_bytes = (int(v) for v in sizes.stdout.split())
+            offset = size - tail_bytes
+        else:
+            offset = 0
+        pending = ""
+        while True:
+            chunk = self._check(self.commands.run(
+                ["tail", "-c", f"+{offset + len(pending.encode()) + 1}", "--", str(path)]),
+                f"reading {path}").stdout
+            if not chunk:
+                if not active():
+                    chunk = self._check(self.commands.run(
+                        ["tail", "-c", f"+{offset + len(pending.encode()) + 1}", "--",
+                         str(path)]), f"reading {path}").stdout
+                    if not chunk:
+                        break
+                elif not follow:
+                    break
+                else:
+                    time.sleep(_POLL)
+                    continue
+            pending += chunk
+            *whole, pending = pending.split("\n")
+            for line in whole:
+                offset += len(line.encode()) + 1
+                yield LogLine(line, LogCursor(offset=offset))
+        if pending and not active():
+            yield LogLine(pending, LogCursor(offset=offset + len(pending.encode())))
 
 
 @dataclass(frozen=True)
@@ -221,11 +393,12 @@ class SlurmRuntime:
 
     def __init__(self, runs_root: Path, settings: SlurmOptions | None = None,
                  commands: Commands | None = None, host: str = "slurm",
-                 signal_before_limit: int = 60) -> None:
+                 signal_before_limit: int = 60, *, files: JobFiles | None = None) -> None:
         self.runs_root = Path(runs_root)
         self.settings = settings or SlurmOptions()
         self.signal_before_limit = signal_before_limit
         self.commands = commands or LocalCommands()
+        self.files = files or LocalFiles()
         self.host = host
         self._jobcomp: Path | None = None
         self._jobcomp_read = False
@@ -323,11 +496,7 @@ class SlurmRuntime:
         else:
             # Slurm expands %a in --output: each task's link leads into its own run dir.
             folder = self.runs_root / SUBMIT_DIR / specs[0].name
-            folder.mkdir(parents=True, exist_ok=True)
-            for index, run_dir in enumerate(run_dirs):
-                link = folder / str(index)
-                link.unlink(missing_ok=True)
-                link.symlink_to(run_dir)
+            self.files.link_tasks(folder, run_dirs)
             output = str(folder / "%a" / LOG_FILE)
             job_name = specs[0].labels.get("seglab.recipe", specs[0].name) + ".grid"
         result = self._run(self.sbatch_args(specs, gpus, output, job_name),
@@ -344,7 +513,7 @@ class SlurmRuntime:
             record = {"name": spec.name, "jobspec": jobspec, "labels": dict(spec.labels),
                       "command": list(spec.command), "gpus": gpus,
                       "submitted_at": time.time()}
-            (run_dir / RECORD_FILE).write_text(json.dumps(record) + "\n")
+            self.files.write_text(run_dir / RECORD_FILE, json.dumps(record) + "\n")
             refs.append(f"{jobspec}:{run_dir}")
         return refs
 
@@ -419,7 +588,7 @@ class SlurmRuntime:
     def _record(self, run_dir: Path) -> dict[str, Any]:
         path = run_dir / RECORD_FILE
         try:
-            record: dict[str, Any] = json.loads(path.read_text())
+            record: dict[str, Any] = json.loads(self.files.read_text(path))
         except FileNotFoundError as exc:
             raise RunNotFound(str(run_dir)) from exc
         except ValueError as exc:
@@ -444,12 +613,11 @@ class SlurmRuntime:
         come from one ``scontrol`` call and one read of the completion log, however many
         runs there are."""
         found: list[tuple[str, str, str, dict[str, str]]] = []
-        for path in sorted(self.runs_root.glob(f"*/{RECORD_FILE}")):
-            run_dir = path.parent.resolve()
+        for run_dir, text in self.files.records(self.runs_root, RECORD_FILE):
             try:
-                record = self._record(run_dir)
-            except RunNotFound:
-                continue  # removed between the glob and the read
+                record: dict[str, Any] = json.loads(text)
+            except ValueError:
+                continue  # a damaged record: inspect() of that run says so
             record_labels = {str(k): str(v) for k, v in record.get("labels", {}).items()}
             if matches(record_labels, labels):
                 jobspec = str(record["jobspec"])
@@ -482,12 +650,12 @@ class SlurmRuntime:
         _, run_dir = split_ref(ref)
         self._record(run_dir)
         path = run_dir / LOG_FILE
-        while not path.exists():
+        while not self.files.exists(path):
             if not follow or not self.inspect(ref).active:
                 return
             time.sleep(_POLL)  # pending: Slurm creates the file when the job starts
-        yield from read_lines(path, lambda: self.inspect(ref).active, follow=follow,
-                              since=since, tail=tail, poll=_POLL)
+        yield from self.files.lines(path, lambda: self.inspect(ref).active, follow=follow,
+                                    since=since, tail=tail)
 
     # -- ending ---------------------------------------------------------------------------
 
@@ -556,4 +724,4 @@ class SlurmRuntime:
             if not force:
                 raise RunStillRunning(ref)
             self.kill(ref)
-        (run_dir / RECORD_FILE).unlink(missing_ok=True)
+        self.files.unlink(run_dir / RECORD_FILE)

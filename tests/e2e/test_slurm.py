@@ -26,6 +26,7 @@ import pytest
 from seglab import recipes
 from seglab.events import PREFIX
 from tests.e2e.runlib import RECIPES, events_file, final, ps, run_row, seglab, wait_for
+from tests.e2e.sshd import Lab
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -284,3 +285,45 @@ def test_time_limit_signal_lets_the_trainer_checkpoint(slurm_up: None, tmp_path:
     assert records[-1]["kind"] == "end" and records[-1]["status"] == "stopped"
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     assert any(r["kind"] == "checkpoint" for r in records)
+
+
+@pytest.mark.sshd
+def test_a_login_node_reached_over_ssh(slurm_up: None, lab1: Lab, isolated_xdg: Path,
+                                       tmp_path: Path) -> None:
+    # The cluster's login node is `lab1` (this machine's sshd): every Slurm command and
+    # every file of its runs root go through the SSH connection. A non-interactive SSH
+    # session has no SLURM_CONF, so env_setup exports it (as `module load slurm` would).
+    runs_root = tmp_path / "login-runs"
+    lab1.hosts_yaml.write_text(textwrap.dedent(f"""
+        hosts:
+          cluster:
+            kind: slurm
+            ssh: lab1
+            runs_root: {runs_root}
+            python: {sys.executable}
+            env_setup: [export SLURM_CONF={os.environ["SLURM_CONF"]}, export OMP_NUM_THREADS=1]
+            time_limit: "30"
+    """))
+    try:
+        started = json.loads(seglab("run", str(RECIPES / "tiny-grid.yaml"), "--on", "cluster",
+                                    "--json").stdout)
+        ids = [row["run_id"] for row in started]
+        jobspecs = [_jobspec(row["run_dir"]) for row in started]
+        assert len({spec.split("_")[0] for spec in jobspecs}) == 1, jobspecs  # one array
+        assert all(Path(row["run_dir"]).is_relative_to(runs_root) for row in started)
+        rows = {r["run_id"]: r for r in wait_for(
+            lambda: all(final(i) for i in ids) and ps(), 600, "both tasks to end")}
+        for run_id in ids:
+            assert rows[run_id]["status"] == "finished", rows[run_id]
+            assert rows[run_id]["best_miou"] is not None
+            log = seglab("logs", "--tail", "3", run_id).stdout.splitlines()
+            assert len(log) == 3 and '"kind":"end"' in log[-1]  # read over SSH
+        # Without the registry, the runs are found again by listing the login node's files.
+        for path in (Path(os.environ["XDG_STATE_HOME"]) / "seglab").glob("registry.sqlite3*"):
+            path.unlink()
+        found = {r["run_id"]: r for r in ps()}
+        assert set(found) == set(ids)
+        assert all(found[i]["status"] == "finished" for i in ids)
+    finally:
+        for record in runs_root.glob("*/slurm.json"):
+            _slurm("scancel", json.loads(record.read_text())["jobspec"], check=False)
