@@ -71,3 +71,21 @@ def final(run_id: str) -> dict[str, Any] | None:
     row = run_row(run_id)
     return row if row["status"] in ("finished", "failed", "stopped", "oom_killed", "lost") \
         else None
+
+
+def stop_then_resume(run_id: str, run_dir: Path, world_size: int) -> int:
+    """`seglab stop` (one event stream ending `stopped`), then `seglab resume`: waits for
+    the resumed start event and returns the iteration it resumed from."""
+    assert f"{run_id}: stopped" in seglab("stop", run_id, "--timeout", "60").stdout
+    records = events_file(str(run_dir))
+    seqs = [r["seq"] for r in records]
+    assert seqs == sorted(set(seqs)), "one event stream: the main rank alone writes"
+    assert records[-1]["kind"] == "end" and records[-1]["status"] == "stopped"
+    saved: int = max(r["iter"] for r in records if r["kind"] == "checkpoint")
+    seglab("resume", run_id)
+    wait_for(lambda: sum(r["kind"] == "start" for r in events_file(str(run_dir))) == 2, 180,
+             "the resumed start event")
+    resumed = [r for r in events_file(str(run_dir)) if r["kind"] == "start"][1]
+    assert resumed["resumed_from"] == saved > 0
+    assert resumed["world_size"] == world_size
+    return saved

@@ -13,7 +13,16 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.runlib import DEV_MOUNTS, RECIPES, events_file, ps, run_row, seglab, wait_for
+from tests.e2e.runlib import (
+    DEV_MOUNTS,
+    RECIPES,
+    events_file,
+    ps,
+    run_row,
+    seglab,
+    stop_then_resume,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -31,19 +40,7 @@ def _two_ranks_stop_resume(runtime: str) -> None:
     rank_logs = list((run_dir / "ranks").rglob("stdout.log"))
     assert len(rank_logs) == 2, rank_logs
 
-    assert f"{run_id}: stopped" in seglab("stop", run_id, "--timeout", "60").stdout
-    records = events_file(str(run_dir))
-    seqs = [r["seq"] for r in records]
-    assert seqs == sorted(set(seqs)), "one event stream: rank 0 alone writes"
-    assert records[-1]["kind"] == "end" and records[-1]["status"] == "stopped"
-    saved = max(r["iter"] for r in records if r["kind"] == "checkpoint")
-
-    seglab("resume", run_id)
-    wait_for(lambda: sum(r["kind"] == "start" for r in events_file(str(run_dir))) == 2, 180,
-             "the resumed ranks' start event")
-    resumed = [r for r in events_file(str(run_dir)) if r["kind"] == "start"][1]
-    assert resumed["resumed_from"] == saved > 0
-    assert resumed["world_size"] == 2
+    stop_then_resume(run_id, run_dir, world_size=2)
     seglab("kill", run_id)
     seglab("rm", run_id, "--purge")
 

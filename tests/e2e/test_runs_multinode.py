@@ -21,7 +21,17 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.runlib import DEV_MOUNTS, RECIPES, events_file, final, ps, run_row, seglab, wait_for
+from tests.e2e.runlib import (
+    DEV_MOUNTS,
+    RECIPES,
+    events_file,
+    final,
+    ps,
+    run_row,
+    seglab,
+    stop_then_resume,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -48,18 +58,7 @@ def _one_run_two_members(run_id: str, row: dict[str, Any], where: str) -> Path:
 
 
 def _stop_resume(run_id: str, run_dir: Path) -> None:
-    assert f"{run_id}: stopped" in seglab("stop", run_id, "--timeout", "60").stdout
-    records = events_file(str(run_dir))
-    seqs = [r["seq"] for r in records]
-    assert seqs == sorted(set(seqs)), "one event stream: the main rank alone writes"
-    assert records[-1]["kind"] == "end" and records[-1]["status"] == "stopped"
-    saved = max(r["iter"] for r in records if r["kind"] == "checkpoint")
-    seglab("resume", run_id)
-    wait_for(lambda: sum(r["kind"] == "start" for r in events_file(str(run_dir))) == 2, 180,
-             "the resumed members' start event")
-    resumed = [r for r in events_file(str(run_dir)) if r["kind"] == "start"][1]
-    assert resumed["resumed_from"] == saved > 0
-    assert resumed["world_size"] == 2
+    saved = stop_then_resume(run_id, run_dir, world_size=2)
     wait_for(lambda: (run_row(run_id)["iteration"] or 0) > saved, 180,
              "training after the resume")
 
