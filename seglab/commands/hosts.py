@@ -30,7 +30,8 @@ one at once, and the command exits 1. docs/hosts.md documents every key.
 (docker | slurm), local (true for this machine), ssh (null, or target, user,
 hostname, port, alias, identity_files, proxy_jump), docker_socket, runs_root,
 datasets (name -> path), telemetry, telemetry_interval (seconds), nvidia_smi,
-gpu_memory_threshold_mib, checked and (when checked) status: state, message,
+gpu_memory_threshold_mib, node_address, node_interface (multi-node runs), slurm
+(null, or its keys), checked and (when checked) status: state, message,
 latency_ms, driver_version, cuda_version, gpu_count, docker_version,
 nvidia_runtime, problems.
 
@@ -89,6 +90,8 @@ def host_json(host: Host) -> dict[str, Any]:
         "telemetry_interval": host.telemetry_interval,
         "nvidia_smi": host.nvidia_smi,
         "gpu_memory_threshold_mib": host.gpu_memory_threshold_mib,
+        "node_address": host.node_address,
+        "node_interface": host.node_interface,
         "slurm": None if host.slurm is None else {
             "partition": host.slurm.partition,
             "account": host.slurm.account,

@@ -267,7 +267,8 @@ def _ps(args: argparse.Namespace) -> int:
     if not rows:
         print("no runs" + ("" if args.all else " (seglab ps --all shows ended ones)"))
         return 0
-    header = (f"{'RUN':<44} {'STATUS':<10} {'WHERE':<14} {'PROGRESS':>14} {'LOSS':>7} "
+    wide = max(14, *(len(row["where"]) for row in rows))  # multi-node: host:cpu+host:cpu
+    header = (f"{'RUN':<44} {'STATUS':<10} {'WHERE':<{wide}} {'PROGRESS':>14} {'LOSS':>7} "
               f"{'mIoU':>6} {'IMG/S':>7} {'AGE':>5}")
     print(header)
     for row in rows:
@@ -279,7 +280,7 @@ def _ps(args: argparse.Namespace) -> int:
         loss = "-" if row["last_loss"] is None else f"{row['last_loss']:.3f}"
         miou = "-" if row["best_miou"] is None else f"{row['best_miou']:.3f}"
         ips = "-" if row["img_per_s"] is None else f"{row['img_per_s']:.1f}"
-        print(f"{row['run_id']:<44} {row['status']:<10} {row['where']:<14} {progress:>14} "
+        print(f"{row['run_id']:<44} {row['status']:<10} {row['where']:<{wide}} {progress:>14} "
               f"{loss:>7} {miou:>6} {ips:>7} {_age(row['age_s']):>5}")
         if row["status"] in ("failed", "oom_killed", "lost", "queued", "starting") \
                 and row["message"]:

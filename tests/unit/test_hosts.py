@@ -444,6 +444,8 @@ def test_cli_json_lists_the_inventory(
         "telemetry_interval": 2.0,
         "nvidia_smi": "nvidia-smi",
         "gpu_memory_threshold_mib": 256,
+        "node_address": None,
+        "node_interface": None,
         "slurm": None,
         "checked": False,
     }
