@@ -128,8 +128,12 @@ class NewRunScreen(ModalScreen[list[RunRecord] | None]):
             info.update(Text(error or "", style="red"))
             return
         base = loaded.variants[0].recipe
+        size = f"{base.resources.gpus} GPU(s) per run"
+        if base.resources.nodes > 1:  # placed as one pool per member, typed below
+            size = (f"{base.resources.nodes} hosts x {base.resources.gpus} GPU(s) per run "
+                    "(type one pool per host: H1:0-7,H2:0-7)")
         info.update(f"{base.name}: {base.model.arch} · {len(loaded.variants)} variant(s) · "
-                    f"{base.resources.gpus} GPU(s) per run")
+                    f"{size}")
         variants.add_options([(v.name, v.name, True) for v in loaded.variants])
         self._error("")
 
