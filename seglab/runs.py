@@ -759,18 +759,21 @@ class RunManager:
         return "\n".join(lines) or None
 
     @staticmethod
-    def _member_ref(record: RunRecord, member: int) -> tuple[str, str]:
+    def _parts(record: RunRecord) -> tuple[Member, ...]:
+        """A multi-node run's members; a run on one host is its own single member."""
+        return record.members or (Member(record.host, record.gpus, record.handle,
+                                         record.run_dir),)
+
+    def _member_ref(self, record: RunRecord, member: int) -> tuple[str, str]:
         """(host, runtime handle) of member ``member`` (0: the run itself)."""
-        if not record.members:
-            if member != 0:
+        parts = self._parts(record)
+        if not 0 <= member < len(parts):
+            if not record.members:
                 raise RunError(f"run {record.run_id} is not a multi-node run; it has no "
                                f"member {member}")
-            return record.host, record.handle or ""
-        if not 0 <= member < len(record.members):
-            raise RunError(f"run {record.run_id} has members 0-{len(record.members) - 1}, "
+            raise RunError(f"run {record.run_id} has members 0-{len(parts) - 1}, "
                            f"not {member}")
-        chosen = record.members[member]
-        return chosen.host, chosen.handle or ""
+        return parts[member].host, parts[member].handle or ""
 
     def _members_verdict(self, record: RunRecord) -> multinode.Verdict:
         """The members' states combined; members still running ``node_timeout_s`` after
@@ -800,9 +803,9 @@ class RunManager:
 
     def _each_member(self, record: RunRecord, action: Callable[[Runtime, str], None],
                      only: Sequence[int] | None = None) -> None:
-        """Do ``action`` to members' handles at once (all get a signal together); the first
-        error is raised once every member has been dealt with."""
-        chosen = [m for i, m in enumerate(record.members) if only is None or i in only]
+        """Do ``action`` to the members' handles at once (all get a signal together); the
+        first error is raised once every member has been dealt with."""
+        chosen = [m for i, m in enumerate(self._parts(record)) if only is None or i in only]
         with ThreadPoolExecutor(max_workers=max(1, len(chosen))) as pool:
             futures = [pool.submit(action, self.runtime(m.host, record.runtime), m.handle or "")
                        for m in chosen]
@@ -886,16 +889,16 @@ class RunManager:
                 log.warning("multi-node run %s: found members %s of %d (a host is "
                             "unreachable?); not adopted yet", run_id, sorted(parts), nodes)
                 continue
-            _, kind, first = parts[0]
+            ordered = [parts[i] for i in range(nodes)]
+            _, kind, first = ordered[0]
             members = tuple(
                 Member(h, tuple(g for g in info.labels.get("seglab.gpus", "").split(",") if g),
                        info.ref, info.labels.get("seglab.run_dir", ""))
-                for h, _, info in (parts[i] for i in range(nodes)))
+                for h, _, info in ordered)
             record = replace(self._record_from_labels(first.labels, first.ref, kind),
                              members=members)
             self.registry.upsert_run(record)
-            for member, (_, _, info) in zip(members, (parts[i] for i in range(nodes)),
-                                            strict=True):
+            for member, (_, _, info) in zip(members, ordered, strict=True):
                 if info.state.active:
                     self.registry.reserve(member.host, member.gpus, run_id)
             adopted.append(run_id)
@@ -945,11 +948,7 @@ class RunManager:
             self._dequeue(run_id)
             return self.registry.update_run(run_id, status=RunStatus.STOPPED,
                                             finished_at=time.time(), message="never started")
-        if record.members:
-            self._each_member(record, lambda runtime, handle: runtime.stop(handle,
-                                                                            timeout=timeout))
-        else:
-            self.runtime(record.host, record.runtime).stop(record.handle or "", timeout=timeout)
+        self._each_member(record, lambda runtime, handle: runtime.stop(handle, timeout=timeout))
         ended = self.refresh(record)
         if (record.runtime == "slurm" and ended.status == RunStatus.FAILED
                 and not self.registry.events(run_id, kind="start")):
@@ -963,10 +962,7 @@ class RunManager:
         record = self._active(run_id)
         if record.status == RunStatus.QUEUED:
             return self.stop(run_id)
-        if record.members:
-            self._each_member(record, lambda runtime, handle: runtime.kill(handle))
-        else:
-            self.runtime(record.host, record.runtime).kill(record.handle or "")
+        self._each_member(record, lambda runtime, handle: runtime.kill(handle))
         return self.refresh(record)
 
     def resume(self, run_id: str, scheduler: Scheduler) -> RunRecord:
@@ -986,43 +982,26 @@ class RunManager:
             gpus = slurm.requested_gpus(record.handle)
             slurm.remove(record.handle)
             return self.submit_slurm([record], gpus)[0]
-        if record.members:
-            return self._resume_members(record)
-        if not self.registry.reserve(record.host, record.gpus, run_id):
-            holders = self.registry.holders(record.host)
-            busy = [f"{gpu} held by {holders[(record.host, gpu)]}" for gpu in record.gpus
-                    if (record.host, gpu) in holders]
-            raise RunError(f"cannot resume {run_id}: its GPUs are busy ({'; '.join(busy)})")
-        runtime = self.runtime(record.host, record.runtime)
-        with contextlib.suppress(RunNotFound):  # the container or record is already gone
-            runtime.remove(record.handle, force=False)
-        indices = tuple(range(len(record.gpus)))
-        return self.start(record, Placement(record.host, record.gpus, indices), known=True)
-
-    def _resume_members(self, record: RunRecord) -> RunRecord:
-        """Start a multi-node run's members again where they were (member 0 resumes)."""
-        for member in record.members:
-            if not self.registry.reserve(member.host, member.gpus, record.run_id):
-                self.registry.release(record.run_id)
-                holders = self.registry.holders(member.host)
-                busy = [f"{member.host}:{gpu} held by {holders[(member.host, gpu)]}"
-                        for gpu in member.gpus if (member.host, gpu) in holders]
-                raise RunError(f"cannot resume {record.run_id}: its GPUs are busy "
+        parts = self._parts(record)
+        for part in parts:  # the same GPUs again (member 0's host holds last.pt)
+            if not self.registry.reserve(part.host, part.gpus, run_id):
+                self.registry.release(run_id)
+                holders = self.registry.holders(part.host)
+                busy = [f"{part.host}:{gpu} held by {holders[(part.host, gpu)]}"
+                        for gpu in part.gpus if (part.host, gpu) in holders]
+                raise RunError(f"cannot resume {run_id}: its GPUs are busy "
                                f"({'; '.join(busy)})")
-        for member in record.members:
+        for part in parts:
             with contextlib.suppress(RunNotFound):  # the container or record is already gone
-                self.runtime(member.host, record.runtime).remove(member.handle or "",
-                                                                 force=False)
-        placements = [Placement(m.host, m.gpus, tuple(range(len(m.gpus))))
-                      for m in record.members]
-        return self.start_members(record, placements, known=True)
+                self.runtime(part.host, record.runtime).remove(part.handle or "", force=False)
+        return self.launch(record, [Placement(p.host, p.gpus, tuple(range(len(p.gpus))))
+                                    for p in parts], known=True)
 
     def remove(self, run_id: str, purge: bool = False, force: bool = False) -> None:
         """Forget a run: its container/process record goes; the run dir stays unless purged."""
         record = self.refresh(self.registry.get_run(run_id))
         self._dequeue(run_id)
-        parts = record.members or (Member(record.host, record.gpus, record.handle,
-                                          record.run_dir),)
+        parts = self._parts(record)
         if record.handle:
             if not (record.is_final or record.status == RunStatus.LOST) and not force:
                 raise RunError(f"run {run_id} is {record.status}; stop it first or use --force")
