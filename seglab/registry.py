@@ -178,11 +178,6 @@ class RunRecord:
         """True once the run has ended and will not change by itself."""
         return self.status in FINAL_STATUSES
 
-    @property
-    def hosts(self) -> tuple[str, ...]:
-        """Every host the run uses (several for a multi-node run)."""
-        return tuple(m.host for m in self.members) or (self.host,)
-
 
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord))
 _RUN_COLUMNS = ", ".join(RUN_FIELDS)

@@ -74,9 +74,9 @@ def setup() -> DistContext:
             backend=backend, rank=rank, world_size=world_size,
             timeout=timedelta(seconds=float(timeout)) if timeout else None)
     main_rank = 0
-    member = os.environ.get(MEMBER_ENV)
-    if world_size > 1 and member is not None:
-        mine = rank if _env_int(MEMBER_ENV, 0) == 0 and local_rank == 0 else 0
+    member = _env_int(MEMBER_ENV, -1)  # -1: not a multi-node run
+    if world_size > 1 and member >= 0:
+        mine = rank if member == 0 and local_rank == 0 else 0
         found = torch.tensor([mine], dtype=torch.int64, device=device)
         dist.all_reduce(found)
         main_rank = int(found.item())
