@@ -13,6 +13,7 @@ failed (:func:`combine`).
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -159,17 +160,11 @@ def describe_exit(state: RuntimeState) -> str:
     code = state.exit_code
     if code is not None and code > 128:
         try:
-            name = f" ({_signal_name(code - 128)})"
-        except ValueError:
+            name = f" ({signal.Signals(code - 128).name})"
+        except ValueError:  # not a signal number
             name = ""
         return f"exited {code}{name}"
     return f"exited {code}"
-
-
-def _signal_name(number: int) -> str:
-    import signal
-
-    return signal.Signals(number).name
 
 
 def combine(states: Sequence[RuntimeState], hosts: Sequence[str], timeout_s: float,
