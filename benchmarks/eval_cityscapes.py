@@ -72,19 +72,27 @@ def main() -> None:
         start = time.perf_counter()
         ours = evaluate_cityscapes(gt_dir, pred_dir)
         ours_s = time.perf_counter() - start
-    diffs = [abs(iou - ref["classScores"][name])
-             for name, iou in zip(ours.class_names, ours.metrics.per_class_iou, strict=True)
-             if iou is not None]
-    absent_agree = all(math.isnan(ref["classScores"][n]) == (v is None)
-                       for n, v in zip(ours.class_names, ours.metrics.per_class_iou, strict=True))
+    diffs = [
+        abs(iou - ref["classScores"][name])
+        for name, iou in zip(ours.class_names, ours.metrics.per_class_iou, strict=True)
+        if iou is not None
+    ]
+    absent_agree = all(
+        math.isnan(ref["classScores"][n]) == (v is None)
+        for n, v in zip(ours.class_names, ours.metrics.per_class_iou, strict=True)
+    )
     n = args.frames
     print(f"{n} frames of 1024x2048, {os.cpu_count()} CPUs")
-    print(f"cityscapesscripts ({'cython' if cython else 'pure Python'} path): "
-          f"{official_s:7.2f} s  {n / official_s:6.2f} frames/s")
+    print(
+        f"cityscapesscripts ({'cython' if cython else 'pure Python'} path): "
+        f"{official_s:7.2f} s  {n / official_s:6.2f} frames/s"
+    )
     print(f"seglab eval:                       {ours_s:7.2f} s  {n / ours_s:6.2f} frames/s")
     print(f"speed-up seglab / official: {official_s / ours_s:.1f}x")
-    print(f"max per-class IoU difference: {max(diffs):.2e}; absent classes agree: {absent_agree}; "
-          f"mIoU {ours.metrics.miou:.6f} vs {ref['averageScoreClasses']:.6f}")
+    print(
+        f"max per-class IoU difference: {max(diffs):.2e}; absent classes agree: {absent_agree}; "
+        f"mIoU {ours.metrics.miou:.6f} vs {ref['averageScoreClasses']:.6f}"
+    )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,12 @@ from tests.e2e.sshd import (  # noqa: E402
 
 def _isolated_home(work: Path) -> SshHome:
     home = work / "home"
-    for var, sub in (("XDG_CONFIG_HOME", "config"), ("XDG_STATE_HOME", "state"),
-                     ("XDG_DATA_HOME", "data"), ("XDG_CACHE_HOME", "cache")):
+    for var, sub in (
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_STATE_HOME", "state"),
+        ("XDG_DATA_HOME", "data"),
+        ("XDG_CACHE_HOME", "cache"),
+    ):
         (home / sub).mkdir(parents=True)
         os.environ[var] = str(home / sub)
     ssh_dir = home / ".ssh"
@@ -76,8 +80,10 @@ async def _measure(seconds: float) -> tuple[float, float]:
 async def _stream_phase(
     remotes: RemoteHosts, smi: str, gpus: int, seconds: float
 ) -> dict[str, float]:
-    sources = [SmiSource(name, remotes.executor(name), nvidia_smi=smi, interval=1.0)
-               for name in remotes.names]
+    sources = [
+        SmiSource(name, remotes.executor(name), nvidia_smi=smi, interval=1.0)
+        for name in remotes.names
+    ]
     tasks = [asyncio.create_task(source.run()) for source in sources]
     try:
         deadline = time.monotonic() + 60
@@ -93,7 +99,10 @@ async def _stream_phase(
         now = time.time()
         oldest = max(now - gpu.time for s in sources for gpu in s.state().gpus)
         return {
-            "cpu": cpu, "wall": wall, "samples": samples, "oldest_age": oldest,
+            "cpu": cpu,
+            "wall": wall,
+            "samples": samples,
+            "oldest_age": oldest,
             "short_channels": remotes.counts()["executor_channels"] - channels_before,
         }
     finally:
@@ -102,7 +111,7 @@ async def _stream_phase(
 
 
 async def _poll_phase(remotes: RemoteHosts, smi: str, seconds: float) -> dict[str, float]:
-    help_text = (await remotes.executor(remotes.names[0]).run([smi, "--help-query-gpu"], 30))
+    help_text = await remotes.executor(remotes.names[0]).run([smi, "--help-query-gpu"], 30)
     plan = FieldPlan.choose(supported_fields(help_text.stdout))
     argv = [smi, f"--query-gpu={plan.query()}", "--format=csv,noheader,nounits"]
     rows = 0
@@ -121,8 +130,12 @@ async def _poll_phase(remotes: RemoteHosts, smi: str, seconds: float) -> dict[st
         await asyncio.sleep(3)
         before_rows, before_channels = rows, remotes.counts()["executor_channels"]
         cpu, wall = await _measure(seconds)
-        return {"cpu": cpu, "wall": wall, "samples": rows - before_rows,
-                "short_channels": remotes.counts()["executor_channels"] - before_channels}
+        return {
+            "cpu": cpu,
+            "wall": wall,
+            "samples": rows - before_rows,
+            "short_channels": remotes.counts()["executor_channels"] - before_channels,
+        }
     finally:
         for task in tasks:
             await cancel_and_wait(task)
@@ -144,21 +157,31 @@ async def _run(args: argparse.Namespace, server: SshServer, smi: str) -> None:
     cores = [100.0 * r["cpu"] / r["wall"] for r in (stream, poll)]
     per_sample = [1e6 * r["cpu"] / max(r["samples"], 1) for r in (stream, poll)]
     rate = args.hosts * args.gpus
-    print(f"fan-in: {args.hosts} hosts x {args.gpus} GPUs at 1 Hz over SSH, "
-          f"{args.seconds:g} s per phase, {psutil.cpu_count()} CPUs")
-    print(f"connections: {connections} (sshd sessions seen on the server: {server_sessions}); "
-          f"one per host")
-    print(f"stream   (seglab):   {cores[0]:5.2f} % of one core, {per_sample[0]:6.0f} us CPU per "
-          f"GPU sample; {stream['samples'] / stream['wall']:5.1f} GPU samples/s (want {rate}); "
-          f"oldest sample {stream['oldest_age']:.2f} s old; channels: {args.hosts} long-lived "
-          f"+ {stream['short_channels']:.0f} short (process-list polls) in "
-          f"{stream['wall']:.0f} s")
-    print(f"per-poll (baseline): {cores[1]:5.2f} % of one core, {per_sample[1]:6.0f} us CPU per "
-          f"GPU sample; {poll['samples'] / poll['wall']:5.1f} GPU samples/s; "
-          f"channels: {poll['short_channels']:.0f} short in {poll['wall']:.0f} s")
-    print(f"ratio stream/per-poll: CPU {cores[0] / cores[1]:.2f}, CPU per sample "
-          f"{per_sample[0] / per_sample[1]:.2f}  (target: stream <= 3 % of one core: "
-          f"{'met' if cores[0] <= 3.0 else 'NOT met'})")
+    print(
+        f"fan-in: {args.hosts} hosts x {args.gpus} GPUs at 1 Hz over SSH, "
+        f"{args.seconds:g} s per phase, {psutil.cpu_count()} CPUs"
+    )
+    print(
+        f"connections: {connections} (sshd sessions seen on the server: {server_sessions}); "
+        f"one per host"
+    )
+    print(
+        f"stream   (seglab):   {cores[0]:5.2f} % of one core, {per_sample[0]:6.0f} us CPU per "
+        f"GPU sample; {stream['samples'] / stream['wall']:5.1f} GPU samples/s (want {rate}); "
+        f"oldest sample {stream['oldest_age']:.2f} s old; channels: {args.hosts} long-lived "
+        f"+ {stream['short_channels']:.0f} short (process-list polls) in "
+        f"{stream['wall']:.0f} s"
+    )
+    print(
+        f"per-poll (baseline): {cores[1]:5.2f} % of one core, {per_sample[1]:6.0f} us CPU per "
+        f"GPU sample; {poll['samples'] / poll['wall']:5.1f} GPU samples/s; "
+        f"channels: {poll['short_channels']:.0f} short in {poll['wall']:.0f} s"
+    )
+    print(
+        f"ratio stream/per-poll: CPU {cores[0] / cores[1]:.2f}, CPU per sample "
+        f"{per_sample[0] / per_sample[1]:.2f}  (target: stream <= 3 % of one core: "
+        f"{'met' if cores[0] <= 3.0 else 'NOT met'})"
+    )
 
 
 def main() -> int:

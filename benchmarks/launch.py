@@ -41,10 +41,30 @@ COMMAND = ("sleep", "300")
 
 
 def cli_args(image: str, name: str) -> list[str]:
-    return ["docker", "run", "-d", "--name", name, "--label", LABEL,
-            "--label", f"seglab.run_id={name}", "--network", "none", "--cap-drop", "ALL",
-            "--security-opt", "no-new-privileges", "--user", "1000:1000", "--init",
-            "--shm-size", "256m", image, *COMMAND]
+    return [
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        LABEL,
+        "--label",
+        f"seglab.run_id={name}",
+        "--network",
+        "none",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--user",
+        "1000:1000",
+        "--init",
+        "--shm-size",
+        "256m",
+        image,
+        *COMMAND,
+    ]
 
 
 def ours(runtime: DockerRuntime) -> list[str]:
@@ -59,8 +79,9 @@ def cleanup(runtime: DockerRuntime) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--count", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--image", default="seglab/ci:latest")
@@ -74,12 +95,16 @@ def main() -> None:
     for var in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME"):
         os.environ[var] = str(work / var.lower())
     site = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
-    os.environ.setdefault("SEGLAB_DEV_MOUNTS", f"{site / 'site-packages'}:/usr/local/lib/"
-                          f"python3.11/dist-packages,{repo}:/opt/seglab")
+    os.environ.setdefault(
+        "SEGLAB_DEV_MOUNTS",
+        f"{site / 'site-packages'}:/usr/local/lib/python3.11/dist-packages,{repo}:/opt/seglab",
+    )
     grid = work / "bench-grid.yaml"
     levels = "".join(f"    s{i}: {{train.seed: {i}}}\n" for i in range(args.count))
-    grid.write_text(f"extends: {repo / 'recipes' / 'synthetic-smoke.yaml'}\n"
-                    f"name: bench-grid\nexport: []\nablate:\n  seed:\n{levels}")
+    grid.write_text(
+        f"extends: {repo / 'recipes' / 'synthetic-smoke.yaml'}\n"
+        f"name: bench-grid\nexport: []\nablate:\n  seed:\n{levels}"
+    )
 
     def seglab_run(round_no: int) -> None:
         from seglab.workstation import Workstation
@@ -87,51 +112,73 @@ def main() -> None:
         Workstation().launch(grid, on="local:cpu", runtime="docker", image=args.image)
 
     def seglab(round_no: int) -> None:
-        specs = [LaunchSpec(name=f"bench-s{round_no}-{i}", image=args.image, command=COMMAND,
-                            user="1000:1000", shm_size="256m",
-                            labels={"seglab.benchmark": "launch",
-                                    "seglab.run_id": f"bench-s{round_no}-{i}"})
-                 for i in range(args.count)]
+        specs = [
+            LaunchSpec(
+                name=f"bench-s{round_no}-{i}",
+                image=args.image,
+                command=COMMAND,
+                user="1000:1000",
+                shm_size="256m",
+                labels={"seglab.benchmark": "launch", "seglab.run_id": f"bench-s{round_no}-{i}"},
+            )
+            for i in range(args.count)
+        ]
         with ThreadPoolExecutor(max_workers=args.count) as pool:
             list(pool.map(runtime.launch, specs))
 
     def cli_parallel(round_no: int) -> None:
-        procs = [subprocess.Popen(cli_args(args.image, f"bench-p{round_no}-{i}"),
-                                  stdout=subprocess.DEVNULL) for i in range(args.count)]
+        procs = [
+            subprocess.Popen(
+                cli_args(args.image, f"bench-p{round_no}-{i}"), stdout=subprocess.DEVNULL
+            )
+            for i in range(args.count)
+        ]
         if any(proc.wait() for proc in procs):
             raise SystemExit("docker run failed")
 
     def cli_serial(round_no: int) -> None:
         for i in range(args.count):
-            subprocess.run(cli_args(args.image, f"bench-q{round_no}-{i}"), check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                cli_args(args.image, f"bench-q{round_no}-{i}"),
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
 
     modes: dict[str, Callable[[int], None]] = {
-        "seglab-run": seglab_run, "runtime": seglab, "cli-parallel": cli_parallel,
-        "cli-serial": cli_serial}
+        "seglab-run": seglab_run,
+        "runtime": seglab,
+        "cli-parallel": cli_parallel,
+        "cli-serial": cli_serial,
+    }
     times: dict[str, list[float]] = {name: [] for name in modes}
     for round_no in range(args.rounds):
         for name, run in modes.items():
             started = time.perf_counter()
             run(round_no)
             times[name].append(time.perf_counter() - started)
-            running = [ref for ref in ours(runtime)
-                       if runtime.inspect(ref).status in ("running", "exited")]
+            running = [
+                ref for ref in ours(runtime) if runtime.inspect(ref).status in ("running", "exited")
+            ]
             if len(running) != args.count:
                 raise SystemExit(f"{name}: {len(running)} of {args.count} running")
             cleanup(runtime)
     server = runtime.client.version()
-    print(f"{args.count} containers of {args.image}, {args.rounds} rounds, engine "
-          f"{server['Version']} (API {server['ApiVersion']})")
+    print(
+        f"{args.count} containers of {args.image}, {args.rounds} rounds, engine "
+        f"{server['Version']} (API {server['ApiVersion']})"
+    )
     print(f"{'mode':<14}{'median s':>10}{'min s':>8}{'max s':>8}{'x cli-parallel':>16}")
     base = statistics.median(times["cli-parallel"])
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:<14}{median:>10.3f}{min(values):>8.3f}{max(values):>8.3f}"
-              f"{median / base:>16.2f}")
+        print(
+            f"{name:<14}{median:>10.3f}{min(values):>8.3f}{max(values):>8.3f}{median / base:>16.2f}"
+        )
     ratio = statistics.median(times["seglab-run"]) / base
-    print(f"seglab run / cli-parallel: {ratio:.3f}x (target <= 0.8x: "
-          f"{'met' if ratio <= 0.8 else 'not met'})")
+    print(
+        f"seglab run / cli-parallel: {ratio:.3f}x (target <= 0.8x: "
+        f"{'met' if ratio <= 0.8 else 'not met'})"
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ from seglab.runtime.spec import LaunchSpec
 class HeldRuntime(SlurmRuntime):
     """Submits with --hold: the jobs stay pending, so nothing runs while it is timed."""
 
-    def sbatch_args(self, specs: Sequence[LaunchSpec], gpus: int, output: str,
-                    job_name: str) -> list[str]:
+    def sbatch_args(
+        self, specs: Sequence[LaunchSpec], gpus: int, output: str, job_name: str
+    ) -> list[str]:
         return [*super().sbatch_args(specs, gpus, output, job_name), "--hold"]
 
 
@@ -45,9 +46,15 @@ def specs(root: Path, count: int, tag: str) -> list[LaunchSpec]:
     for index in range(count):
         run_dir = root / f"{tag}-{index}"
         run_dir.mkdir(parents=True, exist_ok=True)
-        out.append(LaunchSpec(name=f"bench-{tag}-{index}", image="none", command=("true",),
-                              log_path=run_dir / "train.log",
-                              labels={"seglab.recipe": "bench"}))
+        out.append(
+            LaunchSpec(
+                name=f"bench-{tag}-{index}",
+                image="none",
+                command=("true",),
+                log_path=run_dir / "train.log",
+                labels={"seglab.recipe": "bench"},
+            )
+        )
     return out
 
 
@@ -92,16 +99,19 @@ def main() -> None:
         inspected = [runtime.inspect(ref) for ref in every]
         inspect_s = time.perf_counter() - start
         assert len(listed) == len(inspected) == len(every)
-        assert {info.ref: info.state for info in listed} == dict(zip(every, inspected,
-                                                                     strict=True))
+        assert {info.ref: info.state for info in listed} == dict(zip(every, inspected, strict=True))
     print(f"grid of {args.count} variants, {args.rounds} rounds (median seconds)")
     for mode in ("array", "per-job"):
-        print(f"  {mode:<8} submit {statistics.median(submit[mode]):7.3f}   "
-              f"poll all {statistics.median(poll[mode]):7.3f}")
+        print(
+            f"  {mode:<8} submit {statistics.median(submit[mode]):7.3f}   "
+            f"poll all {statistics.median(poll[mode]):7.3f}"
+        )
     ratio = statistics.median(submit["per-job"]) / statistics.median(submit["array"])
     print(f"  submit: per-job / array = {ratio:.1f}x")
-    print(f"all {len(every)} runs: list {list_s:.3f} s, inspect each {inspect_s:.3f} s "
-          f"({inspect_s / list_s:.1f}x)")
+    print(
+        f"all {len(every)} runs: list {list_s:.3f} s, inspect each {inspect_s:.3f} s "
+        f"({inspect_s / list_s:.1f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,12 @@ TICK_S = 0.01  # the lag probe's sleep
 
 def _isolate() -> None:
     home = Path(tempfile.mkdtemp(prefix="seglab-tui-bench-"))
-    for var, sub in (("XDG_CONFIG_HOME", "config"), ("XDG_STATE_HOME", "state"),
-                     ("XDG_DATA_HOME", "data"), ("XDG_CACHE_HOME", "cache")):
+    for var, sub in (
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_STATE_HOME", "state"),
+        ("XDG_DATA_HOME", "data"),
+        ("XDG_CACHE_HOME", "cache"),
+    ):
         (home / sub).mkdir(parents=True)
         os.environ[var] = str(home / sub)
     os.environ["DOCKER_HOST"] = "unix:///nonexistent/seglab-bench.sock"  # no engine to list
@@ -48,23 +52,56 @@ def _states(step: int, loaded: bool) -> list[Any]:
     from seglab.telemetry.sample import GpuSample, HostState, HostStatus, ProcessSample
 
     if not loaded:
-        return [HostState("local", "none", HostStatus.NO_GPU, message="no NVIDIA GPU",
-                          host_sample=local_host_sample(), updated=time.time())]
+        return [
+            HostState(
+                "local",
+                "none",
+                HostStatus.NO_GPU,
+                message="no NVIDIA GPU",
+                host_sample=local_host_sample(),
+                updated=time.time(),
+            )
+        ]
     states = []
     for h in range(HOSTS):
         gpus = []
         for g in range(GPUS):
             util = float((step * 7 + h * 11 + g * 13) % 101)
             uuid = f"GPU-{h:04d}{g:04d}-bench"
-            gpus.append(GpuSample(
-                host=f"gpu{h}", index=g, uuid=uuid, name="NVIDIA H100 80GB HBM3",
-                utilization_gpu=util, memory_used_mib=800.0 * util, memory_total_mib=81559.0,
-                temperature_c=30 + util / 2, power_draw_w=70 + 6 * util, power_limit_w=700.0,
-                time=time.time(),
-                processes=(ProcessSample(100 + g, uuid, 1024.0, "python",
-                                         run_id=f"bench.v{(h * GPUS + g) % RUNS}.000000"),)))
-        states.append(HostState(f"gpu{h}", "nvidia-smi", HostStatus.OK, gpus=tuple(gpus),
-                                updated=time.time(), driver_version="590.48.01"))
+            gpus.append(
+                GpuSample(
+                    host=f"gpu{h}",
+                    index=g,
+                    uuid=uuid,
+                    name="NVIDIA H100 80GB HBM3",
+                    utilization_gpu=util,
+                    memory_used_mib=800.0 * util,
+                    memory_total_mib=81559.0,
+                    temperature_c=30 + util / 2,
+                    power_draw_w=70 + 6 * util,
+                    power_limit_w=700.0,
+                    time=time.time(),
+                    processes=(
+                        ProcessSample(
+                            100 + g,
+                            uuid,
+                            1024.0,
+                            "python",
+                            run_id=f"bench.v{(h * GPUS + g) % RUNS}.000000",
+                        ),
+                    ),
+                )
+            )
+        states.append(
+            HostState(
+                f"gpu{h}",
+                "nvidia-smi",
+                HostStatus.OK,
+                gpus=tuple(gpus),
+                updated=time.time(),
+                driver_version="590.48.01",
+            )
+        )
     return states
 
 
@@ -76,15 +113,34 @@ def _seed_runs() -> None:
     registry = Workstation().registry()
     for i in range(RUNS):
         run_id = f"bench.v{i}.000000"
-        registry.upsert_run(RunRecord(
-            run_id=run_id, recipe="bench", variant=f"v={i}", host=f"gpu{i % HOSTS}",
-            gpus=(f"GPU-{i % HOSTS:04d}{i % GPUS:04d}-bench",), runtime="process",
-            status=RunStatus.RUNNING, last_iter=100 + i, total_iters=1000, last_loss=0.5,
-            best_miou=0.4, created_at=time.time() - 600))
-        registry.add_events(run_id, [
-            Event("train", n, time.time(), {"iter": n, "epoch": 1 + n // 50, "loss": 1 / n,
-                                            "lr": 0.01})
-            for n in range(1, 101)])
+        registry.upsert_run(
+            RunRecord(
+                run_id=run_id,
+                recipe="bench",
+                variant=f"v={i}",
+                host=f"gpu{i % HOSTS}",
+                gpus=(f"GPU-{i % HOSTS:04d}{i % GPUS:04d}-bench",),
+                runtime="process",
+                status=RunStatus.RUNNING,
+                last_iter=100 + i,
+                total_iters=1000,
+                last_loss=0.5,
+                best_miou=0.4,
+                created_at=time.time() - 600,
+            )
+        )
+        registry.add_events(
+            run_id,
+            [
+                Event(
+                    "train",
+                    n,
+                    time.time(),
+                    {"iter": n, "epoch": 1 + n // 50, "loss": 1 / n, "lr": 0.01},
+                )
+                for n in range(1, 101)
+            ],
+        )
 
 
 async def _measure(seconds: float, loaded: bool) -> dict[str, Any]:
@@ -113,8 +169,12 @@ async def _measure(seconds: float, loaded: bool) -> dict[str, Any]:
             batch = LINES_PER_S // 100
             next_at = time.perf_counter()
             while not stop.is_set():
-                pane.feed([f"iter {fed + k}/100000 epoch 3 loss 0.4321 lr 0.001 "
-                           f"grad 1.234 12.5 img/s" for k in range(batch)])
+                pane.feed(
+                    [
+                        f"iter {fed + k}/100000 epoch 3 loss 0.4321 lr 0.001 grad 1.234 12.5 img/s"
+                        for k in range(batch)
+                    ]
+                )
                 fed += batch
                 next_at += 0.01
                 time.sleep(max(0.0, next_at - time.perf_counter()))
@@ -172,8 +232,9 @@ def _child(mode: str, seconds: float) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per mode")
     parser.add_argument("--mode", choices=("load", "baseline"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -182,31 +243,44 @@ def main() -> int:
         return 0
     results = {}
     for mode in ("baseline", "load"):
-        out = subprocess.run([sys.executable, __file__, "--mode", mode,
-                              "--seconds", str(args.seconds)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--mode", mode, "--seconds", str(args.seconds)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     base, load = results["baseline"], results["load"]
-    print(f"headless dashboard, 200x60, default layout, {args.seconds:.0f} s per mode, "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'mode':<9} {'cpu %core':>9} {'peak MB':>8} {'lag p50':>8} {'lag p99':>8} "
-          f"{'lag max':>8} {'lines fed':>10} {'in pane':>8} {'runs':>5} {'GPUs':>5}")
+    print(
+        f"headless dashboard, 200x60, default layout, {args.seconds:.0f} s per mode, "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'mode':<9} {'cpu %core':>9} {'peak MB':>8} {'lag p50':>8} {'lag p99':>8} "
+        f"{'lag max':>8} {'lines fed':>10} {'in pane':>8} {'runs':>5} {'GPUs':>5}"
+    )
     for r in (base, load):
-        print(f"{r['mode']:<9} {100 * r['cpu_share']:>9.1f} {r['peak_rss_mb']:>8.1f} "
-              f"{r['lag_p50_ms']:>7.1f}ms {r['lag_p99_ms']:>7.1f}ms {r['lag_max_ms']:>7.1f}ms "
-              f"{r['lines_fed']:>10} {r['lines_in_pane']:>8} {r['runs_in_table']:>5} "
-              f"{r['gpus']:>5}")
+        print(
+            f"{r['mode']:<9} {100 * r['cpu_share']:>9.1f} {r['peak_rss_mb']:>8.1f} "
+            f"{r['lag_p50_ms']:>7.1f}ms {r['lag_p99_ms']:>7.1f}ms {r['lag_max_ms']:>7.1f}ms "
+            f"{r['lines_fed']:>10} {r['lines_in_pane']:>8} {r['runs_in_table']:>5} "
+            f"{r['gpus']:>5}"
+        )
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
 
-    print(f"load / baseline: CPU {load['cpu_share'] / max(base['cpu_share'], 1e-9):.1f}x, "
-          f"RSS {load['peak_rss_mb'] / base['peak_rss_mb']:.2f}x, "
-          f"p99 lag {load['lag_p99_ms'] / max(base['lag_p99_ms'], 1e-9):.1f}x")
-    print(f"CPU {100 * load['cpu_share']:.1f} % of a core (target <= 10 %: "
-          f"{verdict(load['cpu_share'] <= 0.10)}); peak RSS {load['peak_rss_mb']:.0f} MB "
-          f"(target <= 150 MB: {verdict(load['peak_rss_mb'] <= 150)}); p99 lag "
-          f"{load['lag_p99_ms']:.1f} ms (target <= 50 ms: {verdict(load['lag_p99_ms'] <= 50)})")
+    print(
+        f"load / baseline: CPU {load['cpu_share'] / max(base['cpu_share'], 1e-9):.1f}x, "
+        f"RSS {load['peak_rss_mb'] / base['peak_rss_mb']:.2f}x, "
+        f"p99 lag {load['lag_p99_ms'] / max(base['lag_p99_ms'], 1e-9):.1f}x"
+    )
+    print(
+        f"CPU {100 * load['cpu_share']:.1f} % of a core (target <= 10 %: "
+        f"{verdict(load['cpu_share'] <= 0.10)}); peak RSS {load['peak_rss_mb']:.0f} MB "
+        f"(target <= 150 MB: {verdict(load['peak_rss_mb'] <= 150)}); p99 lag "
+        f"{load['lag_p99_ms']:.1f} ms (target <= 50 ms: {verdict(load['lag_p99_ms'] <= 50)})"
+    )
     return 0
 
 

@@ -44,7 +44,7 @@ _PROGRAM = {"tensorboard": "python3 -m tensorboard", "notebook": "jupyter"}
 _HINT = {
     "tensorboard": "the run's image needs the tensorboard package (the seglab images have it)",
     "notebook": "use an image with JupyterLab, such as the full image "
-                "(`seglab image build full`, then --image seglab/full:latest)",
+    "(`seglab image build full`, then --image seglab/full:latest)",
 }
 
 
@@ -69,14 +69,29 @@ def pick_port(used: set[int], rng: random.Random | None = None) -> int:
 def tensorboard_command(run_ids: Sequence[str], port: int) -> tuple[str, ...]:
     """TensorBoard over each run's ``tb/`` folder (mounted at ``/runs/<id>``) on loopback."""
     spec = ",".join(f"{run_id}:{RUNS_MOUNT}/{run_id}/tb" for run_id in run_ids)
-    return ("python3", "-m", "tensorboard.main", "--logdir_spec", spec,
-            "--host", "127.0.0.1", "--port", str(port))
+    return (
+        "python3",
+        "-m",
+        "tensorboard.main",
+        "--logdir_spec",
+        spec,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    )
 
 
 def notebook_command(port: int, token: str) -> tuple[str, ...]:
     """JupyterLab on loopback, guarded by ``token``."""
-    return ("jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-            f"--ServerApp.token={token}")
+    return (
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--ServerApp.token={token}",
+    )
 
 
 def parse_where(where: str) -> tuple[str, str | None]:
@@ -87,8 +102,10 @@ def parse_where(where: str) -> tuple[str, str | None]:
     if gpu in ("", "cpu"):
         return host, None
     if not gpu.startswith(("GPU-", "MIG-")):
-        raise RunError(f"{where!r}: give the GPU by UUID (`seglab gpus --host {host}` shows "
-                       "them) or cpu; notebooks are pinned by UUID")
+        raise RunError(
+            f"{where!r}: give the GPU by UUID (`seglab gpus --host {host}` shows "
+            "them) or cpu; notebooks are pinned by UUID"
+        )
     return host, gpu
 
 
@@ -113,8 +130,7 @@ class OpenForward:
         except RunNotFound:
             return False
         except EngineUnavailable as exc:
-            log.warning("%s on %s: cannot check the container now: %s", self.kind,
-                        self.host, exc)
+            log.warning("%s on %s: cannot check the container now: %s", self.kind, self.host, exc)
             return True
 
     def close(self) -> None:
@@ -136,13 +152,26 @@ def open_tensorboard(ws: Workstation, target: str, port: int | None = None) -> O
     mounts = tuple(Mount(Path(r.run_dir), f"{RUNS_MOUNT}/{r.run_id}") for r in runs)
     ids = [r.run_id for r in runs]
     name, labels = _identity("tensorboard", host)
-    return _open(ws, "tensorboard", host, port, path="", build=lambda p: LaunchSpec(
-        name=name, labels=labels, network_mode="host", image=image,
-        command=tensorboard_command(ids, p), mounts=mounts))
+    return _open(
+        ws,
+        "tensorboard",
+        host,
+        port,
+        path="",
+        build=lambda p: LaunchSpec(
+            name=name,
+            labels=labels,
+            network_mode="host",
+            image=image,
+            command=tensorboard_command(ids, p),
+            mounts=mounts,
+        ),
+    )
 
 
-def open_notebook(ws: Workstation, where: str, image: str = DEFAULT_NOTEBOOK_IMAGE,
-                  port: int | None = None) -> OpenForward:
+def open_notebook(
+    ws: Workstation, where: str, image: str = DEFAULT_NOTEBOOK_IMAGE, port: int | None = None
+) -> OpenForward:
     """JupyterLab in ``image`` on a host (pinned to a GPU by UUID, or CPU-only), with the
     host's runs root mounted read-only at /runs."""
     name, gpu = parse_where(where)
@@ -151,10 +180,24 @@ def open_notebook(ws: Workstation, where: str, image: str = DEFAULT_NOTEBOOK_IMA
     token = secrets.token_hex(24)
     mounts = () if root is None else (Mount(root, RUNS_MOUNT),)
     name, labels = _identity("notebook", host)
-    return _open(ws, "notebook", host, port, path=f"lab?token={token}", build=lambda p: LaunchSpec(
-        name=name, labels=labels, network_mode="host", image=image,
-        command=notebook_command(p, token), mounts=mounts, gpus=(gpu,) if gpu else (),
-        env={"HOME": "/tmp"}, workdir="/tmp"))
+    return _open(
+        ws,
+        "notebook",
+        host,
+        port,
+        path=f"lab?token={token}",
+        build=lambda p: LaunchSpec(
+            name=name,
+            labels=labels,
+            network_mode="host",
+            image=image,
+            command=notebook_command(p, token),
+            mounts=mounts,
+            gpus=(gpu,) if gpu else (),
+            env={"HOME": "/tmp"},
+            workdir="/tmp",
+        ),
+    )
 
 
 def _runs_for(ws: Workstation, target: str) -> list[RunRecord]:
@@ -164,8 +207,10 @@ def _runs_for(ws: Workstation, target: str) -> list[RunRecord]:
     except UnknownRunError as unknown:
         same = [r for r in registry.list_runs() if r.recipe == target and r.run_dir]
         if not same:
-            raise RunError(f"{unknown}; nor is {target!r} the recipe of any started run "
-                           "(`seglab ps -a` lists them)") from unknown
+            raise RunError(
+                f"{unknown}; nor is {target!r} the recipe of any started run "
+                "(`seglab ps -a` lists them)"
+            ) from unknown
         newest = max(same, key=lambda r: r.created_at)
         return [r for r in same if r.host == newest.host]
     if not runs[0].run_dir:
@@ -179,11 +224,19 @@ def _identity(kind: Kind, host: Host) -> tuple[str, dict[str, str]]:
     return f"{prefix}-{secrets.token_hex(3)}", {FORWARD_LABEL: kind, "seglab.host": host.name}
 
 
-def _open(ws: Workstation, kind: Kind, host: Host, port: int | None, *, path: str,
-          build: Callable[[int], LaunchSpec]) -> OpenForward:
+def _open(
+    ws: Workstation,
+    kind: Kind,
+    host: Host,
+    port: int | None,
+    *,
+    path: str,
+    build: Callable[[int], LaunchSpec],
+) -> OpenForward:
     if host.kind == "slurm":
-        raise RunError(f"host {host.name} is a Slurm cluster; {kind} runs in a container on "
-                       "a docker host")
+        raise RunError(
+            f"host {host.name} is a Slurm cluster; {kind} runs in a container on a docker host"
+        )
     runtime = ws.runs().runtime(host.name, "docker")
     assert isinstance(runtime, DockerRuntime)
     used = listening_ports(_proc_net_tcp(ws, host))
@@ -192,8 +245,16 @@ def _open(ws: Workstation, kind: Kind, host: Host, port: int | None, *, path: st
     remote_port = port if host.is_local and port is not None else pick_port(used)
     spec = build(remote_port)
     container = runtime.launch(spec)
-    opened = OpenForward(kind, host.name, spec.container_name, remote_port, remote_port, "",
-                         runtime, [lambda: runtime.remove(container, force=True)])
+    opened = OpenForward(
+        kind,
+        host.name,
+        spec.container_name,
+        remote_port,
+        remote_port,
+        "",
+        runtime,
+        [lambda: runtime.remove(container, force=True)],
+    )
     try:
         if not host.is_local:
             opened.local_port = _forward(ws, host.name, remote_port, port or 0, opened)
@@ -212,18 +273,25 @@ def _proc_net_tcp(ws: Workstation, host: Host) -> str:
     from seglab.remote.bridge import RemoteUnavailable
 
     try:
-        return ws.remote().run(host.name, ["sh", "-c", "cat /proc/net/tcp; "
-                                           "cat /proc/net/tcp6 2>/dev/null || true"]).stdout
+        return (
+            ws.remote()
+            .run(
+                host.name, ["sh", "-c", "cat /proc/net/tcp; cat /proc/net/tcp6 2>/dev/null || true"]
+            )
+            .stdout
+        )
     except RemoteUnavailable as exc:
         raise RunError(str(exc)) from exc
 
 
-def _forward(ws: Workstation, name: str, remote_port: int, local_port: int,
-             opened: OpenForward) -> int:
+def _forward(
+    ws: Workstation, name: str, remote_port: int, local_port: int, opened: OpenForward
+) -> int:
     bridge = ws.remote()
     try:
-        forward: PortForward = bridge.call(bridge.remotes.forward_port(
-            name, remote_port, local_port=local_port), 60)
+        forward: PortForward = bridge.call(
+            bridge.remotes.forward_port(name, remote_port, local_port=local_port), 60
+        )
     except OSError as exc:
         raise RunError(f"cannot listen on 127.0.0.1:{local_port}: {exc}") from exc
     opened._undo.append(lambda: bridge.call(bridge.remotes.close_port(forward), 30))
@@ -245,16 +313,20 @@ def _wait_ready(opened: OpenForward, image: str, timeout: float = READY_TIMEOUT)
             return  # it answered (a login page or redirect is an answer)
         except OSError:
             time.sleep(0.5)  # not listening yet
-    raise RunError(f"{opened.kind} on {opened.host} did not answer on {base} within "
-                   f"{timeout:.0f} s; `docker logs {opened.container}` there may say why")
+    raise RunError(
+        f"{opened.kind} on {opened.host} did not answer on {base} within "
+        f"{timeout:.0f} s; `docker logs {opened.container}` there may say why"
+    )
 
 
 def _exit_message(opened: OpenForward, image: str, code: int | None) -> str:
     tail = [line.text for line in opened.runtime.logs(opened.container, tail=8)]
     message = f"{opened.kind} on {opened.host} exited (code {code}) before answering"
     if code in (126, 127):
-        message = (f"image {image} on {opened.host} has no `{_PROGRAM[opened.kind]}` "
-                   f"command (exit {code}); {_HINT[opened.kind]}")
+        message = (
+            f"image {image} on {opened.host} has no `{_PROGRAM[opened.kind]}` "
+            f"command (exit {code}); {_HINT[opened.kind]}"
+        )
     elif any("No module named tensorboard" in line for line in tail):
         message = f"image {image} has no tensorboard; {_HINT[opened.kind]}"
     return message + ("\n  " + "\n  ".join(tail) if tail else "")

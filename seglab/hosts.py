@@ -258,8 +258,9 @@ def _parse_host(
         found.append(doc.problem((*base, *at), message))
 
     if not _NAME.fullmatch(name):
-        report((), "a host name is letters, digits, '_', '.' and '-', starting with a letter "
-                   "or digit")
+        report(
+            (), "a host name is letters, digits, '_', '.' and '-', starting with a letter or digit"
+        )
     if entry is None:
         entry = {}
     if not isinstance(entry, dict):
@@ -278,8 +279,11 @@ def _parse_host(
     target: SSHTarget | None = None
     if "ssh" in entry:
         if name == LOCAL:
-            report(("ssh",), "the local host is this machine and takes no ssh target; "
-                             "add the remote machine under another name")
+            report(
+                ("ssh",),
+                "the local host is this machine and takes no ssh target; "
+                "add the remote machine under another name",
+            )
         else:
             try:
                 target = _ssh_target(entry["ssh"], name, ssh_config)
@@ -288,9 +292,12 @@ def _parse_host(
             except ConfigError as exc:  # a bad setting in ~/.ssh/config, located there
                 found.extend(exc.problems)
     elif name != LOCAL and values.get("kind") != "slurm":
-        report(("ssh",), "required key is missing: give user@host[:port] or an alias from "
-                         "~/.ssh/config (only a `kind: slurm` host may omit it, meaning its "
-                         "login node is this machine)")
+        report(
+            ("ssh",),
+            "required key is missing: give user@host[:port] or an alias from "
+            "~/.ssh/config (only a `kind: slurm` host may omit it, meaning its "
+            "login node is this machine)",
+        )
     remote = name != LOCAL and "ssh" in entry
     slurm_values: dict[str, Any] = {}
     for key, parse_slurm in _SLURM_PARSERS.items():
@@ -345,8 +352,9 @@ def _runs_root(value: Any, remote: bool) -> Path | str:
     text = _string(value)
     if remote:
         if not (text.startswith("/") or text == "~" or text.startswith("~/")):
-            raise _invalid(f"expected an absolute path (or one under ~/) on the remote host, "
-                           f"got {value!r}")
+            raise _invalid(
+                f"expected an absolute path (or one under ~/) on the remote host, got {value!r}"
+            )
         return text
     local = Path(text).expanduser()
     if not local.is_absolute():
@@ -371,8 +379,13 @@ def _datasets(value: Any, remote: bool) -> Mapping[str, str]:
         path = root.strip() if remote else os.path.expanduser(root.strip())
         if not path.startswith("/"):
             hint = " (Docker mounts need absolute paths; `~` is not expanded on remote hosts)"
-            problems.append(((name,), f"expected an absolute path, got {root!r}"
-                                      + (hint if remote and path.startswith("~") else "")))
+            problems.append(
+                (
+                    (name,),
+                    f"expected an absolute path, got {root!r}"
+                    + (hint if remote and path.startswith("~") else ""),
+                )
+            )
             continue
         roots[name] = path
     if problems:
@@ -392,8 +405,9 @@ def _telemetry(value: Any, remote: bool) -> TelemetrySource:
     for source in TELEMETRY_SOURCES:
         if value == source:
             if remote and source == "nvml":
-                raise _invalid("nvml reads this machine's GPUs only; a remote host uses "
-                               "nvidia-smi (or auto)")
+                raise _invalid(
+                    "nvml reads this machine's GPUs only; a remote host uses nvidia-smi (or auto)"
+                )
             return source
     raise _invalid(f"expected one of {', '.join(TELEMETRY_SOURCES)}, got {value!r}")
 
@@ -417,8 +431,10 @@ def _gpu_memory_threshold(value: Any, remote: bool) -> int:
 def _node_address(value: Any, remote: bool) -> str:
     text = _string(value)
     if not (_HOSTNAME.fullmatch(text) or _is_ip(text)):
-        raise _invalid(f"expected the host name or IP address other hosts reach this one at "
-                       f"(for multi-node runs), got {value!r}")
+        raise _invalid(
+            f"expected the host name or IP address other hosts reach this one at "
+            f"(for multi-node runs), got {value!r}"
+        )
     return text
 
 
@@ -455,17 +471,23 @@ _SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+-\d+$")
 def _slurm_name(value: Any) -> str:
     text = _string(value)
     if not _SLURM_NAME.fullmatch(text):
-        raise _invalid(f"expected a Slurm name (letters, digits, '_', '.', '+', '-'), "
-                       f"got {value!r}")
+        raise _invalid(
+            f"expected a Slurm name (letters, digits, '_', '.', '+', '-'), got {value!r}"
+        )
     return text
 
 
 def _time_limit(value: Any) -> str:
-    text = str(value).strip() if isinstance(value, int) and not isinstance(value, bool) \
+    text = (
+        str(value).strip()
+        if isinstance(value, int) and not isinstance(value, bool)
         else _string(value)
+    )
     if not _SLURM_TIME.fullmatch(text):
-        raise _invalid(f"expected a Slurm time limit such as 90 (minutes), 4:00:00 or "
-                       f"2-00:00:00, got {value!r}")
+        raise _invalid(
+            f"expected a Slurm time limit such as 90 (minutes), 4:00:00 or "
+            f"2-00:00:00, got {value!r}"
+        )
     return text
 
 
@@ -537,15 +559,15 @@ def _split_target(value: str) -> tuple[str | None, str, int | None]:
     elif rest.count(":") > 1:
         raise _invalid(f"write an IPv6 address in brackets, e.g. [{rest}]:22; got {value!r}")
     if not _HOSTNAME.fullmatch(rest):
-        raise _invalid(f"expected user@host[:port], host[:port] or an alias from "
-                       f"~/.ssh/config, got {value!r}")
+        raise _invalid(
+            f"expected user@host[:port], host[:port] or an alias from ~/.ssh/config, got {value!r}"
+        )
     return user, rest, port
 
 
 def _ssh_target(value: Any, host_name: str, ssh_config: _SSHConfig) -> SSHTarget:
     if not isinstance(value, str) or not value.strip():
-        raise _invalid(f"expected user@host[:port] or an alias from ~/.ssh/config, "
-                       f"got {value!r}")
+        raise _invalid(f"expected user@host[:port] or an alias from ~/.ssh/config, got {value!r}")
     user, name, port = _split_target(value.strip())
     options = ssh_config.lookup(name, host_name)
     user = user or options.user
@@ -623,8 +645,9 @@ class _SSHConfig:
             self._directives = self._read(self.path, 0) if self.path.exists() else ()
         options = _SSHOptions()
         problems: list[Problem] = []
-        _apply(self._directives, name, options, True, key=f"hosts.{host_name}.ssh",
-               problems=problems)
+        _apply(
+            self._directives, name, options, True, key=f"hosts.{host_name}.ssh", problems=problems
+        )
         if problems:
             raise ConfigError(problems)
         return options
@@ -704,8 +727,11 @@ def _apply(
                 _apply(item.included, name, options, active, key=key, problems=problems)
         elif active and item.keyword in _SSH_KEYWORDS:
             if not item.args:
-                problems.append(Problem(item.file, item.line, key,
-                                        f"{item.keyword} in the ssh config has no value"))
+                problems.append(
+                    Problem(
+                        item.file, item.line, key, f"{item.keyword} in the ssh config has no value"
+                    )
+                )
                 continue
             _set_option(options, item, key, problems)
 
@@ -724,5 +750,6 @@ def _set_option(options: _SSHOptions, item: _Directive, key: str, problems: list
         try:
             options.port = _port(value)
         except _Invalid as exc:
-            problems.append(Problem(item.file, item.line, key,
-                                    f"ssh config Port: {exc.problems[0][1]}"))
+            problems.append(
+                Problem(item.file, item.line, key, f"ssh config Port: {exc.problems[0][1]}")
+            )

@@ -25,8 +25,7 @@ from seglab.runtime import RuntimeState, Status
 LOOPBACK = "127.0.0.1"
 MEMBER_ENV = "SEGLAB_MEMBER"  # seglab.train.distributed reads these two
 TIMEOUT_ENV = "SEGLAB_DIST_TIMEOUT_S"
-FREE_PORT_SCRIPT = ("import socket; s = socket.socket(); s.bind(('', 0)); "
-                    "print(s.getsockname()[1])")
+FREE_PORT_SCRIPT = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
 
 
 class MultiNodeError(ValueError):
@@ -55,20 +54,34 @@ class Rendezvous:
         """How many members the rendezvous waits for."""
         return len(self.addresses)
 
-    def command(self, python: str, run_dir: str, nproc: int, index: int
-                ) -> tuple[str, ...]:
+    def command(self, python: str, run_dir: str, nproc: int, index: int) -> tuple[str, ...]:
         """Member ``index``'s command: torchrun joining the c10d rendezvous."""
         timeout = max(1, round(self.timeout_s))
-        conf = (f"is_host={'true' if index == 0 else 'false'},join_timeout={timeout},"
-                f"read_timeout={timeout},close_timeout={timeout}")
-        return (python, "-m", "torch.distributed.run",
-                f"--nnodes={self.nodes}", f"--nproc-per-node={nproc}",
-                "--rdzv-backend=c10d", f"--rdzv-endpoint={self.endpoint_host}:{self.port}",
-                f"--rdzv-id={self.run_id}", f"--rdzv-conf={conf}",
-                f"--local-addr={self.addresses[index]}", "--max-restarts=0",
-                f"--log-dir={run_dir}/ranks", "--tee=3",
-                "-m", "seglab.train", "--config", f"{run_dir}/recipe.yaml",
-                "--run-dir", run_dir)
+        conf = (
+            f"is_host={'true' if index == 0 else 'false'},join_timeout={timeout},"
+            f"read_timeout={timeout},close_timeout={timeout}"
+        )
+        return (
+            python,
+            "-m",
+            "torch.distributed.run",
+            f"--nnodes={self.nodes}",
+            f"--nproc-per-node={nproc}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={self.endpoint_host}:{self.port}",
+            f"--rdzv-id={self.run_id}",
+            f"--rdzv-conf={conf}",
+            f"--local-addr={self.addresses[index]}",
+            "--max-restarts=0",
+            f"--log-dir={run_dir}/ranks",
+            "--tee=3",
+            "-m",
+            "seglab.train",
+            "--config",
+            f"{run_dir}/recipe.yaml",
+            "--run-dir",
+            run_dir,
+        )
 
     def env(self, index: int) -> dict[str, str]:
         """Member ``index``'s environment additions."""
@@ -101,16 +114,20 @@ def addresses(hosts: Sequence[Host]) -> tuple[tuple[str, ...], tuple[str | None,
                 raise MultiNodeError(
                     f"host {host.name} joins a multi-node run with remote hosts but has no "
                     "`node_address:` in hosts.yaml: give the address the other hosts reach "
-                    "it at")
+                    "it at"
+                )
     if all(_is_loopback(a) for a in found):
-        return (tuple(f"127.0.0.{index + 1}" for index in range(len(hosts))),
-                tuple(h.node_interface or "lo" for h in hosts))
+        return (
+            tuple(f"127.0.0.{index + 1}" for index in range(len(hosts))),
+            tuple(h.node_interface or "lo" for h in hosts),
+        )
     for index, address in enumerate(found):
         if address in found[:index]:
             raise MultiNodeError(
                 f"members {found.index(address)} and {index} of the multi-node run are both "
                 f"at {address}: a multi-node run takes one member per host; for several GPUs "
-                "of one host use resources.gpus (one container, one node)")
+                "of one host use resources.gpus (one container, one node)"
+            )
     return tuple(found), tuple(h.node_interface for h in hosts)
 
 
@@ -147,8 +164,9 @@ class Verdict:
 
 
 def _failed(state: RuntimeState) -> bool:
-    return not state.active and (state.status == "dead" or state.oom_killed
-                                 or (state.exit_code or 0) != 0)
+    return not state.active and (
+        state.status == "dead" or state.oom_killed or (state.exit_code or 0) != 0
+    )
 
 
 def describe_exit(state: RuntimeState) -> str:
@@ -167,8 +185,12 @@ def describe_exit(state: RuntimeState) -> str:
     return f"exited {code}"
 
 
-def combine(states: Sequence[RuntimeState], hosts: Sequence[str], timeout_s: float,
-            now: datetime | None = None) -> Verdict:
+def combine(
+    states: Sequence[RuntimeState],
+    hosts: Sequence[str],
+    timeout_s: float,
+    now: datetime | None = None,
+) -> Verdict:
     """The run's state from its members' (member 0 first).
 
     It has ended when every member has; the exit code is that of the member that failed
@@ -177,17 +199,20 @@ def combine(states: Sequence[RuntimeState], hosts: Sequence[str], timeout_s: flo
     the members to kill.
     """
     now = now or datetime.now(timezone.utc)
-    failed = sorted((i for i, s in enumerate(states) if _failed(s)),
-                    key=lambda i: states[i].finished_at or now)
+    failed = sorted(
+        (i for i, s in enumerate(states) if _failed(s)), key=lambda i: states[i].finished_at or now
+    )
     message = None
     first = failed[0] if failed else None
     if first is not None:
-        message = (f"member {first} on {hosts[first]} {describe_exit(states[first])}"
-                   + (" first" if len(failed) > 1 else ""))
+        message = f"member {first} on {hosts[first]} {describe_exit(states[first])}" + (
+            " first" if len(failed) > 1 else ""
+        )
     active = [i for i, s in enumerate(states) if s.active]
     if active:
-        status: Status = "created" if any(states[i].status == "created" for i in active) \
-            else "running"
+        status: Status = (
+            "created" if any(states[i].status == "created" for i in active) else "running"
+        )
         kill: tuple[int, ...] = ()
         if first is not None:
             since = states[first].finished_at or now
@@ -195,12 +220,18 @@ def combine(states: Sequence[RuntimeState], hosts: Sequence[str], timeout_s: flo
             if waited >= timeout_s:
                 kill = tuple(active)
             else:
-                message = (f"{message}; the other members end within "
-                           f"{timeout_s - waited:.0f} s")
+                message = f"{message}; the other members end within {timeout_s - waited:.0f} s"
         return Verdict(RuntimeState(status), first, message, kill)
     ended = [s.finished_at for s in states if s.finished_at is not None]
     exit_code = 0 if first is None else states[first].exit_code
-    return Verdict(RuntimeState(
-        "exited", exit_code=exit_code if exit_code is not None else 1,
-        oom_killed=any(s.oom_killed for s in states),
-        finished_at=max(ended) if ended else None, error=message), first, message)
+    return Verdict(
+        RuntimeState(
+            "exited",
+            exit_code=exit_code if exit_code is not None else 1,
+            oom_killed=any(s.oom_killed for s in states),
+            finished_at=max(ended) if ended else None,
+            error=message,
+        ),
+        first,
+        message,
+    )

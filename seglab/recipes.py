@@ -138,16 +138,28 @@ class TrainConfig(_Section):
 class ResourcesConfig(_Section):
     """What one run of this recipe holds."""
 
-    gpus: int = Field(default=1, ge=1, le=64, description="GPUs per run (per member when "
-                      "nodes > 1)")
-    nodes: int = Field(default=1, ge=1, le=64, description="hosts one run spans, joined by "
-                       "torchrun's c10d rendezvous (needs network: host)")
-    node_timeout_s: float = Field(default=300.0, gt=0, le=86400, description="multi-node: "
-                                  "how long members wait for each other before the run fails")
+    gpus: int = Field(
+        default=1, ge=1, le=64, description="GPUs per run (per member when nodes > 1)"
+    )
+    nodes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="hosts one run spans, joined by "
+        "torchrun's c10d rendezvous (needs network: host)",
+    )
+    node_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="multi-node: how long members wait for each other before the run fails",
+    )
     shm_size: str = "8g"
     network: bool | Literal["host"] = Field(
-        default=False, description="false: no network; true: a bridge network; host: the "
-        "host's network (multi-node runs only)")
+        default=False,
+        description="false: no network; true: a bridge network; host: the "
+        "host's network (multi-node runs only)",
+    )
     memory: str | None = None
     cpus: float | None = Field(default=None, gt=0)
 
@@ -158,12 +170,16 @@ class ResourcesConfig(_Section):
             if value is not None and not _SHM.match(value):
                 raise ValueError(f"{key}: expected a size such as 8g or 512m, got {value!r}")
         if self.nodes > 1 and self.network != "host":
-            raise ValueError("nodes: a run over several hosts needs `network: host` (the "
-                             "ranks reach each other over the hosts' own interfaces; see "
-                             "docs/scaling.md)")
+            raise ValueError(
+                "nodes: a run over several hosts needs `network: host` (the "
+                "ranks reach each other over the hosts' own interfaces; see "
+                "docs/scaling.md)"
+            )
         if self.network == "host" and self.nodes == 1:
-            raise ValueError("network: host networking is only for multi-node runs "
-                             "(nodes > 1); use true for a bridge network")
+            raise ValueError(
+                "network: host networking is only for multi-node runs "
+                "(nodes > 1); use true for a bridge network"
+            )
         return self
 
     @property
@@ -172,25 +188,31 @@ class ResourcesConfig(_Section):
         return self.gpus * self.nodes
 
 
-def _cross_field_problems(crop: Any, stride: Any, batch: Any, gpus: Any, nodes: Any = 1
-                          ) -> list[tuple[str, str]]:
+def _cross_field_problems(
+    crop: Any, stride: Any, batch: Any, gpus: Any, nodes: Any = 1
+) -> list[tuple[str, str]]:
     """Checks across sections, as (key, message); values of the wrong type are skipped."""
     out = []
-    ints = (
-        isinstance(crop, list)
-        and all(isinstance(v, int) for v in crop)
-        and stride in (8, 16)
-    )
+    ints = isinstance(crop, list) and all(isinstance(v, int) for v in crop) and stride in (8, 16)
     if ints and any(v % stride for v in crop):
         out.append(("data.crop", f"{crop} is not divisible by model.output_stride {stride}"))
     if not isinstance(nodes, int) or nodes < 1:
         nodes = 1
-    if isinstance(batch, int) and isinstance(gpus, int) and batch > 0 and gpus > 0 \
-            and batch % (gpus * nodes):
-        over = f"resources.gpus {gpus}" if nodes == 1 else \
-            f"{gpus * nodes} ranks (resources.gpus {gpus} x nodes {nodes})"
-        out.append(("train.batch_size", f"the global batch {batch} does not split evenly over "
-                                        f"{over}"))
+    if (
+        isinstance(batch, int)
+        and isinstance(gpus, int)
+        and batch > 0
+        and gpus > 0
+        and batch % (gpus * nodes)
+    ):
+        over = (
+            f"resources.gpus {gpus}"
+            if nodes == 1
+            else f"{gpus * nodes} ranks (resources.gpus {gpus} x nodes {nodes})"
+        )
+        out.append(
+            ("train.batch_size", f"the global batch {batch} does not split evenly over {over}")
+        )
     return out
 
 
@@ -212,8 +234,11 @@ class Recipe(_Section):
         if not _NAME.match(self.name):
             raise ValueError(f"name: {self.name!r} may hold only letters, digits, '_', '.', '-'")
         for key, message in _cross_field_problems(
-            self.data.crop, self.model.output_stride, self.train.batch_size,
-            self.resources.gpus, self.resources.nodes,
+            self.data.crop,
+            self.model.output_stride,
+            self.train.batch_size,
+            self.resources.gpus,
+            self.resources.nodes,
         ):
             raise ValueError(f"{key}: {message}")
         return self
@@ -262,8 +287,10 @@ class RecipeFile:
             if name in (variant.name, variant.slug):
                 return variant
         known = [v.name for v in self.variants]
-        raise KeyError(f"{self.path}: no variant {name!r}{did_you_mean(name, known)}; "
-                       f"variants: {', '.join(known)}")
+        raise KeyError(
+            f"{self.path}: no variant {name!r}{did_you_mean(name, known)}; "
+            f"variants: {', '.join(known)}"
+        )
 
 
 # -- merging and locating ---------------------------------------------------------------
@@ -452,8 +479,9 @@ def _expand(
         if not _LEVEL.match(axis):
             problems.append(here(("ablate", axis), "axis names may hold letters, digits, _ . -"))
         if not isinstance(levels, dict) or not levels:
-            problems.append(here(("ablate", axis), "expected a mapping of level names to "
-                                                   "overrides"))
+            problems.append(
+                here(("ablate", axis), "expected a mapping of level names to overrides")
+            )
             continue
         axes[axis] = []
         touched: set[str] = set()
@@ -467,26 +495,35 @@ def _expand(
             for key in overrides:
                 reason = _check_override_key(key)
                 if reason is not None:
-                    problems.append(here((*path, key), f"overrides a key that does not exist: "
-                                                       f"{reason}"))
+                    problems.append(
+                        here((*path, key), f"overrides a key that does not exist: {reason}")
+                    )
                 touched.add(key)
             axes[axis].append((str(level), overrides))
         for key in sorted(touched):
             for other_key, other_axis in owner.items():
-                overlap = key == other_key or key.startswith(other_key + ".") or \
-                    other_key.startswith(key + ".")
+                overlap = (
+                    key == other_key
+                    or key.startswith(other_key + ".")
+                    or other_key.startswith(key + ".")
+                )
                 if overlap and other_axis != axis:
                     first_level = next(lv for lv, ov in axes[axis] if key in ov)
-                    problems.append(here(("ablate", axis, first_level, key),
-                                         f"axes {other_axis!r} and {axis!r} both override "
-                                         f"{other_key if other_key == key else key}"))
+                    problems.append(
+                        here(
+                            ("ablate", axis, first_level, key),
+                            f"axes {other_axis!r} and {axis!r} both override "
+                            f"{other_key if other_key == key else key}",
+                        )
+                    )
         for key in touched:
             owner.setdefault(key, axis)
     return axes, problems
 
 
-def _grid(axes: dict[str, list[tuple[str, dict[str, Any]]]]) -> Iterator[
-        tuple[str, dict[str, Any], list[KeyPath]]]:
+def _grid(
+    axes: dict[str, list[tuple[str, dict[str, Any]]]],
+) -> Iterator[tuple[str, dict[str, Any], list[KeyPath]]]:
     names = list(axes)
     for combo in itertools.product(*(axes[a] for a in names)):
         label = ",".join(f"{axis}={level}" for axis, (level, _) in zip(names, combo, strict=True))
@@ -524,15 +561,20 @@ def load(path: str | Path) -> RecipeFile:
             level_origins = dict(origins)
             for p in paths:
                 level_origins[tuple(str(p[3]).split("."))] = _locate(origins, p, fallback)
-            recipe, variant_problems = _validate(variant_data, level_origins, fallback,
-                                                 prefix=f"[{label}] ")
+            recipe, variant_problems = _validate(
+                variant_data, level_origins, fallback, prefix=f"[{label}] "
+            )
             problems += variant_problems
             if recipe is not None:
                 variants.append(Variant(label, overrides, recipe))
     if problems or base is None:
         raise ConfigError(problems)
-    return RecipeFile(path=path, base=base, axes={a: [lv for lv, _ in ls] for a, ls in
-                                                  axes.items()}, variants=variants)
+    return RecipeFile(
+        path=path,
+        base=base,
+        axes={a: [lv for lv, _ in ls] for a, ls in axes.items()},
+        variants=variants,
+    )
 
 
 def load_resolved(path: str | Path) -> Recipe:

@@ -142,8 +142,12 @@ class Member:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Member:
         """Inverse of :func:`dataclasses.asdict`."""
-        return cls(str(data["host"]), tuple(data.get("gpus") or ()), data.get("handle"),
-                   str(data.get("run_dir") or ""))
+        return cls(
+            str(data["host"]),
+            tuple(data.get("gpus") or ()),
+            data.get("handle"),
+            str(data.get("run_dir") or ""),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -274,17 +278,17 @@ class Registry:
 
     def get_run(self, run_id: str) -> RunRecord:
         """The run with this id (UnknownRunError, with a did-you-mean, if there is none)."""
-        row = self._connection().execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
+        row = (
+            self._connection()
+            .execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+            .fetchone()
+        )
         if row is None:
             known = [r[0] for r in self._connection().execute("SELECT run_id FROM runs")]
             raise UnknownRunError(run_id, known)
         return _from_row(row)
 
-    def list_runs(
-        self, include_finished: bool = True, host: str | None = None
-    ) -> list[RunRecord]:
+    def list_runs(self, include_finished: bool = True, host: str | None = None) -> list[RunRecord]:
         """Runs oldest first; without `include_finished`, only those not yet ended."""
         where: list[str] = []
         params: list[str] = []
@@ -373,9 +377,11 @@ class Registry:
 
     def last_seq(self, run_id: str) -> int | None:
         """The highest stored event seq of a run (None when it has no events)."""
-        row = self._connection().execute(
-            "SELECT MAX(seq) FROM events WHERE run_id = ?", (run_id,)
-        ).fetchone()
+        row = (
+            self._connection()
+            .execute("SELECT MAX(seq) FROM events WHERE run_id = ?", (run_id,))
+            .fetchone()
+        )
         return None if row[0] is None else int(row[0])
 
     # -- queue -------------------------------------------------------------------------------
@@ -417,11 +423,14 @@ class Registry:
     def unclaim(self, queue_id: int) -> bool:
         """Put a claimed launch back in the queue, keeping its place; False if none."""
         with self._write() as conn:
-            return conn.execute(
-                "UPDATE queue SET state = 'pending', claimed_at = NULL "
-                "WHERE id = ? AND state = 'claimed'",
-                (queue_id,),
-            ).rowcount > 0
+            return (
+                conn.execute(
+                    "UPDATE queue SET state = 'pending', claimed_at = NULL "
+                    "WHERE id = ? AND state = 'claimed'",
+                    (queue_id,),
+                ).rowcount
+                > 0
+            )
 
     def drop(self, queue_id: int) -> bool:
         """Remove a queue entry (pending or claimed); False if there was none."""
@@ -495,8 +504,9 @@ def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
                 raise
             time.sleep(0.02)
     if mode.lower() != "wal":
-        raise RegistryError(f"the registry needs SQLite WAL mode, but its file system "
-                            f"gives journal mode {mode!r}")
+        raise RegistryError(
+            f"the registry needs SQLite WAL mode, but its file system gives journal mode {mode!r}"
+        )
 
 
 def _migrate(conn: sqlite3.Connection, migrations: Sequence[Sequence[str]]) -> None:
@@ -526,8 +536,9 @@ def _to_row(fields: Mapping[str, Any]) -> dict[str, Any]:
     if "gpus" in row:
         row["gpus"] = json.dumps([str(g) for g in row["gpus"]])
     if "members" in row:
-        row["members"] = json.dumps([m if isinstance(m, dict) else dataclasses.asdict(m)
-                                     for m in row["members"]])
+        row["members"] = json.dumps(
+            [m if isinstance(m, dict) else dataclasses.asdict(m) for m in row["members"]]
+        )
     if "status" in row:
         row["status"] = str(RunStatus(row["status"]))
     return row

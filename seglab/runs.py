@@ -97,8 +97,17 @@ def trainer_command(python: str, run_dir: str, nproc: int) -> tuple[str, ...]:
     if nproc <= 1:
         return (python, *train)
     # --local-addr: a container without a network cannot resolve its own host name.
-    return (python, "-m", "torch.distributed.run", "--standalone", "--local-addr=127.0.0.1",
-            f"--nproc-per-node={nproc}", f"--log-dir={run_dir}/ranks", "--tee=3", *train)
+    return (
+        python,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--local-addr=127.0.0.1",
+        f"--nproc-per-node={nproc}",
+        f"--log-dir={run_dir}/ranks",
+        "--tee=3",
+        *train,
+    )
 
 
 def resolved_recipe(record: RunRecord) -> recipes.Recipe:
@@ -128,8 +137,12 @@ def status_from(state: RuntimeState, ended_as: str | None) -> RunStatus:
 class RunManager:
     """Starts, watches and ends runs on the hosts of an inventory."""
 
-    def __init__(self, inventory: Inventory, registry: Registry,
-                 remote: Callable[[], RemoteBridge] | None = None) -> None:
+    def __init__(
+        self,
+        inventory: Inventory,
+        registry: Registry,
+        remote: Callable[[], RemoteBridge] | None = None,
+    ) -> None:
         self.inventory = inventory
         self.registry = registry
         self._remote = remote
@@ -162,37 +175,44 @@ class RunManager:
 
                 # The remote engine, through its socket forwarded over SSH.
                 self._runtimes[key] = DockerRuntime.from_env(
-                    self._guard_remote(lambda: self.remote().docker_url(host_name)),
-                    host=host_name)
+                    self._guard_remote(lambda: self.remote().docker_url(host_name)), host=host_name
+                )
                 return self._runtimes[key]
             if not host.is_local and kind == "slurm" and host.kind == "slurm":
                 from seglab.remote.commands import RemoteCommands
                 from seglab.runtime.slurm import CommandFiles, SlurmRuntime
 
                 # The login node's Slurm commands and files, over SSH.
-                commands = RemoteCommands(self.remote, host_name,
-                                          host.slurm.env_setup if host.slurm else ())
-                self._runtimes[key] = SlurmRuntime(self.runs_root(host), host.slurm,
-                                                   commands, host=host_name,
-                                                   files=CommandFiles(commands))
+                commands = RemoteCommands(
+                    self.remote, host_name, host.slurm.env_setup if host.slurm else ()
+                )
+                self._runtimes[key] = SlurmRuntime(
+                    self.runs_root(host),
+                    host.slurm,
+                    commands,
+                    host=host_name,
+                    files=CommandFiles(commands),
+                )
                 return self._runtimes[key]
             if not host.is_local:
-                raise RunError(f"host {host_name} is remote: it runs containers (docker) or "
-                               f"Slurm jobs (kind: slurm); the {kind} runtime works on this "
-                               "machine only")
+                raise RunError(
+                    f"host {host_name} is remote: it runs containers (docker) or "
+                    f"Slurm jobs (kind: slurm); the {kind} runtime works on this "
+                    "machine only"
+                )
             if kind == "slurm":
                 from seglab.runtime.slurm import SlurmRuntime
 
                 if host.kind != "slurm":
-                    raise RunError(f"host {host_name} is not a Slurm cluster; give it "
-                                   "`kind: slurm` in hosts.yaml")
-                self._runtimes[key] = SlurmRuntime(Path(host.runs_root), host.slurm,
-                                                   host=host_name)
+                    raise RunError(
+                        f"host {host_name} is not a Slurm cluster; give it "
+                        "`kind: slurm` in hosts.yaml"
+                    )
+                self._runtimes[key] = SlurmRuntime(Path(host.runs_root), host.slurm, host=host_name)
             elif kind == "docker":
                 from seglab.runtime.docker import DockerRuntime
 
-                self._runtimes[key] = DockerRuntime.from_env(self.docker_url(host),
-                                                             host=host_name)
+                self._runtimes[key] = DockerRuntime.from_env(self.docker_url(host), host=host_name)
             elif kind == "process":
                 from seglab.runtime.process import ProcessRuntime
 
@@ -208,8 +228,10 @@ class RunManager:
         if (self.inventory.get(host_name).kind == "slurm") != (requested == "slurm"):
             if requested == "auto":
                 return "slurm"
-            raise RunError(f"--runtime {requested} does not fit host {host_name}: Slurm hosts "
-                           "(kind: slurm) take the slurm runtime, other hosts docker/process")
+            raise RunError(
+                f"--runtime {requested} does not fit host {host_name}: Slurm hosts "
+                "(kind: slurm) take the slurm runtime, other hosts docker/process"
+            )
         if requested != "auto":
             return requested
         if not self.inventory.get(host_name).is_local:
@@ -247,9 +269,11 @@ class RunManager:
         slurm = [p for p in pools if p.host and self.inventory.get(p.host).kind == "slurm"]
         if slurm:
             if len(pools) != 1 or slurm[0].gpus:
-                raise RunError(f"--on {','.join(map(str, pools))}: a Slurm host is placed "
-                               "whole (--on CLUSTER, or CLUSTER:cpu for no GPUs); Slurm "
-                               "picks the nodes and GPUs")
+                raise RunError(
+                    f"--on {','.join(map(str, pools))}: a Slurm host is placed "
+                    "whole (--on CLUSTER, or CLUSTER:cpu for no GPUs); Slurm "
+                    "picks the nodes and GPUs"
+                )
             return self._submit_slurm(recipe_file, variants, slurm[0], runtime, image)
         gpus_per_run = max(v.recipe.resources.gpus for v in variants)
         nodes = max(v.recipe.resources.nodes for v in variants)
@@ -263,8 +287,11 @@ class RunManager:
         out: list[Submitted | None] = []
         placed: list[tuple[int, RunRecord, list[Placement]]] = []
         for variant in variants:
-            recipe = variant.recipe if image is None else variant.recipe.model_copy(
-                update={"image": image})
+            recipe = (
+                variant.recipe
+                if image is None
+                else variant.recipe.model_copy(update={"image": image})
+            )
             run_id = new_run_id(recipe_file.name, variant)
             record = RunRecord(
                 run_id=run_id,
@@ -276,18 +303,21 @@ class RunManager:
                 runtime=runtime,
                 status=RunStatus.QUEUED,
             )
-            placement = scheduler.place_members(pools, recipe.resources.gpus,
-                                                recipe.resources.nodes, run_id)
+            placement = scheduler.place_members(
+                pools, recipe.resources.gpus, recipe.resources.nodes, run_id
+            )
             if placement is None:
                 reason = scheduler.explain_busy(pools)
                 if not queue:
                     for _, held, _ in placed:
                         self.registry.release(held.run_id)
-                    raise RunError(f"no free GPU for {variant.name} on "
-                                   f"{','.join(map(str, pools))}: {reason}")
+                    raise RunError(
+                        f"no free GPU for {variant.name} on {','.join(map(str, pools))}: {reason}"
+                    )
                 self.registry.upsert_run(replace(record, message=f"queued: {reason}"))
-                self.registry.enqueue(run_id, {"pools": [p.to_dict() for p in pools],
-                                               "runtime": runtime})
+                self.registry.enqueue(
+                    run_id, {"pools": [p.to_dict() for p in pools], "runtime": runtime}
+                )
                 out.append(Submitted(self.registry.get_run(run_id), reason))
                 continue
             placed.append((len(out), record, placement))
@@ -296,8 +326,9 @@ class RunManager:
             out[slot] = Submitted(started)
         return [item for item in out if item is not None]
 
-    def _start_all(self, placed: Sequence[tuple[int, RunRecord, list[Placement]]]
-                   ) -> list[tuple[int, RunRecord]]:
+    def _start_all(
+        self, placed: Sequence[tuple[int, RunRecord, list[Placement]]]
+    ) -> list[tuple[int, RunRecord]]:
         """Start placed runs in parallel (a grid on N free GPUs starts at once).
 
         A run that fails to start leaves nothing behind (see :meth:`start`); the others
@@ -311,8 +342,10 @@ class RunManager:
         started: list[tuple[int, RunRecord]] = []
         failures: list[tuple[RunRecord, Exception]] = []
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(placed)))) as pool:
-            futures = {pool.submit(self.launch, record, members): (slot, record)
-                       for slot, record, members in placed}
+            futures = {
+                pool.submit(self.launch, record, members): (slot, record)
+                for slot, record, members in placed
+            }
             for future, (slot, record) in futures.items():
                 try:
                     started.append((slot, future.result()))
@@ -322,33 +355,53 @@ class RunManager:
             raise failures[0][1]
         if failures:
             ok = ", ".join(record.run_id for _, record in started) or "none"
-            raise RunError("; ".join(f"{record.variant}: {exc}" for record, exc in failures)
-                           + f" (started: {ok})") from failures[0][1]
+            raise RunError(
+                "; ".join(f"{record.variant}: {exc}" for record, exc in failures)
+                + f" (started: {ok})"
+            ) from failures[0][1]
         return started
 
-    def _submit_slurm(self, recipe_file: recipes.RecipeFile,
-                      variants: Sequence[recipes.Variant], pool: Pool, runtime: str,
-                      image: str | None) -> list[Submitted]:
+    def _submit_slurm(
+        self,
+        recipe_file: recipes.RecipeFile,
+        variants: Sequence[recipes.Variant],
+        pool: Pool,
+        runtime: str,
+        image: str | None,
+    ) -> list[Submitted]:
         """Variants on a Slurm host: one job array per GPU count (a task per variant)."""
         assert pool.host is not None
         self.choose_runtime(pool.host, runtime)
         if any(v.recipe.resources.nodes > 1 for v in variants):
-            raise RunError(f"{recipe_file.path}: resources.nodes > 1 places members on SSH "
-                           f"hosts (--on lab1:0-7,lab2:0-7); on the Slurm host {pool.host} "
-                           "ask for the GPUs of one node (resources.gpus) instead")
+            raise RunError(
+                f"{recipe_file.path}: resources.nodes > 1 places members on SSH "
+                f"hosts (--on lab1:0-7,lab2:0-7); on the Slurm host {pool.host} "
+                "ask for the GPUs of one node (resources.gpus) instead"
+            )
         groups: dict[int, list[RunRecord]] = {}
         for variant in variants:
-            recipe = variant.recipe if image is None else variant.recipe.model_copy(
-                update={"image": image})
+            recipe = (
+                variant.recipe
+                if image is None
+                else variant.recipe.model_copy(update={"image": image})
+            )
             record = RunRecord(
-                run_id=new_run_id(recipe_file.name, variant), recipe=recipe_file.name,
-                variant=variant.name, recipe_sha=recipe.sha(),
-                resolved_recipe=recipe.to_yaml(), host=pool.host, runtime="slurm",
-                status=RunStatus.QUEUED)
+                run_id=new_run_id(recipe_file.name, variant),
+                recipe=recipe_file.name,
+                variant=variant.name,
+                recipe_sha=recipe.sha(),
+                resolved_recipe=recipe.to_yaml(),
+                host=pool.host,
+                runtime="slurm",
+                status=RunStatus.QUEUED,
+            )
             gpus = 0 if pool.cpu else recipe.resources.gpus
             groups.setdefault(gpus, []).append(record)
-        return [Submitted(record) for gpus, records in groups.items()
-                for record in self.submit_slurm(records, gpus)]
+        return [
+            Submitted(record)
+            for gpus, records in groups.items()
+            for record in self.submit_slurm(records, gpus)
+        ]
 
     def submit_slurm(self, records: Sequence[RunRecord], gpus: int) -> list[RunRecord]:
         """Submit runs of one Slurm host as one job (one run) or one job array, asking
@@ -362,8 +415,13 @@ class RunManager:
         specs: list[LaunchSpec] = []
         for given in records:
             run_dir = self._run_dir(host, given.run_id)
-            record = replace(given, runtime="slurm", run_dir=str(run_dir),
-                             status=RunStatus.STARTING, message=None)
+            record = replace(
+                given,
+                runtime="slurm",
+                run_dir=str(run_dir),
+                status=RunStatus.STARTING,
+                message=None,
+            )
             specs.append(self._spec(record, resolved_recipe(record), host, "slurm", run_dir))
             self.registry.upsert_run(record)
             prepared.append(record)
@@ -371,8 +429,12 @@ class RunManager:
             handles = runtime.submit(specs, gpus)
         except RuntimeFailure as exc:
             for record in prepared:
-                self.registry.update_run(record.run_id, status=RunStatus.FAILED,
-                                         message=str(exc), finished_at=time.time())
+                self.registry.update_run(
+                    record.run_id,
+                    status=RunStatus.FAILED,
+                    message=str(exc),
+                    finished_at=time.time(),
+                )
             raise
         out = []
         for record, handle in zip(prepared, handles, strict=True):
@@ -381,15 +443,15 @@ class RunManager:
             out.append(self.refresh(launched))
         return out
 
-    def launch(self, record: RunRecord, placements: Sequence[Placement], *,
-               known: bool = False) -> RunRecord:
+    def launch(
+        self, record: RunRecord, placements: Sequence[Placement], *, known: bool = False
+    ) -> RunRecord:
         """Start ``record`` on one placement, or as a multi-node run on several."""
         if len(placements) == 1:
             return self.start(record, placements[0], known=known)
         return self.start_members(record, placements, known=known)
 
-    def start(self, record: RunRecord, placement: Placement, *, known: bool = False
-              ) -> RunRecord:
+    def start(self, record: RunRecord, placement: Placement, *, known: bool = False) -> RunRecord:
         """Launch ``record`` at ``placement`` (its GPUs already reserved).
 
         If the launch fails nothing is left half-created: the reservation is released, a
@@ -404,9 +466,15 @@ class RunManager:
             recipe = resolved_recipe(record)
             run_dir = self._run_dir(host, record.run_id)
             made_dir = None if run_dir.exists() else run_dir
-            record = replace(record, host=placement.host, gpus=placement.gpus, runtime=kind,
-                             run_dir=str(run_dir), status=RunStatus.STARTING,
-                             message=None)
+            record = replace(
+                record,
+                host=placement.host,
+                gpus=placement.gpus,
+                runtime=kind,
+                run_dir=str(run_dir),
+                status=RunStatus.STARTING,
+                message=None,
+            )
             spec = self._spec(record, recipe, host, kind, run_dir)
             self.registry.upsert_run(record)
             handle = self.runtime(host.name, kind).launch(spec)
@@ -423,8 +491,9 @@ class RunManager:
         self.registry.upsert_run(record)
         return self.refresh(record)
 
-    def start_members(self, record: RunRecord, placements: Sequence[Placement], *,
-                      known: bool = False) -> RunRecord:
+    def start_members(
+        self, record: RunRecord, placements: Sequence[Placement], *, known: bool = False
+    ) -> RunRecord:
         """Launch a multi-node run: one member per placement, joined by a c10d rendezvous
         served on member 0's host (see :mod:`seglab.multinode`).
 
@@ -438,8 +507,10 @@ class RunManager:
             kinds = {self.choose_runtime(p.host, record.runtime) for p in placements}
             kind = kinds.pop()
             if kinds or kind not in ("docker", "process"):
-                raise RunError("the members of a multi-node run must all use the docker "
-                               "runtime, or all the process runtime (on this machine)")
+                raise RunError(
+                    "the members of a multi-node run must all use the docker "
+                    "runtime, or all the process runtime (on this machine)"
+                )
             hosts = [self.inventory.get(p.host) for p in placements]
             recipe = resolved_recipe(record)
             try:
@@ -447,25 +518,51 @@ class RunManager:
             except multinode.MultiNodeError as exc:
                 raise RunError(str(exc)) from exc
             rendezvous = multinode.Rendezvous(
-                record.run_id, addresses[0], self._free_port(hosts[0]), addresses, interfaces,
-                recipe.resources.node_timeout_s)
-            dirs = [self._run_dir(host, multinode.member_name(record.run_id, index))
-                    for index, host in enumerate(hosts)]
-            made = [d for d, host in zip(dirs, hosts, strict=True)
-                    if host.is_local and not d.exists()]
-            members = tuple(Member(p.host, p.gpus, None, str(d))
-                            for p, d in zip(placements, dirs, strict=True))
-            record = replace(record, host=placements[0].host, gpus=placements[0].gpus,
-                             runtime=kind, run_dir=str(dirs[0]), status=RunStatus.STARTING,
-                             message=None, members=members)
-            specs = [self._spec(replace(record, host=m.host, gpus=m.gpus, run_dir=m.run_dir),
-                                recipe, host, kind, Path(m.run_dir), member=(rendezvous, index))
-                     for index, (m, host) in enumerate(zip(members, hosts, strict=True))]
+                record.run_id,
+                addresses[0],
+                self._free_port(hosts[0]),
+                addresses,
+                interfaces,
+                recipe.resources.node_timeout_s,
+            )
+            dirs = [
+                self._run_dir(host, multinode.member_name(record.run_id, index))
+                for index, host in enumerate(hosts)
+            ]
+            made = [
+                d for d, host in zip(dirs, hosts, strict=True) if host.is_local and not d.exists()
+            ]
+            members = tuple(
+                Member(p.host, p.gpus, None, str(d)) for p, d in zip(placements, dirs, strict=True)
+            )
+            record = replace(
+                record,
+                host=placements[0].host,
+                gpus=placements[0].gpus,
+                runtime=kind,
+                run_dir=str(dirs[0]),
+                status=RunStatus.STARTING,
+                message=None,
+                members=members,
+            )
+            specs = [
+                self._spec(
+                    replace(record, host=m.host, gpus=m.gpus, run_dir=m.run_dir),
+                    recipe,
+                    host,
+                    kind,
+                    Path(m.run_dir),
+                    member=(rendezvous, index),
+                )
+                for index, (m, host) in enumerate(zip(members, hosts, strict=True))
+            ]
             self.registry.upsert_run(record)
             runtimes = [self.runtime(host.name, kind) for host in hosts]
             with ThreadPoolExecutor(max_workers=len(specs)) as pool:
-                futures = [pool.submit(runtime.launch, spec)
-                           for runtime, spec in zip(runtimes, specs, strict=True)]
+                futures = [
+                    pool.submit(runtime.launch, spec)
+                    for runtime, spec in zip(runtimes, specs, strict=True)
+                ]
                 errors: list[Exception] = []
                 for runtime, future in zip(runtimes, futures, strict=True):
                     try:
@@ -479,8 +576,7 @@ class RunManager:
                 try:
                     runtime.remove(handle, force=True)
                 except RuntimeFailure as exc:
-                    log.warning("could not remove member %s of %s: %s", handle,
-                                record.run_id, exc)
+                    log.warning("could not remove member %s of %s: %s", handle, record.run_id, exc)
             self.registry.release(record.run_id)
             if known:
                 self.registry.upsert_run(before)
@@ -490,9 +586,12 @@ class RunManager:
                 shutil.rmtree(path, ignore_errors=True)
             raise
         handles = [handle for _, handle in launched]
-        record = replace(record, handle=handles[0], started_at=time.time(),
-                         members=tuple(replace(m, handle=h)
-                                       for m, h in zip(members, handles, strict=True)))
+        record = replace(
+            record,
+            handle=handles[0],
+            started_at=time.time(),
+            members=tuple(replace(m, handle=h) for m, h in zip(members, handles, strict=True)),
+        )
         self.registry.upsert_run(record)
         return self.refresh(record)
 
@@ -500,8 +599,9 @@ class RunManager:
         """A TCP port free now on ``host`` (member 0's: the rendezvous endpoint)."""
         if host.is_local:
             return multinode.free_local_port()
-        out = self._guard_remote(lambda: self.remote().run(
-            host.name, ["python3", "-c", multinode.FREE_PORT_SCRIPT]))
+        out = self._guard_remote(
+            lambda: self.remote().run(host.name, ["python3", "-c", multinode.FREE_PORT_SCRIPT])
+        )
         return int(out.stdout.strip())
 
     def _guard_remote(self, action: Callable[[], T]) -> T:
@@ -519,23 +619,28 @@ class RunManager:
         if host.name not in self._roots:
             root = str(host.runs_root)
             # `~` is expanded by the remote shell; the rest of the path is quoted.
-            shell_root = ("~/" + shlex.quote(root[2:])) if root.startswith("~/") else \
-                shlex.quote(root)
-            out = self._guard_remote(lambda: self.remote().run(
-                host.name, ["sh", "-c", f"mkdir -p {shell_root} && cd {shell_root} && pwd"]))
+            shell_root = (
+                ("~/" + shlex.quote(root[2:])) if root.startswith("~/") else shlex.quote(root)
+            )
+            out = self._guard_remote(
+                lambda: self.remote().run(
+                    host.name, ["sh", "-c", f"mkdir -p {shell_root} && cd {shell_root} && pwd"]
+                )
+            )
             self._roots[host.name] = out.stdout.strip()
         return Path(self._roots[host.name])
 
     def _run_dir(self, host: Host, run_id: str) -> Path:
         if not host.is_local:
             root = self.runs_root(host)
-            out = self._guard_remote(lambda: self.remote().run(
-                host.name, ["df", "-Pk", str(root)]))
+            out = self._guard_remote(lambda: self.remote().run(host.name, ["df", "-Pk", str(root)]))
             free = int(out.stdout.strip().splitlines()[-1].split()[3]) * 1024
             if free < 256 * 2**20:
-                raise RunError(f"runs root {root} on {host.name} has only {free // 2**20} MiB "
-                               "free; free some space (seglab rm --purge old runs) or move "
-                               "runs_root")
+                raise RunError(
+                    f"runs root {root} on {host.name} has only {free // 2**20} MiB "
+                    "free; free some space (seglab rm --purge old runs) or move "
+                    "runs_root"
+                )
             return root / run_id
         root = Path(host.runs_root).expanduser()
         run_dir = root / run_id
@@ -545,22 +650,38 @@ class RunManager:
         except OSError as exc:
             raise RunError(f"runs root {root} on {host.name} is not usable: {exc}") from exc
         if free < 256 * 2**20:
-            raise RunError(f"runs root {root} on {host.name} has only {free // 2**20} MiB free; "
-                           "free some space (seglab rm --purge old runs) or move runs_root")
+            raise RunError(
+                f"runs root {root} on {host.name} has only {free // 2**20} MiB free; "
+                "free some space (seglab rm --purge old runs) or move runs_root"
+            )
         return run_dir
 
-    def _spec(self, record: RunRecord, recipe: recipes.Recipe, host: Host, kind: str,
-              run_dir: Path, *, member: tuple[multinode.Rendezvous, int] | None = None
-              ) -> LaunchSpec:
+    def _spec(
+        self,
+        record: RunRecord,
+        recipe: recipes.Recipe,
+        host: Host,
+        kind: str,
+        run_dir: Path,
+        *,
+        member: tuple[multinode.Rendezvous, int] | None = None,
+    ) -> LaunchSpec:
         """The launch spec of a run (or of member ``member[1]`` of a multi-node run)."""
         dataset: str | None = None
         if recipe.data.dataset != "synthetic":
             dataset = host.dataset_root(recipe.data.root_name)
-            exists = Path(dataset).is_dir() if host.is_local else self._guard_remote(
-                lambda: self.remote().succeeds(host.name, ["test", "-d", str(dataset)]))
+            exists = (
+                Path(dataset).is_dir()
+                if host.is_local
+                else self._guard_remote(
+                    lambda: self.remote().succeeds(host.name, ["test", "-d", str(dataset)])
+                )
+            )
             if not exists:
-                raise RunError(f"dataset root {dataset} ({recipe.data.root_name}) does not "
-                               f"exist on {host.name}; fix `datasets:` in hosts.yaml")
+                raise RunError(
+                    f"dataset root {dataset} ({recipe.data.root_name}) does not "
+                    f"exist on {host.name}; fix `datasets:` in hosts.yaml"
+                )
         env: dict[str, str] = {}
         labels = labels_for(record)
         name = record.run_id
@@ -571,11 +692,16 @@ class RunManager:
             name = multinode.member_name(record.run_id, index)
         network = recipe.resources.network
         common: dict[str, Any] = {
-            "name": name, "image": recipe.image, "gpus": record.gpus,
+            "name": name,
+            "image": recipe.image,
+            "gpus": record.gpus,
             "user": self._run_user(host),
-            "shm_size": recipe.resources.shm_size, "labels": labels,
-            "memory": recipe.resources.memory, "cpus": recipe.resources.cpus,
-            "network": network is True, "network_mode": "host" if network == "host" else None,
+            "shm_size": recipe.resources.shm_size,
+            "labels": labels,
+            "memory": recipe.resources.memory,
+            "cpus": recipe.resources.cpus,
+            "network": network is True,
+            "network_mode": "host" if network == "host" else None,
         }
         nproc = len(record.gpus) or recipe.resources.gpus
 
@@ -591,7 +717,11 @@ class RunManager:
                 env["SEGLAB_DATA_ROOT"] = DATA_MOUNT
             spec = LaunchSpec(
                 command=command("python3", RUN_MOUNT),
-                env=env, mounts=tuple(mounts), workdir=RUN_MOUNT, **common)
+                env=env,
+                mounts=tuple(mounts),
+                workdir=RUN_MOUNT,
+                **common,
+            )
         elif kind == "slurm":
             if dataset is not None:
                 env["SEGLAB_DATA_ROOT"] = dataset
@@ -600,18 +730,27 @@ class RunManager:
             if dataset is not None:
                 mounts.append(Mount(Path(dataset), dataset, read_only=True))
             spec = LaunchSpec(
-                command=command(python, str(run_dir)), env=env,
-                mounts=tuple(mounts), log_path=run_dir / "train.log", workdir=str(run_dir),
-                **common)
+                command=command(python, str(run_dir)),
+                env=env,
+                mounts=tuple(mounts),
+                log_path=run_dir / "train.log",
+                workdir=str(run_dir),
+                **common,
+            )
         else:
             if dataset is not None:
                 env["SEGLAB_DATA_ROOT"] = dataset
             spec = LaunchSpec(
                 command=command(sys.executable, str(run_dir)),
-                env=env, log_path=run_dir / "train.log", workdir=str(run_dir), **common)
+                env=env,
+                log_path=run_dir / "train.log",
+                workdir=str(run_dir),
+                **common,
+            )
         if not host.is_local:
-            self._guard_remote(lambda: self._remote_run_dir(host, run_dir, spec.user,
-                                                            record.resolved_recipe))
+            self._guard_remote(
+                lambda: self._remote_run_dir(host, run_dir, spec.user, record.resolved_recipe)
+            )
             return spec
         own_run_dir(run_dir, spec.user)
         recipe_path = run_dir / "recipe.yaml"
@@ -623,8 +762,7 @@ class RunManager:
         """``uid:gid`` runs use on ``host``: the login user's there, never root."""
         if host.is_local:
             return default_user()
-        out = self._guard_remote(lambda: self.remote().run(host.name, ["sh", "-c",
-                                                                       "id -u; id -g"]))
+        out = self._guard_remote(lambda: self.remote().run(host.name, ["sh", "-c", "id -u; id -g"]))
         uid, gid = out.stdout.split()
         return default_user() if uid == "0" else f"{uid}:{gid}"
 
@@ -634,8 +772,10 @@ class RunManager:
         if not bridge.succeeds(host.name, ["test", "-e", recipe]):
             bridge.write_file(host.name, recipe, recipe_yaml)
         # A root login hands the folder to the run's user (runs never run as root).
-        bridge.run(host.name, ["sh", "-c", f'[ "$(id -u)" != 0 ] || chown -R {user} '
-                                           f"{shlex.quote(str(run_dir))}"])
+        bridge.run(
+            host.name,
+            ["sh", "-c", f'[ "$(id -u)" != 0 ] || chown -R {user} {shlex.quote(str(run_dir))}'],
+        )
 
     # -- the queue -------------------------------------------------------------------
 
@@ -653,12 +793,14 @@ class RunManager:
             pools = [Pool.from_dict(p) for p in item.request["pools"]]
             resources = resolved_recipe(record).resources
             try:
-                placement = scheduler.place_members(pools, resources.gpus, resources.nodes,
-                                                    record.run_id)
+                placement = scheduler.place_members(
+                    pools, resources.gpus, resources.nodes, record.run_id
+                )
             except PlacementError as exc:
                 self.registry.drop(item.id)
-                self.registry.update_run(record.run_id, status=RunStatus.FAILED,
-                                         message=f"cannot be placed: {exc}")
+                self.registry.update_run(
+                    record.run_id, status=RunStatus.FAILED, message=f"cannot be placed: {exc}"
+                )
                 continue
             if placement is None:
                 self.registry.unclaim(item.id)
@@ -667,8 +809,12 @@ class RunManager:
             try:
                 started.append(self.launch(record, placement, known=True))
             except (RuntimeFailure, RunError) as exc:
-                self.registry.update_run(record.run_id, status=RunStatus.FAILED,
-                                         message=str(exc), finished_at=time.time())
+                self.registry.update_run(
+                    record.run_id,
+                    status=RunStatus.FAILED,
+                    message=str(exc),
+                    finished_at=time.time(),
+                )
         return started
 
     # -- truth from the runtimes -----------------------------------------------------
@@ -685,8 +831,9 @@ class RunManager:
 
             offset = self._offsets.get(record.run_id, 0)
             try:
-                chunk = self._guard_remote(lambda: self.remote().read_events(
-                    record.host, record.run_dir, offset))
+                chunk = self._guard_remote(
+                    lambda: self.remote().read_events(record.host, record.run_dir, offset)
+                )
             except RemoteFileError:
                 return 0  # no events.jsonl yet
             self._offsets[record.run_id] = chunk.offset
@@ -730,11 +877,13 @@ class RunManager:
         if status in FINAL_STATUSES or status == RunStatus.LOST:
             self.ingest(record)  # what was written between the first read and the end
             fields["exit_code"] = state.exit_code
-            fields["finished_at"] = (state.finished_at.timestamp() if state.finished_at
-                                     else time.time())
+            fields["finished_at"] = (
+                state.finished_at.timestamp() if state.finished_at else time.time()
+            )
             if verdict is not None and verdict.failed is not None:
-                fields["message"] = "\n".join(filter(None, (
-                    self._tail(record, verdict.failed), verdict.message)))
+                fields["message"] = "\n".join(
+                    filter(None, (self._tail(record, verdict.failed), verdict.message))
+                )
             elif status in (RunStatus.FAILED, RunStatus.OOM_KILLED, RunStatus.LOST):
                 fields["message"] = state.error or self._tail(record)
             self.registry.release(record.run_id)
@@ -752,8 +901,10 @@ class RunManager:
     def _tail(self, record: RunRecord, member: int = 0) -> str | None:
         host, handle = self._member_ref(record, member)
         try:
-            lines = [line.text for line in self.runtime(host, record.runtime).logs(
-                handle, tail=FAILED_TAIL)]
+            lines = [
+                line.text
+                for line in self.runtime(host, record.runtime).logs(handle, tail=FAILED_TAIL)
+            ]
         except RuntimeFailure as exc:
             return f"(log unavailable: {exc})"
         return "\n".join(lines) or None
@@ -761,18 +912,17 @@ class RunManager:
     @staticmethod
     def _parts(record: RunRecord) -> tuple[Member, ...]:
         """A multi-node run's members; a run on one host is its own single member."""
-        return record.members or (Member(record.host, record.gpus, record.handle,
-                                         record.run_dir),)
+        return record.members or (Member(record.host, record.gpus, record.handle, record.run_dir),)
 
     def _member_ref(self, record: RunRecord, member: int) -> tuple[str, str]:
         """(host, runtime handle) of member ``member`` (0: the run itself)."""
         parts = self._parts(record)
         if not 0 <= member < len(parts):
             if not record.members:
-                raise RunError(f"run {record.run_id} is not a multi-node run; it has no "
-                               f"member {member}")
-            raise RunError(f"run {record.run_id} has members 0-{len(parts) - 1}, "
-                           f"not {member}")
+                raise RunError(
+                    f"run {record.run_id} is not a multi-node run; it has no member {member}"
+                )
+            raise RunError(f"run {record.run_id} has members 0-{len(parts) - 1}, not {member}")
         return parts[member].host, parts[member].handle or ""
 
     def _members_verdict(self, record: RunRecord) -> multinode.Verdict:
@@ -785,8 +935,9 @@ class RunManager:
             out = []
             for member in record.members:
                 try:
-                    out.append(self.runtime(member.host, record.runtime).inspect(
-                        member.handle or ""))
+                    out.append(
+                        self.runtime(member.host, record.runtime).inspect(member.handle or "")
+                    )
                 except RunNotFound:
                     out.append(RuntimeState("dead", error="removed outside seglab"))
             return out
@@ -794,21 +945,28 @@ class RunManager:
         verdict = multinode.combine(states(), hosts, timeout)
         if not verdict.kill:
             return verdict
-        self._each_member(record, lambda runtime, handle: runtime.kill(handle),
-                          only=verdict.kill)
+        self._each_member(record, lambda runtime, handle: runtime.kill(handle), only=verdict.kill)
         after = multinode.combine(states(), hosts, timeout)
-        message = (f"{after.message}; the other members still ran {timeout:.0f} s later "
-                   "(resources.node_timeout_s) and were killed")
+        message = (
+            f"{after.message}; the other members still ran {timeout:.0f} s later "
+            "(resources.node_timeout_s) and were killed"
+        )
         return replace(after, message=message)
 
-    def _each_member(self, record: RunRecord, action: Callable[[Runtime, str], None],
-                     only: Sequence[int] | None = None) -> None:
+    def _each_member(
+        self,
+        record: RunRecord,
+        action: Callable[[Runtime, str], None],
+        only: Sequence[int] | None = None,
+    ) -> None:
         """Do ``action`` to the members' handles at once (all get a signal together); the
         first error is raised once every member has been dealt with."""
         chosen = [m for i, m in enumerate(self._parts(record)) if only is None or i in only]
         with ThreadPoolExecutor(max_workers=max(1, len(chosen))) as pool:
-            futures = [pool.submit(action, self.runtime(m.host, record.runtime), m.handle or "")
-                       for m in chosen]
+            futures = [
+                pool.submit(action, self.runtime(m.host, record.runtime), m.handle or "")
+                for m in chosen
+            ]
         errors = [f.exception() for f in futures if f.exception() is not None]
         if errors:
             raise errors[0]  # type: ignore[misc]
@@ -862,8 +1020,7 @@ class RunManager:
                         continue
                     except KeyError:
                         pass
-                    self.registry.upsert_run(self._record_from_labels(info.labels, info.ref,
-                                                                      kind))
+                    self.registry.upsert_run(self._record_from_labels(info.labels, info.ref, kind))
                     if info.state.active:
                         gpus = [g for g in info.labels.get("seglab.gpus", "").split(",") if g]
                         self.registry.reserve(host.name, gpus, run_id)
@@ -874,8 +1031,9 @@ class RunManager:
                 self.refresh(record)
         return found
 
-    def _adopt_members(self, found: Mapping[str, Mapping[int, tuple[str, str, RunInfo]]]
-                       ) -> list[str]:
+    def _adopt_members(
+        self, found: Mapping[str, Mapping[int, tuple[str, str, RunInfo]]]
+    ) -> list[str]:
         """Multi-node runs the registry lacks, put together from their members' labels."""
         adopted = []
         for run_id, parts in found.items():
@@ -886,17 +1044,28 @@ class RunManager:
                 pass
             nodes = int(parts[min(parts)][2].labels.get("seglab.nodes", "0"))
             if sorted(parts) != list(range(nodes)):
-                log.warning("multi-node run %s: found members %s of %d (a host is "
-                            "unreachable?); not adopted yet", run_id, sorted(parts), nodes)
+                log.warning(
+                    "multi-node run %s: found members %s of %d (a host is "
+                    "unreachable?); not adopted yet",
+                    run_id,
+                    sorted(parts),
+                    nodes,
+                )
                 continue
             ordered = [parts[i] for i in range(nodes)]
             _, kind, first = ordered[0]
             members = tuple(
-                Member(h, tuple(g for g in info.labels.get("seglab.gpus", "").split(",") if g),
-                       info.ref, info.labels.get("seglab.run_dir", ""))
-                for h, _, info in ordered)
-            record = replace(self._record_from_labels(first.labels, first.ref, kind),
-                             members=members)
+                Member(
+                    h,
+                    tuple(g for g in info.labels.get("seglab.gpus", "").split(",") if g),
+                    info.ref,
+                    info.labels.get("seglab.run_dir", ""),
+                )
+                for h, _, info in ordered
+            )
+            record = replace(
+                self._record_from_labels(first.labels, first.ref, kind), members=members
+            )
             self.registry.upsert_run(record)
             for member, (_, _, info) in zip(members, ordered, strict=True):
                 if info.state.active:
@@ -912,15 +1081,21 @@ class RunManager:
             recipe_path = Path(run_dir) / "recipe.yaml"
             resolved = recipe_path.read_text() if recipe_path.is_file() else ""
         elif run_dir:
-            resolved = self._guard_remote(lambda: self.remote().run(
-                host, ["cat", f"{run_dir}/recipe.yaml"])).stdout
+            resolved = self._guard_remote(
+                lambda: self.remote().run(host, ["cat", f"{run_dir}/recipe.yaml"])
+            ).stdout
         return RunRecord(
-            run_id=labels["seglab.run_id"], recipe=labels.get("seglab.recipe", ""),
+            run_id=labels["seglab.run_id"],
+            recipe=labels.get("seglab.recipe", ""),
             variant=labels.get("seglab.variant", ""),
-            recipe_sha=labels.get("seglab.recipe_sha", ""), resolved_recipe=resolved,
+            recipe_sha=labels.get("seglab.recipe_sha", ""),
+            resolved_recipe=resolved,
             host=host,
             gpus=tuple(g for g in labels.get("seglab.gpus", "").split(",") if g),
-            runtime=kind, handle=ref, run_dir=run_dir, status=RunStatus.STARTING,
+            runtime=kind,
+            handle=ref,
+            run_dir=run_dir,
+            status=RunStatus.STARTING,
             message="found again on the runtime",
         )
 
@@ -946,15 +1121,20 @@ class RunManager:
         record = self._active(run_id)
         if record.status == RunStatus.QUEUED:
             self._dequeue(run_id)
-            return self.registry.update_run(run_id, status=RunStatus.STOPPED,
-                                            finished_at=time.time(), message="never started")
+            return self.registry.update_run(
+                run_id, status=RunStatus.STOPPED, finished_at=time.time(), message="never started"
+            )
         self._each_member(record, lambda runtime, handle: runtime.stop(handle, timeout=timeout))
         ended = self.refresh(record)
-        if (record.runtime == "slurm" and ended.status == RunStatus.FAILED
-                and not self.registry.events(run_id, kind="start")):
+        if (
+            record.runtime == "slurm"
+            and ended.status == RunStatus.FAILED
+            and not self.registry.events(run_id, kind="start")
+        ):
             # scancel of a job still pending in Slurm: stopped before it ever ran.
-            return self.registry.update_run(run_id, status=RunStatus.STOPPED,
-                                            message="cancelled while pending in Slurm")
+            return self.registry.update_run(
+                run_id, status=RunStatus.STOPPED, message="cancelled while pending in Slurm"
+            )
         return ended
 
     def kill(self, run_id: str) -> RunRecord:
@@ -987,15 +1167,20 @@ class RunManager:
             if not self.registry.reserve(part.host, part.gpus, run_id):
                 self.registry.release(run_id)
                 holders = self.registry.holders(part.host)
-                busy = [f"{part.host}:{gpu} held by {holders[(part.host, gpu)]}"
-                        for gpu in part.gpus if (part.host, gpu) in holders]
-                raise RunError(f"cannot resume {run_id}: its GPUs are busy "
-                               f"({'; '.join(busy)})")
+                busy = [
+                    f"{part.host}:{gpu} held by {holders[(part.host, gpu)]}"
+                    for gpu in part.gpus
+                    if (part.host, gpu) in holders
+                ]
+                raise RunError(f"cannot resume {run_id}: its GPUs are busy ({'; '.join(busy)})")
         for part in parts:
             with contextlib.suppress(RunNotFound):  # the container or record is already gone
                 self.runtime(part.host, record.runtime).remove(part.handle or "", force=False)
-        return self.launch(record, [Placement(p.host, p.gpus, tuple(range(len(p.gpus))))
-                                    for p in parts], known=True)
+        return self.launch(
+            record,
+            [Placement(p.host, p.gpus, tuple(range(len(p.gpus)))) for p in parts],
+            known=True,
+        )
 
     def remove(self, run_id: str, purge: bool = False, force: bool = False) -> None:
         """Forget a run: its container/process record goes; the run dir stays unless purged."""
@@ -1007,8 +1192,7 @@ class RunManager:
                 raise RunError(f"run {run_id} is {record.status}; stop it first or use --force")
             for part in parts:
                 with contextlib.suppress(RunNotFound):  # already gone on the runtime
-                    self.runtime(part.host, record.runtime).remove(part.handle or "",
-                                                                   force=force)
+                    self.runtime(part.host, record.runtime).remove(part.handle or "", force=force)
         self.registry.release(run_id)
         self.registry.delete_run(run_id)
         if purge:
@@ -1020,18 +1204,19 @@ class RunManager:
         """Delete a run dir on its host (only ever one inside the host's runs root)."""
         root = self.runs_root(host)
         if not Path(run_dir).is_relative_to(root) or Path(run_dir) == root:
-            raise RunError(f"{run_dir} is not inside the runs root {root} of {host.name}; "
-                           "not deleting it")
+            raise RunError(
+                f"{run_dir} is not inside the runs root {root} of {host.name}; not deleting it"
+            )
         if host.is_local:
             shutil.rmtree(run_dir)
         else:
-            self._guard_remote(lambda: self.remote().run(host.name,
-                                                         ["rm", "-rf", "--", run_dir]))
+            self._guard_remote(lambda: self.remote().run(host.name, ["rm", "-rf", "--", run_dir]))
 
     # -- logs ------------------------------------------------------------------------
 
-    def logs(self, run_id: str, follow: bool = False, tail: int | None = None,
-             member: int = 0) -> Iterator[LogLine]:
+    def logs(
+        self, run_id: str, follow: bool = False, tail: int | None = None, member: int = 0
+    ) -> Iterator[LogLine]:
         """The run's log (of member ``member`` of a multi-node run) as whole lines,
         following until it ends if asked."""
         record = self.registry.get_run(run_id)
@@ -1044,8 +1229,9 @@ class RunManager:
         try:
             while True:
                 try:
-                    for line in runtime.logs(handle, follow=follow,
-                                             since=cursor, tail=None if cursor else tail):
+                    for line in runtime.logs(
+                        handle, follow=follow, since=cursor, tail=None if cursor else tail
+                    ):
                         offline_since = None
                         cursor = line.cursor
                         yield line
@@ -1061,6 +1247,7 @@ class RunManager:
                     time.sleep(1.0)
         except RunNotFound as exc:
             log_path = Path(record.run_dir) / "train.log"
-            raise RunError(f"run {run_id} is gone from its runtime; its run dir is "
-                           f"{record.run_dir}" + (f" (see {log_path})" if log_path.exists()
-                                                   else "")) from exc
+            raise RunError(
+                f"run {run_id} is gone from its runtime; its run dir is "
+                f"{record.run_dir}" + (f" (see {log_path})" if log_path.exists() else "")
+            ) from exc

@@ -145,8 +145,11 @@ class Scheduler:
         out: list[Pool] = []
         for pool in pools:
             if pool.host is None:
-                out.extend(Pool(name) for name, host in self.inventory.hosts.items()
-                           if host.kind != "slurm")
+                out.extend(
+                    Pool(name)
+                    for name, host in self.inventory.hosts.items()
+                    if host.kind != "slurm"
+                )
             else:
                 out.append(pool)
         return out
@@ -158,13 +161,15 @@ class Scheduler:
             raise PlacementError(
                 f"the recipe spans {nodes} hosts (resources.nodes) but --on "
                 f"{','.join(map(str, pools))} gives {len(members)} place(s) for members; "
-                f"list one per member, such as lab1:0-7,lab2:0-7")
+                f"list one per member, such as lab1:0-7,lab2:0-7"
+            )
         for pool in members:
             if not pool.cpu:
                 self.check([pool], gpus_per_member)
 
-    def place_members(self, pools: Sequence[Pool], gpus_per_member: int, nodes: int,
-                      run_id: str) -> list[Placement] | None:
+    def place_members(
+        self, pools: Sequence[Pool], gpus_per_member: int, nodes: int, run_id: str
+    ) -> list[Placement] | None:
         """Reserve ``nodes`` members, one per pool (none when too few are free now)."""
         if nodes == 1:
             placement = self.place(pools, gpus_per_member, run_id)
@@ -211,8 +216,7 @@ class Scheduler:
                 state = self.states.get(name)
                 why = state.message if state is not None and state.message else "no GPUs seen"
                 reasons.append(f"{name}: {why}")
-        return ("no GPU to place on (" + "; ".join(reasons) + "); use --on HOST:cpu for a "
-                "CPU run")
+        return "no GPU to place on (" + "; ".join(reasons) + "); use --on HOST:cpu for a CPU run"
 
     def _host_gpus(self, host: str) -> list[GpuSample]:
         state = self.states.get(host)
@@ -238,8 +242,7 @@ class Scheduler:
         threshold = self.inventory.get(host).gpu_memory_threshold_mib
         for proc in gpu.processes:
             if proc.run_id is None and (proc.used_memory_mib or 0) > threshold:
-                return (f"used by {proc.owner} (pid {proc.pid}, "
-                        f"{proc.used_memory_mib:.0f} MiB)")
+                return f"used by {proc.owner} (pid {proc.pid}, {proc.used_memory_mib:.0f} MiB)"
         return None
 
     def place(self, pools: Sequence[Pool], gpus_per_run: int, run_id: str) -> Placement | None:

@@ -82,10 +82,18 @@ class Workstation:
             if shipped.is_file():
                 return shipped
         names = [p.stem for p in self.shipped_recipes()]
-        raise ConfigError([Problem(str(path), 1, "(file)",
-                                   "no such recipe file, nor a shipped recipe of that name"
-                                   f"{did_you_mean(candidate.stem, names)}; "
-                                   "`seglab recipe list` shows the shipped ones")])
+        raise ConfigError(
+            [
+                Problem(
+                    str(path),
+                    1,
+                    "(file)",
+                    "no such recipe file, nor a shipped recipe of that name"
+                    f"{did_you_mean(candidate.stem, names)}; "
+                    "`seglab recipe list` shows the shipped ones",
+                )
+            ]
+        )
 
     def shipped_recipes(self) -> list[Path]:
         """The example recipes that come with seglab."""
@@ -148,8 +156,7 @@ class Workstation:
             self._bridge.close()
             self._bridge = None
 
-    async def gpu_states(self, hosts: Sequence[str], timeout: float = 15.0
-                         ) -> dict[str, HostState]:
+    async def gpu_states(self, hosts: Sequence[str], timeout: float = 15.0) -> dict[str, HostState]:
         """One telemetry reading of each named host (what placement decides on)."""
         from seglab.telemetry.source import Telemetry
 
@@ -162,8 +169,10 @@ class Workstation:
                 else:  # runs on the bridge's loop, where the SSH connection lives
                     remotes = self.remote().remotes
                     await telemetry.add_host(
-                        host, executor=remotes.executor(name),
-                        docker_url=f"unix://{remotes.docker_socket(name)}")
+                        host,
+                        executor=remotes.executor(name),
+                        docker_url=f"unix://{remotes.docker_socket(name)}",
+                    )
             states = await telemetry.wait_ready(timeout)
         finally:
             await telemetry.close()
@@ -215,8 +224,9 @@ class Workstation:
         pools = parse_on(on)
         manager = self.runs()
         manager.reconcile()
-        return manager.submit(loaded, chosen, pools, self.scheduler(pools), runtime=runtime,
-                              image=image, queue=queue)
+        return manager.submit(
+            loaded, chosen, pools, self.scheduler(pools), runtime=runtime, image=image, queue=queue
+        )
 
     def pump_queue(self) -> list[RunRecord]:
         """Start queued runs whose GPUs have become free."""
@@ -244,8 +254,12 @@ class Workstation:
             if state.status not in (HostStatus.NO_GPU, HostStatus.ERROR):
                 for gpu in sorted(state.gpus, key=lambda g: g.index):
                     if scheduler.busy_reason(state.host, gpu) is None:
-                        choices.append((f"{state.host}:{gpu.index}",
-                                        f"{state.host}:{gpu.index} {gpu.name or gpu.uuid}"))
+                        choices.append(
+                            (
+                                f"{state.host}:{gpu.index}",
+                                f"{state.host}:{gpu.index} {gpu.name or gpu.uuid}",
+                            )
+                        )
             choices.append((f"{state.host}:cpu", f"{state.host}:cpu (no GPU)"))
         return choices
 
@@ -253,12 +267,16 @@ class Workstation:
         """The loss and mIoU curves of a run, from its ingested events."""
         registry = self.registry()
         record = registry.get_run(run_id)
-        loss = [(int(e.data["iter"]), float(e.data["loss"]))
-                for e in registry.events(run_id, kind="train")
-                if e.data.get("loss") is not None]
-        miou = [(int(e.data["iter"]), float(e.data["miou"]))
-                for e in registry.events(run_id, kind="eval")
-                if e.data.get("miou") is not None]
+        loss = [
+            (int(e.data["iter"]), float(e.data["loss"]))
+            for e in registry.events(run_id, kind="train")
+            if e.data.get("loss") is not None
+        ]
+        miou = [
+            (int(e.data["iter"]), float(e.data["miou"]))
+            for e in registry.events(run_id, kind="eval")
+            if e.data.get("miou") is not None
+        ]
         return Curves(run_id, record.variant, loss, miou)
 
     def comparison(self, run_ids: Iterable[str], now: float | None = None) -> list[Comparison]:
@@ -268,18 +286,25 @@ class Workstation:
         rows = []
         for run_id in run_ids:
             record = registry.get_run(run_id)
-            evals = [e.data for e in registry.events(run_id, kind="eval")
-                     if e.data.get("miou") is not None]
+            evals = [
+                e.data
+                for e in registry.events(run_id, kind="eval")
+                if e.data.get("miou") is not None
+            ]
             best = max(evals, key=lambda d: float(d["miou"])) if evals else None
             end = record.finished_at or (now if now is not None else time.time())
-            rows.append(Comparison(
-                run_id=run_id, variant=record.variant, status=str(record.status),
-                best_miou=record.best_miou if best is None else float(best["miou"]),
-                pixel_acc=None if best is None else best.get("pixel_acc"),
-                per_class_iou=tuple(best.get("per_class_iou") or ()) if best else (),
-                img_per_s=record.img_per_s,
-                time_s=None if record.started_at is None else end - record.started_at,
-            ))
+            rows.append(
+                Comparison(
+                    run_id=run_id,
+                    variant=record.variant,
+                    status=str(record.status),
+                    best_miou=record.best_miou if best is None else float(best["miou"]),
+                    pixel_acc=None if best is None else best.get("pixel_acc"),
+                    per_class_iou=tuple(best.get("per_class_iou") or ()) if best else (),
+                    img_per_s=record.img_per_s,
+                    time_s=None if record.started_at is None else end - record.started_at,
+                )
+            )
         return rows
 
     def class_names(self, run_id: str) -> list[str] | None:
@@ -290,8 +315,7 @@ class Workstation:
 
     # -- run files and shells --------------------------------------------------------
 
-    def pull(self, run_id: str, what: Literal["export", "best", "all"], dest: Path
-             ) -> list[Path]:
+    def pull(self, run_id: str, what: Literal["export", "best", "all"], dest: Path) -> list[Path]:
         """Copy a run's export folder, best checkpoint or whole run dir into ``dest``."""
         record = self.registry().get_run(run_id)
         if not record.run_dir:
@@ -305,11 +329,13 @@ class Workstation:
                 bridge.ensure(host.name)
             except RemoteUnavailable as exc:
                 raise RunError(str(exc)) from exc
-            return bridge.call(bridge.remotes.files(host.name).fetch(
-                record.run_dir, what, dest))
+            return bridge.call(bridge.remotes.files(host.name).fetch(record.run_dir, what, dest))
         source = Path(record.run_dir)
-        part = {"export": source / "export", "best": source / "checkpoints" / "best.pt",
-                "all": source}[what]
+        part = {
+            "export": source / "export",
+            "best": source / "checkpoints" / "best.pt",
+            "all": source,
+        }[what]
         if not part.exists():
             raise RunError(f"{part} does not exist (the run has not written it yet)")
         target = dest if what == "all" else dest / part.name
@@ -325,12 +351,16 @@ class Workstation:
         record = self.registry().get_run(run_id)
         if record.runtime != "docker":
             where = record.run_dir or "its run dir"
-            raise RunError(f"run {run_id} runs as a {record.runtime} job, not in a container; "
-                           f"its files are in {where}")
+            raise RunError(
+                f"run {run_id} runs as a {record.runtime} job, not in a container; "
+                f"its files are in {where}"
+            )
         docker = shutil.which("docker")
         if docker is None:
-            raise RunError("the docker command-line client is not installed on this "
-                           "machine; install it (Debian: docker.io or docker-ce-cli)")
+            raise RunError(
+                "the docker command-line client is not installed on this "
+                "machine; install it (Debian: docker.io or docker-ce-cli)"
+            )
         host = self.inventory().get(record.host)
         if host.is_local:
             url = self.runs().docker_url(host)
@@ -351,8 +381,9 @@ class Workstation:
 
         return open_tensorboard(self, target, port)
 
-    def notebook(self, where: str, image: str | None = None, port: int | None = None
-                 ) -> OpenForward:
+    def notebook(
+        self, where: str, image: str | None = None, port: int | None = None
+    ) -> OpenForward:
         """JupyterLab on ``HOST[:cpu|:<GPU UUID>]``, on 127.0.0.1 here (URL with its token)."""
         from seglab.forwards import DEFAULT_NOTEBOOK_IMAGE, open_notebook
 

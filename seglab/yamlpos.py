@@ -89,14 +89,23 @@ def _build(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str)
             key = _constructor.construct_object(key_node, deep=True)
             if not isinstance(key, str):
                 raise ConfigError(
-                    [Problem(file, key_node.start_mark.line + 1, dotted(path),
-                             f"keys must be strings, got {key!r}")]
+                    [
+                        Problem(
+                            file,
+                            key_node.start_mark.line + 1,
+                            dotted(path),
+                            f"keys must be strings, got {key!r}",
+                        )
+                    ]
                 )
             child = (*path, key)
             if key in out:
                 raise ConfigError(
-                    [Problem(file, key_node.start_mark.line + 1, dotted(child),
-                             "key appears twice")]
+                    [
+                        Problem(
+                            file, key_node.start_mark.line + 1, dotted(child), "key appears twice"
+                        )
+                    ]
                 )
             lines[child] = key_node.start_mark.line + 1
             out[key] = _build(value_node, child, lines, file)

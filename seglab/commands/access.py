@@ -22,49 +22,73 @@ if TYPE_CHECKING:
 def register(subparsers: Any) -> None:
     """Add `pull`, `shell`, `tensorboard` and `notebook`."""
     pull = add_command(
-        subparsers, "pull", "copy a run's exports or checkpoints to this machine",
+        subparsers,
+        "pull",
+        "copy a run's exports or checkpoints to this machine",
         "Copy part of a run directory to this machine (over SFTP for a remote host):\n"
         "  export  the export/ folder (TorchScript, ONNX, Triton)\n"
         "  best    checkpoints/best.pt\n"
         "  all     the whole run directory\n"
-        "into DEST/<run id>/ (default: ./<run id>/).")
+        "into DEST/<run id>/ (default: ./<run id>/).",
+    )
     pull.add_argument("run_id", metavar="RUN")
-    pull.add_argument("--what", choices=("export", "best", "all"), default="export",
-                      help="which part (default: export)")
-    pull.add_argument("--dest", type=Path, default=Path("."), metavar="DIR",
-                      help="where to put the <run id> folder (default: here)")
+    pull.add_argument(
+        "--what",
+        choices=("export", "best", "all"),
+        default="export",
+        help="which part (default: export)",
+    )
+    pull.add_argument(
+        "--dest",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="where to put the <run id> folder (default: here)",
+    )
     pull.set_defaults(func=_pull)
 
     shell = add_command(
-        subparsers, "shell", "open a shell in a run's container",
+        subparsers,
+        "shell",
+        "open a shell in a run's container",
         "Open an interactive shell (/bin/sh) in a running container of seglab, through\n"
         "`docker exec` on its host's engine (the SSH-forwarded socket for a remote host).\n"
-        "Exit the shell to come back; the run is not affected.")
+        "Exit the shell to come back; the run is not affected.",
+    )
     shell.add_argument("run_id", metavar="RUN")
     shell.set_defaults(func=_shell)
 
     board = add_command(
-        subparsers, "tensorboard", "open TensorBoard over a run or a recipe's runs",
+        subparsers,
+        "tensorboard",
+        "open TensorBoard over a run or a recipe's runs",
         "Start TensorBoard over the tb/ folders of one run, or of every run of a recipe\n"
         "(on the host of its newest run), in a container on that host bound to its\n"
         "loopback; a remote host's port is forwarded over SSH. Prints the URL to open\n"
-        "here and keeps it up until Ctrl-C (or SIGTERM), then removes the container.")
+        "here and keeps it up until Ctrl-C (or SIGTERM), then removes the container.",
+    )
     board.add_argument("target", metavar="RUN|RECIPE", help="a run id or a recipe name")
-    board.add_argument("--port", type=_port, metavar="N",
-                       help="local port of the URL (default: a free one)")
+    board.add_argument(
+        "--port", type=_port, metavar="N", help="local port of the URL (default: a free one)"
+    )
     board.set_defaults(func=_tensorboard)
 
     notebook = add_command(
-        subparsers, "notebook", "open JupyterLab on a host, optionally on one GPU",
+        subparsers,
+        "notebook",
+        "open JupyterLab on a host, optionally on one GPU",
         "Start JupyterLab in a container on HOST, bound to its loopback (a remote host's\n"
         "port is forwarded over SSH), with the host's runs root read-only at /runs.\n"
         "HOST[:GPU] is HOST, HOST:cpu or HOST:<GPU UUID> (`seglab gpus` shows the UUIDs).\n"
-        "Prints the URL with its token and keeps it up until Ctrl-C (or SIGTERM).")
+        "Prints the URL with its token and keeps it up until Ctrl-C (or SIGTERM).",
+    )
     notebook.add_argument("where", metavar="HOST[:GPU]")
-    notebook.add_argument("--image", metavar="IMG",
-                          help="image with JupyterLab (default: seglab/full:latest)")
-    notebook.add_argument("--port", type=_port, metavar="N",
-                          help="local port of the URL (default: a free one)")
+    notebook.add_argument(
+        "--image", metavar="IMG", help="image with JupyterLab (default: seglab/full:latest)"
+    )
+    notebook.add_argument(
+        "--port", type=_port, metavar="N", help="local port of the URL (default: a free one)"
+    )
     notebook.set_defaults(func=_notebook)
 
 
@@ -116,8 +140,10 @@ def _serve(open_forward: Callable[[Workstation], OpenForward]) -> int:
     from seglab.workstation import Workstation
 
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, signal.default_int_handler)
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, signal.default_int_handler)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     ws = Workstation()
     try:
         opened: OpenForward = guard(lambda: open_forward(ws))
@@ -128,8 +154,9 @@ def _serve(open_forward: Callable[[Workstation], OpenForward]) -> int:
             print("Ctrl-C stops it.", flush=True)
             while not stop.wait(5.0):
                 if not guard(opened.alive):
-                    print(f"seglab: {opened.kind} on {opened.host} stopped by itself",
-                          file=sys.stderr)
+                    print(
+                        f"seglab: {opened.kind} on {opened.host} stopped by itself", file=sys.stderr
+                    )
                     return 1
         finally:
             opened.close()

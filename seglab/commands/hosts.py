@@ -44,8 +44,7 @@ Examples:
 
 def register(subparsers: Any) -> None:
     """Add the `hosts` command."""
-    parser = add_command(subparsers, "hosts", "list the configured hosts (hosts.yaml)",
-                         DESCRIPTION)
+    parser = add_command(subparsers, "hosts", "list the configured hosts (hosts.yaml)", DESCRIPTION)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
         "--file",
@@ -54,11 +53,15 @@ def register(subparsers: Any) -> None:
         help="read this hosts.yaml instead of the one in the config dir",
     )
     parser.add_argument(
-        "--no-check", action="store_true",
+        "--no-check",
+        action="store_true",
         help="show the configuration only; do not contact the hosts",
     )
     parser.add_argument(
-        "--timeout", type=float, default=15.0, metavar="S",
+        "--timeout",
+        type=float,
+        default=15.0,
+        metavar="S",
         help="seconds to wait for each remote host to answer (default 15)",
     )
     parser.set_defaults(func=_hosts)
@@ -92,7 +95,9 @@ def host_json(host: Host) -> dict[str, Any]:
         "gpu_memory_threshold_mib": host.gpu_memory_threshold_mib,
         "node_address": host.node_address,
         "node_interface": host.node_interface,
-        "slurm": None if host.slurm is None else {
+        "slurm": None
+        if host.slurm is None
+        else {
             "partition": host.slurm.partition,
             "account": host.slurm.account,
             "time_limit": host.slurm.time_limit,
@@ -119,11 +124,13 @@ def _hosts(args: argparse.Namespace) -> int:
             row["status"] = reports[host.name].to_json()
         rows.append(row)
     if args.json:
-        print_json({
-            "file": str(inventory.path),
-            "file_exists": inventory.path.exists(),
-            "hosts": rows,
-        })
+        print_json(
+            {
+                "file": str(inventory.path),
+                "file_exists": inventory.path.exists(),
+                "hosts": rows,
+            }
+        )
         return 0
     _print_text(inventory)
     for name, report in reports.items():
@@ -159,8 +166,11 @@ def _status_line(status: dict[str, Any]) -> str:
     if status.get("latency_ms") is not None:
         parts.append(f"latency {status['latency_ms']:.1f} ms")
     gpus = status.get("gpu_count")
-    parts.append(f"{gpus} GPU(s), driver {status['driver_version']}, CUDA "
-                 f"{status['cuda_version']}" if gpus else "no NVIDIA GPU seen")
+    parts.append(
+        f"{gpus} GPU(s), driver {status['driver_version']}, CUDA {status['cuda_version']}"
+        if gpus
+        else "no NVIDIA GPU seen"
+    )
     engine = status.get("docker_version")
     runtime = ", NVIDIA runtime" if status.get("nvidia_runtime") else ", no NVIDIA runtime"
     parts.append(f"Docker {engine}{runtime}" if engine else "no Docker engine")
@@ -174,8 +184,10 @@ def _print_text(inventory: Inventory) -> None:
     if inventory.path.exists():
         print(f"{len(inventory)} host(s) from {inventory.path}")
     else:
-        print(f"no {inventory.path} yet: only the local host (docs/hosts.md shows how to "
-              "add remote machines)")
+        print(
+            f"no {inventory.path} yet: only the local host (docs/hosts.md shows how to "
+            "add remote machines)"
+        )
     for host in inventory:
         where = "this machine" if host.ssh is None else f"ssh {host.ssh}"
         if host.ssh is not None and host.ssh.alias:
@@ -189,8 +201,11 @@ def _print_text(inventory: Inventory) -> None:
             ("docker socket", host.docker_socket),
             ("runs root", str(host.runs_root)),
             ("datasets", datasets or "none (add `datasets:` to run on real data)"),
-            ("telemetry", f"{host.telemetry}, every {host.telemetry_interval:g} s; "
-                          f"GPU busy above {host.gpu_memory_threshold_mib} MiB of others' memory"),
+            (
+                "telemetry",
+                f"{host.telemetry}, every {host.telemetry_interval:g} s; "
+                f"GPU busy above {host.gpu_memory_threshold_mib} MiB of others' memory",
+            ),
             ("nvidia-smi", host.nvidia_smi),
         ]
         for label, value in rows:

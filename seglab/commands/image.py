@@ -37,15 +37,33 @@ def register(subparsers: Any) -> None:
     parser = add_command(subparsers, "image", "build seglab's container images", DESCRIPTION)
     actions = parser.add_subparsers(title="actions", metavar="ACTION", required=True)
     build = add_command(actions, "build", "build an image (base, full, dev or ci)", DESCRIPTION)
-    build.add_argument("target", choices=("base", "full", "dev", "ci"), metavar="IMAGE",
-                       help="which image: base, full, dev or ci")
-    build.add_argument("--host", default="local", metavar="HOST",
-                       help="host (hosts.yaml) whose engine builds it; a remote host's "
-                            "engine is reached through its SSH socket forward")
-    build.add_argument("--source", type=Path, default=None, metavar="DIR",
-                       help="seglab source tree to build from (default: this checkout)")
-    build.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE",
-                       help="Dockerfile build argument, e.g. TORCH_VERSION=2.6.0 (repeatable)")
+    build.add_argument(
+        "target",
+        choices=("base", "full", "dev", "ci"),
+        metavar="IMAGE",
+        help="which image: base, full, dev or ci",
+    )
+    build.add_argument(
+        "--host",
+        default="local",
+        metavar="HOST",
+        help="host (hosts.yaml) whose engine builds it; a remote host's "
+        "engine is reached through its SSH socket forward",
+    )
+    build.add_argument(
+        "--source",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="seglab source tree to build from (default: this checkout)",
+    )
+    build.add_argument(
+        "--build-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Dockerfile build argument, e.g. TORCH_VERSION=2.6.0 (repeatable)",
+    )
     build.set_defaults(func=_build)
 
 
@@ -70,8 +88,14 @@ def _build(args: argparse.Namespace) -> int:
             raise CommandError(f"{root} has no images/{args.target}/: not a seglab source tree")
         runtime = _engine(args.host, args.target)
         client = None if args.target == "ci" else runtime.client
-        built = images.build(client, args.target, root=root, base_url=runtime.base_url,
-                             buildargs=buildargs, on_output=show)
+        built = images.build(
+            client,
+            args.target,
+            root=root,
+            base_url=runtime.base_url,
+            buildargs=buildargs,
+            on_output=show,
+        )
     except RuntimeFailure as exc:
         raise CommandError(str(exc)) from exc
     print(f"built {', '.join(built)} on {args.host}")
@@ -92,11 +116,13 @@ def _engine(host_name: str, target: str) -> DockerRuntime:
         raise CommandError(str(exc)) from exc
     if host.is_local:
         custom = host.docker_socket != DEFAULT_DOCKER_SOCKET
-        return DockerRuntime.from_env(f"unix://{host.docker_socket}" if custom else None,
-                                      host=host_name)
+        return DockerRuntime.from_env(
+            f"unix://{host.docker_socket}" if custom else None, host=host_name
+        )
     if target == "ci":
-        raise CommandError("the CI image is built on this machine (mmdebstrap, root); "
-                           "build it without --host")
+        raise CommandError(
+            "the CI image is built on this machine (mmdebstrap, root); build it without --host"
+        )
     from seglab.remote.bridge import RemoteUnavailable
 
     try:

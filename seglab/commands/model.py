@@ -52,14 +52,31 @@ def _register_eval(subparsers: Any) -> None:
         "example:\n"
         "  seglab eval --dataset cityscapes --gt cityscapes/gtFine/val --pred out/val --json",
     )
-    parser.add_argument("--dataset", required=True, choices=["cityscapes"],
-                        help="label convention of the files (only cityscapes for now)")
-    parser.add_argument("--gt", required=True, type=Path, metavar="GT_DIR",
-                        help="ground-truth folder (Cityscapes gtFine layout)")
-    parser.add_argument("--pred", required=True, type=Path, metavar="PRED_DIR",
-                        help="folder of prediction PNGs with raw label ids")
-    parser.add_argument("--json", action="store_true",
-                        help="machine-readable output (fractions 0-1, null for absent classes)")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        choices=["cityscapes"],
+        help="label convention of the files (only cityscapes for now)",
+    )
+    parser.add_argument(
+        "--gt",
+        required=True,
+        type=Path,
+        metavar="GT_DIR",
+        help="ground-truth folder (Cityscapes gtFine layout)",
+    )
+    parser.add_argument(
+        "--pred",
+        required=True,
+        type=Path,
+        metavar="PRED_DIR",
+        help="folder of prediction PNGs with raw label ids",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable output (fractions 0-1, null for absent classes)",
+    )
     parser.set_defaults(func=_eval)
 
 
@@ -82,15 +99,28 @@ def _register_export(subparsers: Any) -> None:
         "  seglab export runs/cityscapes.default.1a2b3c --format onnx --checkpoint best",
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run directory")
-    parser.add_argument("--format", required=True, choices=["torchscript", "onnx", "triton"],
-                        help="what to write")
-    parser.add_argument("--checkpoint", default="last", choices=["last", "best"],
-                        help="checkpoints/last.pt (default) or checkpoints/best.pt")
-    parser.add_argument("--size", nargs=2, type=int, metavar=("H", "W"),
-                        help="input height and width of the exported graph "
-                             "(default: the recipe's data.crop)")
-    parser.add_argument("--tolerance", type=float, default=1e-3,
-                        help="largest accepted max abs difference to PyTorch (default 1e-3)")
+    parser.add_argument(
+        "--format", required=True, choices=["torchscript", "onnx", "triton"], help="what to write"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default="last",
+        choices=["last", "best"],
+        help="checkpoints/last.pt (default) or checkpoints/best.pt",
+    )
+    parser.add_argument(
+        "--size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        help="input height and width of the exported graph (default: the recipe's data.crop)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-3,
+        help="largest accepted max abs difference to PyTorch (default 1e-3)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=_export)
 
@@ -117,20 +147,38 @@ def _register_model(subparsers: Any) -> None:
         "  seglab model summary --arch deeplabv3 --backbone resnet50 --num-classes 21 \\\n"
         "      --aux-loss --output-stride 8 --crop 520 520    # torchvision's deeplabv3_resnet50",
     )
-    summary.add_argument("recipe", nargs="?", type=Path, metavar="RECIPE",
-                         help="recipe YAML file (instead of the model flags)")
+    summary.add_argument(
+        "recipe",
+        nargs="?",
+        type=Path,
+        metavar="RECIPE",
+        help="recipe YAML file (instead of the model flags)",
+    )
     summary.add_argument("--variant", help="only this variant of the recipe's grid")
     summary.add_argument("--arch", choices=["deeplabv3", "deeplabv3plus"], help="network")
-    summary.add_argument("--backbone", choices=["resnet18", "resnet34", "resnet50", "resnet101"],
-                         help="ResNet backbone")
+    summary.add_argument(
+        "--backbone",
+        choices=["resnet18", "resnet34", "resnet50", "resnet101"],
+        help="ResNet backbone",
+    )
     summary.add_argument("--num-classes", type=int, metavar="N", help="classes predicted")
-    summary.add_argument("--aux-loss", action="store_true",
-                         help="include the auxiliary FCN head on layer3")
-    summary.add_argument("--output-stride", type=int, choices=[8, 16], default=16,
-                         help="backbone output stride (default 16, as in recipes; "
-                              "torchvision's deeplabv3 uses 8)")
-    summary.add_argument("--crop", nargs=2, type=int, metavar=("H", "W"),
-                         help="input size for the compute count (default 520 520)")
+    summary.add_argument(
+        "--aux-loss", action="store_true", help="include the auxiliary FCN head on layer3"
+    )
+    summary.add_argument(
+        "--output-stride",
+        type=int,
+        choices=[8, 16],
+        default=16,
+        help="backbone output stride (default 16, as in recipes; torchvision's deeplabv3 uses 8)",
+    )
+    summary.add_argument(
+        "--crop",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        help="input size for the compute count (default 520 520)",
+    )
     summary.add_argument("--json", action="store_true", help="machine-readable output")
     summary.set_defaults(func=_summary)
 
@@ -159,8 +207,7 @@ def _export(args: argparse.Namespace) -> int:
     models = _train_module("models")
     size = tuple(args.size) if args.size else None
     try:
-        result = export.export_run(args.run_dir, args.format, args.checkpoint, size,
-                                   args.tolerance)
+        result = export.export_run(args.run_dir, args.format, args.checkpoint, size, args.tolerance)
     except (export.ExportError, models.PretrainedWeightsError) as exc:
         raise CommandError(str(exc)) from exc
     if args.json:
@@ -168,8 +215,10 @@ def _export(args: argparse.Namespace) -> int:
     else:
         shape = "x".join(str(v) for v in result.input_shape)
         print(f"{result.format}: {result.path}")
-        print(f"  from {result.checkpoint} (iteration {result.iteration}), checked on a "
-              f"{shape} input: max abs diff {result.max_abs_diff:.3g} vs PyTorch")
+        print(
+            f"  from {result.checkpoint} (iteration {result.iteration}), checked on a "
+            f"{shape} input: max abs diff {result.max_abs_diff:.3g} vs PyTorch"
+        )
     return 0
 
 
@@ -179,8 +228,11 @@ def _summary_targets(args: argparse.Namespace) -> list[tuple[str, Any, int, tupl
     from seglab.recipes import ModelConfig, load
 
     labels = _train_module("labels")
-    flags = [f"--{name.replace('_', '-')}" for name in ("arch", "backbone", "num_classes")
-             if getattr(args, name) is not None]
+    flags = [
+        f"--{name.replace('_', '-')}"
+        for name in ("arch", "backbone", "num_classes")
+        if getattr(args, name) is not None
+    ]
     if args.recipe is not None:
         if flags or args.aux_loss or args.crop:
             raise CommandError("give either a RECIPE or the model flags, not both")
@@ -191,9 +243,15 @@ def _summary_targets(args: argparse.Namespace) -> list[tuple[str, Any, int, tupl
                 variants = [recipe_file.variant(args.variant)]
             except KeyError as exc:
                 raise CommandError(str(exc.args[0])) from exc
-        return [(f"{recipe_file.name} [{v.name}]", v.recipe.model,
-                 labels.num_classes(v.recipe.data),
-                 (v.recipe.data.crop[0], v.recipe.data.crop[1])) for v in variants]
+        return [
+            (
+                f"{recipe_file.name} [{v.name}]",
+                v.recipe.model,
+                labels.num_classes(v.recipe.data),
+                (v.recipe.data.crop[0], v.recipe.data.crop[1]),
+            )
+            for v in variants
+        ]
     if args.variant is not None:
         raise CommandError("--variant needs a RECIPE")
     missing = [f for f in ("--arch", "--backbone", "--num-classes") if f not in flags]
@@ -201,8 +259,12 @@ def _summary_targets(args: argparse.Namespace) -> list[tuple[str, Any, int, tupl
         raise CommandError(f"give a RECIPE, or the model flags; missing {', '.join(missing)}")
     if args.num_classes < 1:
         raise CommandError(f"--num-classes must be at least 1, got {args.num_classes}")
-    cfg = ModelConfig(arch=args.arch, backbone=args.backbone, output_stride=args.output_stride,
-                      aux_loss=args.aux_loss)
+    cfg = ModelConfig(
+        arch=args.arch,
+        backbone=args.backbone,
+        output_stride=args.output_stride,
+        aux_loss=args.aux_loss,
+    )
     size = (args.crop[0], args.crop[1]) if args.crop else (520, 520)
     if min(size) < 1:
         raise CommandError(f"--crop must be positive, got {size[0]} {size[1]}")

@@ -64,8 +64,14 @@ def _list(args: argparse.Namespace) -> int:
     rows = []
     for path in Workstation().shipped_recipes():
         recipe = Workstation().load_recipe(path)
-        rows.append({"name": recipe.name, "file": str(path), "variants": len(recipe.variants),
-                     "description": recipe.base.description})
+        rows.append(
+            {
+                "name": recipe.name,
+                "file": str(path),
+                "variants": len(recipe.variants),
+                "description": recipe.base.description,
+            }
+        )
     if args.json:
         print_json(rows)
         return 0
@@ -104,8 +110,9 @@ def _expand(args: argparse.Namespace) -> int:
             row["recipe"] = variant.recipe.model_dump(mode="json")
         rows.append(row)
     if args.json:
-        print_json({"recipe": recipe.name, "file": str(recipe.path), "axes": recipe.axes,
-                    "variants": rows})
+        print_json(
+            {"recipe": recipe.name, "file": str(recipe.path), "axes": recipe.axes, "variants": rows}
+        )
         return 0
     axes = " x ".join(f"{axis}({len(levels)})" for axis, levels in recipe.axes.items())
     print(f"{recipe.name}: {len(rows)} variant(s)" + (f" from {axes}" if axes else ""))

@@ -52,73 +52,125 @@ def register(subparsers: Any) -> None:
     """Add the run lifecycle commands."""
     run = add_command(subparsers, "run", "start the variants of a recipe", RUN_HELP)
     run.add_argument("recipe", metavar="RECIPE", help="recipe file or shipped recipe name")
-    run.add_argument("--variant", action="append", default=[], metavar="NAME",
-                     help="only this variant (repeatable; see `seglab recipe expand`)")
-    run.add_argument("--on", default="auto", metavar="PLACEMENT",
-                     help="where to run: auto, HOST, HOST:0,1, HOST:GPU-uuid, HOST:cpu")
-    run.add_argument("--runtime", default="auto",
-                     choices=("auto", "docker", "process", "slurm"),
-                     help="docker containers, detached processes, or Slurm jobs (default: "
-                          "auto)")
+    run.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this variant (repeatable; see `seglab recipe expand`)",
+    )
+    run.add_argument(
+        "--on",
+        default="auto",
+        metavar="PLACEMENT",
+        help="where to run: auto, HOST, HOST:0,1, HOST:GPU-uuid, HOST:cpu",
+    )
+    run.add_argument(
+        "--runtime",
+        default="auto",
+        choices=("auto", "docker", "process", "slurm"),
+        help="docker containers, detached processes, or Slurm jobs (default: auto)",
+    )
     run.add_argument("--image", help="override the recipe's image")
-    run.add_argument("--wait", action="store_true",
-                     help="stay until every run ends, starting queued ones as GPUs free up")
-    run.add_argument("--no-queue", action="store_true",
-                     help="fail instead of queueing when GPUs are busy")
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="stay until every run ends, starting queued ones as GPUs free up",
+    )
+    run.add_argument(
+        "--no-queue", action="store_true", help="fail instead of queueing when GPUs are busy"
+    )
     run.add_argument("--json", action="store_true", help="print the runs as JSON")
     run.set_defaults(func=_run)
 
-    ps = add_command(subparsers, "ps", "list runs with their progress and metrics",
-                     "List runs: status, host:GPUs, progress, last loss, best mIoU, img/s, age.\n"
-                     "Without --all only runs that have not ended are shown. Also starts\n"
-                     "queued runs whose GPUs have become free.")
+    ps = add_command(
+        subparsers,
+        "ps",
+        "list runs with their progress and metrics",
+        "List runs: status, host:GPUs, progress, last loss, best mIoU, img/s, age.\n"
+        "Without --all only runs that have not ended are shown. Also starts\n"
+        "queued runs whose GPUs have become free.",
+    )
     ps.add_argument("--all", "-a", action="store_true", help="include ended runs")
     ps.add_argument("--json", action="store_true", help="machine-readable output")
     ps.set_defaults(func=_ps)
 
-    logs = add_command(subparsers, "logs", "show a run's log",
-                       "Print a run's log (its trainer's output, whole lines). With -f, keep\n"
-                       "following until the run ends. Event lines (@seglab {...}) are shown\n"
-                       "unless --no-events.")
+    logs = add_command(
+        subparsers,
+        "logs",
+        "show a run's log",
+        "Print a run's log (its trainer's output, whole lines). With -f, keep\n"
+        "following until the run ends. Event lines (@seglab {...}) are shown\n"
+        "unless --no-events.",
+    )
     logs.add_argument("run_id", metavar="RUN")
     logs.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
     logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
     logs.add_argument("--no-events", action="store_true", help="hide @seglab event lines")
-    logs.add_argument("--member", type=int, default=0, metavar="K",
-                      help="a multi-node run's member K (default 0, which holds the main "
-                           "rank and the events)")
+    logs.add_argument(
+        "--member",
+        type=int,
+        default=0,
+        metavar="K",
+        help="a multi-node run's member K (default 0, which holds the main rank and the events)",
+    )
     logs.set_defaults(func=_logs)
 
-    metrics = add_command(subparsers, "metrics", "show a run's evaluation history",
-                          "Show a run's evaluations (mIoU, pixel accuracy, mean accuracy,\n"
-                          "per-class IoU) and training progress, from its events.")
+    metrics = add_command(
+        subparsers,
+        "metrics",
+        "show a run's evaluation history",
+        "Show a run's evaluations (mIoU, pixel accuracy, mean accuracy,\n"
+        "per-class IoU) and training progress, from its events.",
+    )
     metrics.add_argument("run_id", metavar="RUN")
     metrics.add_argument("--json", action="store_true", help="machine-readable output")
     metrics.set_defaults(func=_metrics)
 
-    stop = add_command(subparsers, "stop", "stop runs gracefully",
-                       "Send SIGTERM: the trainer finishes its step, writes last.pt and\n"
-                       "exits 0. After --timeout seconds it is killed. `seglab resume`\n"
-                       "continues from last.pt. A queued run is taken off the queue.")
+    stop = add_command(
+        subparsers,
+        "stop",
+        "stop runs gracefully",
+        "Send SIGTERM: the trainer finishes its step, writes last.pt and\n"
+        "exits 0. After --timeout seconds it is killed. `seglab resume`\n"
+        "continues from last.pt. A queued run is taken off the queue.",
+    )
     stop.add_argument("run_ids", nargs="+", metavar="RUN")
-    stop.add_argument("--timeout", type=float, default=60.0, metavar="S",
-                      help="seconds of grace before SIGKILL (default 60)")
+    stop.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds of grace before SIGKILL (default 60)",
+    )
     stop.set_defaults(func=_stop)
 
-    kill = add_command(subparsers, "kill", "kill runs now (SIGKILL)",
-                       "Kill runs at once. Work since the last checkpoint is lost.")
+    kill = add_command(
+        subparsers,
+        "kill",
+        "kill runs now (SIGKILL)",
+        "Kill runs at once. Work since the last checkpoint is lost.",
+    )
     kill.add_argument("run_ids", nargs="+", metavar="RUN")
     kill.set_defaults(func=_kill)
 
-    resume = add_command(subparsers, "resume", "continue stopped or failed runs",
-                         "Start an ended run again with the same run id, run dir and GPUs;\n"
-                         "the trainer continues from checkpoints/last.pt.")
+    resume = add_command(
+        subparsers,
+        "resume",
+        "continue stopped or failed runs",
+        "Start an ended run again with the same run id, run dir and GPUs;\n"
+        "the trainer continues from checkpoints/last.pt.",
+    )
     resume.add_argument("run_ids", nargs="+", metavar="RUN")
     resume.set_defaults(func=_resume)
 
-    rm = add_command(subparsers, "rm", "forget ended runs",
-                     "Remove runs: their container (or process record) and registry entry.\n"
-                     "The run directory stays unless --purge.")
+    rm = add_command(
+        subparsers,
+        "rm",
+        "forget ended runs",
+        "Remove runs: their container (or process record) and registry entry.\n"
+        "The run directory stays unless --purge.",
+    )
     rm.add_argument("run_ids", nargs="+", metavar="RUN")
     rm.add_argument("--purge", action="store_true", help="also delete the run directory")
     rm.add_argument("--force", action="store_true", help="kill the run first if it is running")
@@ -156,9 +208,16 @@ def guard(action: Any) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     ws = _workstation()
-    submitted = guard(lambda: ws.launch(args.recipe, args.variant, on=args.on,
-                                         runtime=args.runtime, image=args.image,
-                                         queue=not args.no_queue))
+    submitted = guard(
+        lambda: ws.launch(
+            args.recipe,
+            args.variant,
+            on=args.on,
+            runtime=args.runtime,
+            image=args.image,
+            queue=not args.no_queue,
+        )
+    )
     if args.json and not args.wait:
         print_json([run_row(s.record) for s in submitted])
     else:
@@ -216,8 +275,12 @@ def run_row(record: RunRecord) -> dict[str, Any]:
     if record.total_iters:
         progress = (record.last_iter or 0) / record.total_iters
     eta = None
-    if (record.img_per_s and record.total_iters and record.last_iter is not None
-            and not record.is_final):
+    if (
+        record.img_per_s
+        and record.total_iters
+        and record.last_iter is not None
+        and not record.is_final
+    ):
         from seglab.runs import resolved_recipe
 
         batch = resolved_recipe(record).train.batch_size
@@ -230,8 +293,10 @@ def run_row(record: RunRecord) -> dict[str, Any]:
         "host": record.host,
         "gpus": list(record.gpus),
         "where": where(record),
-        "members": [{"host": m.host, "gpus": list(m.gpus), "run_dir": m.run_dir or None}
-                    for m in record.members],
+        "members": [
+            {"host": m.host, "gpus": list(m.gpus), "run_dir": m.run_dir or None}
+            for m in record.members
+        ],
         "runtime": record.runtime,
         "iteration": record.last_iter,
         "total_iterations": record.total_iters,
@@ -268,8 +333,10 @@ def _ps(args: argparse.Namespace) -> int:
         print("no runs" + ("" if args.all else " (seglab ps --all shows ended ones)"))
         return 0
     wide = max(14, *(len(row["where"]) for row in rows))  # multi-node: host:cpu+host:cpu
-    header = (f"{'RUN':<44} {'STATUS':<10} {'WHERE':<{wide}} {'PROGRESS':>14} {'LOSS':>7} "
-              f"{'mIoU':>6} {'IMG/S':>7} {'AGE':>5}")
+    header = (
+        f"{'RUN':<44} {'STATUS':<10} {'WHERE':<{wide}} {'PROGRESS':>14} {'LOSS':>7} "
+        f"{'mIoU':>6} {'IMG/S':>7} {'AGE':>5}"
+    )
     print(header)
     for row in rows:
         progress = "-"
@@ -280,10 +347,14 @@ def _ps(args: argparse.Namespace) -> int:
         loss = "-" if row["last_loss"] is None else f"{row['last_loss']:.3f}"
         miou = "-" if row["best_miou"] is None else f"{row['best_miou']:.3f}"
         ips = "-" if row["img_per_s"] is None else f"{row['img_per_s']:.1f}"
-        print(f"{row['run_id']:<44} {row['status']:<10} {row['where']:<{wide}} {progress:>14} "
-              f"{loss:>7} {miou:>6} {ips:>7} {_age(row['age_s']):>5}")
-        if row["status"] in ("failed", "oom_killed", "lost", "queued", "starting") \
-                and row["message"]:
+        print(
+            f"{row['run_id']:<44} {row['status']:<10} {row['where']:<{wide}} {progress:>14} "
+            f"{loss:>7} {miou:>6} {ips:>7} {_age(row['age_s']):>5}"
+        )
+        if (
+            row["status"] in ("failed", "oom_killed", "lost", "queued", "starting")
+            and row["message"]
+        ):
             last = row["message"].strip().splitlines()[-1]
             print(f"  {last}")
     return 0
@@ -297,8 +368,7 @@ def _logs(args: argparse.Namespace) -> int:
 
     ws = _workstation()
     guard(ws.runs().reconcile)
-    lines = ws.runs().logs(args.run_id, follow=args.follow, tail=args.tail,
-                           member=args.member)
+    lines = ws.runs().logs(args.run_id, follow=args.follow, tail=args.tail, member=args.member)
 
     def emit() -> None:
         for line in lines:
@@ -317,8 +387,9 @@ def _metrics(args: argparse.Namespace) -> int:
     record = guard(lambda: manager.refresh(ws.registry().get_run(args.run_id)))
     registry = ws.registry()
     start = registry.events(record.run_id, kind="start")
-    evals = [e.data | {"seq": e.seq, "time": e.time}
-             for e in registry.events(record.run_id, kind="eval")]
+    evals = [
+        e.data | {"seq": e.seq, "time": e.time} for e in registry.events(record.run_id, kind="eval")
+    ]
     trains = registry.events(record.run_id, kind="train")
     class_names = start[-1].data.get("class_names") if start else None
     data = {
@@ -336,15 +407,19 @@ def _metrics(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
         return 0
-    print(f"{record.run_id}  {record.status}  best mIoU "
-          f"{'-' if record.best_miou is None else f'{record.best_miou:.4f}'}")
+    print(
+        f"{record.run_id}  {record.status}  best mIoU "
+        f"{'-' if record.best_miou is None else f'{record.best_miou:.4f}'}"
+    )
     if not evals:
         print("no evaluation yet")
         return 0
     print(f"{'ITER':>8} {'EPOCH':>6} {'mIoU':>8} {'PIXACC':>8} {'MEANACC':>8}")
     for ev in evals:
-        print(f"{ev['iter']:>8} {ev['epoch']:>6} {ev['miou']:>8.4f} {ev['pixel_acc']:>8.4f} "
-              f"{ev['mean_acc']:>8.4f}")
+        print(
+            f"{ev['iter']:>8} {ev['epoch']:>6} {ev['miou']:>8.4f} {ev['pixel_acc']:>8.4f} "
+            f"{ev['mean_acc']:>8.4f}"
+        )
     last = evals[-1]
     names = class_names or [str(i) for i in range(len(last["per_class_iou"]))]
     print("per-class IoU (last evaluation):")

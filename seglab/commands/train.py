@@ -60,43 +60,66 @@ worker (with --workers 0 the main process does the work and counts as one worker
 
 def register(subparsers: Any) -> None:
     """Add the `train` command and the `bench` group."""
-    train = add_command(subparsers, "train", "train a resolved recipe in this process",
-                        TRAIN_HELP)
+    train = add_command(subparsers, "train", "train a resolved recipe in this process", TRAIN_HELP)
     from seglab.train.__main__ import add_arguments
 
     add_arguments(train)
     train.set_defaults(func=_train)
 
-    bench = add_command(subparsers, "bench", "benchmark training throughput and data loading",
-                        BENCH_HELP)
+    bench = add_command(
+        subparsers, "bench", "benchmark training throughput and data loading", BENCH_HELP
+    )
     actions = bench.add_subparsers(title="benchmarks", metavar="BENCH", required=True)
-    bench_train = add_command(actions, "train", "training img/s: configured vs fp32 baseline",
-                              BENCH_TRAIN_HELP)
+    bench_train = add_command(
+        actions, "train", "training img/s: configured vs fp32 baseline", BENCH_TRAIN_HELP
+    )
     bench_train.add_argument("recipe", type=Path, metavar="RECIPE", help="recipe YAML file")
-    bench_train.add_argument("--variant", default=None,
-                             help="grid variant (axis=level,...; default: the base recipe)")
-    bench_train.add_argument("--steps", type=_positive, default=20,
-                             help="timed training steps per configuration (default 20)")
-    bench_train.add_argument("--warmup", type=_non_negative, default=3,
-                             help="untimed steps first (default 3; compile needs them)")
-    bench_train.add_argument("--crop", type=_positive, nargs=2, metavar=("H", "W"),
-                             help="override data.crop (e.g. 128 256 on a CPU)")
-    bench_train.add_argument("--batch", type=_positive, default=None,
-                             help="images per step (default: the per-GPU batch)")
-    bench_train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                             help="override train.compile for the configured run (the "
-                                  "baseline is always eager)")
+    bench_train.add_argument(
+        "--variant", default=None, help="grid variant (axis=level,...; default: the base recipe)"
+    )
+    bench_train.add_argument(
+        "--steps",
+        type=_positive,
+        default=20,
+        help="timed training steps per configuration (default 20)",
+    )
+    bench_train.add_argument(
+        "--warmup",
+        type=_non_negative,
+        default=3,
+        help="untimed steps first (default 3; compile needs them)",
+    )
+    bench_train.add_argument(
+        "--crop",
+        type=_positive,
+        nargs=2,
+        metavar=("H", "W"),
+        help="override data.crop (e.g. 128 256 on a CPU)",
+    )
+    bench_train.add_argument(
+        "--batch", type=_positive, default=None, help="images per step (default: the per-GPU batch)"
+    )
+    bench_train.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="override train.compile for the configured run (the baseline is always eager)",
+    )
     bench_train.add_argument("--json", action="store_true", help="machine-readable output")
     bench_train.set_defaults(func=_bench_train)
 
-    bench_data = add_command(actions, "data", "data-loader img/s on Cityscapes-sized PNGs",
-                             BENCH_DATA_HELP)
-    bench_data.add_argument("--workers", type=_non_negative, default=2,
-                            help="DataLoader worker processes (default 2)")
-    bench_data.add_argument("--images", type=_positive, default=8,
-                            help="distinct PNG pairs to generate (default 8)")
-    bench_data.add_argument("--samples", type=_positive, default=48,
-                            help="samples to time (default 48)")
+    bench_data = add_command(
+        actions, "data", "data-loader img/s on Cityscapes-sized PNGs", BENCH_DATA_HELP
+    )
+    bench_data.add_argument(
+        "--workers", type=_non_negative, default=2, help="DataLoader worker processes (default 2)"
+    )
+    bench_data.add_argument(
+        "--images", type=_positive, default=8, help="distinct PNG pairs to generate (default 8)"
+    )
+    bench_data.add_argument(
+        "--samples", type=_positive, default=48, help="samples to time (default 48)"
+    )
     bench_data.add_argument("--json", action="store_true", help="machine-readable output")
     bench_data.set_defaults(func=_bench_data)
 
@@ -122,8 +145,9 @@ def _require_torch() -> None:
     from seglab.cli import CommandError
 
     if importlib.util.find_spec("torch") is None:
-        raise CommandError("the trainer needs torch: install the train extra "
-                           "(pip install 'seglab[train]')")
+        raise CommandError(
+            "the trainer needs torch: install the train extra (pip install 'seglab[train]')"
+        )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -164,8 +188,7 @@ def _bench_recipe(args: argparse.Namespace) -> Any:
         try:
             recipe = Recipe.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(str(e["msg"]).removeprefix("Value error, ")
-                                 for e in exc.errors())
+            problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
             raise CommandError(f"--crop {' '.join(map(str, args.crop or []))}: {problems}") from exc
     return recipe
 
@@ -179,17 +202,23 @@ def _bench_train(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    print(f"{result['recipe']} [{result['variant']}] {result['model']} on "
-          f"{result['config']['device']} (torch {result['torch']})")
+    print(
+        f"{result['recipe']} [{result['variant']}] {result['model']} on "
+        f"{result['config']['device']} (torch {result['torch']})"
+    )
     for key in ("config", "baseline"):
         row = result[key]
         memory = "n/a" if row["peak_mem_mib"] is None else f"{row['peak_mem_mib']:.0f} MiB"
-        print(f"  {key:<9} {row['img_per_s']:8.2f} img/s  peak {memory} ({row['memory_kind']})"
-              f"  batch {row['batch']} crop {row['crop'][0]}x{row['crop'][1]} amp "
-              f"{row['amp']} channels_last {row['channels_last']} compile {row['compile']}")
+        print(
+            f"  {key:<9} {row['img_per_s']:8.2f} img/s  peak {memory} ({row['memory_kind']})"
+            f"  batch {row['batch']} crop {row['crop'][0]}x{row['crop'][1]} amp "
+            f"{row['amp']} channels_last {row['channels_last']} compile {row['compile']}"
+        )
     ratio = result["memory_ratio"]
-    print(f"  speedup {result['speedup']:.2f}x, memory ratio "
-          f"{'n/a' if ratio is None else format(ratio, '.2f')}")
+    print(
+        f"  speedup {result['speedup']:.2f}x, memory ratio "
+        f"{'n/a' if ratio is None else format(ratio, '.2f')}"
+    )
     return 0
 
 
@@ -201,8 +230,10 @@ def _bench_data(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    print(f"data loader, {result['workers']} worker(s), {result['image_size'][0]}x"
-          f"{result['image_size'][1]} PNGs -> crop {result['crop'][0]}x{result['crop'][1]}: "
-          f"{result['img_per_s']:.2f} img/s, {result['img_per_s_per_worker']:.2f} img/s per "
-          f"worker ({result['samples']} samples)")
+    print(
+        f"data loader, {result['workers']} worker(s), {result['image_size'][0]}x"
+        f"{result['image_size'][1]} PNGs -> crop {result['crop'][0]}x{result['crop'][1]}: "
+        f"{result['img_per_s']:.2f} img/s, {result['img_per_s_per_worker']:.2f} img/s per "
+        f"worker ({result['samples']} samples)"
+    )
     return 0

@@ -38,7 +38,9 @@ def add_trust_action(hosts_parser: argparse.ArgumentParser) -> None:
     trust = add_command(actions, "trust", "trust a remote host's SSH host key", DESCRIPTION)
     trust.add_argument("name", metavar="NAME", help="host name from hosts.yaml")
     trust.add_argument(
-        "--yes", "-y", action="store_true",
+        "--yes",
+        "-y",
+        action="store_true",
         help="add the key without asking (only after checking its fingerprint)",
     )
     trust.set_defaults(func=_trust)
@@ -65,8 +67,9 @@ def _trust(args: argparse.Namespace) -> int:
         key = asyncio.run(fetch_server_key(target))
     except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
-        raise CommandError(f"cannot reach {target} ({host.name}) to read its host key: "
-                           f"{reason}") from None
+        raise CommandError(
+            f"cannot reach {target} ({host.name}) to read its host key: {reason}"
+        ) from None
     print(f"{host.name} ({target}) presents this {key.key_type} host key:")
     print(f"  {key.fingerprint}")
     if key.trusted:
@@ -93,4 +96,3 @@ def _confirm(question: str) -> bool:
     except EOFError:
         return False
     return answer.strip().lower() in ("y", "yes")
-

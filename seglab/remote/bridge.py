@@ -24,8 +24,7 @@ from seglab.telemetry.executor import CommandResult
 
 T = TypeVar("T")
 
-_SETTLED = (LinkState.ONLINE, LinkState.OFFLINE, LinkState.AUTH_FAILED,
-            LinkState.HOST_KEY_REFUSED)
+_SETTLED = (LinkState.ONLINE, LinkState.OFFLINE, LinkState.AUTH_FAILED, LinkState.HOST_KEY_REFUSED)
 
 
 class RemoteUnavailable(RuntimeError):
@@ -39,8 +38,9 @@ class RemoteBridge:
         self.remotes = RemoteHosts(inventory)
         self.connect_timeout = connect_timeout
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="seglab-ssh",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="seglab-ssh", daemon=True
+        )
         self._thread.start()
         self._started: set[str] = set()
         self._closed = False
@@ -82,12 +82,15 @@ class RemoteBridge:
         self.ensure(name)
         result = self.call(self.remotes.executor(name).run(argv, timeout), timeout + 10)
         if result.returncode != 0:
-            raise RemoteUnavailable(f"{name}: `{shlex.join(argv)}` exited {result.returncode}:"
-                                    f" {result.stderr.strip() or result.stdout.strip()}")
+            raise RemoteUnavailable(
+                f"{name}: `{shlex.join(argv)}` exited {result.returncode}:"
+                f" {result.stderr.strip() or result.stdout.strip()}"
+            )
         return result
 
-    def execute(self, name: str, argv: Sequence[str], *, stdin: str | None = None,
-                timeout: float = 60.0) -> CommandResult:
+    def execute(
+        self, name: str, argv: Sequence[str], *, stdin: str | None = None, timeout: float = 60.0
+    ) -> CommandResult:
         """Run a command on ``name`` and return how it went, whatever its exit status."""
         self.ensure(name)
         return self.call(self.remotes.executor(name).run(argv, timeout, stdin), timeout + 10)
@@ -102,8 +105,14 @@ class RemoteBridge:
         """Write a small text file on ``name`` (its folder is created)."""
         blob = base64.b64encode(text.encode()).decode()
         quoted = shlex.quote(path)
-        self.run(name, ["sh", "-c", f"mkdir -p \"$(dirname {quoted})\" && "
-                                    f"printf %s {blob} | base64 -d > {quoted}"])
+        self.run(
+            name,
+            [
+                "sh",
+                "-c",
+                f'mkdir -p "$(dirname {quoted})" && printf %s {blob} | base64 -d > {quoted}',
+            ],
+        )
 
     def read_events(self, name: str, run_dir: str, offset: int) -> EventChunk:
         """New complete event lines of a remote run dir's events.jsonl from ``offset``."""

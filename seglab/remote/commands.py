@@ -17,19 +17,20 @@ class RemoteCommands:
     lines (``module load slurm``, ``export SLURM_CONF=...``) run first, in bash.
     """
 
-    def __init__(self, bridge: Callable[[], RemoteBridge], name: str,
-                 env_setup: Sequence[str] = ()) -> None:
+    def __init__(
+        self, bridge: Callable[[], RemoteBridge], name: str, env_setup: Sequence[str] = ()
+    ) -> None:
         self.bridge = bridge
         self.name = name
         self.env_setup = tuple(env_setup)
 
-    def run(self, argv: Sequence[str], *, stdin: str | None = None,
-            timeout: float = 30.0) -> CommandResult:
+    def run(
+        self, argv: Sequence[str], *, stdin: str | None = None, timeout: float = 30.0
+    ) -> CommandResult:
         """Run ``argv`` on the login node; HostUnreachable when it cannot be reached."""
         command = list(argv)
         if self.env_setup:
-            command = ["bash", "-c", "\n".join(self.env_setup) + '\nexec "$@"', "bash",
-                       *command]
+            command = ["bash", "-c", "\n".join(self.env_setup) + '\nexec "$@"', "bash", *command]
         try:
             return self.bridge().execute(self.name, command, stdin=stdin, timeout=timeout)
         except RemoteUnavailable as exc:
@@ -37,5 +38,6 @@ class RemoteCommands:
         except ExecutorError as exc:
             raise HostUnreachable(f"{self.name}: {exc}") from exc
         except TimeoutError as exc:
-            raise HostUnreachable(f"{self.name}: `{shlex.join(argv)}` did not answer "
-                                  f"within {timeout:g} s") from exc
+            raise HostUnreachable(
+                f"{self.name}: `{shlex.join(argv)}` did not answer within {timeout:g} s"
+            ) from exc

@@ -210,9 +210,7 @@ class ConnectionCounters:
 class HostConnection:
     """The supervised SSH connection to one host (start it inside a running event loop)."""
 
-    def __init__(
-        self, name: str, target: SSHTarget, options: ConnectOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, target: SSHTarget, options: ConnectOptions | None = None) -> None:
         self.name = name
         self.target = target
         self.options = options or ConnectOptions()
@@ -286,8 +284,11 @@ class HostConnection:
             try:
                 await asyncio.wait_for(conn.wait_closed(), _CLOSE_TIMEOUT)
             except asyncio.TimeoutError:
-                log.warning("%s: the connection did not close within %g s; dropping it",
-                            self.name, _CLOSE_TIMEOUT)
+                log.warning(
+                    "%s: the connection did not close within %g s; dropping it",
+                    self.name,
+                    _CLOSE_TIMEOUT,
+                )
         await self._set(LinkState.OFFLINE, "stopped")
 
     def retry_now(self) -> None:
@@ -333,8 +334,12 @@ class HostConnection:
             for hook in self._hooks:
                 await hook(conn)
         except Exception as exc:  # a failed forward must not end supervision: report, retry
-            log.warning("%s: setting up the connection failed: %s", self.name, exc,
-                        exc_info=not isinstance(exc, (OSError, asyncssh.Error)))
+            log.warning(
+                "%s: setting up the connection failed: %s",
+                self.name,
+                exc,
+                exc_info=not isinstance(exc, (OSError, asyncssh.Error)),
+            )
             conn.close()
             await self._set(LinkState.OFFLINE, f"setting up the connection failed: {exc}")
             return False

@@ -89,18 +89,22 @@ class RemoteExecutor:
         self.channels_opened += 1
         return RemoteStream(process)
 
-    async def run(self, argv: Sequence[str], timeout: float, stdin: str | None = None
-                  ) -> CommandResult:
+    async def run(
+        self, argv: Sequence[str], timeout: float, stdin: str | None = None
+    ) -> CommandResult:
         """Run ``argv`` on the host to completion within ``timeout`` seconds (``stdin``:
         its input, else none)."""
         conn = await self._conn()
-        feed: dict[str, Any] = {"stdin": asyncssh.DEVNULL} if stdin is None else \
-            {"input": stdin}
+        feed: dict[str, Any] = {"stdin": asyncssh.DEVNULL} if stdin is None else {"input": stdin}
         try:
             self.channels_opened += 1
             result = await conn.run(
-                shlex.join(argv), check=False, timeout=timeout, encoding="utf-8",
-                errors="replace", **feed,
+                shlex.join(argv),
+                check=False,
+                timeout=timeout,
+                encoding="utf-8",
+                errors="replace",
+                **feed,
             )
         except asyncssh.TimeoutError as exc:
             raise asyncio.TimeoutError(f"{argv[0]} took longer than {timeout:g} s") from exc
@@ -112,4 +116,3 @@ class RemoteExecutor:
             stdout=str(result.stdout or ""),
             stderr=str(result.stderr or ""),
         )
-

@@ -104,8 +104,7 @@ class SocketForward:
         self._listener = await conn.forward_local_path(str(self.local_path), self.remote_path)
         self.local_path.chmod(0o600)
         self.established += 1
-        log.info("%s: %s forwarded to %s", self.connection.name, self.remote_path,
-                 self.local_path)
+        log.info("%s: %s forwarded to %s", self.connection.name, self.remote_path, self.local_path)
 
 
 class PortForward:
@@ -174,5 +173,10 @@ class PortForward:
         self._listener = listener
         self.local_port = listener.get_port()
         self.established += 1
-        log.info("%s: %s:%d forwarded to 127.0.0.1:%d", self.connection.name,
-                 self.remote_host, self.remote_port, self.local_port)
+        log.info(
+            "%s: %s:%d forwarded to 127.0.0.1:%d",
+            self.connection.name,
+            self.remote_host,
+            self.remote_port,
+            self.local_port,
+        )

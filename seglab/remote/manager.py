@@ -49,7 +49,8 @@ class RemoteHosts:
                 # One socket per process: another seglab (the TUI, a second command)
                 # stopping its forward must not remove the path this one still uses.
                 forward=SocketForward(
-                    connection, host.docker_socket,
+                    connection,
+                    host.docker_socket,
                     local_socket_path(host.name, f"docker-{os.getpid()}"),
                 ),
                 executor=RemoteExecutor(connection),

@@ -80,10 +80,18 @@ async def probe_local(name: str, nvidia_smi: str, docker_socket: Path | None) ->
     docker_version, nvidia = (None, None)
     if docker_socket is not None:
         docker_version, nvidia = await asyncio.to_thread(_docker, docker_socket, problems)
-    return HostReport(name=name, state="online", message=None, latency_ms=0.0,
-                      driver_version=driver, cuda_version=cuda, gpu_count=count,
-                      docker_version=docker_version, nvidia_runtime=nvidia,
-                      problems=problems)
+    return HostReport(
+        name=name,
+        state="online",
+        message=None,
+        latency_ms=0.0,
+        driver_version=driver,
+        cuda_version=cuda,
+        gpu_count=count,
+        docker_version=docker_version,
+        nvidia_runtime=nvidia,
+        problems=problems,
+    )
 
 
 async def _latency(executor: RemoteExecutor, problems: list[str]) -> float | None:
@@ -115,8 +123,7 @@ async def _gpus(
     if query.returncode != 0:
         reason = (query.stdout.strip() or query.stderr.strip()).splitlines()
         problems.append(
-            f"{nvidia_smi} failed (exit {query.returncode})"
-            + (f": {reason[0]}" if reason else "")
+            f"{nvidia_smi} failed (exit {query.returncode})" + (f": {reason[0]}" if reason else "")
         )
         return None, None, None
     first = query.stdout.strip().splitlines()[:1]

@@ -160,8 +160,9 @@ def matches(labels: Mapping[str, str], wanted: Mapping[str, str | None] | None) 
     )
 
 
-def wait_for_exit(inspect: Callable[[str], RuntimeState], ref: str, timeout: float | None,
-                  poll: float, what: str) -> int:
+def wait_for_exit(
+    inspect: Callable[[str], RuntimeState], ref: str, timeout: float | None, poll: float, what: str
+) -> int:
     """Poll ``inspect(ref)`` until the run ends: its exit code; RunLost for a run that
     ended without one, TimeoutError after ``timeout`` seconds (``what`` names it)."""
     from seglab.runtime.errors import RunLost

@@ -261,8 +261,9 @@ class DockerRuntime:
         try:
             self.client.api.remove_container(container_id, force=True)
         except (DockerException, OSError) as exc:
-            log.warning("could not remove %s after a failed start (%s): %s",
-                        container_id, reason, exc)
+            log.warning(
+                "could not remove %s after a failed start (%s): %s", container_id, reason, exc
+            )
 
     # -- finding and watching ------------------------------------------------------
 
@@ -278,11 +279,13 @@ class DockerRuntime:
 
     def list(self, labels: Mapping[str, str | None] | None = None) -> list[RunInfo]:
         """Containers (running or not) carrying the labels; ``None`` value = has the key."""
-        filters = [key if value is None else f"{key}={value}" for key, value in
-                   (labels or {}).items()]
+        filters = [
+            key if value is None else f"{key}={value}" for key, value in (labels or {}).items()
+        ]
         try:
-            found = self.client.containers.list(all=True, filters={"label": filters},
-                                                ignore_removed=True)
+            found = self.client.containers.list(
+                all=True, filters={"label": filters}, ignore_removed=True
+            )
         except APIError as exc:
             raise RuntimeFailure(f"{self.host}: listing containers failed: {exc}") from exc
         except OSError as exc:
@@ -293,12 +296,16 @@ class DockerRuntime:
             if not matches(container_labels, labels):
                 continue
             name = str(container.name)
-            out.append(RunInfo(
-                ref=str(container.id),
-                name=name[len(CONTAINER_PREFIX):] if name.startswith(CONTAINER_PREFIX) else name,
-                labels=container_labels,
-                state=state_from_attrs(container.attrs),
-            ))
+            out.append(
+                RunInfo(
+                    ref=str(container.id),
+                    name=name[len(CONTAINER_PREFIX) :]
+                    if name.startswith(CONTAINER_PREFIX)
+                    else name,
+                    labels=container_labels,
+                    state=state_from_attrs(container.attrs),
+                )
+            )
         return out
 
     def inspect(self, ref: str) -> RuntimeState:
@@ -330,22 +337,28 @@ class DockerRuntime:
             since = LogCursor(stamp, 0, stamp, 0)
         cursor = since if since is not None and since.timed else LogCursor()
         if follow:
-            for line in self._lines(container, self._frames(container.id, cursor, tail, True),
-                                    cursor, flush=False):
+            for line in self._lines(
+                container, self._frames(container.id, cursor, tail, True), cursor, flush=False
+            ):
                 cursor = line.cursor
                 yield line
             if cursor.timed:
                 tail = None  # go on from the cursor
         # Without follow; after one, to catch the records a follow of a container that just
         # stopped can end before (the engine closes the stream on the exit event).
-        yield from self._lines(container, self._frames(container.id, cursor, tail, False),
-                               cursor, flush=True)
+        yield from self._lines(
+            container, self._frames(container.id, cursor, tail, False), cursor, flush=True
+        )
 
-    def _frames(self, container_id: str, cursor: LogCursor, tail: int | None, follow: bool
-                ) -> Iterator[tuple[int, bytes]]:
+    def _frames(
+        self, container_id: str, cursor: LogCursor, tail: int | None, follow: bool
+    ) -> Iterator[tuple[int, bytes]]:
         """(stream, payload) frames of the engine's multiplexed log stream (no TTY)."""
         params: dict[str, Any] = {
-            "stdout": 1, "stderr": 1, "timestamps": 1, "follow": 1 if follow else 0,
+            "stdout": 1,
+            "stderr": 1,
+            "timestamps": 1,
+            "follow": 1 if follow else 0,
             "tail": "all" if tail is None else str(max(int(tail), 0)),
         }
         low = min(cursor.time_ns, cursor.err_time_ns)
@@ -363,8 +376,10 @@ class DockerRuntime:
             if response.status_code == 404:
                 raise RunNotFound(container_id)
             if not response.ok:
-                raise RuntimeFailure(f"{self.host}: logs of {container_id} failed: "
-                                     f"{response.status_code} {response.text.strip()}")
+                raise RuntimeFailure(
+                    f"{self.host}: logs of {container_id} failed: "
+                    f"{response.status_code} {response.text.strip()}"
+                )
             while True:
                 header = _read_exact(response.raw, 8)
                 if len(header) < 8:
@@ -372,15 +387,16 @@ class DockerRuntime:
                 payload = _read_exact(response.raw, int.from_bytes(header[4:8], "big"))
                 yield header[0], payload
         except ProtocolError as exc:  # the link broke mid-stream (e.g. an SSH forward dropped)
-            raise EngineUnavailable(f"{self.host} ({self.base_url})",
-                                    f"the log stream broke: {exc}") from exc
+            raise EngineUnavailable(
+                f"{self.host} ({self.base_url})", f"the log stream broke: {exc}"
+            ) from exc
         finally:
             response.close()
 
-    def _lines(self, container: Any, frames: Iterator[tuple[int, bytes]], start: LogCursor,
-               flush: bool) -> Iterator[LogLine]:
-        given = {STDOUT: (start.time_ns, start.seen), STDERR: (start.err_time_ns,
-                                                              start.err_seen)}
+    def _lines(
+        self, container: Any, frames: Iterator[tuple[int, bytes]], start: LogCursor, flush: bool
+    ) -> Iterator[LogLine]:
+        given = {STDOUT: (start.time_ns, start.seen), STDERR: (start.err_time_ns, start.err_seen)}
         pending = {STDOUT: b"", STDERR: b""}
         last_ns, ordinal = 0, 0
         # Records per timestamp; the pieces of a long line share one and may be interleaved
@@ -420,8 +436,11 @@ class DockerRuntime:
                     if pending[key]:
                         text, pending[key] = pending[key], b""
                         given[key] = (last_ns, ordinal)
-                        yield LogLine(text.decode("utf-8", "replace"), _cursor(given),
-                                      datetime_from_ns(last_ns))
+                        yield LogLine(
+                            text.decode("utf-8", "replace"),
+                            _cursor(given),
+                            datetime_from_ns(last_ns),
+                        )
 
     # -- ending ---------------------------------------------------------------------
 

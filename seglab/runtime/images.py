@@ -19,8 +19,7 @@ from seglab.runtime.errors import RuntimeFailure
 
 TARGETS = ("base", "full", "dev", "ci")
 PARENT = {"full": "base", "dev": "full"}
-CONTEXT_PATHS = ("pyproject.toml", "README.md", "LICENSE", "seglab", "layouts", "recipes",
-                 "images")
+CONTEXT_PATHS = ("pyproject.toml", "README.md", "LICENSE", "seglab", "layouts", "recipes", "images")
 _SKIP = ("__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache")
 
 Progress = Callable[[str], None]
@@ -95,9 +94,15 @@ def build_dockerfile(
     context = context_tar(root)
     image_id = None
     stream = client.api.build(
-        fileobj=context, custom_context=True, dockerfile=dockerfile, tag=tag,
-        buildargs=dict(buildargs or {}), labels={"seglab.version": __version__},
-        rm=True, forcerm=True, decode=True,
+        fileobj=context,
+        custom_context=True,
+        dockerfile=dockerfile,
+        tag=tag,
+        buildargs=dict(buildargs or {}),
+        labels={"seglab.version": __version__},
+        rm=True,
+        forcerm=True,
+        decode=True,
     )
     for chunk in stream:
         if "error" in chunk:
@@ -120,8 +125,9 @@ def build_ci(root: Path, base_url: str, on_output: Progress) -> None:
         raise ImageBuildFailed("the CI image is built with mmdebstrap as root: run as root")
     script = root / "images" / "ci" / "build.sh"
     env = {**os.environ, "DOCKER_HOST": base_url}
-    with subprocess.Popen(["bash", str(script)], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True) as proc:
+    with subprocess.Popen(
+        ["bash", str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             on_output(line)
@@ -149,8 +155,7 @@ def build(
         build_ci(root, base_url, on_output)
         return [image_tag("ci")]
     chain = [target]
-    while chain[-1] in PARENT and not _present(client,
-                                               image_tag(PARENT[chain[-1]], repository)):
+    while chain[-1] in PARENT and not _present(client, image_tag(PARENT[chain[-1]], repository)):
         chain.append(PARENT[chain[-1]])
     built = []
     for name in reversed(chain):
@@ -159,8 +164,9 @@ def build(
         if name in PARENT:
             args.setdefault("BASE", image_tag(PARENT[name], repository))
         on_output(f"==> {tag} (images/{name}/Dockerfile)\n")
-        build_dockerfile(client, root, f"images/{name}/Dockerfile", tag, buildargs=args,
-                         on_output=on_output)
+        build_dockerfile(
+            client, root, f"images/{name}/Dockerfile", tag, buildargs=args, on_output=on_output
+        )
         built.append(tag)
     return built
 
@@ -173,4 +179,3 @@ def _present(client: Any, tag: str) -> bool:
     except ImageNotFound:
         return False
     return True
-

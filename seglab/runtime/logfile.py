@@ -33,9 +33,15 @@ def tail_offset(path: Path, lines: int) -> int:
         return pos + cut + 1
 
 
-def read_lines(path: Path, active: Callable[[], bool], *, follow: bool,
-               since: LogCursor | None, tail: int | None, poll: float
-               ) -> Iterator[LogLine]:
+def read_lines(
+    path: Path,
+    active: Callable[[], bool],
+    *,
+    follow: bool,
+    since: LogCursor | None,
+    tail: int | None,
+    poll: float,
+) -> Iterator[LogLine]:
     """Whole lines of ``path`` from a cursor (byte offset) or the last ``tail``.
 
     With ``follow`` it waits for more while ``active()`` says the run goes on. A final line
@@ -66,5 +72,4 @@ def read_lines(path: Path, active: Callable[[], bool], *, follow: bool,
                 offset += len(line) + 1
                 yield LogLine(line.decode("utf-8", "replace"), LogCursor(offset=offset))
     if pending and not active():
-        yield LogLine(pending.decode("utf-8", "replace"),
-                      LogCursor(offset=offset + len(pending)))
+        yield LogLine(pending.decode("utf-8", "replace"), LogCursor(offset=offset + len(pending)))

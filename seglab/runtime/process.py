@@ -56,7 +56,7 @@ def process_alive(pid: int, start_time: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return False
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return fields[0] not in ("Z", "X") and int(fields[19]) == start_time
 
 
@@ -65,8 +65,9 @@ class ProcessRuntime:
 
     kind = "process"
 
-    def __init__(self, runs_root: Path, *, python: str = sys.executable,
-                 launch_timeout: float = 30.0) -> None:
+    def __init__(
+        self, runs_root: Path, *, python: str = sys.executable, launch_timeout: float = 30.0
+    ) -> None:
         self.runs_root = Path(runs_root)
         self.python = python
         self.launch_timeout = launch_timeout
@@ -106,21 +107,36 @@ class ProcessRuntime:
         env = {**os.environ, **spec.env, "CUDA_VISIBLE_DEVICES": ",".join(spec.gpus)}
         env.setdefault("PYTHONUNBUFFERED", "1")
         created_log = not log_path.exists()
-        record = json.dumps({
-            "name": spec.name,
-            "labels": dict(spec.labels),
-            "command": list(spec.command),
-            "gpus": list(spec.gpus),
-            "log_path": str(log_path),
-        })
+        record = json.dumps(
+            {
+                "name": spec.name,
+                "labels": dict(spec.labels),
+                "command": list(spec.command),
+                "gpus": list(spec.gpus),
+                "log_path": str(log_path),
+            }
+        )
         report_r, report_w = os.pipe()
         try:
             with open(log_path, "ab") as log_file:
                 wrapper = subprocess.Popen(
-                    [self.python, "-I", procwrap.__file__, ref, str(report_w), record, "--",
-                     *spec.command],
-                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                    env=env, cwd=workdir, start_new_session=True, pass_fds=(report_w,),
+                    [
+                        self.python,
+                        "-I",
+                        procwrap.__file__,
+                        ref,
+                        str(report_w),
+                        record,
+                        "--",
+                        *spec.command,
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=workdir,
+                    start_new_session=True,
+                    pass_fds=(report_w,),
                 )
         except OSError as exc:
             os.close(report_r)
@@ -136,8 +152,9 @@ class ProcessRuntime:
             raise LaunchFailed(str(report["error"]))
         return ref
 
-    def _read_report(self, fd: int, wrapper: subprocess.Popen[bytes], log_path: Path
-                     ) -> dict[str, Any]:
+    def _read_report(
+        self, fd: int, wrapper: subprocess.Popen[bytes], log_path: Path
+    ) -> dict[str, Any]:
         data = b""
         deadline = time.monotonic() + self.launch_timeout
         try:
@@ -171,8 +188,7 @@ class ProcessRuntime:
         except FileNotFoundError as exc:
             raise RunNotFound(ref) from exc
         except ValueError as exc:
-            raise RuntimeFailure(f"{path} is damaged ({exc}); remove it to forget the run"
-                                 ) from exc
+            raise RuntimeFailure(f"{path} is damaged ({exc}); remove it to forget the run") from exc
         return record
 
     def _state(self, ref: str, record: Mapping[str, Any]) -> RuntimeState:
@@ -186,17 +202,19 @@ class ProcessRuntime:
         same_boot = record.get("boot_id") == procwrap.boot_id()
         if same_boot and process_alive(int(record["pid"]), int(record["start_time"])):
             return RuntimeState("running", started_at=started, pid=int(record["pid"]))
-        if same_boot and process_alive(int(record["wrapper_pid"]),
-                                       int(record["wrapper_start_time"])):
+        if same_boot and process_alive(
+            int(record["wrapper_pid"]), int(record["wrapper_start_time"])
+        ):
             # The run has ended and its wrapper is writing the exit code right now.
             return RuntimeState("running", started_at=started)
         ended = self._exit(ref, started)
         if ended is not None:
             return ended
         return RuntimeState(
-            "dead", started_at=started,
+            "dead",
+            started_at=started,
             error="the process ended without an exit code (its wrapper was killed, or the "
-                  "machine rebooted)",
+            "machine rebooted)",
         )
 
     def _exit(self, ref: str, started: datetime) -> RuntimeState | None:
@@ -225,8 +243,9 @@ class ProcessRuntime:
                 continue  # removed between the glob and the read
             record_labels = {str(k): str(v) for k, v in record.get("labels", {}).items()}
             if matches(record_labels, labels):
-                out.append(RunInfo(ref, str(record["name"]), record_labels,
-                                   self._state(ref, record)))
+                out.append(
+                    RunInfo(ref, str(record["name"]), record_labels, self._state(ref, record))
+                )
         return out
 
     def logs(
@@ -242,11 +261,18 @@ class ProcessRuntime:
         A final line without a newline is given only once the run has ended.
         """
         if isinstance(since, datetime):
-            raise SpecError("train.log has no timestamps: resume the process runtime's log "
-                            "from a LogCursor")
+            raise SpecError(
+                "train.log has no timestamps: resume the process runtime's log from a LogCursor"
+            )
         record = self._record(ref)
-        yield from read_lines(Path(record["log_path"]), lambda: self.inspect(ref).active,
-                              follow=follow, since=since, tail=tail, poll=_POLL * 2)
+        yield from read_lines(
+            Path(record["log_path"]),
+            lambda: self.inspect(ref).active,
+            follow=follow,
+            since=since,
+            tail=tail,
+            poll=_POLL * 2,
+        )
 
     # -- ending ---------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ def proc_start_time(pid: int) -> int:
     """Field 22 of /proc/PID/stat: the process start time in clock ticks since boot."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     # Field 2 (comm) may hold spaces and parentheses: split after its closing one.
-    return int(stat[stat.rindex(")") + 2:].split()[19])
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
 def boot_id() -> str:
@@ -72,8 +72,11 @@ def _become_subreaper() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         error = os.strerror(ctypes.get_errno())
-        print(f"seglab wrapper: cannot become a child subreaper ({error}); processes the "
-              "run orphans may outlive it", file=sys.stderr)
+        print(
+            f"seglab wrapper: cannot become a child subreaper ({error}); processes the "
+            "run orphans may outlive it",
+            file=sys.stderr,
+        )
 
 
 def _children() -> list[int]:
@@ -86,7 +89,7 @@ def _children() -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue  # ended while listing
-        if int(stat[stat.rindex(")") + 2:].split()[1]) == me:
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == me:
             out.append(int(entry))
     return out
 
@@ -122,15 +125,22 @@ def main(argv: list[str]) -> int:
         _report(report_fd, {"error": f"cannot start {command[0]}: {exc.strerror or exc}"})
         return 127 if isinstance(exc, FileNotFoundError) else 126
     started = {"pid": child.pid, "start_time": proc_start_time(child.pid)}
-    write_atomic(run_dir / PROCESS_FILE, json.dumps({
-        "format": FORMAT,
-        **json.loads(record),
-        **started,
-        "wrapper_pid": os.getpid(),
-        "wrapper_start_time": proc_start_time(os.getpid()),
-        "boot_id": boot_id(),
-        "started_at": time.time(),
-    }, indent=1) + "\n")
+    write_atomic(
+        run_dir / PROCESS_FILE,
+        json.dumps(
+            {
+                "format": FORMAT,
+                **json.loads(record),
+                **started,
+                "wrapper_pid": os.getpid(),
+                "wrapper_start_time": proc_start_time(os.getpid()),
+                "boot_id": boot_id(),
+                "started_at": time.time(),
+            },
+            indent=1,
+        )
+        + "\n",
+    )
     _report(report_fd, started)
     returncode = child.wait()
     _reap_leftovers()

@@ -76,8 +76,9 @@ _ENDED_WHY = {
 class Commands(Protocol):
     """Runs one command to completion on the cluster's login node."""
 
-    def run(self, argv: Sequence[str], *, stdin: str | None = None,
-            timeout: float = _COMMAND_TIMEOUT) -> CommandResult:
+    def run(
+        self, argv: Sequence[str], *, stdin: str | None = None, timeout: float = _COMMAND_TIMEOUT
+    ) -> CommandResult:
         """``argv`` with ``stdin`` as its input; raises RuntimeFailure when it cannot start."""
         ...
 
@@ -88,18 +89,29 @@ class LocalCommands:
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self.env = dict(env) if env is not None else None
 
-    def run(self, argv: Sequence[str], *, stdin: str | None = None,
-            timeout: float = _COMMAND_TIMEOUT) -> CommandResult:
+    def run(
+        self, argv: Sequence[str], *, stdin: str | None = None, timeout: float = _COMMAND_TIMEOUT
+    ) -> CommandResult:
         """Run ``argv`` locally."""
         try:
-            done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True,
-                                  timeout=timeout, env=self.env, check=False)
+            done = subprocess.run(
+                list(argv),
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=self.env,
+                check=False,
+            )
         except FileNotFoundError as exc:
-            raise RuntimeFailure(f"{argv[0]} is not installed here (is this a Slurm login "
-                                 "node? the Slurm client tools must be on PATH)") from exc
+            raise RuntimeFailure(
+                f"{argv[0]} is not installed here (is this a Slurm login "
+                "node? the Slurm client tools must be on PATH)"
+            ) from exc
         except subprocess.TimeoutExpired as exc:
-            raise RuntimeFailure(f"{argv[0]} did not answer within {timeout:g} s (is "
-                                 "slurmctld up?)") from exc
+            raise RuntimeFailure(
+                f"{argv[0]} did not answer within {timeout:g} s (is slurmctld up?)"
+            ) from exc
         return CommandResult(done.returncode, done.stdout, done.stderr)
 
 
@@ -130,8 +142,15 @@ class JobFiles(Protocol):
         """Whether ``path`` exists."""
         ...
 
-    def lines(self, path: Path, active: Callable[[], bool], *, follow: bool,
-              since: LogCursor | None, tail: int | None) -> Iterator[LogLine]:
+    def lines(
+        self,
+        path: Path,
+        active: Callable[[], bool],
+        *,
+        follow: bool,
+        since: LogCursor | None,
+        tail: int | None,
+    ) -> Iterator[LogLine]:
         """Whole lines of a log file (see :func:`seglab.runtime.logfile.read_lines`)."""
         ...
 
@@ -173,8 +192,15 @@ class LocalFiles:
         """Whether ``path`` exists."""
         return path.exists()
 
-    def lines(self, path: Path, active: Callable[[], bool], *, follow: bool,
-              since: LogCursor | None, tail: int | None) -> Iterator[LogLine]:
+    def lines(
+        self,
+        path: Path,
+        active: Callable[[], bool],
+        *,
+        follow: bool,
+        since: LogCursor | None,
+        tail: int | None,
+    ) -> Iterator[LogLine]:
         """Whole lines of a local log file."""
         yield from read_lines(path, active, follow=follow, since=since, tail=tail, poll=_POLL)
 
@@ -190,8 +216,9 @@ class CommandFiles:
 
     def _check(self, result: CommandResult, what: str) -> CommandResult:
         if result.returncode != 0:
-            raise RuntimeFailure(f"{what} failed on the login node: "
-                                 f"{result.stderr.strip() or result.stdout.strip()}")
+            raise RuntimeFailure(
+                f"{what} failed on the login node: {result.stderr.strip() or result.stdout.strip()}"
+            )
         return result
 
     def write_text(self, path: Path, text: str) -> None:
@@ -207,10 +234,13 @@ class CommandFiles:
 
     def link_tasks(self, folder: Path, run_dirs: Sequence[Path]) -> None:
         """Task index links to run dirs."""
-        script = ('f=$1; shift; mkdir -p "$f" && i=0 && for t; do ln -sfn "$t" "$f/$i" '
-                  '|| exit 1; i=$((i+1)); done')
-        self._check(self._sh(script, str(folder), *map(str, run_dirs)),
-                    f"linking the tasks of {folder}")
+        script = (
+            'f=$1; shift; mkdir -p "$f" && i=0 && for t; do ln -sfn "$t" "$f/$i" '
+            "|| exit 1; i=$((i+1)); done"
+        )
+        self._check(
+            self._sh(script, str(folder), *map(str, run_dirs)), f"linking the tasks of {folder}"
+        )
 
     def unlink(self, path: Path) -> None:
         """Remove a file if it is there."""
@@ -218,8 +248,10 @@ class CommandFiles:
 
     def records(self, root: Path, name: str) -> list[tuple[Path, str]]:
         """``(folder, text)`` of every ``root/*/name`` (one-line files), in one call."""
-        script = ('for f in "$1"/*/"$2"; do [ -f "$f" ] && printf "%s\t%s\n" "${f%/*}" '
-                  '"$(cat -- "$f")"; done; true')
+        script = (
+            'for f in "$1"/*/"$2"; do [ -f "$f" ] && printf "%s\t%s\n" "${f%/*}" '
+            '"$(cat -- "$f")"; done; true'
+        )
         result = self._check(self._sh(script, str(root), name), f"listing {root}")
         out = []
         for line in result.stdout.splitlines():
@@ -232,8 +264,15 @@ class CommandFiles:
         """Whether ``path`` exists."""
         return self.commands.run(["test", "-e", str(path)]).returncode == 0
 
-    def lines(self, path: Path, active: Callable[[], bool], *, follow: bool,
-              since: LogCursor | None, tail: int | None) -> Iterator[LogLine]:
+    def lines(
+        self,
+        path: Path,
+        active: Callable[[], bool],
+        *,
+        follow: bool,
+        since: LogCursor | None,
+        tail: int | None,
+    ) -> Iterator[LogLine]:
         """Whole lines of a log file on the login node, read in chunks from an offset.
 
         Offsets count the bytes of the UTF-8 text read back, which is the file's own byte
@@ -242,22 +281,38 @@ class CommandFiles:
         if since is not None:
             offset = since.offset
         elif tail is not None:
-            sizes = self._check(self._sh('stat -c %s -- "$1" && tail -n "$2" -- "$1" | wc -c',
-                                         str(path), str(tail)), f"reading {path}")
+            sizes = self._check(
+                self._sh(
+                    'stat -c %s -- "$1" && tail -n "$2" -- "$1" | wc -c', str(path), str(tail)
+                ),
+                f"reading {path}",
+            )
             size, tail_bytes = (int(v) for v in sizes.stdout.split())
             offset = size - tail_bytes
         else:
             offset = 0
         pending = ""
         while True:
-            chunk = self._check(self.commands.run(
-                ["tail", "-c", f"+{offset + len(pending.encode()) + 1}", "--", str(path)]),
-                f"reading {path}").stdout
+            chunk = self._check(
+                self.commands.run(
+                    ["tail", "-c", f"+{offset + len(pending.encode()) + 1}", "--", str(path)]
+                ),
+                f"reading {path}",
+            ).stdout
             if not chunk:
                 if not active():
-                    chunk = self._check(self.commands.run(
-                        ["tail", "-c", f"+{offset + len(pending.encode()) + 1}", "--",
-                         str(path)]), f"reading {path}").stdout
+                    chunk = self._check(
+                        self.commands.run(
+                            [
+                                "tail",
+                                "-c",
+                                f"+{offset + len(pending.encode()) + 1}",
+                                "--",
+                                str(path),
+                            ]
+                        ),
+                        f"reading {path}",
+                    ).stdout
                     if not chunk:
                         break
                 elif not follow:
@@ -296,25 +351,40 @@ class SlurmJob:
             detail = f"slurm {base.lower()}" + (f" ({why})" if why else "")
             return RuntimeState("created", detail=detail)
         if base in _RUNNING:
-            return RuntimeState("running", started_at=started,
-                                detail=f"slurm {base.lower()} (restarts {self.restarts})"
-                                if self.restarts else None)
+            return RuntimeState(
+                "running",
+                started_at=started,
+                detail=f"slurm {base.lower()} (restarts {self.restarts})"
+                if self.restarts
+                else None,
+            )
         if base in _PAUSED:
             return RuntimeState("paused", started_at=started, detail=f"slurm {base.lower()}")
         code = self.exit_code
         if self.signal:
             code = 128 + self.signal
         if base == "COMPLETED":
-            return RuntimeState("exited", exit_code=code or 0, started_at=started,
-                                finished_at=self.end)
+            return RuntimeState(
+                "exited", exit_code=code or 0, started_at=started, finished_at=self.end
+            )
         if base == "FAILED":
-            return RuntimeState("exited", exit_code=code or 1, started_at=started,
-                                finished_at=self.end, error=f"slurm job {self.job_id} failed "
-                                f"(exit {self.exit_code}, signal {self.signal})")
+            return RuntimeState(
+                "exited",
+                exit_code=code or 1,
+                started_at=started,
+                finished_at=self.end,
+                error=f"slurm job {self.job_id} failed "
+                f"(exit {self.exit_code}, signal {self.signal})",
+            )
         why = _ENDED_WHY.get(base, f"slurm state {base}")
-        return RuntimeState("exited", exit_code=code if code else 1, started_at=started,
-                            finished_at=self.end, oom_killed=base == "OUT_OF_MEMORY",
-                            error=f"slurm job {self.job_id}: {why}")
+        return RuntimeState(
+            "exited",
+            exit_code=code if code else 1,
+            started_at=started,
+            finished_at=self.end,
+            oom_killed=base == "OUT_OF_MEMORY",
+            error=f"slurm job {self.job_id}: {why}",
+        )
 
 
 def parse_fields(line: str) -> dict[str, str]:
@@ -362,16 +432,18 @@ def expand_tasks(text: str) -> list[str]:
     for part in text.partition("%")[0].split(","):
         span, _, step = part.partition(":")
         first, _, last = span.partition("-")
-        if not first.isdigit() or (last and not last.isdigit()) or (step and
-                                                                    not step.isdigit()):
+        if not first.isdigit() or (last and not last.isdigit()) or (step and not step.isdigit()):
             raise RuntimeFailure(f"cannot read Slurm array task ids {text!r}")
         out += [str(i) for i in range(int(first), int(last or first) + 1, int(step or 1))]
     return out
 
 
 def _forgotten(jobspec: str) -> RuntimeState:
-    return RuntimeState("dead", error=f"Slurm no longer knows job {jobspec}, and no "
-                                      "job-completion log of the cluster records it")
+    return RuntimeState(
+        "dead",
+        error=f"Slurm no longer knows job {jobspec}, and no "
+        "job-completion log of the cluster records it",
+    )
 
 
 def split_ref(ref: str) -> tuple[str, Path]:
@@ -391,9 +463,16 @@ class SlurmRuntime:
 
     kind = "slurm"
 
-    def __init__(self, runs_root: Path, settings: SlurmOptions | None = None,
-                 commands: Commands | None = None, host: str = "slurm",
-                 signal_before_limit: int = 60, *, files: JobFiles | None = None) -> None:
+    def __init__(
+        self,
+        runs_root: Path,
+        settings: SlurmOptions | None = None,
+        commands: Commands | None = None,
+        host: str = "slurm",
+        signal_before_limit: int = 60,
+        *,
+        files: JobFiles | None = None,
+    ) -> None:
         self.runs_root = Path(runs_root)
         self.settings = settings or SlurmOptions()
         self.signal_before_limit = signal_before_limit
@@ -412,8 +491,10 @@ class SlurmRuntime:
         """Raise RuntimeFailure unless a controller answers (``scontrol ping``)."""
         result = self._run(["scontrol", "ping"])
         if result.returncode != 0 or "UP" not in result.stdout:
-            raise RuntimeFailure(f"no Slurm controller answers on {self.host}: "
-                                 f"{(result.stdout + result.stderr).strip()}")
+            raise RuntimeFailure(
+                f"no Slurm controller answers on {self.host}: "
+                f"{(result.stdout + result.stderr).strip()}"
+            )
 
     # -- launching ----------------------------------------------------------------------
 
@@ -421,8 +502,11 @@ class SlurmRuntime:
         """The batch script: environment, env_setup lines, then ``exec`` of the task's
         command (picked by ``SLURM_ARRAY_TASK_ID`` when there are several)."""
         settings = self.settings
-        lines = ["#!/bin/bash", "# seglab batch script (one task per variant)",
-                 "export PYTHONUNBUFFERED=1"]
+        lines = [
+            "#!/bin/bash",
+            "# seglab batch script (one task per variant)",
+            "export PYTHONUNBUFFERED=1",
+        ]
         lines += list(settings.env_setup)
         commands = [self._command(spec, gpus) for spec in specs]
         if len(specs) == 1:
@@ -441,12 +525,23 @@ class SlurmRuntime:
         argv = list(spec.command)
         image = self.settings.container
         if image:  # Apptainer/Singularity (exec'd too, so Slurm's signals reach it first)
-            binds = ",".join(f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}"
-                             for m in spec.mounts)
-            argv = ["apptainer", "exec", *(["--nv"] if gpus else []),
-                    *(["--bind", binds] if binds else []), "--pwd", workdir, image, *argv]
-        return (f"cd {shlex.quote(workdir)} && exec {'env ' + env + ' ' if env else ''}"
-                f"{shlex.join(argv)}")
+            binds = ",".join(
+                f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts
+            )
+            argv = [
+                "apptainer",
+                "exec",
+                *(["--nv"] if gpus else []),
+                *(["--bind", binds] if binds else []),
+                "--pwd",
+                workdir,
+                image,
+                *argv,
+            ]
+        return (
+            f"cd {shlex.quote(workdir)} && exec {'env ' + env + ' ' if env else ''}"
+            f"{shlex.join(argv)}"
+        )
 
     @staticmethod
     def _run_dir(spec: LaunchSpec) -> Path:
@@ -454,18 +549,26 @@ class SlurmRuntime:
             raise SpecError("the Slurm runtime needs log_path (train.log in the run dir)")
         return Path(spec.log_path).parent
 
-    def sbatch_args(self, specs: Sequence[LaunchSpec], gpus: int, output: str,
-                    job_name: str) -> list[str]:
+    def sbatch_args(
+        self, specs: Sequence[LaunchSpec], gpus: int, output: str, job_name: str
+    ) -> list[str]:
         """The ``sbatch`` command line for ``specs`` (an array when there are several)."""
         settings = self.settings
         names = ",".join(s.name for s in specs)
         if len(names) > _COMMENT_MAX:  # a big grid: name the first run and count the rest
             names = f"{specs[0].name},+{len(specs) - 1} more"
-        args = ["sbatch", "--parsable", f"--job-name={job_name}",
-                f"--comment={COMMENT_PREFIX}{names}",
-                f"--output={output}", f"--error={output}", "--open-mode=append",
-                "--requeue", f"--signal=B:TERM@{self.signal_before_limit}",
-                "--ntasks=1"]
+        args = [
+            "sbatch",
+            "--parsable",
+            f"--job-name={job_name}",
+            f"--comment={COMMENT_PREFIX}{names}",
+            f"--output={output}",
+            f"--error={output}",
+            "--open-mode=append",
+            "--requeue",
+            f"--signal=B:TERM@{self.signal_before_limit}",
+            "--ntasks=1",
+        ]
         if len(specs) > 1:
             args.append(f"--array=0-{len(specs) - 1}")
         if gpus:
@@ -499,20 +602,28 @@ class SlurmRuntime:
             self.files.link_tasks(folder, run_dirs)
             output = str(folder / "%a" / LOG_FILE)
             job_name = specs[0].labels.get("seglab.recipe", specs[0].name) + ".grid"
-        result = self._run(self.sbatch_args(specs, gpus, output, job_name),
-                           stdin=self.script(specs, gpus))
+        result = self._run(
+            self.sbatch_args(specs, gpus, output, job_name), stdin=self.script(specs, gpus)
+        )
         if result.returncode != 0:
-            raise LaunchFailed(f"sbatch refused the job on {self.host}: "
-                               f"{result.stderr.strip() or result.stdout.strip()}")
+            raise LaunchFailed(
+                f"sbatch refused the job on {self.host}: "
+                f"{result.stderr.strip() or result.stdout.strip()}"
+            )
         job_id = result.stdout.strip().split(";")[0]
         if not job_id.isdigit():
             raise LaunchFailed(f"sbatch printed no job id: {result.stdout!r}")
         refs = []
         for index, (spec, run_dir) in enumerate(zip(specs, run_dirs, strict=True)):
             jobspec = job_id if len(specs) == 1 else f"{job_id}_{index}"
-            record = {"name": spec.name, "jobspec": jobspec, "labels": dict(spec.labels),
-                      "command": list(spec.command), "gpus": gpus,
-                      "submitted_at": time.time()}
+            record = {
+                "name": spec.name,
+                "jobspec": jobspec,
+                "labels": dict(spec.labels),
+                "command": list(spec.command),
+                "gpus": gpus,
+                "submitted_at": time.time(),
+            }
             self.files.write_text(run_dir / RECORD_FILE, json.dumps(record) + "\n")
             refs.append(f"{jobspec}:{run_dir}")
         return refs
@@ -529,15 +640,18 @@ class SlurmRuntime:
         if result.returncode == 0 and result.stdout.strip():
             return job_from_fields(parse_fields(result.stdout.splitlines()[0]))
         if "Invalid job id" not in result.stderr:
-            raise RuntimeFailure(f"scontrol show job {jobspec} failed on {self.host}: "
-                                 f"{result.stderr.strip()}")
+            raise RuntimeFailure(
+                f"scontrol show job {jobspec} failed on {self.host}: {result.stderr.strip()}"
+            )
         return self.completed(jobspec)
 
     def _completion_log(self) -> Path | None:
         if not self._jobcomp_read:
             result = self._run(["scontrol", "show", "config"])
-            config = {k.strip(): v.strip() for k, _, v in
-                      (line.partition("=") for line in result.stdout.splitlines())}
+            config = {
+                k.strip(): v.strip()
+                for k, _, v in (line.partition("=") for line in result.stdout.splitlines())
+            }
             location = config.get("JobCompLoc", "")
             filetxt = config.get("JobCompType") == "jobcomp/filetxt"
             self._jobcomp = Path(location) if filetxt and location.startswith("/") else None
@@ -569,8 +683,9 @@ class SlurmRuntime:
         """Every job the controller knows, by job spec, from one ``scontrol`` call."""
         result = self._run(["scontrol", "-o", "show", "job"])
         if result.returncode != 0:
-            raise RuntimeFailure(f"scontrol show job failed on {self.host}: "
-                                 f"{result.stderr.strip()}")
+            raise RuntimeFailure(
+                f"scontrol show job failed on {self.host}: {result.stderr.strip()}"
+            )
         jobs: dict[str, SlurmJob] = {}
         for line in result.stdout.splitlines():
             if not line.startswith("JobId="):
@@ -592,8 +707,7 @@ class SlurmRuntime:
         except FileNotFoundError as exc:
             raise RunNotFound(str(run_dir)) from exc
         except ValueError as exc:
-            raise RuntimeFailure(f"{path} is damaged ({exc}); remove it to forget the run"
-                                 ) from exc
+            raise RuntimeFailure(f"{path} is damaged ({exc}); remove it to forget the run") from exc
         return record
 
     def requested_gpus(self, ref: str) -> int:
@@ -621,8 +735,7 @@ class SlurmRuntime:
             record_labels = {str(k): str(v) for k, v in record.get("labels", {}).items()}
             if matches(record_labels, labels):
                 jobspec = str(record["jobspec"])
-                found.append((jobspec, f"{jobspec}:{run_dir}", str(record["name"]),
-                              record_labels))
+                found.append((jobspec, f"{jobspec}:{run_dir}", str(record["name"]), record_labels))
         if not found:
             return []
         known = self.snapshot()
@@ -654,16 +767,18 @@ class SlurmRuntime:
             if not follow or not self.inspect(ref).active:
                 return
             time.sleep(_POLL)  # pending: Slurm creates the file when the job starts
-        yield from self.files.lines(path, lambda: self.inspect(ref).active, follow=follow,
-                                    since=since, tail=tail)
+        yield from self.files.lines(
+            path, lambda: self.inspect(ref).active, follow=follow, since=since, tail=tail
+        )
 
     # -- ending ---------------------------------------------------------------------------
 
     def _scancel(self, jobspec: str, *args: str) -> None:
         result = self._run(["scancel", *args, jobspec])
         if result.returncode != 0 and "already completing or completed" not in result.stderr:
-            raise RuntimeFailure(f"scancel {' '.join(args)} {jobspec} failed on {self.host}: "
-                                 f"{result.stderr.strip()}")
+            raise RuntimeFailure(
+                f"scancel {' '.join(args)} {jobspec} failed on {self.host}: {result.stderr.strip()}"
+            )
 
     def _wait_ended(self, ref: str, timeout: float) -> RuntimeState:
         deadline = time.monotonic() + timeout
@@ -710,8 +825,9 @@ class SlurmRuntime:
         jobspec, _ = split_ref(ref)
         result = self._run(["scontrol", "requeue", jobspec])
         if result.returncode != 0:
-            raise RuntimeFailure(f"scontrol requeue {jobspec} failed on {self.host}: "
-                                 f"{result.stderr.strip()}")
+            raise RuntimeFailure(
+                f"scontrol requeue {jobspec} failed on {self.host}: {result.stderr.strip()}"
+            )
 
     def wait(self, ref: str, timeout: float | None = None) -> int:
         """The exit code once the job ends; TimeoutError after ``timeout`` seconds."""

@@ -22,22 +22,43 @@ it trains with DistributedDataParallel; train.batch_size is the global batch.
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The trainer's options (shared by `seglab train` and `python -m seglab.train`)."""
-    parser.add_argument("--config", required=True, type=Path, metavar="RECIPE.yaml",
-                        help="resolved recipe (no extends:, no ablate:)")
-    parser.add_argument("--run-dir", required=True, type=Path, metavar="DIR",
-                        help="run directory: recipe.yaml, events.jsonl, checkpoints/, tb/")
-    parser.add_argument("--data-root", default=None, metavar="PATH",
-                        help="dataset directory (default: $SEGLAB_DATA_ROOT; synthetic "
-                             "needs none)")
-    parser.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
-                        help="start N DDP processes here (one per GPU) through "
-                             "torch.distributed.run; exits 0 after a clean SIGTERM stop")
+    parser.add_argument(
+        "--config",
+        required=True,
+        type=Path,
+        metavar="RECIPE.yaml",
+        help="resolved recipe (no extends:, no ablate:)",
+    )
+    parser.add_argument(
+        "--run-dir",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="run directory: recipe.yaml, events.jsonl, checkpoints/, tb/",
+    )
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        metavar="PATH",
+        help="dataset directory (default: $SEGLAB_DATA_ROOT; synthetic needs none)",
+    )
+    parser.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=1,
+        metavar="N",
+        help="start N DDP processes here (one per GPU) through "
+        "torch.distributed.run; exits 0 after a clean SIGTERM stop",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments and train; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m seglab.train", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m seglab.train",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     if not args.config.is_file():

@@ -86,8 +86,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_train_bench(recipe: Recipe, *, steps: int, warmup: int, batch: int,
-                    device: torch.device, baseline: bool) -> TrainBench:
+def run_train_bench(
+    recipe: Recipe, *, steps: int, warmup: int, batch: int, device: torch.device, baseline: bool
+) -> TrainBench:
     """Train `steps` timed iterations (after `warmup` untimed ones) on random batches."""
     train = recipe.train
     amp = None if baseline else amp_dtype(recipe)
@@ -126,24 +127,35 @@ def run_train_bench(recipe: Recipe, *, steps: int, warmup: int, batch: int,
     peak, kind = _peak_mib(device)
     del model, net, optimizer, images, target
     return TrainBench(
-        label="baseline" if baseline else "config", device=str(device), batch=batch,
-        crop=[height, width], amp="none" if amp is None else train.amp,
-        channels_last=channels_last, compile=compiled, steps=steps,
-        img_per_s=batch * steps / seconds, peak_mem_mib=peak, memory_kind=kind)
+        label="baseline" if baseline else "config",
+        device=str(device),
+        batch=batch,
+        crop=[height, width],
+        amp="none" if amp is None else train.amp,
+        channels_last=channels_last,
+        compile=compiled,
+        steps=steps,
+        img_per_s=batch * steps / seconds,
+        peak_mem_mib=peak,
+        memory_kind=kind,
+    )
 
 
-def bench_train(recipe: Recipe, *, steps: int = 20, warmup: int = 3,
-                batch: int | None = None) -> dict[str, Any]:
+def bench_train(
+    recipe: Recipe, *, steps: int = 20, warmup: int = 3, batch: int | None = None
+) -> dict[str, Any]:
     """The configured run and the fp32/NCHW/eager baseline, with their ratios.
 
     `batch` defaults to the per-GPU batch (``train.batch_size / resources.gpus``).
     """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     per_device = batch or max(recipe.train.batch_size // recipe.resources.gpus, 1)
-    config = run_train_bench(recipe, steps=steps, warmup=warmup, batch=per_device,
-                             device=device, baseline=False)
-    base = run_train_bench(recipe, steps=steps, warmup=warmup, batch=per_device,
-                           device=device, baseline=True)
+    config = run_train_bench(
+        recipe, steps=steps, warmup=warmup, batch=per_device, device=device, baseline=False
+    )
+    base = run_train_bench(
+        recipe, steps=steps, warmup=warmup, batch=per_device, device=device, baseline=True
+    )
     memory_ratio = None
     if config.peak_mem_mib and base.peak_mem_mib:
         memory_ratio = config.peak_mem_mib / base.peak_mem_mib
@@ -159,8 +171,9 @@ def bench_train(recipe: Recipe, *, steps: int = 20, warmup: int = 3,
     }
 
 
-def write_cityscapes_pngs(root: Path, count: int, size: tuple[int, int] = CITYSCAPES_SIZE,
-                          seed: int = 0) -> None:
+def write_cityscapes_pngs(
+    root: Path, count: int, size: tuple[int, int] = CITYSCAPES_SIZE, seed: int = 0
+) -> None:
     """`count` image/label pairs in the Cityscapes layout under `root` (split 'train')."""
     images = root / "leftImg8bit" / "train" / "bench"
     labels = root / "gtFine" / "train" / "bench"
@@ -173,21 +186,30 @@ def write_cityscapes_pngs(root: Path, count: int, size: tuple[int, int] = CITYSC
         base = (np.sin(xx / rng.uniform(20, 80)) + np.cos(yy / rng.uniform(20, 80))) * 50 + 120
         rgb = base[..., None] + rng.normal(0, 8, size=(height, width, 3))
         Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(
-            images / f"bench_{i:06d}_000019_leftImg8bit.png")
+            images / f"bench_{i:06d}_000019_leftImg8bit.png"
+        )
         raw = ((yy // 64 + xx // 128 + i) % 34).astype(np.uint8)
         Image.fromarray(raw).save(labels / f"bench_{i:06d}_000019_gtFine_labelIds.png")
 
 
-def bench_data(workers: int, *, images: int = 8, samples: int = 48,
-               crop: tuple[int, int] = (512, 1024)) -> dict[str, Any]:
+def bench_data(
+    workers: int, *, images: int = 8, samples: int = 48, crop: tuple[int, int] = (512, 1024)
+) -> dict[str, Any]:
     """Decoded + augmented samples per second over `samples` draws of `images` PNG pairs."""
     with tempfile.TemporaryDirectory(prefix="seglab-bench-data-") as tmp:
         root = Path(tmp)
         write_cityscapes_pngs(root, images)
-        dataset = FileDataset(cityscapes_pairs(root, "train"), label_lut("cityscapes"),
-                              TrainTransform(crop=crop, scale_range=(0.5, 2.0)))
-        sampler = RandomSampler(dataset, replacement=True, num_samples=samples + 1,
-                                generator=torch.Generator().manual_seed(0))
+        dataset = FileDataset(
+            cityscapes_pairs(root, "train"),
+            label_lut("cityscapes"),
+            TrainTransform(crop=crop, scale_range=(0.5, 2.0)),
+        )
+        sampler = RandomSampler(
+            dataset,
+            replacement=True,
+            num_samples=samples + 1,
+            generator=torch.Generator().manual_seed(0),
+        )
         loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=workers)
         batches = iter(loader)
         next(batches)  # worker start-up and the first decode are not throughput

@@ -74,8 +74,10 @@ def load(path: Path) -> dict[str, Any]:
         # The payload holds RNG states (numpy arrays, tuples): not loadable with weights_only.
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
-        raise CheckpointError(f"{path} cannot be read ({type(exc).__name__}: {exc}); move it "
-                              "away to start the run over, or put back a good copy") from exc
+        raise CheckpointError(
+            f"{path} cannot be read ({type(exc).__name__}: {exc}); move it "
+            "away to start the run over, or put back a good copy"
+        ) from exc
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path} is not a seglab checkpoint (no dict inside)")
     return payload

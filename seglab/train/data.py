@@ -47,17 +47,20 @@ def resolve_root(data: DataConfig, data_root: str | None) -> Path | None:
         return None
     value = data_root or os.environ.get(DATA_ROOT_ENV)
     if not value:
-        raise DatasetError(f"{data.dataset} needs its dataset directory: pass --data-root PATH "
-                           f"or set {DATA_ROOT_ENV} (the runtime mounts the host's "
-                           f"'{data.root_name}' dataset there)")
+        raise DatasetError(
+            f"{data.dataset} needs its dataset directory: pass --data-root PATH "
+            f"or set {DATA_ROOT_ENV} (the runtime mounts the host's "
+            f"'{data.root_name}' dataset there)"
+        )
     root = Path(value)
     if not root.is_dir():
         raise DatasetError(f"dataset root {root} is not a directory")
     return root
 
 
-def build_dataset(recipe: Recipe, split: str, root: Path | None,
-                  *, train_transform: bool | None = None) -> SegDataset:
+def build_dataset(
+    recipe: Recipe, split: str, root: Path | None, *, train_transform: bool | None = None
+) -> SegDataset:
     """The `split` ('train' or 'val') of the recipe's dataset.
 
     `train_transform` defaults to True for the train split.
@@ -72,8 +75,9 @@ def build_dataset(recipe: Recipe, split: str, root: Path | None,
             hflip=data.hflip,
         )
     if data.dataset == "synthetic":
-        return SyntheticShapes(data.synthetic or SyntheticConfig(), split, recipe.train.seed,
-                               transform)
+        return SyntheticShapes(
+            data.synthetic or SyntheticConfig(), split, recipe.train.seed, transform
+        )
     if root is None:
         raise DatasetError(f"{data.dataset} needs a dataset root")
     finder = {"cityscapes": cityscapes_pairs, "ade20k": ade20k_pairs, "voc": voc_pairs}
@@ -93,8 +97,15 @@ class RankSampler(Sampler[int]):
     dataset order, no sample dropped or repeated (ranks may differ by one sample).
     """
 
-    def __init__(self, size: int, rank: int, world_size: int, *, seed: int = 0,
-                 batch_per_rank: int | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        rank: int,
+        world_size: int,
+        *,
+        seed: int = 0,
+        batch_per_rank: int | None = None,
+    ) -> None:
         self.size = size
         self.rank = rank
         self.world_size = world_size
@@ -155,7 +166,8 @@ def check_shm(need_bytes: int, path: str = "/dev/shm") -> None:
         raise DatasetError(
             f"the data loaders need about {need_bytes / 2**20:.0f} MiB of shared memory but "
             f"{path} has only {free / 2**20:.0f} MiB free: raise resources.shm_size in the "
-            "recipe (e.g. 8g), or lower data.workers or the batch size")
+            "recipe (e.g. 8g), or lower data.workers or the batch size"
+        )
 
 
 @dataclass
@@ -172,32 +184,52 @@ class Loaders:
         return self.sampler.iters_per_epoch
 
 
-def build_loaders(recipe: Recipe, root: Path | None, rank: int, world_size: int,
-                  *, pin_memory: bool, shm_path: str = "/dev/shm") -> Loaders:
+def build_loaders(
+    recipe: Recipe,
+    root: Path | None,
+    rank: int,
+    world_size: int,
+    *,
+    pin_memory: bool,
+    shm_path: str = "/dev/shm",
+) -> Loaders:
     """Datasets, samplers and DataLoaders for one rank; checks /dev/shm before workers start."""
     train_set = build_dataset(recipe, "train", root)
     val_set = build_dataset(recipe, "val", root)
     if recipe.train.batch_size % world_size:
-        raise DatasetError(f"train.batch_size {recipe.train.batch_size} (the global batch) does "
-                           f"not split evenly over {world_size} processes")
+        raise DatasetError(
+            f"train.batch_size {recipe.train.batch_size} (the global batch) does "
+            f"not split evenly over {world_size} processes"
+        )
     batch = recipe.train.batch_size // world_size
-    sampler = RankSampler(len(train_set), rank, world_size, seed=recipe.train.seed,
-                          batch_per_rank=batch)
+    sampler = RankSampler(
+        len(train_set), rank, world_size, seed=recipe.train.seed, batch_per_rank=batch
+    )
     if sampler.iters_per_epoch == 0:
-        raise DatasetError(f"the train split has {len(train_set)} samples, fewer than one "
-                           f"global batch of {recipe.train.batch_size}")
+        raise DatasetError(
+            f"the train split has {len(train_set)} samples, fewer than one "
+            f"global batch of {recipe.train.batch_size}"
+        )
     workers = recipe.data.workers
     val_h, val_w = val_set.image_size(0)
     crop_h, crop_w = recipe.data.crop
-    check_shm(loader_bytes(workers, batch, crop_h, crop_w)
-              + loader_bytes(workers, recipe.train.val_batch_size, val_h, val_w), shm_path)
+    check_shm(
+        loader_bytes(workers, batch, crop_h, crop_w)
+        + loader_bytes(workers, recipe.train.val_batch_size, val_h, val_w),
+        shm_path,
+    )
     common: dict[str, object] = {"num_workers": workers, "pin_memory": pin_memory}
     if workers > 0:
-        common.update(persistent_workers=True, prefetch_factor=PREFETCH_FACTOR,
-                      worker_init_fn=_worker_init)
-    train = DataLoader(train_set, batch_size=batch, sampler=sampler, drop_last=True,
-                       **common)  # type: ignore[arg-type]
+        common.update(
+            persistent_workers=True, prefetch_factor=PREFETCH_FACTOR, worker_init_fn=_worker_init
+        )
+    train = DataLoader(train_set, batch_size=batch, sampler=sampler, drop_last=True, **common)  # type: ignore[arg-type]
     val_sampler = RankSampler(len(val_set), rank, world_size)
-    val = DataLoader(val_set, batch_size=recipe.train.val_batch_size, sampler=val_sampler,
-                     collate_fn=pad_collate, **common)  # type: ignore[arg-type]
+    val = DataLoader(
+        val_set,
+        batch_size=recipe.train.val_batch_size,
+        sampler=val_sampler,
+        collate_fn=pad_collate,
+        **common,
+    )  # type: ignore[arg-type]
     return Loaders(train=train, val=val, sampler=sampler)

@@ -61,8 +61,10 @@ def setup() -> DistContext:
     local_rank = _env_int("LOCAL_RANK", 0)
     if torch.cuda.is_available():
         if local_rank >= torch.cuda.device_count():
-            raise RuntimeError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} "
-                               "visible GPU(s); check CUDA_VISIBLE_DEVICES and --nproc_per_node")
+            raise RuntimeError(
+                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} "
+                "visible GPU(s); check CUDA_VISIBLE_DEVICES and --nproc_per_node"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:
@@ -71,8 +73,11 @@ def setup() -> DistContext:
         backend = "nccl" if device.type == "cuda" else "gloo"
         timeout = os.environ.get(TIMEOUT_ENV)
         dist.init_process_group(
-            backend=backend, rank=rank, world_size=world_size,
-            timeout=timedelta(seconds=float(timeout)) if timeout else None)
+            backend=backend,
+            rank=rank,
+            world_size=world_size,
+            timeout=timedelta(seconds=float(timeout)) if timeout else None,
+        )
     main_rank = 0
     member = _env_int(MEMBER_ENV, -1)  # -1: not a multi-node run
     if world_size > 1 and member >= 0:
@@ -80,8 +85,9 @@ def setup() -> DistContext:
         found = torch.tensor([mine], dtype=torch.int64, device=device)
         dist.all_reduce(found)
         main_rank = int(found.item())
-    return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device,
-                       main_rank=main_rank)
+    return DistContext(
+        rank=rank, local_rank=local_rank, world_size=world_size, device=device, main_rank=main_rank
+    )
 
 
 def share_from_main(ctx: DistContext, value: object) -> object:
@@ -89,8 +95,9 @@ def share_from_main(ctx: DistContext, value: object) -> object:
     if not ctx.distributed:
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=ctx.main_rank,
-                               device=ctx.device if ctx.device.type == "cuda" else None)
+    dist.broadcast_object_list(
+        box, src=ctx.main_rank, device=ctx.device if ctx.device.type == "cuda" else None
+    )
     return box[0]
 
 
@@ -133,8 +140,17 @@ def launch(nproc: int, trainer_args: list[str], run_dir: Path) -> int:
 
     try:
         # --local-addr: a container without a network cannot resolve its own host name.
-        torchrun(["--standalone", "--local-addr=127.0.0.1", "--nproc_per_node", str(nproc),
-                  "-m", "seglab.train", *trainer_args])
+        torchrun(
+            [
+                "--standalone",
+                "--local-addr=127.0.0.1",
+                "--nproc_per_node",
+                str(nproc),
+                "-m",
+                "seglab.train",
+                *trainer_args,
+            ]
+        )
     except ChildFailedError as exc:
         print(f"seglab train: a training process failed: {exc}", file=sys.stderr)
         return 1
@@ -142,8 +158,10 @@ def launch(nproc: int, trainer_args: list[str], run_dir: Path) -> int:
         last = _last_event(run_dir / "events.jsonl")
         if last is not None and last.kind == "end" and last.data.get("status") == "stopped":
             return 0
-        print(f"seglab train: stopped by signal {exc.sigval} before the processes ended "
-              "cleanly", file=sys.stderr)
+        print(
+            f"seglab train: stopped by signal {exc.sigval} before the processes ended cleanly",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -60,8 +60,13 @@ class EvalResult:
             "classes": [
                 {"train_id": i, "label_id": lid, "name": name, "iou": iou, "acc": acc}
                 for i, (name, lid, iou, acc) in enumerate(
-                    zip(self.class_names, self.label_ids, m.per_class_iou, m.per_class_acc,
-                        strict=True)
+                    zip(
+                        self.class_names,
+                        self.label_ids,
+                        m.per_class_iou,
+                        m.per_class_acc,
+                        strict=True,
+                    )
                 )
             ],
         }
@@ -81,8 +86,10 @@ def find_pairs(gt_dir: Path, pred_dir: Path) -> list[tuple[Path, Path]]:
         raise EvalInputError(f"prediction folder not found: {pred_dir}")
     gts = sorted(gt_dir.rglob(f"*{GT_SUFFIX}"))
     if not gts:
-        raise EvalInputError(f"no *{GT_SUFFIX} files under {gt_dir} (expected the Cityscapes "
-                             f"layout GT_DIR/<city>/<city>_<seq>_<frame>{GT_SUFFIX})")
+        raise EvalInputError(
+            f"no *{GT_SUFFIX} files under {gt_dir} (expected the Cityscapes "
+            f"layout GT_DIR/<city>/<city>_<seq>_<frame>{GT_SUFFIX})"
+        )
     predictions: dict[str, list[Path]] = {}
     for path in sorted(pred_dir.rglob("*.png")):
         key = frame_key(path.name)
@@ -94,8 +101,9 @@ def find_pairs(gt_dir: Path, pred_dir: Path) -> list[tuple[Path, Path]]:
         key = frame_key(gt.name)
         found = predictions.get(key or "", [])
         if len(found) > 1:
-            raise EvalInputError(f"several predictions for {gt.name}: "
-                                 f"{', '.join(str(p) for p in found)}")
+            raise EvalInputError(
+                f"several predictions for {gt.name}: {', '.join(str(p) for p in found)}"
+            )
         if not found:
             missing.append(gt.name)
         else:
@@ -116,17 +124,20 @@ def _read_ids(path: Path) -> np.ndarray[Any, np.dtype[np.uint8]]:
     except OSError as exc:
         raise EvalInputError(f"cannot read {path}: {exc}") from exc
     if array.ndim != 2:
-        raise EvalInputError(f"{path}: expected a single-channel label-id PNG, got shape "
-                             f"{array.shape}")
+        raise EvalInputError(
+            f"{path}: expected a single-channel label-id PNG, got shape {array.shape}"
+        )
     if array.dtype != np.uint8:
         if array.size and (array.min() < 0 or array.max() > 255):
             raise EvalInputError(f"{path}: label ids must lie in 0..255")
         array = array.astype(np.uint8)
     top = int(array.max()) if array.size else 0
     if top >= CITYSCAPES_NUM_LABEL_IDS:
-        raise EvalInputError(f"{path}: holds label id {top}, not a Cityscapes label id "
-                             f"(0..{CITYSCAPES_NUM_LABEL_IDS - 1}; predictions use raw ids, "
-                             f"not train ids)")
+        raise EvalInputError(
+            f"{path}: holds label id {top}, not a Cityscapes label id "
+            f"(0..{CITYSCAPES_NUM_LABEL_IDS - 1}; predictions use raw ids, "
+            f"not train ids)"
+        )
     return array
 
 
@@ -137,13 +148,16 @@ def _load_pair(
     gt = _read_ids(gt_path)
     pred = _read_ids(pred_path)
     if gt.shape != pred.shape:
-        raise EvalInputError(f"{pred_path}: size {pred.shape[::-1]} differs from its ground "
-                             f"truth {gt_path} {gt.shape[::-1]}")
+        raise EvalInputError(
+            f"{pred_path}: size {pred.shape[::-1]} differs from its ground "
+            f"truth {gt_path} {gt.shape[::-1]}"
+        )
     return lut[gt], lut[pred]
 
 
-def _mapped_pairs(pairs: list[tuple[Path, Path]]) -> Iterator[
-        tuple[np.ndarray[Any, np.dtype[np.uint8]], np.ndarray[Any, np.dtype[np.uint8]]]]:
+def _mapped_pairs(
+    pairs: list[tuple[Path, Path]],
+) -> Iterator[tuple[np.ndarray[Any, np.dtype[np.uint8]], np.ndarray[Any, np.dtype[np.uint8]]]]:
     lut = np.asarray(cityscapes_lut(), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=_LOADERS) as pool:
         yield from pool.map(lambda pair: _load_pair(pair, lut), pairs)
@@ -172,10 +186,11 @@ def format_result(result: EvalResult) -> str:
         return "   n/a" if value is None else f"{100 * value:6.2f}"
 
     m = result.metrics
-    lines = [f"{result.dataset}: {result.images} image(s)", f"{'class':<16} {'IoU %':>6} "
-             f"{'acc %':>6}"]
-    for name, iou, acc in zip(result.class_names, m.per_class_iou, m.per_class_acc,
-                              strict=True):
+    lines = [
+        f"{result.dataset}: {result.images} image(s)",
+        f"{'class':<16} {'IoU %':>6} {'acc %':>6}",
+    ]
+    for name, iou, acc in zip(result.class_names, m.per_class_iou, m.per_class_acc, strict=True):
         lines.append(f"{name:<16} {pct(iou)} {pct(acc)}")
     present = sum(v is not None for v in m.per_class_iou)
     lines += [

@@ -30,8 +30,9 @@ def last_seq(path: Path) -> int:
 class EventWriter:
     """Writes events for one run directory (a no-op on ranks other than 0)."""
 
-    def __init__(self, run_dir: Path, *, enabled: bool = True, stream: TextIO | None = None,
-                 min_seq: int = 0) -> None:
+    def __init__(
+        self, run_dir: Path, *, enabled: bool = True, stream: TextIO | None = None, min_seq: int = 0
+    ) -> None:
         self.enabled = enabled
         self.path = run_dir / EVENTS_FILE
         self._stream = stream if stream is not None else sys.stdout

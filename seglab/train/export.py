@@ -206,9 +206,7 @@ def export_triton(
     version.mkdir(parents=True, exist_ok=True)
     diff = export_onnx(model, sample, version / "model.onnx")
     _, channels, height, width = sample.shape
-    (repo / name / "config.pbtxt").write_text(
-        triton_config(name, channels, classes, height, width)
-    )
+    (repo / name / "config.pbtxt").write_text(triton_config(name, channels, classes, height, width))
     return repo / name, diff
 
 
@@ -241,8 +239,9 @@ def export_run(
     if height <= 0 or width <= 0:
         raise ExportError(f"input size must be positive, got {height}x{width}")
     model = LogitsOnly(run.model).eval()
-    sample = torch.randn((_SAMPLE_BATCH, 3, height, width),
-                         generator=torch.Generator().manual_seed(0))
+    sample = torch.randn(
+        (_SAMPLE_BATCH, 3, height, width), generator=torch.Generator().manual_seed(0)
+    )
     folder = run_dir / EXPORT_DIR
     folder.mkdir(exist_ok=True)
     start = time.perf_counter()
@@ -254,8 +253,7 @@ def export_run(
         diff = export_onnx(model, sample, path)
     else:
         classes = num_classes(run.recipe.data)
-        path, diff = export_triton(model, sample, folder / "triton", triton_name(run_dir),
-                                   classes)
+        path, diff = export_triton(model, sample, folder / "triton", triton_name(run_dir), classes)
     result = ExportResult(
         format=fmt,
         path=str(path),
@@ -267,6 +265,8 @@ def export_run(
     )
     _update_manifest(folder, result)
     if not diff <= tolerance:
-        raise ExportError(f"{fmt} export {path} differs from the PyTorch model by {diff:.3g} "
-                          f"(max abs) > tolerance {tolerance:g}")
+        raise ExportError(
+            f"{fmt} export {path} differs from the PyTorch model by {diff:.3g} "
+            f"(max abs) > tolerance {tolerance:g}"
+        )
     return result

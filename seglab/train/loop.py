@@ -84,22 +84,30 @@ def optimizer_for(recipe: Recipe, params: Iterator[nn.Parameter]) -> torch.optim
     """SGD (momentum, weight decay, optional Nesterov) or AdamW, as the recipe says."""
     opt = recipe.train.optimizer
     if opt.name == "sgd":
-        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum,
-                               weight_decay=opt.weight_decay, nesterov=opt.nesterov)
-    return torch.optim.AdamW(params, lr=opt.lr, betas=(opt.betas[0], opt.betas[1]),
-                             weight_decay=opt.weight_decay)
+        return torch.optim.SGD(
+            params,
+            lr=opt.lr,
+            momentum=opt.momentum,
+            weight_decay=opt.weight_decay,
+            nesterov=opt.nesterov,
+        )
+    return torch.optim.AdamW(
+        params, lr=opt.lr, betas=(opt.betas[0], opt.betas[1]), weight_decay=opt.weight_decay
+    )
 
 
-def segmentation_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor,
-                      aux_weight: float) -> torch.Tensor:
+def segmentation_loss(
+    outputs: dict[str, torch.Tensor], target: torch.Tensor, aux_weight: float
+) -> torch.Tensor:
     """Cross-entropy (ignore 255) on ``out`` plus ``aux_weight`` x that of ``aux``.
 
     The aux term is kept even at weight 0 so that DDP sees every parameter used.
     """
     loss = F.cross_entropy(outputs["out"], target, ignore_index=IGNORE_INDEX)
     if "aux" in outputs:
-        loss = loss + aux_weight * F.cross_entropy(outputs["aux"], target,
-                                                   ignore_index=IGNORE_INDEX)
+        loss = loss + aux_weight * F.cross_entropy(
+            outputs["aux"], target, ignore_index=IGNORE_INDEX
+        )
     return loss
 
 
@@ -121,16 +129,18 @@ def grad_norm(params: list[nn.Parameter], clip: float | None) -> torch.Tensor:
 class Trainer:
     """Trains one recipe in one run directory (one instance per rank)."""
 
-    def __init__(self, recipe: Recipe, run_dir: Path, ctx: DistContext,
-                 data_root: str | None) -> None:
+    def __init__(
+        self, recipe: Recipe, run_dir: Path, ctx: DistContext, data_root: str | None
+    ) -> None:
         self.recipe = recipe
         self.run_dir = run_dir
         self.ctx = ctx
         self.data_root = data_root
         self.stop = StopFlag()
         self.resume = self._load_resume()
-        self.events = EventWriter(run_dir, enabled=ctx.is_main,
-                                  min_seq=(self.resume or {}).get("event_seq", -1) + 1)
+        self.events = EventWriter(
+            run_dir, enabled=ctx.is_main, min_seq=(self.resume or {}).get("event_seq", -1) + 1
+        )
         self.best_miou: float | None = None
         self.last_eval_iter = -1
         self.iter = 0
@@ -154,8 +164,9 @@ class Trainer:
             torch.backends.cudnn.benchmark = recipe.train.cudnn_benchmark
         self.class_names = list(class_names(recipe.data))
         root = resolve_root(recipe.data, self.data_root)
-        self.loaders: Loaders = build_loaders(recipe, root, ctx.rank, ctx.world_size,
-                                              pin_memory=ctx.device.type == "cuda")
+        self.loaders: Loaders = build_loaders(
+            recipe, root, ctx.rank, ctx.world_size, pin_memory=ctx.device.type == "cuda"
+        )
         self.iters_per_epoch = self.loaders.iters_per_epoch
         if recipe.train.iterations is not None:
             self.total_iters = recipe.train.iterations
@@ -169,15 +180,17 @@ class Trainer:
         if ctx.distributed and ctx.device.type == "cuda":
             # torch's SyncBatchNorm runs on GPUs only; gloo-on-CPU runs keep per-rank BN.
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # type: ignore[no-untyped-call]
-        self.memory_format = (torch.channels_last if recipe.train.channels_last
-                              else torch.contiguous_format)
+        self.memory_format = (
+            torch.channels_last if recipe.train.channels_last else torch.contiguous_format
+        )
         self.net = net.to(ctx.device).to(memory_format=self.memory_format)
         model: nn.Module = self.net
         if recipe.train.compile:
             model = torch.compile(model)  # type: ignore[assignment]
         if ctx.distributed:
             model = DistributedDataParallel(
-                model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+                model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+            )
         self.model = model
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.optimizer = optimizer_for(recipe, iter(self.params))
@@ -197,8 +210,8 @@ class Trainer:
         except RuntimeError as exc:
             last = self.run_dir / ckpt.CHECKPOINT_DIR / ckpt.LAST
             raise ckpt.CheckpointError(
-                f"{last} does not fit the model of this recipe (was the recipe changed?): "
-                f"{exc}") from exc
+                f"{last} does not fit the model of this recipe (was the recipe changed?): {exc}"
+            ) from exc
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler") is not None:
@@ -240,8 +253,13 @@ class Trainer:
         for name in names:
             state = self._state()
             ckpt.save_atomic(state, folder / name)
-            self.events.emit("checkpoint", iter=self.iter, epoch=self.epoch_of(self.iter),
-                             path=f"{ckpt.CHECKPOINT_DIR}/{name}", best=name == ckpt.BEST)
+            self.events.emit(
+                "checkpoint",
+                iter=self.iter,
+                epoch=self.epoch_of(self.iter),
+                path=f"{ckpt.CHECKPOINT_DIR}/{name}",
+                best=name == ckpt.BEST,
+            )
         self.events.sync()
 
     # -- steps ---------------------------------------------------------------------------
@@ -251,15 +269,15 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.ctx.device.type, dtype=self.amp)
 
-    def train_step(self, images: torch.Tensor,
-                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_step(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimisation step; returns (loss, grad norm) as 0-d tensors on the device.
 
         Nothing here waits for the device: values are read only when they are logged.
         """
         device = self.ctx.device
-        images = images.to(device, non_blocking=True).contiguous(
-            memory_format=self.memory_format)
+        images = images.to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
         target = labels.to(device, non_blocking=True).long()
         with self._autocast():
             outputs = self.model(images)
@@ -281,7 +299,8 @@ class Trainer:
         matrix = ConfusionMatrix(len(self.class_names), device=self.ctx.device)
         for batch, labels in self.loaders.val:
             images = batch.to(self.ctx.device, non_blocking=True).contiguous(
-                memory_format=self.memory_format)
+                memory_format=self.memory_format
+            )
             with self._autocast():
                 logits = self.net(images)["out"]
             matrix.update(logits.argmax(1), labels.to(self.ctx.device, non_blocking=True))
@@ -292,19 +311,27 @@ class Trainer:
     def _eval_and_checkpoint(self) -> None:
         metrics = self.evaluate()
         self.last_eval_iter = self.iter
-        best = metrics.miou is not None and (self.best_miou is None
-                                             or metrics.miou > self.best_miou)
+        best = metrics.miou is not None and (
+            self.best_miou is None or metrics.miou > self.best_miou
+        )
         if best:
             self.best_miou = metrics.miou
         if self.ctx.is_main:
             values = metrics.to_dict()
-            self.events.emit("eval", iter=self.iter, epoch=self.epoch_of(self.iter),
-                             miou=values["miou"], pixel_acc=values["pixel_acc"],
-                             mean_acc=values["mean_acc"],
-                             per_class_iou=values["per_class_iou"],
-                             per_class_acc=values["per_class_acc"])
-            self.events.log(f"eval iter {self.iter}: mIoU {_pct(metrics.miou)} pixel acc "
-                            f"{_pct(metrics.pixel_acc)} mean acc {_pct(metrics.mean_acc)}")
+            self.events.emit(
+                "eval",
+                iter=self.iter,
+                epoch=self.epoch_of(self.iter),
+                miou=values["miou"],
+                pixel_acc=values["pixel_acc"],
+                mean_acc=values["mean_acc"],
+                per_class_iou=values["per_class_iou"],
+                per_class_acc=values["per_class_acc"],
+            )
+            self.events.log(
+                f"eval iter {self.iter}: mIoU {_pct(metrics.miou)} pixel acc "
+                f"{_pct(metrics.pixel_acc)} mean acc {_pct(metrics.mean_acc)}"
+            )
             for key in ("miou", "pixel_acc", "mean_acc"):
                 if values[key] is not None:
                     self.tb.add_scalar(f"val/{key}", values[key], self.iter)
@@ -317,23 +344,42 @@ class Trainer:
         at_epoch_end = self.iter % self.iters_per_epoch == 0
         return at_epoch_end and (self.iter // self.iters_per_epoch) % train.eval_interval == 0
 
-    def _log_train(self, losses: list[torch.Tensor], last_norm: torch.Tensor, images: int,
-                   seconds: float) -> None:
+    def _log_train(
+        self, losses: list[torch.Tensor], last_norm: torch.Tensor, images: int, seconds: float
+    ) -> None:
         loss = distributed.mean_over_ranks(self.ctx, float(torch.stack(losses).float().mean()))
         norm = float(last_norm)
         if not self.ctx.is_main:
             return
         lr = float(self.optimizer.param_groups[0]["lr"])
         speed = images / seconds if seconds > 0 else None
-        memory = (torch.cuda.max_memory_allocated(self.ctx.device) / 2**20
-                  if self.ctx.device.type == "cuda" else None)
-        self.events.emit("train", iter=self.iter, epoch=self.epoch_of(self.iter), loss=loss,
-                         lr=lr, grad_norm=norm, img_per_s=speed, gpu_mem_mib=memory)
+        memory = (
+            torch.cuda.max_memory_allocated(self.ctx.device) / 2**20
+            if self.ctx.device.type == "cuda"
+            else None
+        )
+        self.events.emit(
+            "train",
+            iter=self.iter,
+            epoch=self.epoch_of(self.iter),
+            loss=loss,
+            lr=lr,
+            grad_norm=norm,
+            img_per_s=speed,
+            gpu_mem_mib=memory,
+        )
         speed_text = f"{speed:.1f} img/s" if speed is not None else "- img/s"
-        self.events.log(f"iter {self.iter}/{self.total_iters} epoch {self.epoch_of(self.iter)}"
-                        f" loss {loss:.4f} lr {lr:.3g} grad {norm:.3f} {speed_text}")
-        for key, value in (("loss", loss), ("lr", lr), ("grad_norm", norm),
-                           ("img_per_s", speed), ("gpu_mem_mib", memory)):
+        self.events.log(
+            f"iter {self.iter}/{self.total_iters} epoch {self.epoch_of(self.iter)}"
+            f" loss {loss:.4f} lr {lr:.3g} grad {norm:.3f} {speed_text}"
+        )
+        for key, value in (
+            ("loss", loss),
+            ("lr", lr),
+            ("grad_norm", norm),
+            ("img_per_s", speed),
+            ("gpu_mem_mib", memory),
+        ):
             if value is not None:
                 self.tb.add_scalar(f"train/{key}", value, self.iter)
 
@@ -348,14 +394,23 @@ class Trainer:
         self._build()
         recipe = self.recipe
         resumed_from = self.iter if self.resume is not None else None
-        self.events.emit("start", recipe=recipe.name, variant=recipe.variant,
-                         world_size=self.ctx.world_size, class_names=self.class_names,
-                         total_iters=self.total_iters, iters_per_epoch=self.iters_per_epoch,
-                         resumed_from=resumed_from, device=self.ctx.device.type,
-                         batch_per_rank=recipe.train.batch_size // self.ctx.world_size)
-        self.events.log(f"{'resuming at iter ' + str(self.iter) if resumed_from else 'start'}:"
-                        f" {self.total_iters} iterations, {self.iters_per_epoch} per epoch, "
-                        f"world size {self.ctx.world_size} on {self.ctx.device}")
+        self.events.emit(
+            "start",
+            recipe=recipe.name,
+            variant=recipe.variant,
+            world_size=self.ctx.world_size,
+            class_names=self.class_names,
+            total_iters=self.total_iters,
+            iters_per_epoch=self.iters_per_epoch,
+            resumed_from=resumed_from,
+            device=self.ctx.device.type,
+            batch_per_rank=recipe.train.batch_size // self.ctx.world_size,
+        )
+        self.events.log(
+            f"{'resuming at iter ' + str(self.iter) if resumed_from else 'start'}:"
+            f" {self.total_iters} iterations, {self.iters_per_epoch} per epoch, "
+            f"world size {self.ctx.world_size} on {self.ctx.device}"
+        )
         sampler, log_every = self.loaders.sampler, recipe.train.log_interval
         losses: list[torch.Tensor] = []
         window_start, window_images = time.perf_counter(), 0
@@ -371,8 +426,7 @@ class Trainer:
                 losses.append(loss)
                 window_images += global_batch
                 if self.iter % log_every == 0 or self.iter == self.total_iters:
-                    self._log_train(losses, norm, window_images,
-                                    time.perf_counter() - window_start)
+                    self._log_train(losses, norm, window_images, time.perf_counter() - window_start)
                     losses, window_images = [], 0
                     window_start = time.perf_counter()
                 if self._eval_due():
@@ -385,8 +439,7 @@ class Trainer:
         if stopped:
             if self.last_eval_iter != self.iter:
                 self.save_checkpoint()
-            self.events.log(f"stopped by a signal at iter {self.iter}; the same command "
-                            "resumes")
+            self.events.log(f"stopped by a signal at iter {self.iter}; the same command resumes")
             return "stopped"
         if self.last_eval_iter != self.iter:
             self._eval_and_checkpoint()
@@ -414,8 +467,9 @@ class Trainer:
             record = dataclasses.asdict(result)
             record["path"] = str(Path(result.path).relative_to(self.run_dir))
             results.append(record)
-            self.events.log(f"exported {fmt}: {record['path']} (max abs diff "
-                            f"{result.max_abs_diff:.2g})")
+            self.events.log(
+                f"exported {fmt}: {record['path']} (max abs diff {result.max_abs_diff:.2g})"
+            )
         return results
 
     def close(self) -> None:
@@ -446,8 +500,11 @@ def run(config: Path, run_dir: Path, data_root: str | None = None) -> int:
     ctx = distributed.setup()
     trainer: Trainer | None = None
     if not ctx.is_main:  # the main rank's output is the run's log; the others say who they are
-        print(f"rank {ctx.rank} of {ctx.world_size} on {ctx.device} (main rank: "
-              f"{ctx.main_rank}) in {run_dir}", flush=True)
+        print(
+            f"rank {ctx.rank} of {ctx.world_size} on {ctx.device} (main rank: "
+            f"{ctx.main_rank}) in {run_dir}",
+            flush=True,
+        )
     try:
         recipe = load_resolved(config)
         if ctx.is_main:
@@ -455,8 +512,9 @@ def run(config: Path, run_dir: Path, data_root: str | None = None) -> int:
         trainer = Trainer(recipe, run_dir, ctx, data_root)
         status = trainer.run()
         exports = trainer.export() if status == "finished" else []
-        trainer.events.emit("end", status=status, best_miou=trainer.best_miou,
-                            iter=trainer.iter, exports=exports)
+        trainer.events.emit(
+            "end", status=status, best_miou=trainer.best_miou, iter=trainer.iter, exports=exports
+        )
         return 0
     except USER_ERRORS as exc:
         _fail(trainer, run_dir, ctx, str(exc), None)
@@ -473,12 +531,17 @@ def run(config: Path, run_dir: Path, data_root: str | None = None) -> int:
         distributed.teardown(ctx)
 
 
-def _fail(trainer: Trainer | None, run_dir: Path, ctx: DistContext, message: str,
-          trace: str | None) -> None:
-    events = trainer.events if trainer is not None else EventWriter(run_dir,
-                                                                    enabled=ctx.is_main)
+def _fail(
+    trainer: Trainer | None, run_dir: Path, ctx: DistContext, message: str, trace: str | None
+) -> None:
+    events = trainer.events if trainer is not None else EventWriter(run_dir, enabled=ctx.is_main)
     events.emit("error", message=message, traceback=trace)
     best = trainer.best_miou if trainer is not None else None
-    events.emit("end", status="failed", best_miou=best,
-                iter=trainer.iter if trainer is not None else None, exports=[])
+    events.emit(
+        "end",
+        status="failed",
+        best_miou=best,
+        iter=trainer.iter if trainer is not None else None,
+        exports=[],
+    )
     events.close()

@@ -89,9 +89,7 @@ class ConfusionMatrix:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         # Column N counts the pixels predicted as no class (outside 0..N-1).
-        self._counts = torch.zeros(
-            (num_classes, num_classes + 1), dtype=torch.int64, device=device
-        )
+        self._counts = torch.zeros((num_classes, num_classes + 1), dtype=torch.int64, device=device)
 
     @property
     def matrix(self) -> torch.Tensor:
@@ -114,8 +112,9 @@ class ConfusionMatrix:
         ignore index (a label-mapping bug that would silently skew every metric).
         """
         if pred.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape "
-                             f"{tuple(target.shape)}")
+            raise ValueError(
+                f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}"
+            )
         if pred.device.type == "cpu" and target.device.type == "cpu":
             # numpy's bincount and elementwise ops are several times faster than torch's
             # on CPU (2 Mpixel frame: ~15 ms vs ~50 ms on one core).
@@ -126,11 +125,14 @@ class ConfusionMatrix:
         self._counts += counts.reshape(n + 1, n + 1)[:n].to(self._counts.device)
 
     def _refuse_target(self, value: int) -> None:
-        raise ValueError(f"target holds id {value}, which is neither a class "
-                         f"(0..{self.num_classes - 1}) nor the ignore index {self.ignore_index}")
+        raise ValueError(
+            f"target holds id {value}, which is neither a class "
+            f"(0..{self.num_classes - 1}) nor the ignore index {self.ignore_index}"
+        )
 
-    def _bincount_numpy(self, pred: np.ndarray[Any, Any],
-                        target: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    def _bincount_numpy(
+        self, pred: np.ndarray[Any, Any], target: np.ndarray[Any, Any]
+    ) -> np.ndarray[Any, Any]:
         """Counts of (target row, prediction column) over (N+1) x (N+1) cells, flattened:
         row N collects ignored targets, column N predictions outside the classes."""
         n = self.num_classes
@@ -142,8 +144,7 @@ class ConfusionMatrix:
             self._refuse_target(int(t[bad][0]))
         row = np.where(counted, t, n).astype(np.int64)
         col = np.where((q >= 0) & (q < n), q, n) if q.size and q.min() < 0 else np.minimum(q, n)
-        counts: np.ndarray[Any, Any] = np.bincount(row * (n + 1) + col,
-                                                   minlength=(n + 1) * (n + 1))
+        counts: np.ndarray[Any, Any] = np.bincount(row * (n + 1) + col, minlength=(n + 1) * (n + 1))
         return counts.astype(np.int64)
 
     def _bincount_torch(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -162,8 +163,9 @@ class ConfusionMatrix:
     def update_counts(self, other: ConfusionMatrix) -> None:
         """Add the counts of another matrix of the same size."""
         if other.num_classes != self.num_classes:
-            raise ValueError(f"cannot add a {other.num_classes}-class matrix to a "
-                             f"{self.num_classes}-class one")
+            raise ValueError(
+                f"cannot add a {other.num_classes}-class matrix to a {self.num_classes}-class one"
+            )
         self._counts += other._counts.to(self._counts.device)
 
     def all_reduce(self) -> None:

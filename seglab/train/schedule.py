@@ -25,8 +25,9 @@ def lr_factor(cfg: ScheduleConfig, base_lr: float, it: int, total_iters: int) ->
     return factor
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig,
-                    total_iters: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total_iters: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR applying :func:`lr_factor`; call ``step()`` once per iteration."""
     base_lr = float(optimizer.param_groups[0]["lr"])
     return torch.optim.lr_scheduler.LambdaLR(

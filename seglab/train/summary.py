@@ -63,8 +63,9 @@ class ModelSummary:
 
 def _parts(model: nn.Module) -> dict[str, int]:
     """Parameters per top-level child (backbone, heads, decoder)."""
-    return {name: sum(p.numel() for p in child.parameters())
-            for name, child in model.named_children()}
+    return {
+        name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()
+    }
 
 
 def count_macs(model: nn.Module, height: int, width: int) -> float:
@@ -102,10 +103,12 @@ def format_summary(summary: ModelSummary, title: str | None = None) -> str:
     s = summary
     head = title or f"{s.arch} {s.backbone}"
     parts = ", ".join(f"{name} {count:,}" for name, count in s.parameters_by_part.items())
-    return "\n".join([
-        f"{head}: output stride {s.output_stride}, {s.num_classes} classes, aux head "
-        f"{'on' if s.aux_loss else 'off'}",
-        f"  parameters  {s.parameters:,} ({parts})",
-        f"  compute     {s.gmacs:,.2f} GMACs at {s.input_size[0]}x{s.input_size[1]} "
-        f"= {s.gflops:,.2f} GFLOPs (2 per multiply-add; torchvision's 'GFLOPS' are GMACs)",
-    ])
+    return "\n".join(
+        [
+            f"{head}: output stride {s.output_stride}, {s.num_classes} classes, aux head "
+            f"{'on' if s.aux_loss else 'off'}",
+            f"  parameters  {s.parameters:,} ({parts})",
+            f"  compute     {s.gmacs:,.2f} GMACs at {s.input_size[0]}x{s.input_size[1]} "
+            f"= {s.gflops:,.2f} GFLOPs (2 per multiply-add; torchvision's 'GFLOPS' are GMACs)",
+        ]
+    )

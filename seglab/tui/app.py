@@ -47,8 +47,10 @@ if TYPE_CHECKING:  # imported in a worker: the first frame does not wait for the
 
 log = logging.getLogger(__name__)
 
-NO_HOSTS_HINT = ("no hosts.yaml yet: this machine only · add servers under `hosts:` in "
-                 "hosts.yaml in the seglab config dir (`seglab hosts --help`)")
+NO_HOSTS_HINT = (
+    "no hosts.yaml yet: this machine only · add servers under `hosts:` in "
+    "hosts.yaml in the seglab config dir (`seglab hosts --help`)"
+)
 LOG_TAIL = 500
 MAX_CURVES = 8
 PUMP_EVERY = 5  # polls between attempts to start queued runs
@@ -207,8 +209,9 @@ class SeglabApp(App[int]):
         states = feed.states() if feed is not None else []
         links = feed.links() if feed is not None else {}
         history = feed.history if feed is not None else None
-        self.query_one("#hosts", HostsPanel).show(render_hosts(states, history, links,
-                                                               self.hint, self.engines))
+        self.query_one("#hosts", HostsPanel).show(
+            render_hosts(states, history, links, self.hint, self.engines)
+        )
 
     # -- runs ------------------------------------------------------------------------
 
@@ -307,8 +310,9 @@ class SeglabApp(App[int]):
             pane.follow_run(run_id, None)
             return
         manager = self.workstation.runs()
-        pane.follow_run(run_id, lambda: text_lines(
-            manager.logs(run_id, follow=True, tail=LOG_TAIL)))
+        pane.follow_run(
+            run_id, lambda: text_lines(manager.logs(run_id, follow=True, tail=LOG_TAIL))
+        )
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         """A new selection: its log now, its curves at the next poll (brought forward)."""
@@ -340,23 +344,28 @@ class SeglabApp(App[int]):
         except Exception as exc:  # registry or hosts.yaml trouble: fall back to auto
             log.warning("placement choices unavailable: %s", exc)
             choices = [("auto", "auto: free GPUs on any host")]
-        self.call_from_thread(self.push_screen,
-                              NewRunScreen(self.workstation, choices, self.recipe_folder),
-                              self._launched)
+        self.call_from_thread(
+            self.push_screen,
+            NewRunScreen(self.workstation, choices, self.recipe_folder),
+            self._launched,
+        )
 
     def _launched(self, records: list[RunRecord] | None) -> None:
         if not records:
             return
-        self.notify(f"started {len(records)} run(s): "
-                    + ", ".join(f"{r.run_id} ({r.status})" for r in records))
+        self.notify(
+            f"started {len(records)} run(s): "
+            + ", ".join(f"{r.run_id} ({r.status})" for r in records)
+        )
         from seglab.commands.runs import run_row
 
         table = self.query_one("#runs", RunsTable)
         table.show_rows([*table.rows_by_id.values(), *(run_row(r) for r in records)])
         self._poll_runs()
 
-    def _confirm_then(self, verb: str, ids: list[str], detail: str,
-                      act: Callable[[str], object]) -> None:
+    def _confirm_then(
+        self, verb: str, ids: list[str], detail: str, act: Callable[[str], object]
+    ) -> None:
         question = f"{verb.capitalize()} {len(ids)} run(s)?\n\n" + "\n".join(ids) + f"\n\n{detail}"
 
         def answered(yes: bool | None) -> None:
@@ -373,12 +382,15 @@ class SeglabApp(App[int]):
             except Exception as exc:  # shown to the user per run; the others go on
                 log.info("%s %s failed: %s", verb, run_id, exc)
                 text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-                self.call_from_thread(self.notify, f"{verb} {run_id}: {text}",
-                                      severity="error", timeout=8)
+                self.call_from_thread(
+                    self.notify, f"{verb} {run_id}: {text}", severity="error", timeout=8
+                )
                 continue
             status = getattr(result, "status", None)
-            self.call_from_thread(self.notify, f"{verb} {run_id}"
-                                  + (f": {status}" if status is not None else ": done"))
+            self.call_from_thread(
+                self.notify,
+                f"{verb} {run_id}" + (f": {status}" if status is not None else ": done"),
+            )
         self.call_from_thread(self._poll_runs)
 
     def action_stop(self) -> None:
@@ -386,16 +398,21 @@ class SeglabApp(App[int]):
         ids = self._chosen()
         if ids:
             manager = self.workstation.runs()
-            self._confirm_then("stop", ids, "SIGTERM: checkpoint, exit 0; resume later with r.",
-                               lambda r: manager.stop(r, timeout=60.0))
+            self._confirm_then(
+                "stop",
+                ids,
+                "SIGTERM: checkpoint, exit 0; resume later with r.",
+                lambda r: manager.stop(r, timeout=60.0),
+            )
 
     def action_kill(self) -> None:
         """Kill the chosen runs (after confirming)."""
         ids = self._chosen()
         if ids:
             manager = self.workstation.runs()
-            self._confirm_then("kill", ids, "SIGKILL: work since the last checkpoint is lost.",
-                               manager.kill)
+            self._confirm_then(
+                "kill", ids, "SIGKILL: work since the last checkpoint is lost.", manager.kill
+            )
 
     def action_resume(self) -> None:
         """Resume the chosen runs from their last checkpoint."""
@@ -408,8 +425,7 @@ class SeglabApp(App[int]):
         ids = self._chosen()
         if ids:
             manager = self.workstation.runs()
-            self._confirm_then("remove", ids, "Their run directories stay on disk.",
-                               manager.remove)
+            self._confirm_then("remove", ids, "Their run directories stay on disk.", manager.remove)
 
     def action_compare(self) -> None:
         """Compare the variants of the selected run's recipe (or the marked runs)."""
@@ -445,17 +461,25 @@ class SeglabApp(App[int]):
             return
         row = self._row(ids[0])
         if row["runtime"] != "docker":
-            self.notify(f"{ids[0]} runs as a {row['runtime']} (no container to enter); "
-                        f"its files are in {row['run_dir']}", severity="warning", timeout=8)
+            self.notify(
+                f"{ids[0]} runs as a {row['runtime']} (no container to enter); "
+                f"its files are in {row['run_dir']}",
+                severity="warning",
+                timeout=8,
+            )
             return
         if row["status"] != "running" or row["host"] != "local":
-            self.notify("a shell needs a running container on this machine "
-                        f"({ids[0]} is {row['status']} on {row['host']})", severity="warning")
+            self.notify(
+                "a shell needs a running container on this machine "
+                f"({ids[0]} is {row['status']} on {row['host']})",
+                severity="warning",
+            )
             return
         docker = shutil.which("docker")
         if docker is None:
-            self.notify("the docker CLI is not installed here; it is needed for a shell",
-                        severity="error")
+            self.notify(
+                "the docker CLI is not installed here; it is needed for a shell", severity="error"
+            )
             return
         with self.suspend():
             subprocess.run([docker, "exec", "-it", f"seglab-{ids[0]}", "/bin/sh"], check=False)
@@ -485,12 +509,12 @@ class SeglabApp(App[int]):
             else:
                 forward = self.workstation.notebook(target)
         except Exception as exc:  # engine, image and host errors are shown, not raised
-            self.call_from_thread(self.notify, f"{kind}: {exc}", severity="error",
-                                  timeout=10)
+            self.call_from_thread(self.notify, f"{kind}: {exc}", severity="error", timeout=10)
             return
         self._forwards.append(forward)
-        self.call_from_thread(self.notify, f"{kind}: {forward.url}  (closes when you quit)",
-                              timeout=30)
+        self.call_from_thread(
+            self.notify, f"{kind}: {forward.url}  (closes when you quit)", timeout=30
+        )
 
     def action_follow(self) -> None:
         """Log follow mode on/off."""
@@ -531,9 +555,11 @@ class SeglabApp(App[int]):
         for binding in self.BINDINGS:
             if isinstance(binding, Binding) and binding.action != "quit":
                 action = binding.action
-                yield SystemCommand(f"{binding.description} ({self.get_key_display(binding)})",
-                                    _DESCRIPTIONS.get(action, binding.description),
-                                    lambda action=action: self.run_action(action))
+                yield SystemCommand(
+                    f"{binding.description} ({self.get_key_display(binding)})",
+                    _DESCRIPTIONS.get(action, binding.description),
+                    lambda action=action: self.run_action(action),
+                )
 
 
 _DESCRIPTIONS = {

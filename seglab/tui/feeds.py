@@ -64,8 +64,10 @@ class LiveFeed:
                 await self.telemetry.add_host(host)
             else:
                 await self.telemetry.add_host(
-                    host, executor=self.remotes.executor(host.name),
-                    docker_url=f"unix://{self.remotes.docker_socket(host.name)}")
+                    host,
+                    executor=self.remotes.executor(host.name),
+                    docker_url=f"unix://{self.remotes.docker_socket(host.name)}",
+                )
 
     def states(self) -> list[HostState]:
         """Every host's current state."""
@@ -91,8 +93,12 @@ class LiveFeed:
 class FixedFeed:
     """States that never change (snapshot tests, the load benchmark replaces them)."""
 
-    def __init__(self, states: Sequence[HostState], history: HistoryStore | None = None,
-                 links: Links | None = None) -> None:
+    def __init__(
+        self,
+        states: Sequence[HostState],
+        history: HistoryStore | None = None,
+        links: Links | None = None,
+    ) -> None:
         self.current = list(states)
         self.history = history
         self._links = dict(links or {})

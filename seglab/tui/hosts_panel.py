@@ -20,12 +20,18 @@ HOST_STYLES = {
     HostStatus.NO_GPU: "yellow",
     HostStatus.ERROR: "bold red",
 }
-LINK_STYLES = {"online": "green", "connecting": "cyan", "offline": "red",
-               "auth-failed": "bold red", "host-key-refused": "bold red"}
+LINK_STYLES = {
+    "online": "green",
+    "connecting": "cyan",
+    "offline": "red",
+    "auth-failed": "bold red",
+    "host-key-refused": "bold red",
+}
 
 
-def host_header(state: HostState, link: tuple[str, str | None] | None,
-                engine: str | None = None) -> Text:
+def host_header(
+    state: HostState, link: tuple[str, str | None] | None, engine: str | None = None
+) -> Text:
     """``name  link · telemetry status · driver · engine · cpu/ram`` and the problem."""
     out = Text(state.host, style="bold")
     if link is None:
@@ -42,12 +48,16 @@ def host_header(state: HostState, link: tuple[str, str | None] | None,
     if sample is not None:
         used = None if sample.memory_used_mib is None else sample.memory_used_mib / 1024
         total = None if sample.memory_total_mib is None else sample.memory_total_mib / 1024
-        out.append(f" · cpu {num(sample.cpu_percent, '.0f', '%')}"
-                   f" ram {num(used, '.1f')}/{num(total, '.1f')}G")
+        out.append(
+            f" · cpu {num(sample.cpu_percent, '.0f', '%')}"
+            f" ram {num(used, '.1f')}/{num(total, '.1f')}G"
+        )
     message = link[1] if link is not None and link[0] != "online" and link[1] else state.message
     if message:
-        out.append(f"  {message.strip().splitlines()[0]}",
-                   style="red" if state.status == HostStatus.ERROR else "yellow")
+        out.append(
+            f"  {message.strip().splitlines()[0]}",
+            style="red" if state.status == HostStatus.ERROR else "yellow",
+        )
     out.no_wrap = True
     out.overflow = "ellipsis"
     return out
@@ -67,8 +77,9 @@ def gpu_row(gpu: GpuSample, history: Sequence[float | None]) -> Text:
     used = None if gpu.memory_used_mib is None else gpu.memory_used_mib / 1024
     total = None if gpu.memory_total_mib is None else gpu.memory_total_mib / 1024
     out.append(f" {num(used, '.1f')}/{num(total, '.0f')}G".ljust(12))
-    out.append(f"{num(gpu.temperature_c, '.0f', '°C'):>5}",
-               style=level_style(gpu.temperature_c, 75, 85))
+    out.append(
+        f"{num(gpu.temperature_c, '.0f', '°C'):>5}", style=level_style(gpu.temperature_c, 75, 85)
+    )
     power = f"{num(gpu.power_draw_w, '.0f')}/{num(gpu.power_limit_w, '.0f')}W"
     out.append(f" {power:>9} ")
     owners = ", ".join(dict.fromkeys(p.owner for p in gpu.processes))
@@ -80,16 +91,19 @@ def gpu_row(gpu: GpuSample, history: Sequence[float | None]) -> Text:
     return out
 
 
-def render_hosts(states: Sequence[HostState], history: HistoryStore | None,
-                 links: Mapping[str, tuple[str, str | None]], hint: str | None,
-                 engines: Mapping[str, str] | None = None) -> Text:
+def render_hosts(
+    states: Sequence[HostState],
+    history: HistoryStore | None,
+    links: Mapping[str, tuple[str, str | None]],
+    hint: str | None,
+    engines: Mapping[str, str] | None = None,
+) -> Text:
     """The whole panel as one text (one render per telemetry tick)."""
     lines: list[Text] = []
     for state in states:
         lines.append(host_header(state, links.get(state.host), (engines or {}).get(state.host)))
         if not state.gpus and state.status == HostStatus.NO_GPU:
-            lines.append(Text("    no NVIDIA GPU here: runs use the CPU (HOST:cpu)",
-                              style="dim"))
+            lines.append(Text("    no NVIDIA GPU here: runs use the CPU (HOST:cpu)", style="dim"))
         for gpu in sorted(state.gpus, key=lambda g: g.index):
             gpu_history = history.get(state.host, gpu.uuid) if history is not None else None
             values = gpu_history.tail("utilization_gpu", SPARK) if gpu_history else []

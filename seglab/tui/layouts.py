@@ -31,5 +31,7 @@ def resolve_layout(name: str) -> Path:
     if name in layouts:
         return layouts[name]
     listing = ", ".join(sorted(layouts)) or "none found"
-    raise LayoutError(f"no layout {name!r}; available: {listing} "
-                      f"(user layouts go in {paths.user_layouts_dir()}/NAME.tcss)")
+    raise LayoutError(
+        f"no layout {name!r}; available: {listing} "
+        f"(user layouts go in {paths.user_layouts_dir()}/NAME.tcss)"
+    )

@@ -28,15 +28,21 @@ Opener = Callable[[], Iterable[str]]
 class LogFollower:
     """Reads one run's lines in a daemon thread until told to stop or the log ends."""
 
-    def __init__(self, open_lines: Opener, sink: Callable[[list[str]], None],
-                 on_error: Callable[[str], None]) -> None:
+    def __init__(
+        self, open_lines: Opener, sink: Callable[[list[str]], None], on_error: Callable[[str], None]
+    ) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._follow, args=(open_lines, sink, on_error),
-                                        daemon=True, name="seglab-log-follower")
+        self._thread = threading.Thread(
+            target=self._follow,
+            args=(open_lines, sink, on_error),
+            daemon=True,
+            name="seglab-log-follower",
+        )
         self._thread.start()
 
-    def _follow(self, open_lines: Opener, sink: Callable[[list[str]], None],
-                on_error: Callable[[str], None]) -> None:
+    def _follow(
+        self, open_lines: Opener, sink: Callable[[list[str]], None], on_error: Callable[[str], None]
+    ) -> None:
         try:
             for line in open_lines():
                 if self._stop.is_set():
@@ -73,8 +79,7 @@ class LogPane(Vertical):
         """Status line, log, hidden search input."""
         yield Static("", id="log-status")
         yield Log(max_lines=MAX_LINES, auto_scroll=True, id="log")
-        yield Input(placeholder="search the log (enter: next match, esc: close)",
-                    id="log-search")
+        yield Input(placeholder="search the log (enter: next match, esc: close)", id="log-search")
 
     def on_mount(self) -> None:
         """Drain the queue of new lines a few times a second."""
@@ -130,8 +135,9 @@ class LogPane(Vertical):
     def _rewrite(self) -> None:
         view = self.query_one("#log", Log)
         view.clear()
-        view.write_lines([line for line in self._lines if self._visible(line)],
-                         scroll_end=self.follow)
+        view.write_lines(
+            [line for line in self._lines if self._visible(line)], scroll_end=self.follow
+        )
 
     # -- toggles and search ----------------------------------------------------------
 
@@ -188,9 +194,11 @@ class LogPane(Vertical):
         self.search(event.value)
 
     def _show_status(self, extra: str = "") -> None:
-        parts = [self.run_id or "no run selected",
-                 "follow on" if self.follow else "follow off (f)",
-                 "events shown" if self.show_events else "events hidden (v)"]
+        parts = [
+            self.run_id or "no run selected",
+            "follow on" if self.follow else "follow off (f)",
+            "events shown" if self.show_events else "events hidden (v)",
+        ]
         if self._note:
             parts.append(self._note)
         if extra:

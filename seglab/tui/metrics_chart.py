@@ -22,8 +22,7 @@ class MetricsChart(Vertical):
     """mIoU per variant (left axis, 0-1) and the selected run's loss (right axis)."""
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(Static("metrics of the selected run appear here", classes="hint"),
-                         id=id)
+        super().__init__(Static("metrics of the selected run appear here", classes="hint"), id=id)
         self._key: object = None
         self._plot: PlotextPlot | None = None
         self.shown: list[Curves] = []
@@ -52,13 +51,22 @@ class MetricsChart(Vertical):
         drawn = False
         for item in curves:
             if item.miou:
-                plt.plot([p[0] for p in item.miou], [p[1] for p in item.miou],
-                         label=f"mIoU {item.variant}", marker="braille")
+                plt.plot(
+                    [p[0] for p in item.miou],
+                    [p[1] for p in item.miou],
+                    label=f"mIoU {item.variant}",
+                    marker="braille",
+                )
                 drawn = True
         for item in curves:
             if item.run_id == selected and item.loss:
-                plt.plot([p[0] for p in item.loss], [p[1] for p in item.loss],
-                         label="loss", yside="right", marker="braille")
+                plt.plot(
+                    [p[0] for p in item.loss],
+                    [p[1] for p in item.loss],
+                    label="loss",
+                    yside="right",
+                    marker="braille",
+                )
                 drawn = True
         if not drawn:
             plt.title("no metrics yet: the chart fills as the run trains and evaluates")

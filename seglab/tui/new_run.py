@@ -24,8 +24,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = (("auto (docker when an engine answers)", "auto"), ("process", "process"),
-            ("docker", "docker"))
+RUNTIMES = (
+    ("auto (docker when an engine answers)", "auto"),
+    ("process", "process"),
+    ("docker", "docker"),
+)
 
 
 def recipe_files(shipped: Sequence[Path], folder: Path | None) -> list[Path]:
@@ -41,8 +44,12 @@ class NewRunScreen(ModalScreen[list[RunRecord] | None]):
 
     BINDINGS = [Binding("escape", "cancel", "cancel"), Binding("ctrl+s", "launch", "launch")]
 
-    def __init__(self, workstation: Workstation, placements: Sequence[tuple[str, str]],
-                 folder: Path | None = None) -> None:
+    def __init__(
+        self,
+        workstation: Workstation,
+        placements: Sequence[tuple[str, str]],
+        folder: Path | None = None,
+    ) -> None:
         super().__init__()
         self.workstation = workstation
         self.placements = list(placements)
@@ -55,17 +62,23 @@ class NewRunScreen(ModalScreen[list[RunRecord] | None]):
         """Recipe list, variants, placement, runtime, buttons."""
         with Vertical(classes="dialog wide-dialog", id="new-run"):
             yield Static(Text("New run", style="bold"))
-            yield Input(value=str(self.folder or ""), id="recipe-folder",
-                        placeholder="a folder of recipes or a recipe file (enter to load)")
+            yield Input(
+                value=str(self.folder or ""),
+                id="recipe-folder",
+                placeholder="a folder of recipes or a recipe file (enter to load)",
+            )
             with Horizontal(id="new-run-body"):
                 yield OptionList(id="recipes")
                 with Vertical(id="new-run-right"):
                     yield Static("", id="recipe-info")
                     yield SelectionList[str](id="variants")
             with Horizontal(classes="row"):
-                yield Select([(label, value) for value, label in self.placements],
-                             value=self.placements[0][0], allow_blank=False,
-                             id="placement")
+                yield Select(
+                    [(label, value) for value, label in self.placements],
+                    value=self.placements[0][0],
+                    allow_blank=False,
+                    id="placement",
+                )
                 yield Input(placeholder="or type HOST:0,1 / HOST:cpu", id="placement-custom")
                 yield Select(RUNTIMES, value="auto", allow_blank=False, id="runtime")
             yield Static("", id="new-run-error")
@@ -83,8 +96,12 @@ class NewRunScreen(ModalScreen[list[RunRecord] | None]):
         options = self.query_one("#recipes", OptionList)
         options.clear_options()
         shipped = set(self.workstation.shipped_recipes())
-        options.add_options([Option(f"{p.stem}" + ("  (shipped)" if p in shipped else ""),
-                                    id=str(i)) for i, p in enumerate(self.files)])
+        options.add_options(
+            [
+                Option(f"{p.stem}" + ("  (shipped)" if p in shipped else ""), id=str(i))
+                for i, p in enumerate(self.files)
+            ]
+        )
         if self.files:
             options.highlighted = 0
 
@@ -97,7 +114,8 @@ class NewRunScreen(ModalScreen[list[RunRecord] | None]):
         if path.is_file():
             self.files.append(path)
             self.query_one("#recipes", OptionList).add_option(
-                Option(path.stem, id=str(len(self.files) - 1)))
+                Option(path.stem, id=str(len(self.files) - 1))
+            )
             self.query_one("#recipes", OptionList).highlighted = len(self.files) - 1
         elif path.is_dir():
             self._list(path)
@@ -130,10 +148,11 @@ class NewRunScreen(ModalScreen[list[RunRecord] | None]):
         base = loaded.variants[0].recipe
         size = f"{base.resources.gpus} GPU(s) per run"
         if base.resources.nodes > 1:  # placed as one pool per member, typed below
-            size = (f"{base.resources.nodes} hosts x {base.resources.gpus} GPU(s) per run "
-                    "(type one pool per host: H1:0-7,H2:0-7)")
-        info.update(f"{base.name}: {base.model.arch} · {len(loaded.variants)} variant(s) · "
-                    f"{size}")
+            size = (
+                f"{base.resources.nodes} hosts x {base.resources.gpus} GPU(s) per run "
+                "(type one pool per host: H1:0-7,H2:0-7)"
+            )
+        info.update(f"{base.name}: {base.model.arch} · {len(loaded.variants)} variant(s) · {size}")
         variants.add_options([(v.name, v.name, True) for v in loaded.variants])
         self._error("")
 

@@ -87,18 +87,20 @@ class HelpScreen(ModalScreen[None]):
         self.dismiss(result)
 
 
-def comparison_table(rows: Sequence[Comparison], class_names: Sequence[str] | None
-                     ) -> tuple[list[str], list[list[Text]]]:
+def comparison_table(
+    rows: Sequence[Comparison], class_names: Sequence[str] | None
+) -> tuple[list[str], list[list[Text]]]:
     """Header and cells of the comparison; the best value of each column in bold green."""
     width = max((len(r.per_class_iou) for r in rows), default=0)
-    names = list(class_names or [])[:width] + [str(i) for i in range(len(class_names or []),
-                                                                       width)]
+    names = list(class_names or [])[:width] + [str(i) for i in range(len(class_names or []), width)]
     header = ["variant", "status", "best mIoU", "pixel acc", *names, "img/s", "time"]
     columns: list[list[float | None]] = [
         [r.best_miou for r in rows],
         [r.pixel_acc for r in rows],
-        *[[r.per_class_iou[i] if i < len(r.per_class_iou) else None for r in rows]
-          for i in range(width)],
+        *[
+            [r.per_class_iou[i] if i < len(r.per_class_iou) else None for r in rows]
+            for i in range(width)
+        ],
         [r.img_per_s for r in rows],
         [r.time_s for r in rows],
     ]
@@ -114,8 +116,9 @@ def comparison_table(rows: Sequence[Comparison], class_names: Sequence[str] | No
                 line.append(Text(DASH, style="dim"))
                 continue
             last = c == len(columns) - 1
-            shown = duration(value) if last else num(value, ".1f" if c == len(columns) - 2
-                                                     else ".3f")
+            shown = (
+                duration(value) if last else num(value, ".1f" if c == len(columns) - 2 else ".3f")
+            )
             top = best[c] is not None and value == best[c] and len(rows) > 1
             line.append(Text(shown, style="bold green" if top else ""))
         body.append(line)
@@ -127,8 +130,9 @@ class CompareScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,q,c", "dismiss", "close")]
 
-    def __init__(self, title: str, rows: Sequence[Comparison],
-                 class_names: Sequence[str] | None) -> None:
+    def __init__(
+        self, title: str, rows: Sequence[Comparison], class_names: Sequence[str] | None
+    ) -> None:
         super().__init__()
         self.title_text = title
         self.rows = rows

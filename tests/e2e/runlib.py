@@ -12,22 +12,32 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "tests" / "fixtures" / "recipes"
-SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" \
+SITE = (
+    Path(sys.prefix)
+    / "lib"
+    / f"python{sys.version_info.major}.{sys.version_info.minor}"
     / "site-packages"
+)
 DEV_MOUNTS = f"{SITE}:/usr/local/lib/python3.11/dist-packages,{REPO}:/opt/seglab"
 """SEGLAB_DEV_MOUNTS for containers of the CI image: this venv's packages and the checkout."""
 
 
-def seglab(*args: str, check: bool = True, timeout: float = 300
-           ) -> subprocess.CompletedProcess[str]:
+def seglab(
+    *args: str, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m seglab ARGS` (environment inherited: the test's XDG dirs)."""
     out = subprocess.run(
         [sys.executable, "-m", "seglab", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
     )
     if check and out.returncode != 0:
-        raise AssertionError(f"seglab {' '.join(args)} exited {out.returncode}:\n"
-                             f"{out.stdout}\n{out.stderr}")
+        raise AssertionError(
+            f"seglab {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}"
+        )
     return out
 
 
@@ -45,8 +55,7 @@ def run_row(run_id: str) -> dict[str, Any]:
     raise AssertionError(f"{run_id} not in seglab ps --all")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-             interval: float = 1.0) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
     """Poll until ``predicate()`` is truthy; its value, or AssertionError naming ``what``."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -69,8 +78,7 @@ def events_file(run_dir: str) -> list[dict[str, Any]]:
 def final(run_id: str) -> dict[str, Any] | None:
     """The run's row once it has ended, else None."""
     row = run_row(run_id)
-    return row if row["status"] in ("finished", "failed", "stopped", "oom_killed", "lost") \
-        else None
+    return row if row["status"] in ("finished", "failed", "stopped", "oom_killed", "lost") else None
 
 
 def stop_then_resume(run_id: str, run_dir: Path, world_size: int) -> int:
@@ -83,8 +91,11 @@ def stop_then_resume(run_id: str, run_dir: Path, world_size: int) -> int:
     assert records[-1]["kind"] == "end" and records[-1]["status"] == "stopped"
     saved: int = max(r["iter"] for r in records if r["kind"] == "checkpoint")
     seglab("resume", run_id)
-    wait_for(lambda: sum(r["kind"] == "start" for r in events_file(str(run_dir))) == 2, 180,
-             "the resumed start event")
+    wait_for(
+        lambda: sum(r["kind"] == "start" for r in events_file(str(run_dir))) == 2,
+        180,
+        "the resumed start event",
+    )
     resumed = [r for r in events_file(str(run_dir)) if r["kind"] == "start"][1]
     assert resumed["resumed_from"] == saved > 0
     assert resumed["world_size"] == world_size

@@ -58,7 +58,9 @@ def fingerprint(public_key: Path) -> str:
     """The SHA256 fingerprint ssh-keygen prints for a public key file."""
     out = subprocess.run(
         [SSH_KEYGEN, "-l", "-E", "sha256", "-f", str(public_key)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return out.split()[1]
 
@@ -96,26 +98,28 @@ class SshServer:
         """The sshd_config: loopback only, key auth only, this test's files only."""
         sftp = SFTP_SERVER if os.path.exists(SFTP_SERVER) else "internal-sftp"
         self.config.write_text(
-            "\n".join([
-                f"Port {self.port}",
-                "ListenAddress 127.0.0.1",
-                f"HostKey {self.host_key}",
-                f"PidFile {self.dir / 'sshd.pid'}",
-                f"AuthorizedKeysFile {self.authorized_keys}",
-                "StrictModes no",
-                "PubkeyAuthentication yes",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "UsePAM no",
-                "PermitRootLogin prohibit-password",
-                "AllowStreamLocalForwarding yes",
-                "AllowTcpForwarding yes",
-                "MaxSessions 100",
-                "MaxStartups 100",
-                f"Subsystem sftp {sftp}",
-                "LogLevel VERBOSE",
-                "",
-            ])
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {self.host_key}",
+                    f"PidFile {self.dir / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {self.authorized_keys}",
+                    "StrictModes no",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "PermitRootLogin prohibit-password",
+                    "AllowStreamLocalForwarding yes",
+                    "AllowTcpForwarding yes",
+                    "MaxSessions 100",
+                    "MaxStartups 100",
+                    f"Subsystem sftp {sftp}",
+                    "LogLevel VERBOSE",
+                    "",
+                ]
+            )
         )
 
     def start(self) -> None:
@@ -126,7 +130,9 @@ class SshServer:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [SSHD, "-D", "-e", "-f", str(self.config)],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
             )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -341,20 +347,37 @@ def remote_engine() -> Iterator[SecondEngine]:
     data.mkdir()
     # On tmpfs the engine's layers vanish at once afterwards (deleting them from disk took
     # 20 s on the 2-core CI machine); without mount rights they stay on disk.
-    on_tmpfs = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2g,mode=0700", "tmpfs", str(data)],
-        check=False, capture_output=True,
-    ).returncode == 0
+    on_tmpfs = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2g,mode=0700", "tmpfs", str(data)],
+            check=False,
+            capture_output=True,
+        ).returncode
+        == 0
+    )
     sock = work / "remote.sock"
     log_path = work / "dockerd.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
-                dockerd, "--host", f"unix://{sock}", "--data-root", str(data),
-                "--exec-root", str(work / "exec"), "--pidfile", str(work / "dockerd.pid"),
-                "--bridge=none", "--iptables=false", "--ip-forward=false", "--ip-masq=false",
+                dockerd,
+                "--host",
+                f"unix://{sock}",
+                "--data-root",
+                str(data),
+                "--exec-root",
+                str(work / "exec"),
+                "--pidfile",
+                str(work / "dockerd.pid"),
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
             ],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     try:
         _wait_for_engine(sock, process, log_path)

@@ -65,8 +65,7 @@ def make_spec(name: str, image: str, code: str, tmp_path: Path, **extra: Any) ->
         "user": USER,
         "shm_size": "256m",
         "mounts": (Mount(data, "/data"), Mount(run_dir, "/run-dir", read_only=False)),
-        "labels": {"seglab.run_id": name, "seglab.recipe": "e2e",
-                   "seglab.test": SESSION},
+        "labels": {"seglab.run_id": name, "seglab.recipe": "e2e", "seglab.test": SESSION},
         **extra,
     }
     return LaunchSpec(**fields)
@@ -90,8 +89,9 @@ PROBE = textwrap.dedent(
 )
 
 
-def test_launch_applies_the_container_defaults(runtime: DockerRuntime, docker_client: Any,
-                                               ci_image: str, tmp_path: Path) -> None:
+def test_launch_applies_the_container_defaults(
+    runtime: DockerRuntime, docker_client: Any, ci_image: str, tmp_path: Path
+) -> None:
     spec = make_spec("defaults", ci_image, PROBE, tmp_path)
     ref = runtime.launch(spec)
     assert runtime.wait(ref, timeout=60) == 0
@@ -153,21 +153,29 @@ def test_logs_are_whole_lines_and_resume_without_gap_or_duplicate(
     for cut in range(len(texts)):
         cursor = LogCursor.decode(followed[cut].cursor.encode())
         resumed = [line.text for line in runtime.logs(ref, since=cursor)]
-        assert resumed == texts[cut + 1:], f"resumed after line {cut}"
+        assert resumed == texts[cut + 1 :], f"resumed after line {cut}"
     assert [line.text for line in runtime.logs(ref, tail=3)] == texts[-3:]
 
 
 def test_stop_kill_and_exit_codes(runtime: DockerRuntime, ci_image: str, tmp_path: Path) -> None:
-    graceful = ("import signal, sys, time\n"
-                "signal.signal(signal.SIGTERM, lambda *a: (print('saving', flush=True), "
-                "sys.exit(0)))\nprint('ready', flush=True)\ntime.sleep(120)")
-    stubborn = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-                "print('ready', flush=True)\ntime.sleep(120)")
+    graceful = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: (print('saving', flush=True), "
+        "sys.exit(0)))\nprint('ready', flush=True)\ntime.sleep(120)"
+    )
+    stubborn = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\ntime.sleep(120)"
+    )
     failing = "import sys; print('boom', file=sys.stderr); sys.exit(3)"
     refs = {
         name: runtime.launch(make_spec(name, ci_image, code, tmp_path / name))
-        for name, code in (("graceful", graceful), ("stubborn", stubborn),
-                           ("killed", stubborn), ("failing", failing))
+        for name, code in (
+            ("graceful", graceful),
+            ("stubborn", stubborn),
+            ("killed", stubborn),
+            ("failing", failing),
+        )
     }
     for name in ("graceful", "stubborn", "killed"):
         lines = runtime.logs(refs[name], follow=True)
@@ -191,7 +199,11 @@ def test_stop_kill_and_exit_codes(runtime: DockerRuntime, ci_image: str, tmp_pat
     mine = runtime.list({"seglab.recipe": "e2e", "seglab.test": SESSION})
     found = {info.name: info.state.exit_code for info in mine}
     assert {name.split(".")[0]: code for name, code in found.items()} == {
-        "graceful": 0, "stubborn": 137, "killed": 137, "failing": 3}
+        "graceful": 0,
+        "stubborn": 137,
+        "killed": 137,
+        "failing": 3,
+    }
     runtime.remove(refs["failing"])
     with pytest.raises(RunNotFound):
         runtime.inspect(refs["failing"])
@@ -205,11 +217,13 @@ def test_oom_kill_is_reported(runtime: DockerRuntime, ci_image: str, tmp_path: P
     assert (state.status, state.exit_code, state.oom_killed) == ("exited", 137, True)
 
 
-def test_refusals_leave_nothing_behind(runtime: DockerRuntime, docker_client: Any,
-                                       ci_image: str, tmp_path: Path) -> None:
+def test_refusals_leave_nothing_behind(
+    runtime: DockerRuntime, docker_client: Any, ci_image: str, tmp_path: Path
+) -> None:
     def mine() -> list[Any]:
-        return list(docker_client.containers.list(
-            all=True, filters={"label": f"seglab.test={SESSION}"}))
+        return list(
+            docker_client.containers.list(all=True, filters={"label": f"seglab.test={SESSION}"})
+        )
 
     assert mine() == []
     with pytest.raises(ImageMissing, match="image seglab/absent:1 is not on host test"):
@@ -229,27 +243,47 @@ def test_refusals_leave_nothing_behind(runtime: DockerRuntime, docker_client: An
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("seglab.train.loop") is None,
-                    reason="the trainer (seglab.train.loop) has not landed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("seglab.train.loop") is None,
+    reason="the trainer (seglab.train.loop) has not landed",
+)
 def test_trainer_runs_in_the_ci_image_and_stops_with_last_checkpoint(
     runtime: DockerRuntime, ci_image: str, tmp_path: Path, repo_root: Path
 ) -> None:
     recipe = recipes.load_resolved(repo_root / "recipes" / "synthetic-smoke.yaml")
     synthetic = {"train_size": 32, "val_size": 8, "image_size": [64, 64], "num_classes": 4}
-    small = recipe.model_copy(update={
-        "train": recipe.train.model_copy(update={"epochs": 50, "log_interval": 1}),
-        "data": recipe.data.model_copy(update={
-            "synthetic": recipe.data.synthetic.model_copy(update=synthetic)
-            if recipe.data.synthetic else None}),
-        "export": [],
-    })
+    small = recipe.model_copy(
+        update={
+            "train": recipe.train.model_copy(update={"epochs": 50, "log_interval": 1}),
+            "data": recipe.data.model_copy(
+                update={
+                    "synthetic": recipe.data.synthetic.model_copy(update=synthetic)
+                    if recipe.data.synthetic
+                    else None
+                }
+            ),
+            "export": [],
+        }
+    )
     run_dir = tmp_path / "run"
     own_run_dir(run_dir, USER)
     (run_dir / "recipe.yaml").write_text(small.to_yaml())
-    spec = make_spec("trainer", ci_image, "", tmp_path,
-                     command=("python3", "-m", "seglab.train", "--config",
-                              "/run-dir/recipe.yaml", "--run-dir", "/run-dir"),
-                     env={"HOME": "/tmp", "OMP_NUM_THREADS": "1"})
+    spec = make_spec(
+        "trainer",
+        ci_image,
+        "",
+        tmp_path,
+        command=(
+            "python3",
+            "-m",
+            "seglab.train",
+            "--config",
+            "/run-dir/recipe.yaml",
+            "--run-dir",
+            "/run-dir",
+        ),
+        env={"HOME": "/tmp", "OMP_NUM_THREADS": "1"},
+    )
     ref = runtime.launch(spec)
     kinds = []
     for line in runtime.logs(ref, follow=True):
@@ -263,8 +297,7 @@ def test_trainer_runs_in_the_ci_image_and_stops_with_last_checkpoint(
     assert runtime.wait(ref, timeout=60) == 0
     assert (run_dir / "checkpoints" / "last.pt").stat().st_uid == UID
     ended = [events.parse_line(line.text) for line in runtime.logs(ref, tail=20)]
-    assert any(e is not None and e.kind == "end" and e.data["status"] == "stopped"
-               for e in ended)
+    assert any(e is not None and e.kind == "end" and e.data["status"] == "stopped" for e in ended)
 
 
 def test_follow_outlasts_the_client_timeout_and_list_filters_by_label(
@@ -282,7 +315,8 @@ def test_follow_outlasts_the_client_timeout_and_list_filters_by_label(
         assert [info.ref for info in impatient.list(mine)] == [ref]
         assert impatient.list({**mine, "seglab.run_id": "other"}) == []
         assert [info.name for info in impatient.list({"seglab.run_id": None, **mine})] == [
-            spec.name]
+            spec.name
+        ]
     finally:
         impatient.remove(ref, force=True)
         impatient.close()

@@ -50,9 +50,14 @@ def _port_open(port: int) -> bool:
 def _serve_and_stop(args: list[str], engine: Any, host: str, run_id: str) -> int:
     """Start `seglab ARGS`, fetch TensorBoard at the URL it prints, SIGTERM it, and check
     that the container on ``engine`` and the local port are gone; the URL's port."""
-    proc = subprocess.Popen([sys.executable, "-m", "seglab", *args],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=os.environ.copy())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seglab", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
     try:
@@ -75,8 +80,9 @@ def _serve_and_stop(args: list[str], engine: Any, host: str, run_id: str) -> int
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
-        assert engine.containers.list(all=True, filters={
-            "label": "seglab.forward=tensorboard"}) == [], err
+        assert (
+            engine.containers.list(all=True, filters={"label": "seglab.forward=tensorboard"}) == []
+        ), err
         assert not _port_open(port)
     finally:
         if proc.poll() is None:
@@ -93,8 +99,7 @@ def _finished_tiny_run(on: str) -> str:
     return run_id
 
 
-def test_tensorboard_of_a_remote_run(remote_lab: Path,
-                                     remote_engine: SecondEngine) -> None:
+def test_tensorboard_of_a_remote_run(remote_lab: Path, remote_engine: SecondEngine) -> None:
     run_id = _finished_tiny_run("lab1:cpu")
     remote = docker.DockerClient(base_url=f"unix://{remote_engine.socket}")
     try:
@@ -104,25 +109,28 @@ def test_tensorboard_of_a_remote_run(remote_lab: Path,
         seglab("rm", run_id, check=False)
 
 
-def test_tensorboard_of_a_recipe_on_this_machine(isolated_xdg: Path, ci_image: str,
-                                                 docker_client: Any,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tensorboard_of_a_recipe_on_this_machine(
+    isolated_xdg: Path, ci_image: str, docker_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SEGLAB_DEV_MOUNTS", DEV_MOUNTS)
     run_id = _finished_tiny_run("local:cpu")
     with socket.socket() as probe:  # a free local port for --port
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     try:
-        assert _serve_and_stop(["tensorboard", "tiny", "--port", str(port)], docker_client,
-                               "local", run_id) == port
+        assert (
+            _serve_and_stop(
+                ["tensorboard", "tiny", "--port", str(port)], docker_client, "local", run_id
+            )
+            == port
+        )
     finally:
         seglab("rm", run_id, check=False)
 
 
-def test_notebook_refuses_images_without_jupyter(remote_lab: Path,
-                                                 remote_ci_image: str,
-                                                 remote_engine: SecondEngine
-                                                 ) -> None:
+def test_notebook_refuses_images_without_jupyter(
+    remote_lab: Path, remote_ci_image: str, remote_engine: SecondEngine
+) -> None:
     out = seglab("notebook", "lab1:cpu", "--image", remote_ci_image, check=False)
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert f"image {remote_ci_image} on lab1 has no `jupyter` command" in out.stderr

@@ -20,26 +20,49 @@ pytestmark = [pytest.mark.sshd, pytest.mark.docker, pytest.mark.timeout(180)]
 
 
 def test_image_build_on_a_remote_host_goes_through_the_ssh_forward(
-    docker_client: Any, remote_engine: SecondEngine, lab1: Lab,
-    isolated_xdg: Path, tmp_path: Path,
+    docker_client: Any,
+    remote_engine: SecondEngine,
+    lab1: Lab,
+    isolated_xdg: Path,
+    tmp_path: Path,
 ) -> None:
     import docker
     from docker.errors import ImageNotFound
 
-    write_hosts_yaml(isolated_xdg / "config", {"lab1": {
-        "ssh": "lab1", "docker_socket": str(remote_engine.socket),
-        "nvidia_smi": str(lab1.nvidia_smi),
-    }})
+    write_hosts_yaml(
+        isolated_xdg / "config",
+        {
+            "lab1": {
+                "ssh": "lab1",
+                "docker_socket": str(remote_engine.socket),
+                "nvidia_smi": str(lab1.nvidia_smi),
+            }
+        },
+    )
     # A source tree whose base image needs nothing from a registry.
     source = tmp_path / "src"
     (source / "images" / "base").mkdir(parents=True)
     (source / "pyproject.toml").write_text("[project]\nname = 'probe'\n")
     (source / "images" / "base" / "Dockerfile").write_text(
-        "FROM scratch\nCOPY pyproject.toml /probe.toml\n")
+        "FROM scratch\nCOPY pyproject.toml /probe.toml\n"
+    )
     done = subprocess.run(
-        [sys.executable, "-m", "seglab", "image", "build", "base", "--host", "lab1",
-         "--source", str(source)],
-        check=False, capture_output=True, text=True, timeout=150,
+        [
+            sys.executable,
+            "-m",
+            "seglab",
+            "image",
+            "build",
+            "base",
+            "--host",
+            "lab1",
+            "--source",
+            str(source),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=150,
     )
     assert done.returncode == 0, done.stderr
     assert "Step 2/3 : COPY pyproject.toml /probe.toml" in done.stdout

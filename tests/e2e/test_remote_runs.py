@@ -28,6 +28,7 @@ from tests.e2e.sshd import SecondEngine
 
 pytestmark = [pytest.mark.sshd, pytest.mark.docker, pytest.mark.slow]
 
+
 def test_hosts_and_gpus_of_the_remote(remote_lab: Path) -> None:
     hosts = {h["name"]: h for h in json.loads(seglab("hosts", "--json").stdout)["hosts"]}
     status = hosts["lab1"]["status"]
@@ -39,10 +40,12 @@ def test_hosts_and_gpus_of_the_remote(remote_lab: Path) -> None:
     assert gpus[0]["status"] == "ok"
 
 
-def test_grid_on_the_remote_engine(remote_lab: Path, remote_engine: SecondEngine,
-                                   docker_client: Any, tmp_path: Path) -> None:
-    started = json.loads(seglab("run", str(RECIPES / "tiny-grid.yaml"), "--on", "lab1:cpu",
-                                "--json").stdout)
+def test_grid_on_the_remote_engine(
+    remote_lab: Path, remote_engine: SecondEngine, docker_client: Any, tmp_path: Path
+) -> None:
+    started = json.loads(
+        seglab("run", str(RECIPES / "tiny-grid.yaml"), "--on", "lab1:cpu", "--json").stdout
+    )
     ids = [row["run_id"] for row in started]
     assert len(ids) == 2 and all(row["host"] == "lab1" for row in started)
     assert all(row["runtime"] == "docker" for row in started)
@@ -59,8 +62,12 @@ def test_grid_on_the_remote_engine(remote_lab: Path, remote_engine: SecondEngine
         kinds = [e.kind for e in (parse_line(x) for x in followed if PREFIX in x) if e]
         assert kinds[0] == "start" and kinds[-1] == "end" and "eval" in kinds
 
-        rows = {r["run_id"]: r for r in wait_for(
-            lambda: all(final(i) for i in ids) and ps(), 600, "both remote runs to end")}
+        rows = {
+            r["run_id"]: r
+            for r in wait_for(
+                lambda: all(final(i) for i in ids) and ps(), 600, "both remote runs to end"
+            )
+        }
         for run_id in ids:
             assert rows[run_id]["status"] == "finished", rows[run_id]
             assert rows[run_id]["best_miou"] is not None
@@ -69,8 +76,9 @@ def test_grid_on_the_remote_engine(remote_lab: Path, remote_engine: SecondEngine
             assert len(metrics["loss"]) == sum(r["kind"] == "train" for r in on_disk)
         pulled = tmp_path / "pulled"
         seglab("pull", ids[0], "--what", "all", "--dest", str(pulled))
-        assert (pulled / ids[0] / "events.jsonl").read_text() == \
-            (Path(rows[ids[0]]["run_dir"]) / "events.jsonl").read_text()
+        assert (pulled / ids[0] / "events.jsonl").read_text() == (
+            Path(rows[ids[0]]["run_dir"]) / "events.jsonl"
+        ).read_text()
         assert (pulled / ids[0] / "checkpoints" / "best.pt").is_file()
         for run_id in ids:
             seglab("rm", run_id)
@@ -82,14 +90,20 @@ def test_grid_on_the_remote_engine(remote_lab: Path, remote_engine: SecondEngine
 
 def test_stop_and_resume_on_the_remote(remote_lab: Path) -> None:
     (run_id,) = seglab("run", str(RECIPES / "tiny-long.yaml"), "--on", "lab1:cpu").stdout.split()
-    row = wait_for(lambda: (r := run_row(run_id))["iteration"] and r["iteration"] >= 6 and r,
-                   300, "a few iterations on the remote")
+    row = wait_for(
+        lambda: (r := run_row(run_id))["iteration"] and r["iteration"] >= 6 and r,
+        300,
+        "a few iterations on the remote",
+    )
     assert f"{run_id}: stopped" in seglab("stop", run_id, "--timeout", "60").stdout
     records = events_file(row["run_dir"])
     saved = max(r["iter"] for r in records if r["kind"] == "checkpoint")
     seglab("resume", run_id)
-    wait_for(lambda: sum(r["kind"] == "start" for r in events_file(row["run_dir"])) == 2, 120,
-             "the resumed remote trainer")
+    wait_for(
+        lambda: sum(r["kind"] == "start" for r in events_file(row["run_dir"])) == 2,
+        120,
+        "the resumed remote trainer",
+    )
     start = [r for r in events_file(row["run_dir"]) if r["kind"] == "start"][1]
     assert start["resumed_from"] == saved > 0
     seglab("kill", run_id)

@@ -53,8 +53,13 @@ def test_parse_on(text: str, pools: list[Pool]) -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("lab1:", "nothing after"), (":0", "lacks a host"), ("lab1:3-1", "runs backwards"),
-     ("lab1:cpu,2", "GPUs listed after"), ("lab1:0,,1", "empty item")],
+    [
+        ("lab1:", "nothing after"),
+        (":0", "lacks a host"),
+        ("lab1:3-1", "runs backwards"),
+        ("lab1:cpu,2", "GPUs listed after"),
+        ("lab1:0,,1", "empty item"),
+    ],
 )
 def test_parse_on_errors(text: str, message: str) -> None:
     with pytest.raises(PlacementError, match=message):
@@ -72,8 +77,7 @@ def test_unknown_gpu_and_too_many_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     _hosts(f"hosts:\n  local:\n    telemetry: nvidia-smi\n    nvidia_smi: {standin}\n")
     message = _fails(str(RECIPES / "tiny.yaml"), "--on", "local:5", "--runtime", "process")
     assert "local has no GPU '5'; its GPUs: 0 (GPU-" in message and "1 (GPU-" in message
-    message = _fails(str(RECIPES / "tiny-ddp.yaml"), "--on", "local:0",
-                     "--runtime", "process")
+    message = _fails(str(RECIPES / "tiny-ddp.yaml"), "--on", "local:0", "--runtime", "process")
     assert "needs 2 GPUs per run" in message and "has 1" in message
     _nothing_left()
 
@@ -85,8 +89,10 @@ def test_no_gpu_anywhere_says_so() -> None:
 
 def test_missing_dataset_root(tmp_path: Path) -> None:
     recipe = tmp_path / "cs.yaml"
-    recipe.write_text(f"extends: {RECIPES / 'tiny.yaml'}\nname: cs\n"
-                      "data: {dataset: cityscapes, synthetic: null}\n")
+    recipe.write_text(
+        f"extends: {RECIPES / 'tiny.yaml'}\nname: cs\n"
+        "data: {dataset: cityscapes, synthetic: null}\n"
+    )
     message = _fails(str(recipe), "--on", "local:cpu", "--runtime", "process")
     assert "local" in message and "cityscapes" in message and "datasets" in message
     _nothing_left()
@@ -105,23 +111,34 @@ def test_no_docker_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 @pytest.mark.docker
 def test_missing_image(docker_client: Any) -> None:
-    message = _fails(str(RECIPES / "tiny.yaml"), "--on", "local:cpu", "--runtime", "docker",
-                     "--image", "seglab/no-such-image:0")
+    message = _fails(
+        str(RECIPES / "tiny.yaml"),
+        "--on",
+        "local:cpu",
+        "--runtime",
+        "docker",
+        "--image",
+        "seglab/no-such-image:0",
+    )
     assert "image seglab/no-such-image:0 is not on host local" in message
     _nothing_left()
 
 
 @pytest.mark.docker
 def test_gpus_on_an_engine_without_the_nvidia_runtime(
-        ci_image: str, docker_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    ci_image: str, docker_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     standin = use_standin(monkeypatch, gpus=1, phase="idle")
     _hosts(f"hosts:\n  local:\n    telemetry: nvidia-smi\n    nvidia_smi: {standin}\n")
     message = _fails(str(RECIPES / "tiny.yaml"), "--on", "local:0", "--runtime", "docker")
     assert "cannot give GPUs to containers" in message
     assert "nvidia-container-toolkit" in message
     _nothing_left()
-    ours = [c for c in docker_client.containers.list(all=True, filters={"label": "seglab.run_id"})
-            if c.labels.get("seglab.run_dir", "").startswith(str(_runs_root()))]
+    ours = [
+        c
+        for c in docker_client.containers.list(all=True, filters={"label": "seglab.run_id"})
+        if c.labels.get("seglab.run_dir", "").startswith(str(_runs_root()))
+    ]
     assert ours == []
     # The reservation was released: a CPU run still works and nothing holds GPU 0.
     from seglab.registry import Registry
@@ -134,14 +151,17 @@ def test_full_disk_in_the_runs_root(tmp_path: Path) -> None:
         pytest.skip("mounting a small tmpfs needs root")
     small = tmp_path / "small"
     small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
-                             capture_output=True, text=True, check=False)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
         _hosts(f"hosts:\n  local:\n    runs_root: {small}\n")
-        message = _fails(str(RECIPES / "tiny.yaml"), "--on", "local:cpu",
-                         "--runtime", "process")
+        message = _fails(str(RECIPES / "tiny.yaml"), "--on", "local:cpu", "--runtime", "process")
         assert f"runs root {small} on local has only 1 MiB free" in message
         assert ps() == [] and list(small.iterdir()) == []
     finally:

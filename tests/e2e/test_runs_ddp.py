@@ -26,11 +26,16 @@ from tests.e2e.runlib import (
 
 pytestmark = pytest.mark.slow
 
+
 def _two_ranks_stop_resume(runtime: str) -> None:
-    (run_id,) = seglab("run", str(RECIPES / "tiny-ddp.yaml"), "--on", "local:cpu",
-                       "--runtime", runtime).stdout.split()
-    row = wait_for(lambda: (r := run_row(run_id))["iteration"] and r["iteration"] >= 4 and r,
-                   300, "a few iterations on two ranks")
+    (run_id,) = seglab(
+        "run", str(RECIPES / "tiny-ddp.yaml"), "--on", "local:cpu", "--runtime", runtime
+    ).stdout.split()
+    row = wait_for(
+        lambda: (r := run_row(run_id))["iteration"] and r["iteration"] >= 4 and r,
+        300,
+        "a few iterations on two ranks",
+    )
     run_dir = Path(row["run_dir"])
     assert [r["run_id"] for r in ps()].count(run_id) == 1  # one row for the whole run
     start = next(r for r in events_file(str(run_dir)) if r["kind"] == "start")
@@ -46,8 +51,8 @@ def _two_ranks_stop_resume(runtime: str) -> None:
 
 
 @pytest.mark.docker
-def test_two_gloo_ranks_in_one_container(ci_image: str, docker_client: Any,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEGLAB_DEV_MOUNTS",
-                       DEV_MOUNTS)
+def test_two_gloo_ranks_in_one_container(
+    ci_image: str, docker_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEGLAB_DEV_MOUNTS", DEV_MOUNTS)
     _two_ranks_stop_resume("docker")

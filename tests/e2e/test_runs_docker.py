@@ -32,11 +32,11 @@ from tests.e2e.runlib import (
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
+
 @pytest.fixture(autouse=True)
 def dev_mounts(ci_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Give every container the venv's packages and the checkout (read-only)."""
-    monkeypatch.setenv("SEGLAB_DEV_MOUNTS",
-                       DEV_MOUNTS)
+    monkeypatch.setenv("SEGLAB_DEV_MOUNTS", DEV_MOUNTS)
 
 
 def _container(docker_client: Any, run_id: str) -> Any:
@@ -49,8 +49,13 @@ def _shell(run_id: str, typed: str) -> str:
     import time
 
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "seglab", "shell", run_id], cwd=REPO,
-                            stdin=slave, stdout=slave, stderr=slave)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seglab", "shell", run_id],
+        cwd=REPO,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
     os.close(slave)
     time.sleep(3)
     os.write(master, typed.encode())
@@ -98,7 +103,7 @@ def test_grid_in_containers_isolated_and_reattached(docker_client: Any, tmp_path
     hosts.write_text(f"hosts:\n  local:\n    datasets: {{cityscapes: {dataset}}}\n")
     recipe = tmp_path / "cs-grid.yaml"
     recipe.write_text(f"""\
-extends: {RECIPES / 'tiny.yaml'}
+extends: {RECIPES / "tiny.yaml"}
 name: cs-grid
 data:
   dataset: cityscapes
@@ -116,16 +121,33 @@ ablate:
     high: {{train.optimizer.lr: 0.003}}
 """)
     waiter = subprocess.Popen(
-        [sys.executable, "-m", "seglab", "run", str(recipe), "--on", "local:cpu",
-         "--runtime", "docker", "--wait"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        [
+            sys.executable,
+            "-m",
+            "seglab",
+            "run",
+            str(recipe),
+            "--on",
+            "local:cpu",
+            "--runtime",
+            "docker",
+            "--wait",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     assert waiter.stdout is not None
     ids = [waiter.stdout.readline().strip() for _ in range(2)]
     assert all(i.startswith("cs-grid.lr-") for i in ids), ids
 
     # One container per variant, both running at once, with seglab's isolation defaults.
-    wait_for(lambda: all(_container(docker_client, i).status == "running" for i in ids),
-             120, "both containers running")
+    wait_for(
+        lambda: all(_container(docker_client, i).status == "running" for i in ids),
+        120,
+        "both containers running",
+    )
     for run_id in ids:
         attrs = _container(docker_client, run_id).attrs
         labels = attrs["Config"]["Labels"]
@@ -164,8 +186,10 @@ ablate:
     assert events[-1] is not None and events[-1].kind == "end"
     assert [e.seq for e in events if e] == sorted({e.seq for e in events if e})
 
-    rows = {r["run_id"]: r for r in wait_for(
-        lambda: all(final(i) for i in ids) and ps(), 600, "both variants to end")}
+    rows = {
+        r["run_id"]: r
+        for r in wait_for(lambda: all(final(i) for i in ids) and ps(), 600, "both variants to end")
+    }
     for run_id in ids:
         assert rows[run_id]["status"] == "finished", rows[run_id]
         assert rows[run_id]["best_miou"] is not None
@@ -185,10 +209,14 @@ ablate:
 
 
 def test_stop_and_resume_in_a_container(docker_client: Any) -> None:
-    (run_id,) = seglab("run", str(RECIPES / "tiny-long.yaml"), "--on", "local:cpu",
-                       "--runtime", "docker").stdout.split()
-    row = wait_for(lambda: (r := run_row(run_id))["iteration"] and r["iteration"] >= 6 and r,
-                   300, "a few iterations")
+    (run_id,) = seglab(
+        "run", str(RECIPES / "tiny-long.yaml"), "--on", "local:cpu", "--runtime", "docker"
+    ).stdout.split()
+    row = wait_for(
+        lambda: (r := run_row(run_id))["iteration"] and r["iteration"] >= 6 and r,
+        300,
+        "a few iterations",
+    )
     assert "uid=1000" in _shell(run_id, "id; exit\n")
 
     stopped = seglab("stop", run_id, "--timeout", "60")
@@ -201,8 +229,11 @@ def test_stop_and_resume_in_a_container(docker_client: Any) -> None:
 
     seglab("resume", run_id)
     assert _container(docker_client, run_id).status in ("created", "running", "exited")
-    wait_for(lambda: sum(r["kind"] == "start" for r in events_file(row["run_dir"])) == 2, 120,
-             "the resumed trainer's start event")
+    wait_for(
+        lambda: sum(r["kind"] == "start" for r in events_file(row["run_dir"])) == 2,
+        120,
+        "the resumed trainer's start event",
+    )
     start = [r for r in events_file(row["run_dir"]) if r["kind"] == "start"][1]
     assert start["resumed_from"] == saved > 0
     seglab("kill", run_id)

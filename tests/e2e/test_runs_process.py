@@ -23,10 +23,14 @@ pytestmark = pytest.mark.slow
 
 
 def test_stop_writes_last_checkpoint_and_resume_continues() -> None:
-    (run_id,) = seglab("run", str(RECIPES / "tiny-long.yaml"), "--on", "local:cpu",
-                       "--runtime", "process").stdout.split()
-    row = wait_for(lambda: (r := run_row(run_id))["iteration"] and r["iteration"] >= 6 and r,
-                   300, "a few iterations")
+    (run_id,) = seglab(
+        "run", str(RECIPES / "tiny-long.yaml"), "--on", "local:cpu", "--runtime", "process"
+    ).stdout.split()
+    row = wait_for(
+        lambda: (r := run_row(run_id))["iteration"] and r["iteration"] >= 6 and r,
+        300,
+        "a few iterations",
+    )
     run_dir = Path(row["run_dir"])
 
     stopped = seglab("stop", run_id, "--timeout", "60")
@@ -42,14 +46,22 @@ def test_stop_writes_last_checkpoint_and_resume_continues() -> None:
 
     resumed = seglab("resume", run_id)
     assert f"{run_id}: " in resumed.stdout
-    wait_for(lambda: sum(r["kind"] == "start" for r in events_file(str(run_dir))) == 2, 120,
-             "the resumed trainer's start event")
+    wait_for(
+        lambda: sum(r["kind"] == "start" for r in events_file(str(run_dir))) == 2,
+        120,
+        "the resumed trainer's start event",
+    )
     starts = [r for r in events_file(str(run_dir)) if r["kind"] == "start"]
     assert starts[1]["resumed_from"] == saved
     first_train = wait_for(
-        lambda: [r for r in events_file(str(run_dir))
-                 if r["kind"] == "train" and r["seq"] > starts[1]["seq"]], 120,
-        "training after the resume")
+        lambda: [
+            r
+            for r in events_file(str(run_dir))
+            if r["kind"] == "train" and r["seq"] > starts[1]["seq"]
+        ],
+        120,
+        "training after the resume",
+    )
     assert first_train[0]["iter"] > saved
     seqs = [r["seq"] for r in events_file(str(run_dir))]
     assert seqs == sorted(set(seqs)), "seq strictly increases across the resume"
@@ -63,15 +75,29 @@ def test_stop_writes_last_checkpoint_and_resume_continues() -> None:
 
 def test_grid_in_parallel_reattached_after_seglab_is_sigkilled(isolated_xdg: Path) -> None:
     waiter = subprocess.Popen(
-        [sys.executable, "-m", "seglab", "run", str(RECIPES / "tiny-grid.yaml"),
-         "--on", "local:cpu", "--runtime", "process", "--wait"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "seglab",
+            "run",
+            str(RECIPES / "tiny-grid.yaml"),
+            "--on",
+            "local:cpu",
+            "--runtime",
+            "process",
+            "--wait",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     assert waiter.stdout is not None
     ids = [waiter.stdout.readline().strip() for _ in range(2)]
     # Both variants run at once: each is running before either has ended.
-    running = wait_for(lambda: all(run_row(i)["status"] == "running" for i in ids) and ps(),
-                       120, "both running")
+    running = wait_for(
+        lambda: all(run_row(i)["status"] == "running" for i in ids) and ps(), 120, "both running"
+    )
     assert {r["variant"] for r in running} == {"lr=low", "lr=high"}
     assert all(r["runtime"] == "process" for r in running)
     waiter.send_signal(signal.SIGKILL)
@@ -87,8 +113,9 @@ def test_grid_in_parallel_reattached_after_seglab_is_sigkilled(isolated_xdg: Pat
     kinds = [parse_line(line).kind for line in event_lines]  # type: ignore[union-attr]
     assert kinds[0] == "start" and kinds[-1] == "end" and "eval" in kinds
 
-    rows = wait_for(lambda: all(final(i) for i in ids) and ps(), 600,
-                    "the runs to be found again and to end")
+    rows = wait_for(
+        lambda: all(final(i) for i in ids) and ps(), 600, "the runs to be found again and to end"
+    )
     found = {r["run_id"]: r for r in rows}
     assert set(found) == set(ids)
     for run_id in ids:
@@ -116,13 +143,26 @@ def _standin_host(config_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hosts.write_text(f"hosts:\n  local:\n    telemetry: nvidia-smi\n    nvidia_smi: {standin}\n")
 
 
-def test_two_placements_race_for_one_gpu(isolated_xdg: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_placements_race_for_one_gpu(
+    isolated_xdg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _standin_host(Path(os.environ["XDG_CONFIG_HOME"]), monkeypatch)
-    argv = [sys.executable, "-m", "seglab", "run", str(RECIPES / "tiny-long.yaml"),
-            "--on", "local:0", "--runtime", "process", "--no-queue"]
-    racers = [subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    argv = [
+        sys.executable,
+        "-m",
+        "seglab",
+        "run",
+        str(RECIPES / "tiny-long.yaml"),
+        "--on",
+        "local:0",
+        "--runtime",
+        "process",
+        "--no-queue",
+    ]
+    racers = [
+        subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = [(p.wait(timeout=300), *p.communicate()) for p in racers]
     winners = [r for r in results if r[0] == 0]
     losers = [r for r in results if r[0] != 0]
@@ -134,11 +174,15 @@ def test_two_placements_race_for_one_gpu(isolated_xdg: Path,
     assert row["gpus"][0].startswith("GPU-")
 
     # Without --no-queue the loser waits in the queue and starts once the GPU is free.
-    queued_id = seglab("run", str(RECIPES / "tiny-long.yaml"), "--on", "local:0",
-                       "--runtime", "process").stdout.strip()
+    queued_id = seglab(
+        "run", str(RECIPES / "tiny-long.yaml"), "--on", "local:0", "--runtime", "process"
+    ).stdout.strip()
     assert run_row(queued_id)["status"] == "queued"
     seglab("kill", winner_id)
-    started = wait_for(lambda: run_row(queued_id)["status"] in ("starting", "running")
-                       and run_row(queued_id), 120, "the queued run to start")
+    started = wait_for(
+        lambda: run_row(queued_id)["status"] in ("starting", "running") and run_row(queued_id),
+        120,
+        "the queued run to start",
+    )
     assert started["gpus"] == row["gpus"]
     seglab("kill", queued_id)

@@ -44,15 +44,18 @@ def slurm_up() -> None:
     if shutil.which("sbatch") is None:
         pytest.skip("sbatch is not installed; .ci/slurm.sh WORKDIR installs and starts Slurm")
     try:
-        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15,
-                              check=False)
+        ping = subprocess.run(
+            ["scontrol", "ping"], capture_output=True, text=True, timeout=15, check=False
+        )
         answer = (ping.stdout + ping.stderr).strip()
     except subprocess.TimeoutExpired:
         answer = "scontrol ping got no answer within 15 s"
     if "is UP" not in answer:
-        pytest.skip(f"no Slurm controller answers (SLURM_CONF={os.environ.get('SLURM_CONF')}): "
-                    f"{answer}; run .ci/slurm.sh WORKDIR and export "
-                    "SLURM_CONF=WORKDIR/slurm.conf")
+        pytest.skip(
+            f"no Slurm controller answers (SLURM_CONF={os.environ.get('SLURM_CONF')}): "
+            f"{answer}; run .ci/slurm.sh WORKDIR and export "
+            "SLURM_CONF=WORKDIR/slurm.conf"
+        )
 
 
 @pytest.fixture
@@ -62,7 +65,8 @@ def cluster(slurm_up: None, isolated_xdg: Path, tmp_path: Path) -> Iterator[Path
     runs_root = tmp_path / "runs"
     config = isolated_xdg / "config" / "seglab" / "hosts.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         hosts:
           cluster:
             kind: slurm
@@ -70,7 +74,8 @@ def cluster(slurm_up: None, isolated_xdg: Path, tmp_path: Path) -> Iterator[Path
             python: {sys.executable}
             env_setup: [export OMP_NUM_THREADS=1]
             time_limit: "30"
-    """))
+    """)
+    )
     yield runs_root
     for record in runs_root.glob("*/slurm.json"):
         jobspec = json.loads(record.read_text())["jobspec"]
@@ -89,24 +94,34 @@ def _job(jobspec: str) -> dict[str, str]:
 
 def _long_grid(tmp_path: Path) -> Path:
     path = tmp_path / "tiny-long-grid.yaml"
-    path.write_text(textwrap.dedent(f"""
-        extends: {RECIPES / 'tiny-long.yaml'}
+    path.write_text(
+        textwrap.dedent(f"""
+        extends: {RECIPES / "tiny-long.yaml"}
         name: tiny-long-grid
         ablate:
           lr:
             low: {{train.optimizer.lr: 0.001}}
             high: {{train.optimizer.lr: 0.003}}
-    """))
+    """)
+    )
     return path
 
 
 def test_grid_is_one_job_array_pending_running_finished(cluster: Path) -> None:
     # Hold both fake GPUs so the array's tasks wait with a reason first.
-    blocker = _slurm("sbatch", "--parsable", "--gres=gpu:2", "--job-name=seglab-test-blocker",
-                     "--output=/dev/null", "--wrap", "sleep 300").stdout.strip()
+    blocker = _slurm(
+        "sbatch",
+        "--parsable",
+        "--gres=gpu:2",
+        "--job-name=seglab-test-blocker",
+        "--output=/dev/null",
+        "--wrap",
+        "sleep 300",
+    ).stdout.strip()
     try:
-        started = json.loads(seglab("run", str(RECIPES / "tiny-grid.yaml"), "--on", "cluster",
-                                    "--json").stdout)
+        started = json.loads(
+            seglab("run", str(RECIPES / "tiny-grid.yaml"), "--on", "cluster", "--json").stdout
+        )
         ids = [row["run_id"] for row in started]
         assert {row["variant"] for row in started} == {"lr=low", "lr=high"}
         assert all(row["runtime"] == "slurm" and row["host"] == "cluster" for row in started)
@@ -121,8 +136,11 @@ def test_grid_is_one_job_array_pending_running_finished(cluster: Path) -> None:
 
         waiting = ("slurm pending (Resources)", "slurm pending (Priority)")
         # Slurm gives the reason once its scheduler has looked at the new jobs.
-        rows = wait_for(lambda: all(run_row(i)["message"] in waiting for i in ids) and ps(), 60,
-                        "the tasks to wait with a reason")
+        rows = wait_for(
+            lambda: all(run_row(i)["message"] in waiting for i in ids) and ps(),
+            60,
+            "the tasks to wait with a reason",
+        )
         for row in rows:
             if row["run_id"] in ids:
                 assert row["status"] == "starting" and row["message"] in waiting, row
@@ -130,8 +148,9 @@ def test_grid_is_one_job_array_pending_running_finished(cluster: Path) -> None:
         assert any(reason in text for reason in waiting)
 
         # Stopping a task that is still pending cancels it: stopped, never ran.
-        (extra,) = seglab("run", str(RECIPES / "tiny-grid.yaml"), "--variant", "lr=low",
-                          "--on", "cluster").stdout.split()
+        (extra,) = seglab(
+            "run", str(RECIPES / "tiny-grid.yaml"), "--variant", "lr=low", "--on", "cluster"
+        ).stdout.split()
         wait_for(lambda: run_row(extra)["message"] in waiting, 60, "the single job to wait")
         assert f"{extra}: stopped" in seglab("stop", extra).stdout
         row = run_row(extra)
@@ -140,18 +159,22 @@ def test_grid_is_one_job_array_pending_running_finished(cluster: Path) -> None:
     finally:
         _slurm("scancel", blocker)
 
-    wait_for(lambda: all(run_row(i)["status"] in ("running", "finished") for i in ids), 120,
-             "both tasks to start once the GPUs are free")
+    wait_for(
+        lambda: all(run_row(i)["status"] in ("running", "finished") for i in ids),
+        120,
+        "both tasks to start once the GPUs are free",
+    )
     # The registry is only a cache: without it, seglab finds the jobs again from the run dirs.
     for path in (Path(os.environ["XDG_STATE_HOME"]) / "seglab").glob("registry.sqlite3*"):
         path.unlink()
     assert {r["run_id"] for r in ps() if r["runtime"] == "slurm"} == {*ids, extra}
     followed = seglab("logs", "-f", ids[0], timeout=600).stdout.splitlines()
-    kinds = [json.loads(line.split(PREFIX, 1)[1])["kind"] for line in followed
-             if PREFIX in line]
+    kinds = [json.loads(line.split(PREFIX, 1)[1])["kind"] for line in followed if PREFIX in line]
     assert kinds[0] == "start" and kinds[-1] == "end" and "eval" in kinds
-    rows = {r["run_id"]: r for r in wait_for(
-        lambda: all(final(i) for i in ids) and ps(), 600, "both tasks to end")}
+    rows = {
+        r["run_id"]: r
+        for r in wait_for(lambda: all(final(i) for i in ids) and ps(), 600, "both tasks to end")
+    }
     for run_id, spec in zip(ids, jobspecs, strict=True):
         row = rows[run_id]
         assert row["status"] == "finished", row
@@ -171,13 +194,18 @@ def _iteration(row: dict[str, Any], at_least: int) -> dict[str, Any] | None:
 
 
 def test_stop_checkpoints_one_task_and_requeue_resumes_from_last_pt(
-        cluster: Path, tmp_path: Path) -> None:
-    started = json.loads(seglab("run", str(_long_grid(tmp_path)), "--on", "cluster:cpu",
-                                "--json").stdout)
+    cluster: Path, tmp_path: Path
+) -> None:
+    started = json.loads(
+        seglab("run", str(_long_grid(tmp_path)), "--on", "cluster:cpu", "--json").stdout
+    )
     stopped_id, requeued_id = (row["run_id"] for row in started)
     assert "TresPerNode" not in _job(_jobspec(started[0]["run_dir"]))  # cpu: no GRES
-    wait_for(lambda: all(_iteration(run_row(i), 4) for i in (stopped_id, requeued_id)), 300,
-             "both tasks to train a few iterations")
+    wait_for(
+        lambda: all(_iteration(run_row(i), 4) for i in (stopped_id, requeued_id)),
+        300,
+        "both tasks to train a few iterations",
+    )
 
     # seglab stop: SIGTERM through scancel; the trainer writes last.pt and ends "stopped".
     stop_issued = time.time()
@@ -200,8 +228,11 @@ def test_stop_checkpoints_one_task_and_requeue_resumes_from_last_pt(
     wait_for(lambda: _job(spec)["JobState"] == "PENDING", 120, "the requeued task to wait")
     # A requeued job waits two minutes (BeginTime) before it may start again; skip that.
     _slurm("scontrol", "update", f"JobId={spec}", "StartTime=now")
-    wait_for(lambda: sum(r["kind"] == "start" for r in events_file(other_dir)) == 2, 300,
-             "the requeued task's second start event")
+    wait_for(
+        lambda: sum(r["kind"] == "start" for r in events_file(other_dir)) == 2,
+        300,
+        "the requeued task's second start event",
+    )
     records = events_file(other_dir)
     second = [i for i, r in enumerate(records) if r["kind"] == "start"][1]
     before = records[:second]
@@ -209,8 +240,11 @@ def test_stop_checkpoints_one_task_and_requeue_resumes_from_last_pt(
     saved = max(r["iter"] for r in before if r["kind"] == "checkpoint")
     assert records[second]["resumed_from"] == saved > 0
     assert int(_job(spec)["Restarts"]) == 1
-    row = wait_for(lambda: (r := run_row(requeued_id))["status"] == "running" and r, 60,
-                   "seglab to show the restarted task running")
+    row = wait_for(
+        lambda: (r := run_row(requeued_id))["status"] == "running" and r,
+        60,
+        "seglab to show the restarted task running",
+    )
     assert row["message"] == "slurm running (restarts 1)"
     seglab("stop", requeued_id, "--timeout", "60")
     assert run_row(requeued_id)["status"] == "stopped"
@@ -220,8 +254,11 @@ def test_stop_checkpoints_one_task_and_requeue_resumes_from_last_pt(
     assert f"{stopped_id}: " in seglab("resume", stopped_id).stdout
     new_spec = _jobspec(str(run_dir))
     assert new_spec != old_spec and "_" not in new_spec  # one plain job this time
-    wait_for(lambda: sum(r["kind"] == "start" for r in events_file(str(run_dir))) == 2, 300,
-             "the resumed job's start event")
+    wait_for(
+        lambda: sum(r["kind"] == "start" for r in events_file(str(run_dir))) == 2,
+        300,
+        "the resumed job's start event",
+    )
     start = [r for r in events_file(str(run_dir)) if r["kind"] == "start"][1]
     assert start["resumed_from"] == stopped_at
     seglab("stop", stopped_id, "--timeout", "60")
@@ -235,9 +272,13 @@ def test_failed_job_exit_code_and_completion_log(slurm_up: None, tmp_path: Path)
     runtime = SlurmRuntime(tmp_path)
     run_dir = tmp_path / "fails"
     run_dir.mkdir()
-    spec = LaunchSpec(name="fails", image="none", log_path=run_dir / "train.log",
-                      command=("sh", "-c", "echo partial; printf 'no newline'; exit 3"),
-                      labels={"seglab.run_id": "fails"})
+    spec = LaunchSpec(
+        name="fails",
+        image="none",
+        log_path=run_dir / "train.log",
+        command=("sh", "-c", "echo partial; printf 'no newline'; exit 3"),
+        labels={"seglab.run_id": "fails"},
+    )
     ref = runtime.launch(spec)
     assert runtime.wait(ref, timeout=120) == 3
     state = runtime.inspect(ref)
@@ -270,10 +311,21 @@ def test_time_limit_signal_lets_the_trainer_checkpoint(slurm_up: None, tmp_path:
     run_dir.mkdir()
     (variant,) = recipes.load(RECIPES / "tiny-long.yaml").variants
     (run_dir / "recipe.yaml").write_text(variant.recipe.to_yaml())
-    spec = LaunchSpec(name="limited", image="none", log_path=run_dir / "train.log",
-                      command=(sys.executable, "-m", "seglab.train", "--config",
-                               str(run_dir / "recipe.yaml"), "--run-dir", str(run_dir)),
-                      env={"OMP_NUM_THREADS": "1"})
+    spec = LaunchSpec(
+        name="limited",
+        image="none",
+        log_path=run_dir / "train.log",
+        command=(
+            sys.executable,
+            "-m",
+            "seglab.train",
+            "--config",
+            str(run_dir / "recipe.yaml"),
+            "--run-dir",
+            str(run_dir),
+        ),
+        env={"OMP_NUM_THREADS": "1"},
+    )
     ref = runtime.launch(spec)
     started = time.monotonic()
     assert runtime.wait(ref, timeout=300) == 0
@@ -288,13 +340,15 @@ def test_time_limit_signal_lets_the_trainer_checkpoint(slurm_up: None, tmp_path:
 
 
 @pytest.mark.sshd
-def test_a_login_node_reached_over_ssh(slurm_up: None, lab1: Lab, isolated_xdg: Path,
-                                       tmp_path: Path) -> None:
+def test_a_login_node_reached_over_ssh(
+    slurm_up: None, lab1: Lab, isolated_xdg: Path, tmp_path: Path
+) -> None:
     # The cluster's login node is `lab1` (this machine's sshd): every Slurm command and
     # every file of its runs root go through the SSH connection. A non-interactive SSH
     # session has no SLURM_CONF, so env_setup exports it (as `module load slurm` would).
     runs_root = tmp_path / "login-runs"
-    lab1.hosts_yaml.write_text(textwrap.dedent(f"""
+    lab1.hosts_yaml.write_text(
+        textwrap.dedent(f"""
         hosts:
           cluster:
             kind: slurm
@@ -303,16 +357,20 @@ def test_a_login_node_reached_over_ssh(slurm_up: None, lab1: Lab, isolated_xdg: 
             python: {sys.executable}
             env_setup: [export SLURM_CONF={os.environ["SLURM_CONF"]}, export OMP_NUM_THREADS=1]
             time_limit: "30"
-    """))
+    """)
+    )
     try:
-        started = json.loads(seglab("run", str(RECIPES / "tiny-grid.yaml"), "--on", "cluster",
-                                    "--json").stdout)
+        started = json.loads(
+            seglab("run", str(RECIPES / "tiny-grid.yaml"), "--on", "cluster", "--json").stdout
+        )
         ids = [row["run_id"] for row in started]
         jobspecs = [_jobspec(row["run_dir"]) for row in started]
         assert len({spec.split("_")[0] for spec in jobspecs}) == 1, jobspecs  # one array
         assert all(Path(row["run_dir"]).is_relative_to(runs_root) for row in started)
-        rows = {r["run_id"]: r for r in wait_for(
-            lambda: all(final(i) for i in ids) and ps(), 600, "both tasks to end")}
+        rows = {
+            r["run_id"]: r
+            for r in wait_for(lambda: all(final(i) for i in ids) and ps(), 600, "both tasks to end")
+        }
         for run_id in ids:
             assert rows[run_id]["status"] == "finished", rows[run_id]
             assert rows[run_id]["best_miou"] is not None

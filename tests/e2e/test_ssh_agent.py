@@ -43,20 +43,24 @@ def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def test_the_agent_alone_authenticates(lab1: Lab, agent: Path) -> None:
     key = lab1.home.user_key
-    subprocess.run(["ssh-add", "-q", str(key)], check=True, capture_output=True,
-                   env={"SSH_AUTH_SOCK": str(agent), "PATH": "/usr/bin:/bin"})
+    subprocess.run(
+        ["ssh-add", "-q", str(key)],
+        check=True,
+        capture_output=True,
+        env={"SSH_AUTH_SOCK": str(agent), "PATH": "/usr/bin:/bin"},
+    )
     # The key exists only in the agent now: no file in ~/.ssh, none named in the config.
     key.unlink()
     key.with_suffix(".pub").unlink()
-    lab1.home.config.write_text(lab1.home.config.read_text().replace(
-        f"  IdentityFile {key}\n", ""))
+    lab1.home.config.write_text(lab1.home.config.read_text().replace(f"  IdentityFile {key}\n", ""))
 
     async def scenario() -> tuple[str, str]:
         remotes = RemoteHosts(load_inventory())
         await remotes.start()
         try:
             status = await remotes.connection("lab1").wait_for(
-                LinkState.ONLINE, LinkState.AUTH_FAILED, timeout=15)
+                LinkState.ONLINE, LinkState.AUTH_FAILED, timeout=15
+            )
             if status.state is not LinkState.ONLINE:
                 return status.state.value, status.message or ""
             result = await remotes.executor("lab1").run(["echo", "via-agent"], timeout=10)
@@ -76,7 +80,8 @@ def test_without_agent_or_key_files_it_is_auth_failed(lab1: Lab) -> None:
         await remotes.start()
         try:
             status = await remotes.connection("lab1").wait_for(
-                LinkState.ONLINE, LinkState.AUTH_FAILED, timeout=15)
+                LinkState.ONLINE, LinkState.AUTH_FAILED, timeout=15
+            )
             return status.state.value, status.message or ""
         finally:
             await remotes.stop()

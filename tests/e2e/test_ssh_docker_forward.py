@@ -39,8 +39,9 @@ def _tiny_image(engine: SecondEngine) -> str:
         tar.addfile(info, io.BytesIO(data))
     client = _client(engine.socket)
     try:
-        client.api.import_image_from_data(buffer.getvalue(), repository="seglab-forward-test",
-                                          tag="latest")
+        client.api.import_image_from_data(
+            buffer.getvalue(), repository="seglab-forward-test", tag="latest"
+        )
     finally:
         client.close()
     return "seglab-forward-test:latest"
@@ -49,10 +50,16 @@ def _tiny_image(engine: SecondEngine) -> str:
 def test_forwarded_engine_answers_through_a_private_socket(
     docker_client: Any, remote_engine: SecondEngine, lab1: Lab, isolated_xdg: Path
 ) -> None:
-    write_hosts_yaml(isolated_xdg / "config", {"lab1": {
-        "ssh": "lab1", "docker_socket": str(remote_engine.socket),
-        "nvidia_smi": str(lab1.nvidia_smi),
-    }})
+    write_hosts_yaml(
+        isolated_xdg / "config",
+        {
+            "lab1": {
+                "ssh": "lab1",
+                "docker_socket": str(remote_engine.socket),
+                "nvidia_smi": str(lab1.nvidia_smi),
+            }
+        },
+    )
     image = _tiny_image(remote_engine)
     direct = _client(remote_engine.socket)
     created = direct.containers.create(image, command=["/hello.txt"], labels={LABEL: "1"})
@@ -74,8 +81,7 @@ def test_forwarded_engine_answers_through_a_private_socket(
                 try:
                     assert client.ping()
                     root = client.info()["DockerRootDir"]
-                    ids = [c.id for c in client.containers.list(all=True,
-                                                                 filters={"label": LABEL})]
+                    ids = [c.id for c in client.containers.list(all=True, filters={"label": LABEL})]
                     return root, ids
                 finally:
                     client.close()
@@ -83,8 +89,9 @@ def test_forwarded_engine_answers_through_a_private_socket(
             root, ids = await asyncio.to_thread(through_forward)
             assert root == str(remote_engine.data_root)
             assert ids == [created.id]
-            local_ids = [c.id for c in docker_client.containers.list(
-                all=True, filters={"label": LABEL})]
+            local_ids = [
+                c.id for c in docker_client.containers.list(all=True, filters={"label": LABEL})
+            ]
             assert created.id not in local_ids
             assert docker_client.info()["DockerRootDir"] != root
 

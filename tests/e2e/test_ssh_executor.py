@@ -92,8 +92,12 @@ def test_link_loss_goes_offline_reconnects_and_telemetry_resumes(lab1: Lab) -> N
     async def body(remotes: RemoteHosts) -> None:
         conn = remotes.connection("lab1")
         source = SmiSource(
-            "lab1", remotes.executor("lab1"), nvidia_smi=str(lab1.nvidia_smi),
-            interval=0.2, apps_interval=1.0, backoff=(0.2, 1.0),
+            "lab1",
+            remotes.executor("lab1"),
+            nvidia_smi=str(lab1.nvidia_smi),
+            interval=0.2,
+            apps_interval=1.0,
+            backoff=(0.2, 1.0),
         )
         task = asyncio.create_task(source.run())
         try:
@@ -103,8 +107,9 @@ def test_link_loss_goes_offline_reconnects_and_telemetry_resumes(lab1: Lab) -> N
             broken_at = time.monotonic()
             killed = await asyncio.to_thread(lab1.server.break_link)
             assert killed >= 1
-            await _until(lambda: _first_after(conn, LinkState.OFFLINE, broken_at) is not None,
-                         5, "offline")
+            await _until(
+                lambda: _first_after(conn, LinkState.OFFLINE, broken_at) is not None, 5, "offline"
+            )
             offline_after = _first_after(conn, LinkState.OFFLINE, broken_at)
             assert offline_after is not None and offline_after < 5
             with pytest.raises(ExecutorError, match="host lab1 is"):
@@ -140,8 +145,11 @@ def test_keepalive_notices_a_silent_link(lab1: Lab) -> None:
         for proc in frozen:
             signal_process(proc, signal.SIGSTOP)
         try:
-            await _until(lambda: _first_after(conn, LinkState.OFFLINE, stopped_at) is not None,
-                         6, "offline through keepalive")
+            await _until(
+                lambda: _first_after(conn, LinkState.OFFLINE, stopped_at) is not None,
+                6,
+                "offline through keepalive",
+            )
             offline_after = _first_after(conn, LinkState.OFFLINE, stopped_at)
             assert offline_after is not None and offline_after < 5
             change = _change_after(conn, LinkState.OFFLINE, stopped_at)
@@ -162,10 +170,12 @@ def test_attribution_reads_the_remote_proc_over_ssh(lab1: Lab) -> None:
 
     async def body(remotes: RemoteHosts) -> None:
         attribute = Attributor(executor_reader(remotes.executor("lab1")))
-        sample = ProcessSample(pid=sleeper.pid, gpu_uuid="GPU-x", used_memory_mib=10.0,
-                               process_name="sleep")
-        gone = ProcessSample(pid=2**22 + 17, gpu_uuid="GPU-x", used_memory_mib=1.0,
-                             process_name="ghost")
+        sample = ProcessSample(
+            pid=sleeper.pid, gpu_uuid="GPU-x", used_memory_mib=10.0, process_name="sleep"
+        )
+        gone = ProcessSample(
+            pid=2**22 + 17, gpu_uuid="GPU-x", used_memory_mib=1.0, process_name="ghost"
+        )
         found, missing = await attribute([sample, gone])
         assert (found.user, found.command) == (getpass.getuser(), "sleep 60")
         assert found.container_id is None
@@ -182,8 +192,10 @@ def test_proxyjump_from_ssh_config(lab1: Lab, isolated_xdg: Path) -> None:
     """A host behind `ProxyJump lab1` in ~/.ssh/config is reached through lab1."""
     server = lab1.server
     with lab1.home.config.open("a") as out:
-        out.write(f"Host inner\n  HostName 127.0.0.1\n  Port {server.port}\n  User {server.user}\n"
-                  f"  IdentityFile {lab1.home.user_key}\n  ProxyJump lab1\n\n")
+        out.write(
+            f"Host inner\n  HostName 127.0.0.1\n  Port {server.port}\n  User {server.user}\n"
+            f"  IdentityFile {lab1.home.user_key}\n  ProxyJump lab1\n\n"
+        )
     write_hosts_yaml(isolated_xdg / "config", {"inner": {"ssh": "inner"}})
     host = load_inventory().get("inner")
     assert host.ssh is not None and host.ssh.proxy_jump == "lab1"
@@ -194,8 +206,7 @@ def test_proxyjump_from_ssh_config(lab1: Lab, isolated_xdg: Path) -> None:
         try:
             await conn.wait_for(LinkState.ONLINE, timeout=15)
             result = await RemoteExecutor(conn).run(["echo", "$SSH_CONNECTION"], timeout=10)
-            env = await RemoteExecutor(conn).run(["sh", "-c", "echo $SSH_CONNECTION"],
-                                                 timeout=10)
+            env = await RemoteExecutor(conn).run(["sh", "-c", "echo $SSH_CONNECTION"], timeout=10)
             assert result.stdout == "$SSH_CONNECTION\n"
             return env.stdout
         finally:

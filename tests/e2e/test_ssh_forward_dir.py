@@ -22,8 +22,9 @@ def test_a_hijacked_socket_directory_keeps_the_host_offline_until_fixed(
     lab1: Lab,
 ) -> None:
     async def scenario() -> None:
-        remotes = RemoteHosts(load_inventory(), ConnectOptions(backoff_initial=0.2,
-                                                               backoff_max=0.5))
+        remotes = RemoteHosts(
+            load_inventory(), ConnectOptions(backoff_initial=0.2, backoff_max=0.5)
+        )
         directory = remotes.docker_socket("lab1").parent
         shutil.rmtree(directory)
         directory.write_text("not a directory")  # what an attacker's squatting looks like

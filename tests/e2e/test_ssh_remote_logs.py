@@ -52,20 +52,34 @@ def _follow(runtime: DockerRuntime, ref: str, out: list[str], events: list[str])
 
 
 def test_followed_log_survives_link_loss(
-    docker_client: Any, remote_ci_image: str, remote_engine: SecondEngine,
-    lab1: Lab, isolated_xdg: Path,
+    docker_client: Any,
+    remote_ci_image: str,
+    remote_engine: SecondEngine,
+    lab1: Lab,
+    isolated_xdg: Path,
 ) -> None:
-    write_hosts_yaml(isolated_xdg / "config", {"lab1": {
-        "ssh": "lab1", "docker_socket": str(remote_engine.socket),
-        "nvidia_smi": str(lab1.nvidia_smi),
-    }})
-    spec = LaunchSpec(name="remote-logs-test", image=remote_ci_image,
-                      command=("python3", "-c", PROGRAM), user="1000:1000",
-                      labels={"seglab.run_id": "remote-logs-test"})
+    write_hosts_yaml(
+        isolated_xdg / "config",
+        {
+            "lab1": {
+                "ssh": "lab1",
+                "docker_socket": str(remote_engine.socket),
+                "nvidia_smi": str(lab1.nvidia_smi),
+            }
+        },
+    )
+    spec = LaunchSpec(
+        name="remote-logs-test",
+        image=remote_ci_image,
+        command=("python3", "-c", PROGRAM),
+        user="1000:1000",
+        labels={"seglab.run_id": "remote-logs-test"},
+    )
 
     async def scenario() -> tuple[list[str], list[str]]:
-        remotes = RemoteHosts(load_inventory(), ConnectOptions(backoff_initial=0.2,
-                                                               backoff_max=1.0))
+        remotes = RemoteHosts(
+            load_inventory(), ConnectOptions(backoff_initial=0.2, backoff_max=1.0)
+        )
         await remotes.start()
         runtime = DockerRuntime(f"unix://{remotes.docker_socket('lab1')}", host="lab1")
         try:
@@ -92,5 +106,6 @@ def test_followed_log_survives_link_loss(
     assert "gave up after 120 s" not in events
     assert events.count("follow") >= 2  # the link loss did cut the first follow short
     # The run lives on the second engine only: the local engine never saw it.
-    assert not docker_client.containers.list(all=True,
-                                             filters={"label": "seglab.run_id=remote-logs-test"})
+    assert not docker_client.containers.list(
+        all=True, filters={"label": "seglab.run_id=remote-logs-test"}
+    )

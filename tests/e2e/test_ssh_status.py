@@ -20,13 +20,20 @@ def test_reports_online_offline_and_missing_engine(
     lab1: Lab, isolated_xdg: Path, tmp_path: Path
 ) -> None:
     dead_port = free_port()
-    write_hosts_yaml(isolated_xdg / "config", {
-        "lab1": {"ssh": "lab1", "nvidia_smi": str(lab1.nvidia_smi),
-                 "docker_socket": str(tmp_path / "no-engine.sock")},
-        "lab2": {"ssh": f"127.0.0.1:{dead_port}"},
-    })
-    reports = asyncio.run(check_hosts(load_inventory(), timeout=10,
-                                      options=ConnectOptions(backoff_initial=5.0)))
+    write_hosts_yaml(
+        isolated_xdg / "config",
+        {
+            "lab1": {
+                "ssh": "lab1",
+                "nvidia_smi": str(lab1.nvidia_smi),
+                "docker_socket": str(tmp_path / "no-engine.sock"),
+            },
+            "lab2": {"ssh": f"127.0.0.1:{dead_port}"},
+        },
+    )
+    reports = asyncio.run(
+        check_hosts(load_inventory(), timeout=10, options=ConnectOptions(backoff_initial=5.0))
+    )
     by_name = {report.name: report for report in reports}
     assert list(by_name) == ["lab1", "lab2"]
 

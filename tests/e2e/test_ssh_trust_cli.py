@@ -23,8 +23,11 @@ def _hosts_yaml(isolated_xdg: Path) -> None:
 
 
 def test_trust_asks_and_a_no_writes_nothing(
-    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path,
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    sshd: SshServer,
+    ssh_home: SshHome,
+    isolated_xdg: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _hosts_yaml(isolated_xdg)
     monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
@@ -36,7 +39,9 @@ def test_trust_asks_and_a_no_writes_nothing(
 
 
 def test_trust_yes_then_connects_and_a_changed_key_is_not_overwritten(
-    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path,
+    sshd: SshServer,
+    ssh_home: SshHome,
+    isolated_xdg: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _hosts_yaml(isolated_xdg)
@@ -53,8 +58,11 @@ def test_trust_yes_then_connects_and_a_changed_key_is_not_overwritten(
         remotes = RemoteHosts(load_inventory())
         await remotes.start()
         try:
-            return (await remotes.connection("lab1").wait_for(
-                LinkState.ONLINE, LinkState.HOST_KEY_REFUSED, timeout=15)).state.value
+            return (
+                await remotes.connection("lab1").wait_for(
+                    LinkState.ONLINE, LinkState.HOST_KEY_REFUSED, timeout=15
+                )
+            ).state.value
         finally:
             await remotes.stop()
 
@@ -70,7 +78,9 @@ def test_trust_yes_then_connects_and_a_changed_key_is_not_overwritten(
 
 
 def test_unknown_and_local_hosts_are_clear_errors(
-    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path,
+    sshd: SshServer,
+    ssh_home: SshHome,
+    isolated_xdg: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _hosts_yaml(isolated_xdg)
@@ -84,7 +94,9 @@ def test_unknown_and_local_hosts_are_clear_errors(
 
 
 def test_no_file_seglab_writes_holds_key_material(
-    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path,
+    sshd: SshServer,
+    ssh_home: SshHome,
+    isolated_xdg: Path,
 ) -> None:
     """After trusting, connecting and forwarding, no file outside the user's own key files
     holds a private key (its PEM armour or its base64 body) and no password is asked for."""
@@ -118,7 +130,9 @@ def test_no_file_seglab_writes_holds_key_material(
 
 
 def test_hashed_known_hosts_entries_are_honoured(
-    sshd: SshServer, ssh_home: SshHome, isolated_xdg: Path,
+    sshd: SshServer,
+    ssh_home: SshHome,
+    isolated_xdg: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Debian's ssh_config hashes known_hosts (HashKnownHosts yes); seglab reads such files."""
@@ -134,8 +148,11 @@ def test_hashed_known_hosts_entries_are_honoured(
         remotes = RemoteHosts(load_inventory())
         await remotes.start()
         try:
-            return (await remotes.connection("lab1").wait_for(
-                LinkState.ONLINE, LinkState.HOST_KEY_REFUSED, timeout=15)).state.value
+            return (
+                await remotes.connection("lab1").wait_for(
+                    LinkState.ONLINE, LinkState.HOST_KEY_REFUSED, timeout=15
+                )
+            ).state.value
         finally:
             await remotes.stop()
 

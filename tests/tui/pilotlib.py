@@ -14,8 +14,9 @@ from seglab.tui.hosts_panel import HostsPanel
 from seglab.tui.runs_table import RunsTable
 
 
-async def wait_until(pilot: Pilot[Any], predicate: Callable[[], Any], timeout: float,
-                     what: str, step: float = 0.1) -> Any:
+async def wait_until(
+    pilot: Pilot[Any], predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.1
+) -> Any:
     """Let the app run until ``predicate()`` is truthy; its value, or AssertionError."""
     deadline = time.monotonic() + timeout
     last: Any = None

@@ -32,26 +32,36 @@ L40S = "linux-x86_64__nvidia-l40s__595.80.txt"
 
 
 def _standin(capture: str, gpus: int, phase: str, *args: str) -> str:
-    env = {**os.environ, "SEGLAB_STANDIN_PYTHON": sys.executable,
-           "SEGLAB_STANDIN_CAPTURE": capture, "SEGLAB_STANDIN_GPUS": str(gpus),
-           "SEGLAB_STANDIN_PHASE": phase}
-    out = subprocess.run([str(STANDIN), *args], env=env, capture_output=True, text=True,
-                         check=True, timeout=60)
+    env = {
+        **os.environ,
+        "SEGLAB_STANDIN_PYTHON": sys.executable,
+        "SEGLAB_STANDIN_CAPTURE": capture,
+        "SEGLAB_STANDIN_GPUS": str(gpus),
+        "SEGLAB_STANDIN_PHASE": phase,
+    }
+    out = subprocess.run(
+        [str(STANDIN), *args], env=env, capture_output=True, text=True, check=True, timeout=60
+    )
     return out.stdout
 
 
 def replay(capture: str, host: str, gpus: int, phase: str) -> list[GpuSample]:
     """One reading of ``gpus`` GPUs of a capture, parsed the way telemetry parses it."""
-    plan = FieldPlan.choose(supported_fields(_standin(capture, gpus, phase,
-                                                      "--help-query-gpu")))
-    text = _standin(capture, gpus, phase, f"--query-gpu={plan.query()}",
-                    "--format=csv,noheader,nounits")
+    plan = FieldPlan.choose(supported_fields(_standin(capture, gpus, phase, "--help-query-gpu")))
+    text = _standin(
+        capture, gpus, phase, f"--query-gpu={plan.query()}", "--format=csv,noheader,nounits"
+    )
     samples = parse_csv_table(plan, text, host, T0)
-    apps = parse_compute_apps(_standin(capture, gpus, phase,
-                                       f"--query-compute-apps={','.join(APP_FIELDS)}",
-                                       "--format=csv,noheader,nounits"))
-    return [replace(s, processes=tuple(p for p in apps if p.gpu_uuid == s.uuid))
-            for s in samples]
+    apps = parse_compute_apps(
+        _standin(
+            capture,
+            gpus,
+            phase,
+            f"--query-compute-apps={','.join(APP_FIELDS)}",
+            "--format=csv,noheader,nounits",
+        )
+    )
+    return [replace(s, processes=tuple(p for p in apps if p.gpu_uuid == s.uuid)) for s in samples]
 
 
 def replayed_states() -> tuple[list[HostState], HistoryStore]:
@@ -59,41 +69,102 @@ def replayed_states() -> tuple[list[HostState], HistoryStore]:
     busy = replay(H100, "local", 2, "load")
     # The second GPU is held by a seeded seglab run (attribution's result, as telemetry has it).
     held = busy[1]
-    busy[1] = replace(held, processes=tuple(replace(p, run_id="tiny-grid.lr-low.a1b2c3")
-                                            for p in held.processes[:1]))
+    busy[1] = replace(
+        held,
+        processes=tuple(replace(p, run_id="tiny-grid.lr-low.a1b2c3") for p in held.processes[:1]),
+    )
     idle = replay(H100, "local", 2, "idle")
     remote = replay(L40S, "lab1", 1, "idle")
     history = HistoryStore()
     for step in range(24):  # alternate the captured phases: a deterministic sparkline
-        for gpu in (busy if step % 3 else idle):
+        for gpu in busy if step % 3 else idle:
             history.push(gpu)
-    cpu = HostSample(cpu_count=16, cpu_percent=23.0, memory_used_mib=12_288.0,
-                     memory_total_mib=65_536.0, load_1m=2.5)
+    cpu = HostSample(
+        cpu_count=16,
+        cpu_percent=23.0,
+        memory_used_mib=12_288.0,
+        memory_total_mib=65_536.0,
+        load_1m=2.5,
+    )
     states = [
-        HostState("local", "nvidia-smi", HostStatus.OK, gpus=tuple(busy), host_sample=cpu,
-                  updated=T0, driver_version="590.48.01"),
-        HostState("lab1", "nvidia-smi", HostStatus.OK, gpus=tuple(remote), updated=T0,
-                  driver_version="595.80"),
-        HostState("cpubox", "none", HostStatus.NO_GPU, message="no NVIDIA GPU (driver absent)",
-                  host_sample=cpu, updated=T0),
+        HostState(
+            "local",
+            "nvidia-smi",
+            HostStatus.OK,
+            gpus=tuple(busy),
+            host_sample=cpu,
+            updated=T0,
+            driver_version="590.48.01",
+        ),
+        HostState(
+            "lab1",
+            "nvidia-smi",
+            HostStatus.OK,
+            gpus=tuple(remote),
+            updated=T0,
+            driver_version="595.80",
+        ),
+        HostState(
+            "cpubox",
+            "none",
+            HostStatus.NO_GPU,
+            message="no NVIDIA GPU (driver absent)",
+            host_sample=cpu,
+            updated=T0,
+        ),
     ]
     return states, history
 
 
 def _events(run_id: str, losses: list[float], mious: list[float], end: str | None) -> list[Event]:
-    out = [Event("start", 0, T0, {"recipe": "tiny-grid", "variant": run_id,
-                                  "class_names": ["background", "shape_1", "shape_2"],
-                                  "total_iters": 8, "world_size": 1})]
+    out = [
+        Event(
+            "start",
+            0,
+            T0,
+            {
+                "recipe": "tiny-grid",
+                "variant": run_id,
+                "class_names": ["background", "shape_1", "shape_2"],
+                "total_iters": 8,
+                "world_size": 1,
+            },
+        )
+    ]
     seq = 1
     for i, loss in enumerate(losses, start=1):
-        out.append(Event("train", seq, T0 + i, {"iter": i, "epoch": 1 + (i - 1) // 4,
-                                                "loss": loss, "lr": 0.001, "img_per_s": 12.5}))
+        out.append(
+            Event(
+                "train",
+                seq,
+                T0 + i,
+                {
+                    "iter": i,
+                    "epoch": 1 + (i - 1) // 4,
+                    "loss": loss,
+                    "lr": 0.001,
+                    "img_per_s": 12.5,
+                },
+            )
+        )
         seq += 1
         if i % 4 == 0 and i // 4 <= len(mious):
             miou = mious[i // 4 - 1]
-            out.append(Event("eval", seq, T0 + i, {
-                "iter": i, "epoch": i // 4, "miou": miou, "pixel_acc": 0.5 + miou / 2,
-                "mean_acc": miou + 0.1, "per_class_iou": [miou + 0.2, miou, miou - 0.2]}))
+            out.append(
+                Event(
+                    "eval",
+                    seq,
+                    T0 + i,
+                    {
+                        "iter": i,
+                        "epoch": i // 4,
+                        "miou": miou,
+                        "pixel_acc": 0.5 + miou / 2,
+                        "mean_acc": miou + 0.1,
+                        "per_class_iou": [miou + 0.2, miou, miou - 0.2],
+                    },
+                )
+            )
             seq += 1
     if end is not None:
         best = max(mious, default=None)
@@ -106,28 +177,54 @@ def seed_runs(ws: Workstation) -> list[str]:
     recipe = recipes.load(RECIPES / "tiny-grid.yaml")
     registry = ws.registry()
     spec = [
-        ("tiny-grid.lr-low.a1b2c3", "lr=low", RunStatus.RUNNING, 6, [0.41],
-         [1.2, 1.1, 1.0, 0.9, 0.85, 0.8], None),
-        ("tiny-grid.lr-high.d4e5f6", "lr=high", RunStatus.FINISHED, 8, [0.38, 0.47],
-         [1.2, 1.0, 0.9, 0.8, 0.7, 0.6, 0.55, 0.5], "finished"),
+        (
+            "tiny-grid.lr-low.a1b2c3",
+            "lr=low",
+            RunStatus.RUNNING,
+            6,
+            [0.41],
+            [1.2, 1.1, 1.0, 0.9, 0.85, 0.8],
+            None,
+        ),
+        (
+            "tiny-grid.lr-high.d4e5f6",
+            "lr=high",
+            RunStatus.FINISHED,
+            8,
+            [0.38, 0.47],
+            [1.2, 1.0, 0.9, 0.8, 0.7, 0.6, 0.55, 0.5],
+            "finished",
+        ),
         ("tiny.default.0a0b0c", "default", RunStatus.FAILED, 2, [], [1.3, 1.25], "failed"),
     ]
     for i, (run_id, variant, status, last, mious, losses, end) in enumerate(spec):
         final = status != RunStatus.RUNNING
-        registry.upsert_run(RunRecord(
-            run_id=run_id, recipe="tiny" if variant == "default" else "tiny-grid",
-            variant=variant, recipe_sha="0" * 12,
-            resolved_recipe=recipe.variant(variant if variant != "default" else "lr=low")
-            .recipe.to_yaml(),
-            host="local" if i < 2 else "cpubox", gpus=(f"GPU-{i:08d}",) if i < 2 else (),
-            runtime="process", run_dir=f"/runs/{run_id}", status=status,
-            created_at=T0 - 600 + i, started_at=T0 - 590 + i,
-            finished_at=T0 - 100 if final else None, exit_code=(0 if status ==
-                                                                RunStatus.FINISHED else 1)
-            if final else None,
-            best_miou=max(mious) if mious else None, last_iter=last, total_iters=8,
-            last_loss=losses[-1], img_per_s=12.5,
-            message="CUDA error: out of memory" if status == RunStatus.FAILED else None))
+        registry.upsert_run(
+            RunRecord(
+                run_id=run_id,
+                recipe="tiny" if variant == "default" else "tiny-grid",
+                variant=variant,
+                recipe_sha="0" * 12,
+                resolved_recipe=recipe.variant(
+                    variant if variant != "default" else "lr=low"
+                ).recipe.to_yaml(),
+                host="local" if i < 2 else "cpubox",
+                gpus=(f"GPU-{i:08d}",) if i < 2 else (),
+                runtime="process",
+                run_dir=f"/runs/{run_id}",
+                status=status,
+                created_at=T0 - 600 + i,
+                started_at=T0 - 590 + i,
+                finished_at=T0 - 100 if final else None,
+                exit_code=(0 if status == RunStatus.FINISHED else 1) if final else None,
+                best_miou=max(mious) if mious else None,
+                last_iter=last,
+                total_iters=8,
+                last_loss=losses[-1],
+                img_per_s=12.5,
+                message="CUDA error: out of memory" if status == RunStatus.FAILED else None,
+            )
+        )
         registry.add_events(run_id, _events(run_id, losses, mious, end))
     return [s[0] for s in spec]
 

@@ -29,8 +29,10 @@ def _standin_hosts(monkeypatch: pytest.MonkeyPatch, phase: str) -> None:
     standin = use_standin(monkeypatch, gpus=2, phase=phase)
     hosts = Path(os.environ["XDG_CONFIG_HOME"]) / "seglab" / "hosts.yaml"
     hosts.parent.mkdir(parents=True, exist_ok=True)
-    hosts.write_text(f"hosts:\n  local:\n    telemetry: nvidia-smi\n    nvidia_smi: {standin}\n"
-                     "    telemetry_interval: 0.5\n")
+    hosts.write_text(
+        f"hosts:\n  local:\n    telemetry: nvidia-smi\n    nvidia_smi: {standin}\n"
+        "    telemetry_interval: 0.5\n"
+    )
 
 
 @sync
@@ -39,8 +41,12 @@ async def test_standin_gpus_show_the_capture_values(monkeypatch: pytest.MonkeyPa
     app = SeglabApp(follow_logs=False)
     async with app.run_test(size=(150, 40)) as pilot:
         # GPU values first, then the processes (a separate query) on the next readings.
-        text = await wait_until(pilot, lambda: hosts_text(pilot).count("memhog") == 2
-                                and hosts_text(pilot), 30, "the stand-in's GPUs and processes")
+        text = await wait_until(
+            pilot,
+            lambda: hosts_text(pilot).count("memhog") == 2 and hosts_text(pilot),
+            30,
+            "the stand-in's GPUs and processes",
+        )
         lines = text.splitlines()
         assert lines[0].startswith("local  this machine")
         assert "nvidia-smi ok" in lines[0] and "driver 590.48.01" in lines[0]
@@ -61,9 +67,16 @@ async def test_standin_gpus_show_the_capture_values(monkeypatch: pytest.MonkeyPa
 async def test_first_start_without_hosts_yaml_shows_local_and_a_hint() -> None:
     app = SeglabApp(follow_logs=False)
     async with app.run_test(size=(150, 40)) as pilot:
-        text = await wait_until(pilot, lambda: NO_HOSTS_HINT in hosts_text(pilot)
-                                and "local" in hosts_text(pilot) and hosts_text(pilot), 30,
-                                "this machine and the hint")
+        text = await wait_until(
+            pilot,
+            lambda: (
+                NO_HOSTS_HINT in hosts_text(pilot)
+                and "local" in hosts_text(pilot)
+                and hosts_text(pilot)
+            ),
+            30,
+            "this machine and the hint",
+        )
         assert text.splitlines()[0].startswith("local  this machine")
         if "no_gpu" in text:  # this machine has no NVIDIA GPU: CPU and RAM, and why
             assert "cpu " in text and "ram " in text
@@ -79,8 +92,12 @@ async def test_bad_hosts_yaml_is_shown_inline() -> None:
     hosts.write_text("hosts:\n  lab1:\n    telemetry: sometimes\n")
     app = SeglabApp(follow_logs=False)
     async with app.run_test(size=(150, 40)) as pilot:
-        text = await wait_until(pilot, lambda: "hosts.yaml has errors" in hosts_text(pilot)
-                                and hosts_text(pilot), 30, "the error")
+        text = await wait_until(
+            pilot,
+            lambda: "hosts.yaml has errors" in hosts_text(pilot) and hosts_text(pilot),
+            30,
+            "the error",
+        )
         assert "hosts.yaml:3" in text and "telemetry" in text
         await pilot.press("q")
 
@@ -111,25 +128,32 @@ def _seeded_app(monkeypatch: pytest.MonkeyPatch, layout: str = "default") -> Seg
     states, history = replayed_states()
     ws = Workstation()
     seed_runs(ws)
-    return SeglabApp(ws, layout=layout, feed=FixedFeed(states, history), clock=lambda: T0,
-                     follow_logs=False)
+    return SeglabApp(
+        ws, layout=layout, feed=FixedFeed(states, history), clock=lambda: T0, follow_logs=False
+    )
 
 
 @sync
 async def test_runs_table_log_pane_and_chart_from_the_registry(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     app = _seeded_app(monkeypatch)
     async with app.run_test(size=(150, 45)) as pilot:
-        runs = await wait_until(pilot, lambda: table(pilot).row_count == 3 and table(pilot),
-                                30, "the seeded runs")
-        assert list(runs.rows_by_id) == ["tiny-grid.lr-low.a1b2c3", "tiny-grid.lr-high.d4e5f6",
-                                         "tiny.default.0a0b0c"]
+        runs = await wait_until(
+            pilot, lambda: table(pilot).row_count == 3 and table(pilot), 30, "the seeded runs"
+        )
+        assert list(runs.rows_by_id) == [
+            "tiny-grid.lr-low.a1b2c3",
+            "tiny-grid.lr-high.d4e5f6",
+            "tiny.default.0a0b0c",
+        ]
         assert str(runs.get_cell("tiny-grid.lr-high.d4e5f6", "miou")) == "0.470"
         assert str(runs.get_cell("tiny.default.0a0b0c", "miou")) == DASH  # no value, not 0
         assert str(runs.get_cell("tiny-grid.lr-low.a1b2c3", "status")) == "running"
         # No engine answers on DOCKER_HOST here: the local header says so.
-        await wait_until(pilot, lambda: "· no docker engine" in hosts_text(pilot), 10,
-                         "the engine state")
+        await wait_until(
+            pilot, lambda: "· no docker engine" in hosts_text(pilot), 10, "the engine state"
+        )
         # The chart holds every variant of the selected run's ablation.
         chart = app.query_one("#metrics", MetricsChart)
         await wait_until(pilot, lambda: len(chart.shown) == 2, 10, "both variants' curves")
@@ -140,8 +164,12 @@ async def test_runs_table_log_pane_and_chart_from_the_registry(
         # A poll that changes one value updates that cell in place: cursor and rows stay.
         await select_run(pilot, "tiny-grid.lr-high.d4e5f6")
         app.workstation.registry().update_run("tiny-grid.lr-low.a1b2c3", last_loss=0.123)
-        await wait_until(pilot, lambda: str(runs.get_cell("tiny-grid.lr-low.a1b2c3", "loss"))
-                         == "0.123", 10, "the new loss")
+        await wait_until(
+            pilot,
+            lambda: str(runs.get_cell("tiny-grid.lr-low.a1b2c3", "loss")) == "0.123",
+            10,
+            "the new loss",
+        )
         assert runs.current == "tiny-grid.lr-high.d4e5f6"
 
         # Log pane: event lines hidden by default, v shows them, f toggles follow, / searches.
@@ -174,18 +202,32 @@ async def test_mark_remove_resume_shell_compare_help(monkeypatch: pytest.MonkeyP
         await wait_until(pilot, lambda: table(pilot).row_count == 3, 30, "the seeded runs")
         # e on a process run: a clear message, no shell.
         await pilot.press("e")
-        await wait_until(pilot, lambda: any("no container to enter" in n.message
-                                            for n in app._notifications), 5, "the message")
+        await wait_until(
+            pilot,
+            lambda: any("no container to enter" in n.message for n in app._notifications),
+            5,
+            "the message",
+        )
         # r on a run that never had a handle: the domain's error, shown inline.
         await select_run(pilot, "tiny.default.0a0b0c")
         await pilot.press("r")
-        await wait_until(pilot, lambda: any("never started; nothing to resume" in n.message
-                                            for n in app._notifications), 10, "resume error")
+        await wait_until(
+            pilot,
+            lambda: any(
+                "never started; nothing to resume" in n.message for n in app._notifications
+            ),
+            10,
+            "resume error",
+        )
         # c: the ablation of the selected run, best per column highlighted.
         await select_run(pilot, "tiny-grid.lr-high.d4e5f6")
         await pilot.press("c")
-        screen = await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen)
-                                  and app.screen, 10, "the comparison")
+        screen = await wait_until(
+            pilot,
+            lambda: isinstance(app.screen, CompareScreen) and app.screen,
+            10,
+            "the comparison",
+        )
         assert [r.variant for r in screen.rows] == ["lr=low", "lr=high"]
         compare = screen.query_one("#compare", DataTable)
         assert compare.row_count == 2
@@ -208,7 +250,8 @@ async def test_mark_remove_resume_shell_compare_help(monkeypatch: pytest.MonkeyP
         await pilot.press("y")
         await wait_until(pilot, lambda: table(pilot).row_count == 1, 15, "the removal")
         assert [r.run_id for r in app.workstation.registry().list_runs()] == [
-            "tiny-grid.lr-low.a1b2c3"]
+            "tiny-grid.lr-low.a1b2c3"
+        ]
         # j / t go through the façade; here (a seeded run, no full image) each answers with
         # its reason inline instead of a traceback.
         await pilot.press("j")
@@ -218,8 +261,12 @@ async def test_mark_remove_resume_shell_compare_help(monkeypatch: pytest.MonkeyP
             return any(n.message.startswith(prefix) for n in app._notifications)
 
         assert said("starting JupyterLab on local") and said("starting TensorBoard for ")
-        await wait_until(pilot, lambda: said("notebook: ") and said("tensorboard: "), 60,
-                         "both forwards to answer")
+        await wait_until(
+            pilot,
+            lambda: said("notebook: ") and said("tensorboard: "),
+            60,
+            "both forwards to answer",
+        )
         await pilot.press("q")
 
 
@@ -232,8 +279,17 @@ def test_comparison_highlights_the_best_of_each_column() -> None:
     assert rows[0].time_s == pytest.approx(590.0)  # still running: until `now`
     assert rows[1].time_s == pytest.approx(489.0)  # finished_at - started_at
     header, body = comparison_table(rows, ws.class_names(rows[0].run_id))
-    assert header == ["variant", "status", "best mIoU", "pixel acc", "background", "shape_1",
-                      "shape_2", "img/s", "time"]
+    assert header == [
+        "variant",
+        "status",
+        "best mIoU",
+        "pixel acc",
+        "background",
+        "shape_1",
+        "shape_2",
+        "img/s",
+        "time",
+    ]
     assert body[1][2].plain == "0.470" and body[1][2].style == "bold green"
     assert body[0][2].style == ""
     assert body[1][8].plain == "8m09s" and body[1][8].style == "bold green"  # shorter wins
@@ -244,8 +300,12 @@ def test_placement_choices_list_free_gpus_and_cpu() -> None:
     idle = replay(H100, "local", 3, "idle")
     busy = replay(H100, "local", 1, "load")  # foreign processes above the memory threshold
     states, _ = replayed_states()
-    local = HostState("local", "nvidia-smi", HostStatus.OK,
-                      gpus=(*idle[:2], replace(busy[0], index=2, uuid=idle[2].uuid)))
+    local = HostState(
+        "local",
+        "nvidia-smi",
+        HostStatus.OK,
+        gpus=(*idle[:2], replace(busy[0], index=2, uuid=idle[2].uuid)),
+    )
     assert ws.registry().reserve("local", [idle[1].uuid], "someone")
     choices = [value for value, _ in ws.placement_choices([local, *states[1:]])]
     # GPU 1 is held by a run, GPU 2 used by others; lab1 and cpubox are not in this
@@ -260,8 +320,12 @@ async def test_unreachable_ssh_host_is_shown_offline_with_the_reason() -> None:
     hosts.write_text("hosts:\n  lab9:\n    ssh: nobody@127.0.0.1:9\n")  # nothing listens
     app = SeglabApp(follow_logs=False)
     async with app.run_test(size=(150, 40)) as pilot:
-        text = await wait_until(pilot, lambda: "Connection refused" in hosts_text(pilot)
-                                and hosts_text(pilot), 30, "the refused connection")
+        text = await wait_until(
+            pilot,
+            lambda: "Connection refused" in hosts_text(pilot) and hosts_text(pilot),
+            30,
+            "the refused connection",
+        )
         header = next(line for line in text.splitlines() if line.startswith("lab9"))
         assert header.startswith("lab9  offline")
         assert "cannot connect to nobody@127.0.0.1:9: Connection refused" in header
@@ -271,14 +335,27 @@ async def test_unreachable_ssh_host_is_shown_offline_with_the_reason() -> None:
 
 @sync
 async def test_palette_offers_the_actions_and_resizing_keeps_the_runs(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     app = _seeded_app(monkeypatch)
     async with app.run_test(size=(150, 45)) as pilot:
         await wait_until(pilot, lambda: table(pilot).row_count == 3, 30, "the seeded runs")
         titles = [command.title for command in app.get_system_commands(app.screen)]
-        for title in ("new run (n)", "stop (s)", "kill (k)", "resume (r)", "remove (x)",
-                      "compare (c)", "shell (e)", "notebook (j)", "tensorboard (t)",
-                      "follow (f)", "events (v)", "search (/)", "help (?)"):
+        for title in (
+            "new run (n)",
+            "stop (s)",
+            "kill (k)",
+            "resume (r)",
+            "remove (x)",
+            "compare (c)",
+            "shell (e)",
+            "notebook (j)",
+            "tensorboard (t)",
+            "follow (f)",
+            "events (v)",
+            "search (/)",
+            "help (?)",
+        ):
             assert title in titles
         await select_run(pilot, "tiny.default.0a0b0c")
         await pilot.resize_terminal(80, 24)
@@ -295,8 +372,9 @@ async def test_local_docker_engine_version_in_the_host_header(docker_client: Any
     expected = f"docker {docker_client.version()['Version']}"
     app = SeglabApp(follow_logs=False)
     async with app.run_test(size=(150, 40)) as pilot:
-        text = await wait_until(pilot, lambda: expected in hosts_text(pilot)
-                                and hosts_text(pilot), 30, expected)
+        text = await wait_until(
+            pilot, lambda: expected in hosts_text(pilot) and hosts_text(pilot), 30, expected
+        )
         assert text.splitlines()[0].startswith("local  this machine")
         assert expected in text.splitlines()[0]
         await pilot.press("q")

@@ -19,7 +19,10 @@ def test_bars_thresholds_and_durations() -> None:
     assert bar(0.5, 8).plain == "████░░░░"
     assert bar(1.7, 4).plain == "████"  # clamped
     assert (level_style(49, 50, 90), level_style(50, 50, 90), level_style(95, 50, 90)) == (
-        "green", "yellow", "bold red")
+        "green",
+        "yellow",
+        "bold red",
+    )
     assert [duration(s) for s in (None, 42, 185, 3725)] == [DASH, "42s", "3m05s", "1h02m"]
     assert progress_text(0.75, 61.0, width=4).plain == "███░  75% 1m01s"
 

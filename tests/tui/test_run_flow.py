@@ -29,21 +29,28 @@ async def launch(pilot: Pilot[Any], recipe: str, runtime: str) -> list[str]:
     app = pilot.app
     before = set(table(pilot).rows_by_id)
     await pilot.press("n")
-    screen = await wait_until(pilot, lambda: isinstance(app.screen, NewRunScreen)
-                              and app.screen, 10, "the new-run dialog")
+    screen = await wait_until(
+        pilot, lambda: isinstance(app.screen, NewRunScreen) and app.screen, 10, "the new-run dialog"
+    )
     names = [path.stem for path in screen.files]
     for _ in range(names.index(recipe)):
         await pilot.press("down")
-    await wait_until(pilot, lambda: screen.recipe is not None
-                     and screen.recipe_path is not None and screen.recipe_path.stem == recipe,
-                     30, f"{recipe} to load")
+    await wait_until(
+        pilot,
+        lambda: (
+            screen.recipe is not None
+            and screen.recipe_path is not None
+            and screen.recipe_path.stem == recipe
+        ),
+        30,
+        f"{recipe} to load",
+    )
     screen.query_one("#placement-custom", Input).focus()
     for key in "local:cpu":
         await pilot.press(key)
     screen.query_one("#runtime", Select).value = runtime
     await pilot.press("ctrl+s")
-    await wait_until(pilot, lambda: not isinstance(app.screen, NewRunScreen), 120,
-                     "the launch")
+    await wait_until(pilot, lambda: not isinstance(app.screen, NewRunScreen), 120, "the launch")
     # The new runs are in the table at once, before the next poll.
     new = [run_id for run_id in table(pilot).rows_by_id if run_id not in before]
     assert new, "the launched runs appear at once"
@@ -66,14 +73,14 @@ async def test_new_run_progress_log_miou_stop_and_reopen() -> None:
         assert row(pilot, long)["runtime"] == "process"
 
         # s stops the long run once it trains: confirm, graceful stop, status stopped.
-        await wait_until(pilot, lambda: (row(pilot, long)["iteration"] or 0) >= 1, 240,
-                         "the long run to train")
+        await wait_until(
+            pilot, lambda: (row(pilot, long)["iteration"] or 0) >= 1, 240, "the long run to train"
+        )
         await select_run(pilot, long)
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
-        await wait_until(pilot, lambda: row(pilot, long)["status"] == "stopped", 120,
-                         "the stop")
+        await wait_until(pilot, lambda: row(pilot, long)["status"] == "stopped", 120, "the stop")
         assert row(pilot, long)["exit_code"] == 0
 
         # The tiny run progresses to the end with a log and a rising mIoU.
@@ -92,17 +99,26 @@ async def test_new_run_progress_log_miou_stop_and_reopen() -> None:
         assert str(table(pilot).get_cell(tiny, "miou")) == f"{final['best_miou']:.3f}"
 
         chart = app.query_one("#metrics", MetricsChart)
-        curves = await wait_until(pilot, lambda: [c for c in chart.shown if c.run_id == tiny
-                                                  and len(c.miou) == 2], 30, "both evals")
+        curves = await wait_until(
+            pilot,
+            lambda: [c for c in chart.shown if c.run_id == tiny and len(c.miou) == 2],
+            30,
+            "both evals",
+        )
         miou = curves[0].miou
         assert [it for it, _ in miou] == [4, 8]
         assert miou[1][1] > miou[0][1], f"mIoU rises: {miou}"
         assert len(curves[0].loss) == 8
 
         pane = app.query_one("#logpane", LogPane)
-        shown = await wait_until(pilot, lambda: any("eval iter 8" in line for line in
-                                                    pane.lines_shown())
-                                 and pane.lines_shown(), 30, "the log's last evaluation")
+        shown = await wait_until(
+            pilot,
+            lambda: (
+                any("eval iter 8" in line for line in pane.lines_shown()) and pane.lines_shown()
+            ),
+            30,
+            "the log's last evaluation",
+        )
         assert any(line.startswith("iter 1/8") for line in shown)
         assert not any("@seglab" in line for line in shown)
         await pilot.press("q")
@@ -120,24 +136,33 @@ async def test_new_run_progress_log_miou_stop_and_reopen() -> None:
 @pytest.mark.docker
 @sync
 async def test_new_run_in_a_container(ci_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    site = (Path(sys.prefix) / "lib" / f"python{sys.version_info.major}."
-            f"{sys.version_info.minor}" / "site-packages")
-    monkeypatch.setenv("SEGLAB_DEV_MOUNTS",
-                       f"{site}:/usr/local/lib/python3.11/dist-packages,{REPO}:/opt/seglab")
+    site = (
+        Path(sys.prefix) / "lib" / f"python{sys.version_info.major}."
+        f"{sys.version_info.minor}" / "site-packages"
+    )
+    monkeypatch.setenv(
+        "SEGLAB_DEV_MOUNTS", f"{site}:/usr/local/lib/python3.11/dist-packages,{REPO}:/opt/seglab"
+    )
     app = SeglabApp(poll_s=0.5, recipe_folder=RECIPES)
     async with app.run_test(size=(150, 45)) as pilot:
         (run_id,) = await launch(pilot, "tiny-long", "docker")
         assert row(pilot, run_id)["runtime"] == "docker"
-        await wait_until(pilot, lambda: (row(pilot, run_id)["iteration"] or 0) >= 1, 240,
-                         "the container to train")
+        await wait_until(
+            pilot,
+            lambda: (row(pilot, run_id)["iteration"] or 0) >= 1,
+            240,
+            "the container to train",
+        )
         pane = app.query_one("#logpane", LogPane)
-        await wait_until(pilot, lambda: any(line.startswith("iter ")
-                                            for line in pane.lines_shown()), 60,
-                         "the container's log: " + str(app.query_one("#log-status").render()))
+        await wait_until(
+            pilot,
+            lambda: any(line.startswith("iter ") for line in pane.lines_shown()),
+            60,
+            "the container's log: " + str(app.query_one("#log-status").render()),
+        )
         await select_run(pilot, run_id)
         await pilot.press("s", "y")
-        await wait_until(pilot, lambda: row(pilot, run_id)["status"] == "stopped", 120,
-                         "the stop")
+        await wait_until(pilot, lambda: row(pilot, run_id)["status"] == "stopped", 120, "the stop")
         await pilot.press("x", "y")
         await wait_until(pilot, lambda: table(pilot).row_count == 0, 60, "the removal")
         await pilot.press("q")

@@ -39,8 +39,14 @@ def app_factory(monkeypatch: pytest.MonkeyPatch) -> Callable[..., SeglabApp]:
     def make(layout: str, recipe_folder: Path | None = RECIPES) -> SeglabApp:
         links: Links = {"lab1": ("online", None), "cpubox": ("online", None)}
         feed = FixedFeed(states, history, links=links)
-        return SeglabApp(ws, layout=layout, feed=feed, clock=lambda: T0, follow_logs=False,
-                         recipe_folder=recipe_folder)
+        return SeglabApp(
+            ws,
+            layout=layout,
+            feed=feed,
+            clock=lambda: T0,
+            follow_logs=False,
+            recipe_folder=recipe_folder,
+        )
 
     return make
 
@@ -52,8 +58,11 @@ async def _settled(pilot: Pilot[Any]) -> None:
     chart = app.query_one("#metrics", MetricsChart)
     longest = len("tiny-grid.lr-high.d4e5f6")
     for _ in range(200):  # rows in, column widths computed, chart drawn
-        if (runs.row_count == 3 and chart.shown
-                and runs.columns[ColumnKey("run")].content_width >= longest):
+        if (
+            runs.row_count == 3
+            and chart.shown
+            and runs.columns[ColumnKey("run")].content_width >= longest
+        ):
             break
         await pilot.pause(0.05)
     await pilot.pause(0.5)  # the table re-measures its columns when idle
@@ -65,8 +74,7 @@ def test_dashboard(snap_compare: Snap, app_factory: Callable[..., SeglabApp]) ->
     assert snap_compare(app_factory("default"), terminal_size=(150, 45), run_before=_settled)
 
 
-def test_compact_layout_at_80x24(snap_compare: Snap,
-                                 app_factory: Callable[..., SeglabApp]) -> None:
+def test_compact_layout_at_80x24(snap_compare: Snap, app_factory: Callable[..., SeglabApp]) -> None:
     assert snap_compare(app_factory("compact"), terminal_size=(80, 24), run_before=_settled)
 
 
@@ -80,8 +88,10 @@ def test_new_run_dialog(snap_compare: Snap, app_factory: Callable[..., SeglabApp
         await pilot.press("n")
         for _ in range(200):
             screen = pilot.app.screen
-            if screen.query("#variants") and screen.query_one("#variants",
-                                                                SelectionList).option_count:
+            if (
+                screen.query("#variants")
+                and screen.query_one("#variants", SelectionList).option_count
+            ):
                 break
             await pilot.pause(0.05)
         screen = pilot.app.screen
@@ -96,8 +106,9 @@ def test_new_run_dialog(snap_compare: Snap, app_factory: Callable[..., SeglabApp
         await pilot.pause(0.2)
 
     # Shipped recipes only: a folder's absolute path would differ between checkouts.
-    assert snap_compare(app_factory("default", recipe_folder=None), terminal_size=(120, 40),
-                        run_before=open_dialog)
+    assert snap_compare(
+        app_factory("default", recipe_folder=None), terminal_size=(120, 40), run_before=open_dialog
+    )
 
 
 def test_comparison_table(snap_compare: Snap, app_factory: Callable[..., SeglabApp]) -> None:

@@ -14,8 +14,9 @@ import pytest
 
 from tests.tui.replay import REPO
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
-                                reason="tmux is not installed (.ci/packages.sh installs it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("tmux") is None, reason="tmux is not installed (.ci/packages.sh installs it)"
+)
 
 SESSION = "seglab"
 FIRST_FRAME_S = 1.0
@@ -30,25 +31,34 @@ def tmux() -> Iterator[list[str]]:
 
 
 def _show(tmux: list[str], what: str) -> str:
-    out = subprocess.run([*tmux, "display-message", "-p", "-t", SESSION, what],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [*tmux, "display-message", "-p", "-t", SESSION, what],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout.strip()
 
 
 def _screen(tmux: list[str]) -> str:
-    return subprocess.run([*tmux, "capture-pane", "-p", "-t", SESSION], capture_output=True,
-                          text=True, check=True).stdout
+    return subprocess.run(
+        [*tmux, "capture-pane", "-p", "-t", SESSION], capture_output=True, text=True, check=True
+    ).stdout
 
 
-def test_first_frame_within_a_second_and_q_restores_the_terminal(tmux: list[str],
-                                                                  tmp_path: Path) -> None:
+def test_first_frame_within_a_second_and_q_restores_the_terminal(
+    tmux: list[str], tmp_path: Path
+) -> None:
     status = tmp_path / "exit-status"
     # The shell stays a few seconds after seglab exits, so the terminal state it left
     # behind can be read (a dead pane no longer reports it).
     command = f"cd {REPO} && {sys.executable} -m seglab; echo $? > {status}; sleep 30"
     start = time.monotonic()
-    subprocess.run([*tmux, "new-session", "-d", "-s", SESSION, "-x", "120", "-y", "36",
-                    command], check=True, env={**os.environ, "TERM": "xterm-256color"})
+    subprocess.run(
+        [*tmux, "new-session", "-d", "-s", SESSION, "-x", "120", "-y", "36", command],
+        check=True,
+        env={**os.environ, "TERM": "xterm-256color"},
+    )
     first_frame = None
     while time.monotonic() - start < 10:
         lines = _screen(tmux).splitlines()

@@ -30,8 +30,7 @@ def smoke(**data_overrides: object) -> Recipe:
     return Recipe.model_validate(values)
 
 
-def save_pair(image_path: Path, label_path: Path, label: np.ndarray,
-              palette: bool = False) -> None:
+def save_pair(image_path: Path, label_path: Path, label: np.ndarray, palette: bool = False) -> None:
     image_path.parent.mkdir(parents=True, exist_ok=True)
     label_path.parent.mkdir(parents=True, exist_ok=True)
     rgb = np.stack([label, label // 2, 255 - label], axis=-1).astype(np.uint8)
@@ -54,8 +53,7 @@ def test_synthetic_is_deterministic_per_index_and_seed() -> None:
     image_b, label_b = again.read(3)
     assert np.array_equal(image_a, image_b) and np.array_equal(label_a, label_b)
     assert not np.array_equal(first.read(4)[1], label_a)  # another index, another sample
-    other_seed = recipe.model_copy(update={"train": recipe.train.model_copy(
-        update={"seed": 1})})
+    other_seed = recipe.model_copy(update={"train": recipe.train.model_copy(update={"seed": 1})})
     assert not np.array_equal(data.build_dataset(other_seed, "val", None).read(3)[0], image_a)
     assert image_a.shape == (32, 32, 3) and image_a.dtype == np.uint8
     assert label_a.shape == (32, 32) and label_a.dtype == np.uint8
@@ -169,10 +167,11 @@ def test_rank_sampler_for_evaluation_covers_every_sample_once() -> None:
 def test_cityscapes_maps_raw_label_ids_to_train_ids(tmp_path: Path) -> None:
     raw = np.array([[7, 8, 0, 33], [26, 1, 255, 24]], dtype=np.uint8)
     for split in ("train", "val"):
-        save_pair(tmp_path / "leftImg8bit" / split / "aachen" /
-                  "aachen_000000_000019_leftImg8bit.png",
-                  tmp_path / "gtFine" / split / "aachen" /
-                  "aachen_000000_000019_gtFine_labelIds.png", raw)
+        save_pair(
+            tmp_path / "leftImg8bit" / split / "aachen" / "aachen_000000_000019_leftImg8bit.png",
+            tmp_path / "gtFine" / split / "aachen" / "aachen_000000_000019_gtFine_labelIds.png",
+            raw,
+        )
     recipe = smoke(dataset="cityscapes", synthetic=None)
     dataset = data.build_dataset(recipe, "val", tmp_path)
     image, label = dataset.read(0)
@@ -199,26 +198,37 @@ def test_voc_reads_palette_pngs_with_void_border(tmp_path: Path) -> None:
     listing.parent.mkdir(parents=True)
     listing.write_text("2007_000033\n")
     stored = np.array([[0, 15, 255], [20, 0, 1]], dtype=np.uint8)
-    save_pair(root / "JPEGImages" / "2007_000033.jpg",
-              root / "SegmentationClass" / "2007_000033.png", stored, palette=True)
+    save_pair(
+        root / "JPEGImages" / "2007_000033.jpg",
+        root / "SegmentationClass" / "2007_000033.png",
+        stored,
+        palette=True,
+    )
     dataset = data.build_dataset(smoke(dataset="voc", synthetic=None), "val", tmp_path)
     assert dataset.read(0)[1].tolist() == stored.tolist()
 
 
 def test_missing_dataset_files_are_named(tmp_path: Path) -> None:
     recipe = smoke(dataset="cityscapes", synthetic=None)
-    with pytest.raises(base.DatasetError, match=r"cityscapes images: no directory .*"
-                                                 r"leftImg8bit/train"):
+    with pytest.raises(
+        base.DatasetError,
+        match=r"cityscapes images: no directory .*"
+        r"leftImg8bit/train",
+    ):
         data.build_dataset(recipe, "train", tmp_path)
-    save_pair(tmp_path / "leftImg8bit" / "train" / "x" / "x_0_0_leftImg8bit.png",
-              tmp_path / "elsewhere.png", np.zeros((2, 2), dtype=np.uint8))
+    save_pair(
+        tmp_path / "leftImg8bit" / "train" / "x" / "x_0_0_leftImg8bit.png",
+        tmp_path / "elsewhere.png",
+        np.zeros((2, 2), dtype=np.uint8),
+    )
     (tmp_path / "gtFine" / "train").mkdir(parents=True)
     with pytest.raises(base.DatasetError, match="has no label file"):
         data.build_dataset(recipe, "train", tmp_path)
 
 
-def test_data_root_comes_from_flag_or_environment(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_data_root_comes_from_flag_or_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = smoke(dataset="ade20k", synthetic=None).data
     monkeypatch.delenv(data.DATA_ROOT_ENV, raising=False)
     with pytest.raises(base.DatasetError, match="--data-root PATH or set SEGLAB_DATA_ROOT"):

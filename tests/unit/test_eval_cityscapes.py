@@ -26,9 +26,9 @@ pytestmark = pytest.mark.train
 
 EVAL_IDS = [lb.id for lb in cs_labels.labels if lb.id >= 0 and not lb.ignoreInEval]
 IGNORED_IDS = [lb.id for lb in cs_labels.labels if lb.id >= 0 and lb.ignoreInEval]
-ABSENT = {31, 32}           # train, motorcycle: in neither ground truth nor prediction
-PRED_ONLY = {28}            # bus: predicted, never in ground truth -> IoU 0
-GT_ONLY = {27}              # truck: in ground truth, never predicted -> IoU 0
+ABSENT = {31, 32}  # train, motorcycle: in neither ground truth nor prediction
+PRED_ONLY = {28}  # bus: predicted, never in ground truth -> IoU 0
+GT_ONLY = {27}  # truck: in ground truth, never predicted -> IoU 0
 FRAMES = [("aachen", 0, 19), ("aachen", 1, 42), ("bochum", 0, 7), ("bochum", 3, 11)]
 
 
@@ -57,8 +57,9 @@ def _generate(root: Path) -> tuple[Path, Path]:
     return gt_dir, pred_dir
 
 
-def _official_scores(root: Path, gt_dir: Path, pred_dir: Path,
-                     monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def _official_scores(
+    root: Path, gt_dir: Path, pred_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
     monkeypatch.setenv("CITYSCAPES_DATASET", str(root))
     monkeypatch.setenv("CITYSCAPES_RESULTS", str(pred_dir))
     monkeypatch.setenv("CITYSCAPES_EXPORT_DIR", str(root))
@@ -99,8 +100,9 @@ def test_agrees_with_cityscapesscripts(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     gt_dir, pred_dir = _generate(tmp_path)
-    code = main(["eval", "--dataset", "cityscapes", "--gt", str(gt_dir), "--pred",
-                 str(pred_dir), "--json"])
+    code = main(
+        ["eval", "--dataset", "cityscapes", "--gt", str(gt_dir), "--pred", str(pred_dir), "--json"]
+    )
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["images"] == len(FRAMES)
@@ -110,16 +112,19 @@ def test_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert isinstance(doc["miou"], float)
 
 
-def test_cli_text_and_missing_prediction(tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_text_and_missing_prediction(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     gt_dir, pred_dir = _generate(tmp_path)
-    assert main(["eval", "--dataset", "cityscapes", "--gt", str(gt_dir), "--pred",
-                 str(pred_dir)]) == 0
+    assert (
+        main(["eval", "--dataset", "cityscapes", "--gt", str(gt_dir), "--pred", str(pred_dir)]) == 0
+    )
     out = capsys.readouterr().out
     assert "mIoU" in out and "motorcycle" in out and "n/a" in out
     next(pred_dir.rglob("bochum_000003_000011*.png")).unlink()
-    assert main(["eval", "--dataset", "cityscapes", "--gt", str(gt_dir), "--pred",
-                 str(pred_dir)]) == 1
+    assert (
+        main(["eval", "--dataset", "cityscapes", "--gt", str(gt_dir), "--pred", str(pred_dir)]) == 1
+    )
     err = capsys.readouterr().err
     assert "1 of 4 ground-truth frames have no prediction" in err
     assert "bochum_000003_000011_gtFine_labelIds.png" in err

@@ -41,12 +41,14 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             model(torch.randn(2, 3, 64, 64) * 2 + 0.5)
     model.eval()
     folder = root / checkpoint.CHECKPOINT_DIR
-    checkpoint.save_atomic({"model": model.state_dict(), "iter": 10, "best_miou": 0.4},
-                           folder / checkpoint.LAST)
+    checkpoint.save_atomic(
+        {"model": model.state_dict(), "iter": 10, "best_miou": 0.4}, folder / checkpoint.LAST
+    )
     for p in model.parameters():
         p.data.mul_(0.5)
-    checkpoint.save_atomic({"model": model.state_dict(), "iter": 5, "best_miou": 0.5},
-                           folder / checkpoint.BEST)
+    checkpoint.save_atomic(
+        {"model": model.state_dict(), "iter": 5, "best_miou": 0.5}, folder / checkpoint.BEST
+    )
     return root
 
 
@@ -104,8 +106,9 @@ def test_triton_repository(run_dir: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "dims: [ 3, 64, 64 ]" in config and "dims: [ 4, 64, 64 ]" in config
 
 
-def test_export_errors_are_clear(run_dir: Path, tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_errors_are_clear(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["export", str(tmp_path), "--format", "onnx"]) == 1
     assert "is not a run directory" in capsys.readouterr().err
     other = tmp_path / "run"
@@ -114,14 +117,15 @@ def test_export_errors_are_clear(run_dir: Path, tmp_path: Path,
     assert main(["export", str(other), "--format", "torchscript"]) == 1
     assert f"no checkpoint {other / 'checkpoints' / 'last.pt'}" in capsys.readouterr().err
     (other / "recipe.yaml").write_text(
-        (run_dir / "recipe.yaml").read_text().replace("resnet18", "resnet34"))
+        (run_dir / "recipe.yaml").read_text().replace("resnet18", "resnet34")
+    )
     (other / "checkpoints").mkdir()
-    (other / "checkpoints" / "last.pt").write_bytes((run_dir / "checkpoints" /
-                                                     "last.pt").read_bytes())
+    (other / "checkpoints" / "last.pt").write_bytes(
+        (run_dir / "checkpoints" / "last.pt").read_bytes()
+    )
     assert main(["export", str(other), "--format", "torchscript"]) == 1
     assert "does not fit the model of" in capsys.readouterr().err
     (other / "checkpoints" / "last.pt").write_bytes(b"torn")
     assert main(["export", str(other), "--format", "onnx"]) == 1
-    assert f"cannot read checkpoint {other / 'checkpoints' / 'last.pt'}" in \
-        capsys.readouterr().err
+    assert f"cannot read checkpoint {other / 'checkpoints' / 'last.pt'}" in capsys.readouterr().err
     assert not (other / "export").exists()

@@ -20,8 +20,9 @@ from seglab.runs import RunError
 
 
 def _proc_net_tcp() -> str:
-    return "".join(p.read_text() for p in (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
-                   if p.exists())
+    return "".join(
+        p.read_text() for p in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")) if p.exists()
+    )
 
 
 def test_a_listening_socket_shows_in_proc_net_tcp() -> None:
@@ -47,7 +48,8 @@ def test_commands_bind_loopback() -> None:
     assert board[:3] == ("python3", "-m", "tensorboard.main")
     assert board[board.index("--logdir_spec") + 1] == (
         "tiny.default.ab12cd:/runs/tiny.default.ab12cd/tb,"
-        "tiny.lr-0.1.ef34ab:/runs/tiny.lr-0.1.ef34ab/tb")
+        "tiny.lr-0.1.ef34ab:/runs/tiny.lr-0.1.ef34ab/tb"
+    )
     assert board[-4:] == ("--host", "127.0.0.1", "--port", "23456")
     lab = notebook_command(23457, "f00d")
     assert "--ip=127.0.0.1" in lab and "--port=23457" in lab

@@ -53,12 +53,17 @@ def test_no_hosts_file_means_just_the_local_host(isolated_xdg: Path) -> None:
     assert local.is_local and local.ssh is None and local.kind == "docker"
     assert local.runs_root == isolated_xdg / "data" / "seglab" / "runs"
     assert (local.docker_socket, local.nvidia_smi, local.telemetry) == (
-        "/var/run/docker.sock", "nvidia-smi", "auto")
+        "/var/run/docker.sock",
+        "nvidia-smi",
+        "auto",
+    )
     assert (local.telemetry_interval, local.gpu_memory_threshold_mib) == (1.0, 256)
 
 
 def test_the_design_example_loads(tmp_path: Path) -> None:
-    path = _write(tmp_path / "hosts.yaml", """
+    path = _write(
+        tmp_path / "hosts.yaml",
+        """
         hosts:
           local:
             telemetry: nvml
@@ -73,7 +78,8 @@ def test_the_design_example_loads(tmp_path: Path) -> None:
             gpu_memory_threshold_mib: 1024
           lab2:
             ssh: gpu2.example.org
-    """)
+    """,
+    )
     inventory = load_inventory(path)
     assert list(inventory.hosts) == ["local", "lab1", "lab2"]
     lab1 = inventory.get("lab1")
@@ -91,15 +97,19 @@ def test_the_design_example_loads(tmp_path: Path) -> None:
 
 def test_empty_file_and_empty_hosts_mapping_mean_local_only(tmp_path: Path) -> None:
     assert list(load_inventory(_write(tmp_path / "a.yaml", ""))) == [
-        load_inventory(tmp_path / "missing.yaml").get("local")]
+        load_inventory(tmp_path / "missing.yaml").get("local")
+    ]
     assert list(load_inventory(_write(tmp_path / "b.yaml", "hosts:\n")).hosts) == ["local"]
 
 
 def test_local_paths_expand_the_home_dir(tmp_path: Path) -> None:
-    path = _write(tmp_path / "hosts.yaml", """
+    path = _write(
+        tmp_path / "hosts.yaml",
+        """
         hosts:
           local: {runs_root: ~/runs, datasets: {voc: ~/data/voc}, nvidia_smi: ~/bin/smi}
-    """)
+    """,
+    )
     local = load_inventory(path).get("local")
     assert local.runs_root == Path.home() / "runs"
     assert local.dataset_root("voc") == str(Path.home() / "data" / "voc")
@@ -107,11 +117,14 @@ def test_local_paths_expand_the_home_dir(tmp_path: Path) -> None:
 
 
 def test_a_slurm_host_without_ssh_runs_on_this_machine(tmp_path: Path, isolated_xdg: Path) -> None:
-    path = _write(tmp_path / "hosts.yaml", """
+    path = _write(
+        tmp_path / "hosts.yaml",
+        """
         hosts:
           cluster: {kind: slurm}
           remote-cluster: {kind: slurm, ssh: login.example.org}
-    """)
+    """,
+    )
     inventory = load_inventory(path)
     cluster = inventory.get("cluster")
     assert cluster.kind == "slurm" and cluster.is_local
@@ -122,13 +135,16 @@ def test_a_slurm_host_without_ssh_runs_on_this_machine(tmp_path: Path, isolated_
 # -- ssh targets -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("alice@gpu1:2222", SSHTarget(user="alice", hostname="gpu1", port=2222)),
-    ("gpu1.example.org", SSHTarget(user=None, hostname="gpu1.example.org", port=22)),
-    ("10.0.0.7:2200", SSHTarget(user=None, hostname="10.0.0.7", port=2200)),
-    ("bob@[fe80::1]:2201", SSHTarget(user="bob", hostname="fe80::1", port=2201)),
-    ("[::1]", SSHTarget(user=None, hostname="::1", port=22)),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("alice@gpu1:2222", SSHTarget(user="alice", hostname="gpu1", port=2222)),
+        ("gpu1.example.org", SSHTarget(user=None, hostname="gpu1.example.org", port=22)),
+        ("10.0.0.7:2200", SSHTarget(user=None, hostname="10.0.0.7", port=2200)),
+        ("bob@[fe80::1]:2201", SSHTarget(user="bob", hostname="fe80::1", port=2201)),
+        ("[::1]", SSHTarget(user=None, hostname="::1", port=22)),
+    ],
+)
 def test_ssh_target_forms(tmp_path: Path, value: str, expected: SSHTarget) -> None:
     path = _write(tmp_path / "hosts.yaml", f"hosts:\n  box:\n    ssh: '{value}'\n")
     assert load_inventory(path).get("box").ssh == expected
@@ -140,23 +156,30 @@ def test_ssh_target_shows_as_user_host_port() -> None:
     assert str(SSHTarget(user="a", hostname="::1", port=2)) == "a@[::1]:2"
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("alice@gpu1:0", "port must be a number from 1 to 65535, got '0'"),
-    ("alice@gpu1:ssh", "port must be a number from 1 to 65535, got 'ssh'"),
-    ("al ice@gpu1", "'al ice' is not a valid user name in 'al ice@gpu1'"),
-    ("gpu 1", "expected user@host[:port], host[:port] or an alias from ~/.ssh/config, "
-              "got 'gpu 1'"),
-    ("fe80::1", "write an IPv6 address in brackets, e.g. [fe80::1]:22; got 'fe80::1'"),
-    ("[gpu1]:22", "brackets are for IPv6 addresses, got '[gpu1]:22'"),
-    ("", "expected user@host[:port] or an alias from ~/.ssh/config, got ''"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("alice@gpu1:0", "port must be a number from 1 to 65535, got '0'"),
+        ("alice@gpu1:ssh", "port must be a number from 1 to 65535, got 'ssh'"),
+        ("al ice@gpu1", "'al ice' is not a valid user name in 'al ice@gpu1'"),
+        (
+            "gpu 1",
+            "expected user@host[:port], host[:port] or an alias from ~/.ssh/config, got 'gpu 1'",
+        ),
+        ("fe80::1", "write an IPv6 address in brackets, e.g. [fe80::1]:22; got 'fe80::1'"),
+        ("[gpu1]:22", "brackets are for IPv6 addresses, got '[gpu1]:22'"),
+        ("", "expected user@host[:port] or an alias from ~/.ssh/config, got ''"),
+    ],
+)
 def test_bad_ssh_targets_are_located(tmp_path: Path, value: str, message: str) -> None:
     path = _write(tmp_path / "hosts.yaml", f"hosts:\n  box:\n    ssh: '{value}'\n")
     assert _errors(path) == [f"{path}:3: hosts.box.ssh: {message}"]
 
 
 def test_an_alias_resolves_through_the_ssh_config(tmp_path: Path, ssh_config: Path) -> None:
-    _write(ssh_config, """
+    _write(
+        ssh_config,
+        """
         # the first value obtained for a setting wins, as in ssh(1)
         Host gpu-box other
             HostName %h.lab.example.org
@@ -170,12 +193,16 @@ def test_an_alias_resolves_through_the_ssh_config(tmp_path: Path, ssh_config: Pa
             Port 1
         Host *
             IdentityFile /keys/all
-    """)
-    path = _write(tmp_path / "hosts.yaml", """
+    """,
+    )
+    path = _write(
+        tmp_path / "hosts.yaml",
+        """
         hosts:
           box: {ssh: gpu-box}
           box-as-bob: {ssh: 'bob@gpu-box:2200'}
-    """)
+    """,
+    )
     inventory = load_inventory(path)
     box = inventory.get("box").ssh
     assert box == SSHTarget(
@@ -183,21 +210,32 @@ def test_an_alias_resolves_through_the_ssh_config(tmp_path: Path, ssh_config: Pa
         hostname="gpu-box.lab.example.org",
         port=2222,
         alias="gpu-box",
-        identity_files=(str(Path.home() / ".ssh" / "id_alice_gpu-box.lab.example.org"),
-                        "/keys/shared", "/keys/all"),
+        identity_files=(
+            str(Path.home() / ".ssh" / "id_alice_gpu-box.lab.example.org"),
+            "/keys/shared",
+            "/keys/all",
+        ),
         proxy_jump="bastion.example.org",
     )
     bob = inventory.get("box-as-bob").ssh
     assert bob is not None and (bob.user, bob.port, bob.hostname) == (
-        "bob", 2200, "gpu-box.lab.example.org")
+        "bob",
+        2200,
+        "gpu-box.lab.example.org",
+    )
 
 
 def test_wildcards_negation_include_and_match_blocks(tmp_path: Path, ssh_config: Path) -> None:
-    _write(ssh_config.parent / "conf.d" / "lab.conf", """
+    _write(
+        ssh_config.parent / "conf.d" / "lab.conf",
+        """
         Host lab-*
             User labuser
-    """)
-    _write(ssh_config, """
+    """,
+    )
+    _write(
+        ssh_config,
+        """
         Include conf.d/*.conf
         Match exec "false"
             User from-match
@@ -206,17 +244,22 @@ def test_wildcards_negation_include_and_match_blocks(tmp_path: Path, ssh_config:
             ProxyJump none
         Host lab-public
             Port=2022
-    """)
-    path = _write(tmp_path / "hosts.yaml", """
+    """,
+    )
+    path = _write(
+        tmp_path / "hosts.yaml",
+        """
         hosts:
           a: {ssh: lab-7}
           b: {ssh: lab-public}
           c: {ssh: plainhost}
-    """)
+    """,
+    )
     inventory = load_inventory(path)
     assert inventory.get("a").ssh == SSHTarget(user="labuser", hostname="lab-7.internal")
-    assert inventory.get("b").ssh == SSHTarget(user="labuser", hostname="lab-public",
-                                               port=2022, alias="lab-public")
+    assert inventory.get("b").ssh == SSHTarget(
+        user="labuser", hostname="lab-public", port=2022, alias="lab-public"
+    )
     assert inventory.get("c").ssh == SSHTarget(user=None, hostname="plainhost")
 
 
@@ -225,14 +268,17 @@ def test_a_bad_port_in_the_ssh_config_is_located_there(tmp_path: Path, ssh_confi
     path = _write(tmp_path / "hosts.yaml", "hosts:\n  box: {ssh: box}\n")
     assert _errors(path) == [
         f"{ssh_config}:2: hosts.box.ssh: ssh config Port: port must be a number from 1 to "
-        "65535, got 'twenty-two'"]
+        "65535, got 'twenty-two'"
+    ]
 
 
 # -- errors ----------------------------------------------------------------------------------
 
 
 def test_every_problem_is_reported_at_once_with_its_line(tmp_path: Path) -> None:
-    path = _write(tmp_path / "hosts.yaml", """
+    path = _write(
+        tmp_path / "hosts.yaml",
+        """
         hosts:
           local:
             ssh: me@localhost
@@ -255,7 +301,8 @@ def test_every_problem_is_reported_at_once_with_its_line(tmp_path: Path) -> None
           "bad name!": {ssh: h}
           lab3: [1, 2]
         host: 1
-    """)
+    """,
+    )
     assert _errors(path) == [
         f"{path}:3: hosts.local.ssh: the local host is this machine and takes no ssh target; "
         "add the remote machine under another name",
@@ -287,15 +334,18 @@ def test_every_problem_is_reported_at_once_with_its_line(tmp_path: Path) -> None
     ]
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("telemetry_interval: fast", "expected a number of seconds, got 'fast'"),
-    ("telemetry_interval: true", "expected a number of seconds, got True"),
-    ("gpu_memory_threshold_mib: 1.5", "expected a whole number of MiB, got 1.5"),
-    ("telemetry: dcgm", "expected one of auto, nvml, nvidia-smi, got 'dcgm'"),
-    ("datasets: [a, b]", "expected a mapping of dataset name -> absolute path, got ['a', 'b']"),
-    ("runs_root: 42", "expected a non-empty string, got 42"),
-    ("kind: 3", "expected one of docker, slurm, got 3"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("telemetry_interval: fast", "expected a number of seconds, got 'fast'"),
+        ("telemetry_interval: true", "expected a number of seconds, got True"),
+        ("gpu_memory_threshold_mib: 1.5", "expected a whole number of MiB, got 1.5"),
+        ("telemetry: dcgm", "expected one of auto, nvml, nvidia-smi, got 'dcgm'"),
+        ("datasets: [a, b]", "expected a mapping of dataset name -> absolute path, got ['a', 'b']"),
+        ("runs_root: 42", "expected a non-empty string, got 42"),
+        ("kind: 3", "expected one of docker, slurm, got 3"),
+    ],
+)
 def test_wrong_types_name_the_key(tmp_path: Path, line: str, message: str) -> None:
     path = _write(tmp_path / "hosts.yaml", f"hosts:\n  local:\n    {line}\n")
     key = line.partition(":")[0]
@@ -304,15 +354,17 @@ def test_wrong_types_name_the_key(tmp_path: Path, line: str, message: str) -> No
 
 def test_misspelled_slurm_keys_are_unknown(tmp_path: Path) -> None:
     path = _write(tmp_path / "hosts.yaml", "hosts:\n  c:\n    kind: slurm\n    acount: x\n")
-    assert _errors(path) == [f"{path}:4: hosts.c.acount: unknown key (did you mean "
-                             "'account'?)"]
+    assert _errors(path) == [f"{path}:4: hosts.c.acount: unknown key (did you mean 'account'?)"]
     path = _write(tmp_path / "h2.yaml", "hosts:\n  c:\n    kind: slurm\n    telemetri: auto\n")
-    assert _errors(path) == [f"{path}:4: hosts.c.telemetri: unknown key (did you mean "
-                             "'telemetry'?)"]
+    assert _errors(path) == [
+        f"{path}:4: hosts.c.telemetri: unknown key (did you mean 'telemetry'?)"
+    ]
 
 
 def test_slurm_keys_configure_job_submission(tmp_path: Path, isolated_xdg: Path) -> None:
-    path = _write(tmp_path / "hosts.yaml", """
+    path = _write(
+        tmp_path / "hosts.yaml",
+        """
         hosts:
           cluster:
             kind: slurm
@@ -324,12 +376,16 @@ def test_slurm_keys_configure_job_submission(tmp_path: Path, isolated_xdg: Path)
             python: /opt/venv/bin/python
             gres: gpu
           plain: {kind: slurm, time_limit: 90, env_setup: source ~/venv/bin/activate}
-    """)
+    """,
+    )
     inventory = load_inventory(path)
     slurm = inventory.get("cluster").slurm
     assert slurm is not None
-    assert (slurm.partition, slurm.account, slurm.time_limit) == ("gpu-a100", "vision",
-                                                                  "2-00:00:00")
+    assert (slurm.partition, slurm.account, slurm.time_limit) == (
+        "gpu-a100",
+        "vision",
+        "2-00:00:00",
+    )
     assert slurm.container == "/shared/images/seglab.sif"
     assert slurm.env_setup == ("module load cuda/12.4", "source /opt/venv/bin/activate")
     assert slurm.python == "/opt/venv/bin/python"
@@ -341,23 +397,33 @@ def test_slurm_keys_configure_job_submission(tmp_path: Path, isolated_xdg: Path)
     assert inventory.get("local").slurm is None
 
 
-def test_cli_json_shows_slurm_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                       ) -> None:
-    path = _write(tmp_path / "hosts.yaml", """
+def test_cli_json_shows_slurm_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(
+        tmp_path / "hosts.yaml",
+        """
         hosts:
           cluster: {kind: slurm, partition: gpu, env_setup: module load cuda}
-    """)
+    """,
+    )
     assert main(["hosts", "--file", str(path), "--json"]) == 0
     hosts = {h["name"]: h for h in json.loads(capsys.readouterr().out)["hosts"]}
     assert hosts["local"]["slurm"] is None
     assert hosts["cluster"]["kind"] == "slurm" and hosts["cluster"]["local"] is True
     assert hosts["cluster"]["slurm"] == {
-        "partition": "gpu", "account": None, "time_limit": None, "container": None,
-        "env_setup": ["module load cuda"], "python": "python3", "gres": "gpu"}
+        "partition": "gpu",
+        "account": None,
+        "time_limit": None,
+        "container": None,
+        "env_setup": ["module load cuda"],
+        "python": "python3",
+        "gres": "gpu",
+    }
 
 
 def test_bad_slurm_values_name_file_line_and_key(tmp_path: Path) -> None:
-    path = _write(tmp_path / "hosts.yaml", """
+    path = _write(
+        tmp_path / "hosts.yaml",
+        """
         hosts:
           lab1:
             ssh: gpu1
@@ -369,7 +435,8 @@ def test_bad_slurm_values_name_file_line_and_key(tmp_path: Path) -> None:
             env_setup: [ok, ""]
             python: venv/bin/python
             account: 7
-    """)
+    """,
+    )
     assert _errors(path) == [
         f"{path}:4: hosts.lab1.partition: only a `kind: slurm` host takes this key",
         f"{path}:7: hosts.cluster.partition: expected a Slurm name (letters, digits, '_', "
@@ -395,8 +462,7 @@ def test_unknown_host_names_the_known_ones_and_a_close_match(tmp_path: Path) -> 
     with pytest.raises(KeyError) as info:
         inventory.get("lab2")
     assert isinstance(info.value, UnknownHostError)
-    assert str(info.value) == "unknown host 'lab2' (did you mean 'lab1'?); known hosts: " \
-                              "local, lab1"
+    assert str(info.value) == "unknown host 'lab2' (did you mean 'lab1'?); known hosts: local, lab1"
 
 
 def test_a_missing_dataset_root_says_where_to_add_it(tmp_path: Path) -> None:
@@ -406,7 +472,8 @@ def test_a_missing_dataset_root_says_where_to_add_it(tmp_path: Path) -> None:
     assert str(info.value) == (
         "host 'lab1' has no root for dataset 'cityscapes'; add it to hosts.yaml as "
         "`hosts: {lab1: {datasets: {cityscapes: /absolute/path}}}` "
-        "(datasets configured there: voc)")
+        "(datasets configured there: voc)"
+    )
 
 
 # -- the workstation and the CLI -------------------------------------------------------------
@@ -421,10 +488,13 @@ def test_cli_json_lists_the_inventory(
     isolated_xdg: Path, ssh_config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _write(ssh_config, "Host box\n  HostName gpu1.example.org\n  User alice\n")
-    path = _write(isolated_xdg / "config" / "seglab" / "hosts.yaml", """
+    path = _write(
+        isolated_xdg / "config" / "seglab" / "hosts.yaml",
+        """
         hosts:
           lab1: {ssh: box, datasets: {voc: /data/voc}, telemetry_interval: 2}
-    """)
+    """,
+    )
     assert main(["hosts", "--json", "--no-check"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["file"] == str(path) and out["file_exists"] is True
@@ -434,9 +504,15 @@ def test_cli_json_lists_the_inventory(
         "name": "lab1",
         "kind": "docker",
         "local": False,
-        "ssh": {"target": "alice@gpu1.example.org", "user": "alice",
-                "hostname": "gpu1.example.org", "port": 22, "alias": "box",
-                "identity_files": [], "proxy_jump": None},
+        "ssh": {
+            "target": "alice@gpu1.example.org",
+            "user": "alice",
+            "hostname": "gpu1.example.org",
+            "port": 22,
+            "alias": "box",
+            "identity_files": [],
+            "proxy_jump": None,
+        },
         "docker_socket": "/var/run/docker.sock",
         "runs_root": "~/seglab/runs",
         "datasets": {"voc": "/data/voc"},
@@ -473,11 +549,14 @@ def test_cli_text_shows_remote_targets(tmp_path: Path, capsys: pytest.CaptureFix
 def test_cli_reports_every_error_and_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = _write(tmp_path / "hosts.yaml", """
+    path = _write(
+        tmp_path / "hosts.yaml",
+        """
         hosts:
           lab1: {ssh: 'a@g:0', telemetry: x}
           lab2: {}
-    """)
+    """,
+    )
     assert main(["hosts", "--file", str(path), "--json"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -508,7 +587,9 @@ def test_the_example_in_the_docs_loads(repo_root: Path, tmp_path: Path) -> None:
 
 
 def test_cli_checks_each_host_status(
-    isolated_xdg: Path, ssh_config: Path, capsys: pytest.CaptureFixture[str],
+    isolated_xdg: Path,
+    ssh_config: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import socket
@@ -517,11 +598,14 @@ def test_cli_checks_each_host_status(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     monkeypatch.setenv("DOCKER_HOST", f"unix://{isolated_xdg / 'no-engine.sock'}")
-    _write(isolated_xdg / "config" / "seglab" / "hosts.yaml", f"""
+    _write(
+        isolated_xdg / "config" / "seglab" / "hosts.yaml",
+        f"""
         hosts:
           local: {{nvidia_smi: /nonexistent/nvidia-smi}}
           lab1: {{ssh: "127.0.0.1:{port}"}}
-    """)
+    """,
+    )
     assert main(["hosts", "--json", "--timeout", "5"]) == 0
     hosts = {h["name"]: h for h in json.loads(capsys.readouterr().out)["hosts"]}
     local, lab1 = hosts["local"], hosts["lab1"]
@@ -535,7 +619,9 @@ def test_cli_checks_each_host_status(
 
 
 def test_multi_node_addresses_and_interfaces(tmp_path: Path) -> None:
-    path = _write(tmp_path / "hosts.yaml", """
+    path = _write(
+        tmp_path / "hosts.yaml",
+        """
         hosts:
           local:
             node_address: 10.0.0.9
@@ -547,7 +633,8 @@ def test_multi_node_addresses_and_interfaces(tmp_path: Path) -> None:
             ssh: gpu2
             node_address: not an address
             node_interface: "eth0; rm -rf /"
-    """)
+    """,
+    )
     assert _errors(path) == [
         f"{path}:10: hosts.lab2.node_address: expected the host name or IP address other "
         "hosts reach this one at (for multi-node runs), got 'not an address'",

@@ -23,17 +23,24 @@ def test_cli_names_unknown_unreachable_and_unsuitable_hosts_and_bad_args(
     isolated_xdg: Path,
 ) -> None:
     def seglab(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "seglab", "image", "build", *args],
-                              check=False, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "seglab", "image", "build", *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     unknown_host = seglab("base", "--host", "lab2")
     assert unknown_host.returncode == 1
     assert "unknown host 'lab2'" in unknown_host.stderr and "known hosts: local" in (
-        unknown_host.stderr)
+        unknown_host.stderr
+    )
     # A remote host whose SSH port refuses connections (nothing listens on port 1).
     (isolated_xdg / "config" / "seglab").mkdir(parents=True)
     (isolated_xdg / "config" / "seglab" / "hosts.yaml").write_text(
-        "hosts:\n  lab1:\n    ssh: nobody@127.0.0.1:1\n")
+        "hosts:\n  lab1:\n    ssh: nobody@127.0.0.1:1\n"
+    )
     unreachable = seglab("base", "--host", "lab1")
     assert unreachable.returncode == 1 and "host lab1 is" in unreachable.stderr
     assert "Traceback" not in unreachable.stderr

@@ -33,23 +33,30 @@ GPU = "GPU-5a1c9e2b-7d34-4f0e-9b6a-1c2d3e4f5a6b"
 
 
 def spec(**fields: object) -> LaunchSpec:
-    base: dict[str, object] = {"name": "smoke.default.ab12", "image": "img",
-                               "command": ("python3", "-V"), "user": "1000:1000"}
+    base: dict[str, object] = {
+        "name": "smoke.default.ab12",
+        "image": "img",
+        "command": ("python3", "-V"),
+        "user": "1000:1000",
+    }
     return LaunchSpec(**{**base, **fields})  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"name": "bad name"}, "run name 'bad name'"),
-    ({"command": ()}, "the command is empty"),
-    ({"user": "alice"}, "expected numeric uid:gid"),
-    ({"user": "0:0"}, "never run as root"),
-    ({"shm_size": "lots"}, "shm_size 'lots'"),
-    ({"memory": "1.5g"}, "memory '1.5g'"),
-    ({"cpus": 0.0}, "cpus 0.0"),
-    ({"gpus": ("0",)}, "GPU '0' is not a GPU UUID"),
-    ({"gpus": (GPU, GPU)}, "names a GPU twice"),
-    ({"mounts": (Mount(Path("/a"), "/x"), Mount(Path("/b"), "/x"))}, "share a target"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": "bad name"}, "run name 'bad name'"),
+        ({"command": ()}, "the command is empty"),
+        ({"user": "alice"}, "expected numeric uid:gid"),
+        ({"user": "0:0"}, "never run as root"),
+        ({"shm_size": "lots"}, "shm_size 'lots'"),
+        ({"memory": "1.5g"}, "memory '1.5g'"),
+        ({"cpus": 0.0}, "cpus 0.0"),
+        ({"gpus": ("0",)}, "GPU '0' is not a GPU UUID"),
+        ({"gpus": (GPU, GPU)}, "names a GPU twice"),
+        ({"mounts": (Mount(Path("/a"), "/x"), Mount(Path("/b"), "/x"))}, "share a target"),
+    ],
+)
 def test_bad_specs_are_refused_with_the_reason(fields: dict[str, object], message: str) -> None:
     with pytest.raises(SpecError, match=message):
         spec(**fields)
@@ -107,7 +114,10 @@ def test_run_defaults_are_in_the_create_arguments() -> None:
         spec(gpus=(GPU,), memory="1g", cpus=1.5, labels={"seglab.run_id": "r"})
     )
     assert (args["name"], args["user"], args["labels"]) == (
-        "seglab-smoke.default.ab12", "1000:1000", {"seglab.run_id": "r"})
+        "seglab-smoke.default.ab12",
+        "1000:1000",
+        {"seglab.run_id": "r"},
+    )
     host = args["host_config"]
     assert host["CapDrop"] == ["ALL"]
     assert host["SecurityOpt"] == ["no-new-privileges"]
@@ -144,15 +154,28 @@ def test_engine_timestamps_keep_nanoseconds() -> None:
 
 
 def test_state_from_inspect_output() -> None:
-    state = state_from_attrs({"State": {
-        "Status": "exited", "ExitCode": 137, "OOMKilled": True, "Pid": 0,
-        "StartedAt": "2026-01-02T03:04:05.123456789Z", "FinishedAt": "2026-01-02T03:05:00Z",
-    }})
-    assert (state.status, state.exit_code, state.oom_killed, state.pid) == ("exited", 137,
-                                                                            True, None)
+    state = state_from_attrs(
+        {
+            "State": {
+                "Status": "exited",
+                "ExitCode": 137,
+                "OOMKilled": True,
+                "Pid": 0,
+                "StartedAt": "2026-01-02T03:04:05.123456789Z",
+                "FinishedAt": "2026-01-02T03:05:00Z",
+            }
+        }
+    )
+    assert (state.status, state.exit_code, state.oom_killed, state.pid) == (
+        "exited",
+        137,
+        True,
+        None,
+    )
     assert state.started_at is not None and state.started_at.microsecond == 123456
-    created = state_from_attrs({"State": {"Status": "created", "ExitCode": 0,
-                                          "StartedAt": "0001-01-01T00:00:00Z"}})
+    created = state_from_attrs(
+        {"State": {"Status": "created", "ExitCode": 0, "StartedAt": "0001-01-01T00:00:00Z"}}
+    )
     assert (created.status, created.exit_code, created.started_at) == ("created", None, None)
 
 
@@ -165,23 +188,28 @@ def test_no_engine_is_a_clear_error(tmp_path: Path) -> None:
 def test_engine_start_errors_map_to_specific_failures() -> None:
     pinned = spec(gpus=(GPU,))
     # What dockerd 20.10 answers when it has no NVIDIA device driver (seen on this engine).
-    missing = start_failure("lab1", pinned,
-                            'could not select device driver "" with capabilities: [[gpu]]')
+    missing = start_failure(
+        "lab1", pinned, 'could not select device driver "" with capabilities: [[gpu]]'
+    )
     assert isinstance(missing, NvidiaRuntimeMissing)
     assert "host lab1 cannot give GPUs to containers" in str(missing)
     # What nvidia-container-cli reports for a UUID the driver does not know.
     unknown = start_failure(
-        "lab1", pinned,
+        "lab1",
+        pinned,
         "OCI runtime create failed: container_linux.go:380: starting container process "
         "caused: process_linux.go:545: container init caused: Running hook #0:: error "
         "running hook: exit status 1, stdout: , stderr: nvidia-container-cli: device "
-        f"error: {GPU}: unknown device: unknown")
+        f"error: {GPU}: unknown device: unknown",
+    )
     assert isinstance(unknown, UnknownGpu)
     assert f"host lab1 has no GPU {GPU}" in str(unknown)
     other = start_failure("lab1", spec(), "error mounting /data: no such file or directory")
     assert isinstance(other, LaunchFailed)
-    assert str(other) == ("lab1: seglab-smoke.default.ab12 did not start: error mounting "
-                          "/data: no such file or directory")
+    assert str(other) == (
+        "lab1: seglab-smoke.default.ab12 did not start: error mounting "
+        "/data: no such file or directory"
+    )
 
 
 def test_runs_default_to_the_invoking_user_and_never_to_root(

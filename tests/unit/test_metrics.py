@@ -144,8 +144,7 @@ def test_empty_evaluation_reports_none() -> None:
 
 
 def _rank(rank: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=2)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
         cm = ConfusionMatrix(3)
         cm.update(torch.tensor([rank, 2, 255]), torch.tensor([0, 2, 1]))

@@ -31,8 +31,9 @@ def test_deeplabv3_resnet50_is_torchvisions() -> None:
     cfg = ModelConfig(arch="deeplabv3", backbone="resnet50", output_stride=8, aux_loss=True)
     ours = build_model(cfg, 21)
     assert _count(ours) == 42_004_074
-    reference = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=21,
-                                   aux_loss=True)
+    reference = deeplabv3_resnet50(
+        weights=None, weights_backbone=None, num_classes=21, aux_loss=True
+    )
     # Same modules, same names, same shapes: torchvision's checkpoint loads strictly.
     ours.load_state_dict(reference.state_dict(), strict=True)
 
@@ -40,8 +41,7 @@ def test_deeplabv3_resnet50_is_torchvisions() -> None:
 @pytest.mark.parametrize("arch", ["deeplabv3", "deeplabv3plus"])
 @pytest.mark.parametrize("output_stride", [8, 16])
 def test_small_backbone_outputs_and_stride(arch: str, output_stride: int) -> None:
-    cfg = ModelConfig(arch=arch, backbone="resnet18", output_stride=output_stride,
-                      aux_loss=True)
+    cfg = ModelConfig(arch=arch, backbone="resnet18", output_stride=output_stride, aux_loss=True)
     model = build_model(cfg, 5).eval()
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
@@ -104,15 +104,23 @@ def test_pretrained_backbone_loads_from_torch_home(
 ) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     source = resnet18(weights=None)
-    target = tmp_path / "hub" / "checkpoints" / weights_files("resnet18")[
-        "ResNet18_Weights.IMAGENET1K_V1"]
+    target = (
+        tmp_path
+        / "hub"
+        / "checkpoints"
+        / weights_files("resnet18")["ResNet18_Weights.IMAGENET1K_V1"]
+    )
     target.parent.mkdir(parents=True)
     torch.save(source.state_dict(), target)
-    cfg = ModelConfig(arch="deeplabv3plus", backbone="resnet18",
-                      pretrained_backbone=f"hub/checkpoints/{target.name}")
+    cfg = ModelConfig(
+        arch="deeplabv3plus",
+        backbone="resnet18",
+        pretrained_backbone=f"hub/checkpoints/{target.name}",
+    )
     model = build_model(cfg, 4)
-    torch.testing.assert_close(model.backbone.layer3[1].conv2.weight,
-                               source.layer3[1].conv2.weight, rtol=0, atol=0)
+    torch.testing.assert_close(
+        model.backbone.layer3[1].conv2.weight, source.layer3[1].conv2.weight, rtol=0, atol=0
+    )
 
 
 def test_missing_pretrained_file_names_path_and_file(
@@ -142,8 +150,22 @@ def test_summary_cli_reports_torchvision_parameter_count(
 ) -> None:
     from seglab.cli import main
 
-    assert main(["model", "summary", "--arch", "deeplabv3", "--backbone", "resnet50",
-                 "--num-classes", "21", "--aux-loss"]) == 0
+    assert (
+        main(
+            [
+                "model",
+                "summary",
+                "--arch",
+                "deeplabv3",
+                "--backbone",
+                "resnet50",
+                "--num-classes",
+                "21",
+                "--aux-loss",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "parameters  42,004,074 " in out
     assert "GMACs at 520x520" in out
@@ -156,9 +178,28 @@ def test_summary_matches_torchvision_published_compute(
     multiply-adds, which is what we report as gmacs (FlopCounterMode's FLOPs / 2)."""
     from seglab.cli import main
 
-    assert main(["model", "summary", "--arch", "deeplabv3", "--backbone", "resnet50",
-                 "--num-classes", "21", "--aux-loss", "--output-stride", "8",
-                 "--crop", "520", "520", "--json"]) == 0
+    assert (
+        main(
+            [
+                "model",
+                "summary",
+                "--arch",
+                "deeplabv3",
+                "--backbone",
+                "resnet50",
+                "--num-classes",
+                "21",
+                "--aux-loss",
+                "--output-stride",
+                "8",
+                "--crop",
+                "520",
+                "520",
+                "--json",
+            ]
+        )
+        == 0
+    )
     (model,) = json.loads(capsys.readouterr().out)["models"]
     assert model["parameters"] == 42_004_074
     assert model["parameters_by_part"]["aux_classifier"] == 2_365_205
@@ -167,8 +208,7 @@ def test_summary_matches_torchvision_published_compute(
     assert model["input_size"] == [520, 520]
 
 
-def test_summary_of_recipe_variants(tmp_path: Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_summary_of_recipe_variants(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from seglab.cli import main
 
     recipe = tmp_path / "tiny.yaml"

@@ -39,8 +39,7 @@ TRAINER = textwrap.dedent(
 )
 
 
-def spec_for(root: Path, name: str, code: str = TRAINER, gpus: tuple[str, ...] = ()
-             ) -> LaunchSpec:
+def spec_for(root: Path, name: str, code: str = TRAINER, gpus: tuple[str, ...] = ()) -> LaunchSpec:
     return LaunchSpec(
         name=name,
         image="unused",
@@ -100,8 +99,9 @@ def test_run_survives_the_launching_process_and_a_new_seglab_stops_it(
         print(ProcessRuntime(root).launch(spec))
         """
     )
-    done = subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True,
-                          timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", launcher], capture_output=True, text=True, timeout=60, check=True
+    )
     ref = done.stdout.strip()
     # The launcher has exited; a fresh runtime object (a new seglab) finds the run by label.
     found = runtime.list({"seglab.run_id": "detached"})
@@ -120,8 +120,10 @@ def test_run_survives_the_launching_process_and_a_new_seglab_stops_it(
 
 
 def test_stop_escalates_to_sigkill_after_the_grace(runtime: ProcessRuntime) -> None:
-    stubborn = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-                "print('ready', flush=True)\ntime.sleep(60)")
+    stubborn = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\ntime.sleep(60)"
+    )
     ref = runtime.launch(spec_for(runtime.runs_root, "stubborn", stubborn))
     wait_for(lambda: [line.text for line in runtime.logs(ref)] == ["ready"])
     started = time.monotonic()
@@ -132,16 +134,22 @@ def test_stop_escalates_to_sigkill_after_the_grace(runtime: ProcessRuntime) -> N
 
 def test_kill_records_137_and_reaches_the_whole_group(runtime: ProcessRuntime) -> None:
     # The run forks a worker (as DataLoader does); killing the run must take the worker too.
-    forking = ("import os, time, subprocess, sys\n"
-               "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-               "print(w.pid, flush=True)\ntime.sleep(60)")
+    forking = (
+        "import os, time, subprocess, sys\n"
+        "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(w.pid, flush=True)\ntime.sleep(60)"
+    )
     ref = runtime.launch(spec_for(runtime.runs_root, "forking", forking))
     wait_for(lambda: len(list(runtime.logs(ref))) == 1)
     worker = int(next(iter(runtime.logs(ref))).text)
     runtime.kill(ref)
     assert runtime.inspect(ref).exit_code == 137
-    wait_for(lambda: not Path(f"/proc/{worker}").exists()
-             or Path(f"/proc/{worker}/stat").read_text().split(") ")[1][0] == "Z")
+    wait_for(
+        lambda: (
+            not Path(f"/proc/{worker}").exists()
+            or Path(f"/proc/{worker}/stat").read_text().split(") ")[1][0] == "Z"
+        )
+    )
 
 
 def test_a_reused_pid_is_never_taken_for_the_run(runtime: ProcessRuntime) -> None:
@@ -156,8 +164,12 @@ def test_a_reused_pid_is_never_taken_for_the_run(runtime: ProcessRuntime) -> Non
         real_start = proc_start_time(stranger.pid)
         (Path(ref) / "exit_code").unlink()
         for start, expected in ((real_start, "running"), (real_start - 1, "dead")):
-            record.update(pid=stranger.pid, start_time=start,
-                          wrapper_pid=stranger.pid, wrapper_start_time=start)
+            record.update(
+                pid=stranger.pid,
+                start_time=start,
+                wrapper_pid=stranger.pid,
+                wrapper_start_time=start,
+            )
             path.write_text(json.dumps(record))
             assert runtime.inspect(ref).status == expected
         runtime.stop(ref, timeout=0.5)
@@ -193,7 +205,7 @@ def test_logs_are_whole_lines_follow_and_resume_without_gap_or_duplicate(
     assert runtime.inspect(ref).status == "exited"
     for cut in (0, 9, 10, 29):
         resumed = runtime.logs(ref, since=LogCursor.decode(followed[cut].cursor.encode()))
-        assert [line.text for line in resumed] == expected[cut + 1:]
+        assert [line.text for line in resumed] == expected[cut + 1 :]
     assert [line.text for line in runtime.logs(ref, tail=3)] == expected[-3:]
     assert [line.text for line in runtime.logs(ref, tail=0)] == []
 
@@ -201,19 +213,27 @@ def test_logs_are_whole_lines_follow_and_resume_without_gap_or_duplicate(
 def test_tail_offset_counts_complete_lines(tmp_path: Path) -> None:
     log = tmp_path / "log"
     log.write_bytes(b"a\nbb\nccc\npartial")
-    assert log.read_bytes()[tail_offset(log, 2):] == b"ccc\npartial"
+    assert log.read_bytes()[tail_offset(log, 2) :] == b"ccc\npartial"
     assert tail_offset(log, 10) == 0
     log.write_bytes(b"a\nbb\nccc\n")
-    assert log.read_bytes()[tail_offset(log, 2):] == b"bb\nccc\n"
-    assert log.read_bytes()[tail_offset(log, 3):] == b"a\nbb\nccc\n"
+    assert log.read_bytes()[tail_offset(log, 2) :] == b"bb\nccc\n"
+    assert log.read_bytes()[tail_offset(log, 3) :] == b"a\nbb\nccc\n"
     assert tail_offset(log, 0) == log.stat().st_size
 
 
 def test_gpus_are_pinned_through_cuda_visible_devices(runtime: ProcessRuntime) -> None:
     code = "import os; print(repr(os.environ['CUDA_VISIBLE_DEVICES']))"
-    pinned = runtime.launch(spec_for(runtime.runs_root, "pinned", code,
-                                     gpus=("GPU-1b2c3d4e-0000-1111-2222-333344445555",
-                                           "MIG-aa11bb22-3344-5566-7788-99aabbccddee")))
+    pinned = runtime.launch(
+        spec_for(
+            runtime.runs_root,
+            "pinned",
+            code,
+            gpus=(
+                "GPU-1b2c3d4e-0000-1111-2222-333344445555",
+                "MIG-aa11bb22-3344-5566-7788-99aabbccddee",
+            ),
+        )
+    )
     cpu = runtime.launch(spec_for(runtime.runs_root, "cpu", code))
     assert runtime.wait(pinned, 20) == runtime.wait(cpu, 20) == 0
     assert [line.text for line in runtime.logs(pinned)] == [
@@ -223,8 +243,12 @@ def test_gpus_are_pinned_through_cuda_visible_devices(runtime: ProcessRuntime) -
 
 
 def test_failed_start_leaves_nothing_behind(runtime: ProcessRuntime) -> None:
-    spec = LaunchSpec(name="nocmd", image="unused", command=("/nonexistent/trainer",),
-                      log_path=runtime.runs_root / "nocmd" / "train.log")
+    spec = LaunchSpec(
+        name="nocmd",
+        image="unused",
+        command=("/nonexistent/trainer",),
+        log_path=runtime.runs_root / "nocmd" / "train.log",
+    )
     with pytest.raises(LaunchFailed, match="cannot start /nonexistent/trainer"):
         runtime.launch(spec)
     assert sorted(p.name for p in (runtime.runs_root / "nocmd").iterdir()) == []
@@ -271,21 +295,43 @@ def test_the_run_is_recorded_even_when_the_launcher_dies_before_reading_the_repo
     run_dir.mkdir(parents=True)
     read_end, write_end = os.pipe()
     os.close(read_end)
-    record = json.dumps({"name": "orphan", "labels": {"seglab.run_id": "orphan"},
-                         "command": [], "gpus": [], "log_path": str(run_dir / "train.log")})
+    record = json.dumps(
+        {
+            "name": "orphan",
+            "labels": {"seglab.run_id": "orphan"},
+            "command": [],
+            "gpus": [],
+            "log_path": str(run_dir / "train.log"),
+        }
+    )
     with open(run_dir / "train.log", "ab") as log:
         wrapper = subprocess.Popen(
-            [sys.executable, "-I", procwrap.__file__, str(run_dir), str(write_end), record,
-             "--", sys.executable, "-c", "print('alone'); raise SystemExit(5)"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            pass_fds=(write_end,))
+            [
+                sys.executable,
+                "-I",
+                procwrap.__file__,
+                str(run_dir),
+                str(write_end),
+                record,
+                "--",
+                sys.executable,
+                "-c",
+                "print('alone'); raise SystemExit(5)",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=(write_end,),
+        )
     os.close(write_end)
     assert wrapper.wait(timeout=30) == 0
     (found,) = runtime.list({"seglab.run_id": "orphan"})
     assert (found.name, found.state.status, found.state.exit_code) == ("orphan", "exited", 5)
     texts = [line.text for line in runtime.logs(found.ref)]
-    assert sorted(texts) == ["alone", "seglab wrapper: could not report to the launcher: "
-                                      "[Errno 32] Broken pipe"]
+    assert sorted(texts) == [
+        "alone",
+        "seglab wrapper: could not report to the launcher: [Errno 32] Broken pipe",
+    ]
 
 
 def test_racing_launches_into_one_run_dir_start_it_once(runtime: ProcessRuntime) -> None:
@@ -307,8 +353,10 @@ def test_racing_launches_into_one_run_dir_start_it_once(runtime: ProcessRuntime)
             print("in use")
         """
     )
-    racers = [subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE,
-                               text=True) for _ in range(3)]
+    racers = [
+        subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
     outcomes = sorted(racer.communicate(timeout=60)[0].strip() for racer in racers)
     assert outcomes == ["in use", "in use", "started"]
     (info,) = runtime.list({"seglab.run_id": "raced"})
@@ -318,10 +366,12 @@ def test_racing_launches_into_one_run_dir_start_it_once(runtime: ProcessRuntime)
 def test_workers_in_sessions_of_their_own_die_with_the_run(runtime: ProcessRuntime) -> None:
     # torchrun starts its ranks with start_new_session: killing torchrun's process group
     # orphans them. The wrapper adopts such orphans (a child subreaper) and kills them.
-    detached = ("import subprocess, sys, time\n"
-                "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
-                " start_new_session=True)\n"
-                "print(w.pid, flush=True)\ntime.sleep(60)")
+    detached = (
+        "import subprocess, sys, time\n"
+        "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
+        " start_new_session=True)\n"
+        "print(w.pid, flush=True)\ntime.sleep(60)"
+    )
     ref = runtime.launch(spec_for(runtime.runs_root, "detached", detached))
     wait_for(lambda: len(list(runtime.logs(ref))) == 1)
     worker = int(next(iter(runtime.logs(ref))).text)

@@ -71,7 +71,11 @@ def test_resolution_ablation_has_full_and_half() -> None:
 
 
 def test_two_axes_of_three_levels_make_six_stable_variants(tmp_path: Path) -> None:
-    path = write(tmp_path, "grid.yaml", BASE + """\
+    path = write(
+        tmp_path,
+        "grid.yaml",
+        BASE
+        + """\
 ablate:
   lr:
     low: {train.optimizer.lr: 0.001}
@@ -80,7 +84,8 @@ ablate:
   crop:
     small: {data.crop: [32, 32]}
     large: {data.crop: [128, 128]}
-""")
+""",
+    )
     first = recipes.load(path)
     second = recipes.load(path)
     names = [v.name for v in first.variants]
@@ -104,7 +109,10 @@ def test_recipe_without_grid_has_one_default_variant(tmp_path: Path) -> None:
 
 def test_extends_merges_and_keeps_the_child_name(tmp_path: Path) -> None:
     write(tmp_path, "base.yaml", BASE)
-    child = write(tmp_path, "child.yaml", """\
+    child = write(
+        tmp_path,
+        "child.yaml",
+        """\
 extends: base.yaml
 name: child
 train:
@@ -113,7 +121,8 @@ ablate:
   seed:
     a: {train.seed: 1}
     b: {train.seed: 2}
-""")
+""",
+    )
     loaded = recipes.load(child)
     assert loaded.name == "child"
     assert loaded.base.train.batch_size == 4
@@ -136,26 +145,39 @@ def test_circular_and_missing_extends(tmp_path: Path) -> None:
     (message,) = problems_of(tmp_path / "a.yaml")
     assert "circular extends" in message
     missing = write(tmp_path, "m.yaml", "name: m\nextends: nowhere.yaml\n")
-    assert problems_of(missing) == [f"{missing}:2: extends: no such file: "
-                                    f"{tmp_path / 'nowhere.yaml'}"]
+    assert problems_of(missing) == [
+        f"{missing}:2: extends: no such file: {tmp_path / 'nowhere.yaml'}"
+    ]
 
 
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (("  output_stride: 16", "  output_stide: 16"),
-         ":5: model.output_stide: unknown key (did you mean 'output_stride'?)"),
-        (("  batch_size: 8", "  batch_size: eight"),
-         ":11: train.batch_size: input should be a valid integer, got 'eight'"),
-        (("  batch_size: 8", "  batch_size: 0"),
-         ":11: train.batch_size: input should be greater than 0, got 0"),
-        (("  crop: [64, 64]", "  crop: [64, 60]"),
-         ":8: data.crop: [64, 60] is not divisible by model.output_stride 16"),
-        (("  iterations: 100", "  iterations: 100\n  epochs: 3"),
-         ":9: train: give exactly one of epochs or iterations"),
-        (("  dataset: synthetic", "  dataset: kitti"),
-         ":7: data.dataset: input should be 'cityscapes', 'ade20k', 'voc' or 'synthetic', "
-         "got 'kitti'"),
+        (
+            ("  output_stride: 16", "  output_stide: 16"),
+            ":5: model.output_stide: unknown key (did you mean 'output_stride'?)",
+        ),
+        (
+            ("  batch_size: 8", "  batch_size: eight"),
+            ":11: train.batch_size: input should be a valid integer, got 'eight'",
+        ),
+        (
+            ("  batch_size: 8", "  batch_size: 0"),
+            ":11: train.batch_size: input should be greater than 0, got 0",
+        ),
+        (
+            ("  crop: [64, 64]", "  crop: [64, 60]"),
+            ":8: data.crop: [64, 60] is not divisible by model.output_stride 16",
+        ),
+        (
+            ("  iterations: 100", "  iterations: 100\n  epochs: 3"),
+            ":9: train: give exactly one of epochs or iterations",
+        ),
+        (
+            ("  dataset: synthetic", "  dataset: kitti"),
+            ":7: data.dataset: input should be 'cityscapes', 'ade20k', 'voc' or 'synthetic', "
+            "got 'kitti'",
+        ),
     ],
 )
 def test_each_error_class_is_located(tmp_path: Path, edit: tuple[str, str], expected: str) -> None:
@@ -165,11 +187,16 @@ def test_each_error_class_is_located(tmp_path: Path, edit: tuple[str, str], expe
 
 
 def test_a_level_overriding_a_missing_key(tmp_path: Path) -> None:
-    path = write(tmp_path, "r.yaml", BASE + """\
+    path = write(
+        tmp_path,
+        "r.yaml",
+        BASE
+        + """\
 ablate:
   lr:
     low: {train.optimiser.lr: 0.001}
-""")
+""",
+    )
     assert problems_of(path) == [
         f"{path}:14: ablate.lr.low.train.optimiser.lr: overrides a key that does not exist: "
         "train has no key 'optimiser' (did you mean 'optimizer'?)"
@@ -177,25 +204,35 @@ ablate:
 
 
 def test_two_axes_overriding_the_same_key(tmp_path: Path) -> None:
-    path = write(tmp_path, "r.yaml", BASE + """\
+    path = write(
+        tmp_path,
+        "r.yaml",
+        BASE
+        + """\
 ablate:
   a:
     one: {train.seed: 1}
   b:
     two: {train.seed: 2}
-""")
+""",
+    )
     assert problems_of(path) == [
         f"{path}:16: ablate.b.two.train.seed: axes 'a' and 'b' both override train.seed"
     ]
 
 
 def test_a_variant_made_invalid_by_its_level_points_at_the_level(tmp_path: Path) -> None:
-    path = write(tmp_path, "r.yaml", BASE + """\
+    path = write(
+        tmp_path,
+        "r.yaml",
+        BASE
+        + """\
 ablate:
   crop:
     ok: {data.crop: [32, 32]}
     odd: {data.crop: [30, 30]}
-""")
+""",
+    )
     assert problems_of(path) == [
         f"{path}:15: [crop=odd] data.crop: [30, 30] is not divisible by model.output_stride 16"
     ]
@@ -210,9 +247,11 @@ def test_syntax_errors_are_located(tmp_path: Path) -> None:
 def test_three_mistakes_three_lines_and_exit_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = (BASE.replace("  output_stride: 16", "  output_stride: 12")
-            .replace("  batch_size: 8", "  batch_size: 0")
-            .replace("  dataset: synthetic", "  dataset: synthetic\n  wokers: 2"))
+    text = (
+        BASE.replace("  output_stride: 16", "  output_stride: 12")
+        .replace("  batch_size: 8", "  batch_size: 0")
+        .replace("  dataset: synthetic", "  dataset: synthetic\n  wokers: 2")
+    )
     path = write(tmp_path, "three.yaml", text)
     assert main(["recipe", "check", str(path)]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
@@ -231,7 +270,10 @@ def test_expand_json_from_outside_the_checkout(tmp_path: Path) -> None:
     recipe = REPO / "recipes" / "cityscapes-deeplabv3plus-r50-resolution.yaml"
     out = subprocess.run(
         [sys.executable, "-m", "seglab", "recipe", "expand", str(recipe), "--json"],
-        cwd=tmp_path, capture_output=True, text=True, check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     data = json.loads(out.stdout)
     assert data["recipe"] == "cityscapes-deeplabv3plus-r50-resolution"
@@ -262,26 +304,33 @@ def test_scientific_floats_without_a_dot(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("resources", "expected"),
     [
-        ("resources:\n  nodes: 2\n",
-         ":13: resources.nodes: a run over several hosts needs `network: host` (the ranks "
-         "reach each other over the hosts' own interfaces; see docs/scaling.md)"),
-        ("resources:\n  network: host\n",
-         ":13: resources.network: host networking is only for multi-node runs (nodes > 1); "
-         "use true for a bridge network"),
-        ("resources:\n  nodes: 3\n  network: host\n",
-         ":11: train.batch_size: the global batch 8 does not split evenly over 3 ranks "
-         "(resources.gpus 1 x nodes 3)"),
+        (
+            "resources:\n  nodes: 2\n",
+            ":13: resources.nodes: a run over several hosts needs `network: host` (the ranks "
+            "reach each other over the hosts' own interfaces; see docs/scaling.md)",
+        ),
+        (
+            "resources:\n  network: host\n",
+            ":13: resources.network: host networking is only for multi-node runs (nodes > 1); "
+            "use true for a bridge network",
+        ),
+        (
+            "resources:\n  nodes: 3\n  network: host\n",
+            ":11: train.batch_size: the global batch 8 does not split evenly over 3 ranks "
+            "(resources.gpus 1 x nodes 3)",
+        ),
     ],
 )
-def test_multi_node_resources_are_checked(tmp_path: Path, resources: str,
-                                          expected: str) -> None:
+def test_multi_node_resources_are_checked(tmp_path: Path, resources: str, expected: str) -> None:
     path = write(tmp_path, "r.yaml", BASE + resources)
     assert problems_of(path) == [f"{path}{expected}"]
 
 
 def test_a_multi_node_recipe_has_a_world_of_gpus_times_nodes(tmp_path: Path) -> None:
-    path = write(tmp_path, "r.yaml", BASE + "resources:\n  gpus: 2\n  nodes: 2\n"
-                 "  network: host\n  node_timeout_s: 90\n")
+    path = write(
+        tmp_path,
+        "r.yaml",
+        BASE + "resources:\n  gpus: 2\n  nodes: 2\n  network: host\n  node_timeout_s: 90\n",
+    )
     resources = recipes.load(path).base.resources
-    assert (resources.world_size, resources.network, resources.node_timeout_s) == \
-        (4, "host", 90.0)
+    assert (resources.world_size, resources.network, resources.node_timeout_s) == (4, "host", 90.0)

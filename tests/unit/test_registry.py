@@ -45,14 +45,25 @@ def _train(seq: int, it: int, loss: float, img_per_s: float | None = None) -> Ev
 
 
 def _eval(seq: int, it: int, miou: float) -> Event:
-    data = {"iter": it, "epoch": 0, "miou": miou, "pixel_acc": 0.9, "mean_acc": 0.8,
-            "per_class_iou": [miou, miou]}
+    data = {
+        "iter": it,
+        "epoch": 0,
+        "miou": miou,
+        "pixel_acc": 0.9,
+        "mean_acc": 0.8,
+        "per_class_iou": [miou, miou],
+    }
     return Event("eval", seq, 2000.0 + seq, data)
 
 
 def _start(seq: int, total: int) -> Event:
-    data = {"recipe": "smoke", "variant": "default", "world_size": 1,
-            "class_names": ["a", "b"], "total_iters": total}
+    data = {
+        "recipe": "smoke",
+        "variant": "default",
+        "world_size": 1,
+        "class_names": ["a", "b"],
+        "total_iters": total,
+    }
     return Event("start", seq, 2000.0 + seq, data)
 
 
@@ -122,20 +133,31 @@ def test_the_default_location_is_the_state_dir(isolated_xdg: Path) -> None:
 
 
 def test_runs_round_trip_and_upsert_replaces(reg: Registry) -> None:
-    record = _run(gpus=("GPU-aaaa", "GPU-bbbb"), status=RunStatus.RUNNING, handle="abc123",
-                  resolved_recipe="model: {arch: deeplabv3plus}\n", exit_code=None)
+    record = _run(
+        gpus=("GPU-aaaa", "GPU-bbbb"),
+        status=RunStatus.RUNNING,
+        handle="abc123",
+        resolved_recipe="model: {arch: deeplabv3plus}\n",
+        exit_code=None,
+    )
     reg.upsert_run(record)
     assert reg.get_run(record.run_id) == record
     reg.upsert_run(_run(status=RunStatus.FAILED, exit_code=137, message="Killed"))
     again = reg.get_run(record.run_id)
     assert (again.status, again.exit_code, again.message, again.gpus) == (
-        RunStatus.FAILED, 137, "Killed", ())
+        RunStatus.FAILED,
+        137,
+        "Killed",
+        (),
+    )
     assert len(reg.list_runs()) == 1
 
 
 def test_a_multi_node_run_keeps_its_members(reg: Registry) -> None:
-    members = (Member("lab1", ("GPU-aaaa",), "c0ffee", "/runs/r"),
-               Member("lab2", ("GPU-bbbb",), None, "/runs/r.m1"))
+    members = (
+        Member("lab1", ("GPU-aaaa",), "c0ffee", "/runs/r"),
+        Member("lab2", ("GPU-bbbb",), None, "/runs/r.m1"),
+    )
     record = _run(gpus=("GPU-aaaa",), members=members)
     reg.upsert_run(record)
     assert reg.get_run(record.run_id) == record
@@ -149,9 +171,11 @@ def test_a_schema_1_registry_gains_the_members_column(tmp_path: Path) -> None:
     for statement in MIGRATIONS[0]:
         conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
-    conn.execute("INSERT INTO runs (run_id, recipe, variant, recipe_sha, resolved_recipe, host, "
-                 "gpus, runtime, run_dir, status, created_at) VALUES ('old.default.a1b2', "
-                 "'old', 'default', '', '', 'local', '[]', 'process', '', 'finished', 1.0)")
+    conn.execute(
+        "INSERT INTO runs (run_id, recipe, variant, recipe_sha, resolved_recipe, host, "
+        "gpus, runtime, run_dir, status, created_at) VALUES ('old.default.a1b2', "
+        "'old', 'default', '', '', 'local', '[]', 'process', '', 'finished', 1.0)"
+    )
     conn.commit()
     conn.close()
     with Registry(path) as reg:
@@ -162,10 +186,14 @@ def test_a_schema_1_registry_gains_the_members_column(tmp_path: Path) -> None:
 
 def test_update_run_validates_field_names_and_values(reg: Registry) -> None:
     reg.upsert_run(_run())
-    updated = reg.update_run("smoke.default.a1b2", status="running", started_at=1500.0,
-                             gpus=["GPU-1"])
+    updated = reg.update_run(
+        "smoke.default.a1b2", status="running", started_at=1500.0, gpus=["GPU-1"]
+    )
     assert (updated.status, updated.started_at, updated.gpus) == (
-        RunStatus.RUNNING, 1500.0, ("GPU-1",))
+        RunStatus.RUNNING,
+        1500.0,
+        ("GPU-1",),
+    )
     with pytest.raises(ValueError, match=r"unknown run field 'stauts' \(did you mean 'status'"):
         reg.update_run("smoke.default.a1b2", stauts="running")
     with pytest.raises(ValueError, match="run_id cannot change"):
@@ -182,7 +210,8 @@ def test_unknown_run_suggests_a_close_id(reg: Registry) -> None:
     with pytest.raises(UnknownRunError) as info:
         reg.get_run("smoke.default.a1b3")
     assert str(info.value) == (
-        "no run 'smoke.default.a1b3' in the registry (did you mean 'smoke.default.a1b2'?)")
+        "no run 'smoke.default.a1b3' in the registry (did you mean 'smoke.default.a1b2'?)"
+    )
 
 
 def test_list_runs_can_leave_out_ended_runs_and_filter_by_host(reg: Registry) -> None:
@@ -227,8 +256,9 @@ def test_derived_fields_follow_the_latest_train_event_and_the_best_eval(reg: Reg
     reg.upsert_run(_run())
     # Delivered out of order (a re-ingest after a reconnect): later seqs still win.
     reg.add_events("smoke.default.a1b2", [_train(5, 50, 0.9, 4.2), _eval(6, 50, 0.52)])
-    reg.add_events("smoke.default.a1b2", [_start(0, 500), _train(1, 10, 2.5, 3.0),
-                                          _eval(2, 10, 0.61)])
+    reg.add_events(
+        "smoke.default.a1b2", [_start(0, 500), _train(1, 10, 2.5, 3.0), _eval(2, 10, 0.61)]
+    )
     run = reg.get_run("smoke.default.a1b2")
     assert (run.last_iter, run.last_loss, run.img_per_s) == (50, 0.9, 4.2)
     assert (run.best_miou, run.total_iters) == (0.61, 500)
@@ -240,8 +270,9 @@ def test_derived_fields_follow_the_latest_train_event_and_the_best_eval(reg: Reg
 def test_events_filter_by_kind_and_seq_and_last_seq(reg: Registry) -> None:
     reg.upsert_run(_run())
     assert reg.last_seq("smoke.default.a1b2") is None
-    reg.add_events("smoke.default.a1b2", [_start(0, 9), _train(1, 1, 1.0), _eval(2, 1, 0.1),
-                                          _train(3, 2, 0.5)])
+    reg.add_events(
+        "smoke.default.a1b2", [_start(0, 9), _train(1, 1, 1.0), _eval(2, 1, 0.1), _train(3, 2, 0.5)]
+    )
     assert [e.seq for e in reg.events("smoke.default.a1b2", kind="train")] == [1, 3]
     assert [e.seq for e in reg.events("smoke.default.a1b2", after_seq=1)] == [2, 3]
     assert reg.last_seq("smoke.default.a1b2") == 3
@@ -316,8 +347,7 @@ def _racer(path: str, worker: int, barrier: Any, out: Any) -> None:
 def _start_all(target: Any, path: Path, workers: int) -> list[tuple[Any, ...]]:
     ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(workers), ctx.Queue()
-    procs = [ctx.Process(target=target, args=(str(path), i, barrier, out))
-             for i in range(workers)]
+    procs = [ctx.Process(target=target, args=(str(path), i, barrier, out)) for i in range(workers)]
     for proc in procs:
         proc.start()
     for proc in procs:
@@ -354,8 +384,10 @@ def test_racing_processes_reserve_the_same_gpu_and_exactly_one_wins(tmp_path: Pa
     assert sum(claimed for _, _, claimed in results) == 1
     winner = next(worker for worker, won, _ in results if won)
     with Registry(path) as reg:
-        assert reg.holders() == {("lab1", "GPU-a"): f"run{winner}",
-                                 ("lab1", f"GPU-{winner}"): f"run{winner}"}
+        assert reg.holders() == {
+            ("lab1", "GPU-a"): f"run{winner}",
+            ("lab1", f"GPU-{winner}"): f"run{winner}",
+        }
 
 
 def _opener(path: str, worker: int, barrier: Any, out: Any) -> None:

@@ -55,9 +55,15 @@ JOBCOMP_CANCELLED = (
 
 
 def _spec(run_dir: Path, name: str, command: tuple[str, ...]) -> LaunchSpec:
-    return LaunchSpec(name=name, image="none", command=command, log_path=run_dir / "train.log",
-                      workdir=str(run_dir), env={"SEGLAB_DATA_ROOT": "/data/with space"},
-                      labels={"seglab.recipe": "tiny-grid"})
+    return LaunchSpec(
+        name=name,
+        image="none",
+        command=command,
+        log_path=run_dir / "train.log",
+        workdir=str(run_dir),
+        env={"SEGLAB_DATA_ROOT": "/data/with space"},
+        labels={"seglab.recipe": "tiny-grid"},
+    )
 
 
 def test_the_batch_script_runs_the_task_of_its_array_index(tmp_path: Path) -> None:
@@ -68,25 +74,41 @@ def test_the_batch_script_runs_the_task_of_its_array_index(tmp_path: Path) -> No
     probe = ("sh", "-c", 'echo "$(pwd) $SETUP_RAN $SEGLAB_DATA_ROOT $0"', "it's quoted")
     script = runtime.script([_spec(d, d.name, probe) for d in dirs])
     for index, path in enumerate(dirs):
-        out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
-                             env={**os.environ, "SLURM_ARRAY_TASK_ID": str(index)})
+        out = subprocess.run(
+            ["bash", "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "SLURM_ARRAY_TASK_ID": str(index)},
+        )
         assert out.stdout == f"{path} yes /data/with space it's quoted\n"
-    wrong = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False,
-                           env={**os.environ, "SLURM_ARRAY_TASK_ID": "7"})
+    wrong = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "SLURM_ARRAY_TASK_ID": "7"},
+    )
     assert wrong.returncode == 2 and "no task 7" in wrong.stderr
 
 
 def test_an_apptainer_image_wraps_the_trainer(tmp_path: Path) -> None:
     runtime = SlurmRuntime(tmp_path, SlurmOptions(container="/images/seglab.sif"))
     run_dir = tmp_path / "r1"
-    spec = LaunchSpec(name="r1", image="none", command=("python3", "-m", "seglab.train"),
-                      log_path=run_dir / "train.log", workdir=str(run_dir),
-                      mounts=(Mount(run_dir, str(run_dir), read_only=False),
-                              Mount(Path("/data/cs"), "/data/cs")))
+    spec = LaunchSpec(
+        name="r1",
+        image="none",
+        command=("python3", "-m", "seglab.train"),
+        log_path=run_dir / "train.log",
+        workdir=str(run_dir),
+        mounts=(Mount(run_dir, str(run_dir), read_only=False), Mount(Path("/data/cs"), "/data/cs")),
+    )
     command = runtime.script([spec], gpus=1).splitlines()[-1]
-    assert command == (f"cd {run_dir} && exec apptainer exec --nv --bind "
-                       f"{run_dir}:{run_dir}:rw,/data/cs:/data/cs:ro --pwd {run_dir} "
-                       "/images/seglab.sif python3 -m seglab.train")
+    assert command == (
+        f"cd {run_dir} && exec apptainer exec --nv --bind "
+        f"{run_dir}:{run_dir}:rw,/data/cs:/data/cs:ro --pwd {run_dir} "
+        "/images/seglab.sif python3 -m seglab.train"
+    )
     assert "--nv" not in runtime.script([spec], gpus=0)
 
 
@@ -96,18 +118,32 @@ def test_sbatch_arguments_follow_the_host_settings(tmp_path: Path) -> None:
     specs = [_spec(tmp_path / n, n, ("true",)) for n in ("r1", "r2", "r3")]
     args = runtime.sbatch_args(specs, 2, "/runs/.slurm/r1/%a/train.log", "tiny-grid.grid")
     assert args[0] == "sbatch"
-    for expected in ("--array=0-2", "--gres=a100:2", "--partition=gpu", "--account=vision",
-                     "--time=4:00:00", "--requeue", "--signal=B:TERM@120",
-                     "--comment=seglab:r1,r2,r3", "--job-name=tiny-grid.grid",
-                     "--output=/runs/.slurm/r1/%a/train.log", "--open-mode=append"):
+    for expected in (
+        "--array=0-2",
+        "--gres=a100:2",
+        "--partition=gpu",
+        "--account=vision",
+        "--time=4:00:00",
+        "--requeue",
+        "--signal=B:TERM@120",
+        "--comment=seglab:r1,r2,r3",
+        "--job-name=tiny-grid.grid",
+        "--output=/runs/.slurm/r1/%a/train.log",
+        "--open-mode=append",
+    ):
         assert expected in args
-    many = [_spec(tmp_path / f"run{i:03d}", f"tiny-grid.lr-{i:03d}.abcdef", ("true",))
-            for i in range(100)]
+    many = [
+        _spec(tmp_path / f"run{i:03d}", f"tiny-grid.lr-{i:03d}.abcdef", ("true",))
+        for i in range(100)
+    ]
     big = SlurmRuntime(tmp_path).sbatch_args(many, 0, "/x/%a/train.log", "tiny-grid.grid")
     assert "--comment=seglab:tiny-grid.lr-000.abcdef,+99 more" in big
     single = SlurmRuntime(tmp_path).sbatch_args(specs[:1], 0, "/x/train.log", "r1")
-    assert not [a for a in single if a.startswith(("--array", "--gres", "--partition",
-                                                   "--account", "--time"))]
+    assert not [
+        a
+        for a in single
+        if a.startswith(("--array", "--gres", "--partition", "--account", "--time"))
+    ]
 
 
 def test_scontrol_and_jobcomp_lines_parse() -> None:
@@ -118,31 +154,60 @@ def test_scontrol_and_jobcomp_lines_parse() -> None:
     assert state.status == "running" and state.active and state.detail is None
     assert state.started_at is not None and state.started_at.minute == 40
     ended = job_from_fields(parse_fields(JOBCOMP_CANCELLED))
-    assert (ended.job_id, ended.state, ended.exit_code, ended.signal) == ("12", "CANCELLED", 0,
-                                                                          None)
+    assert (ended.job_id, ended.state, ended.exit_code, ended.signal) == (
+        "12",
+        "CANCELLED",
+        0,
+        None,
+    )
     state = ended.runtime_state()
     assert state.status == "exited" and state.exit_code == 1
     assert state.error == "slurm job 12: the job was cancelled (scancel)"
 
 
-@pytest.mark.parametrize(("job", "status", "exit_code", "detail_or_error"), [
-    (SlurmJob("1", "PENDING", reason="Resources"), "created", None, "slurm pending (Resources)"),
-    (SlurmJob("1", "PENDING", reason="None"), "created", None, "slurm pending"),
-    (SlurmJob("1", "REQUEUED"), "created", None, "slurm requeued"),
-    (SlurmJob("1", "RUNNING", restarts=2), "running", None, "slurm running (restarts 2)"),
-    (SlurmJob("1", "SUSPENDED"), "paused", None, "slurm suspended"),
-    (SlurmJob("1", "COMPLETED", exit_code=0), "exited", 0, None),
-    (SlurmJob("1", "FAILED", exit_code=3), "exited", 3, "slurm job 1 failed (exit 3, signal "
-                                                         "None)"),
-    (SlurmJob("1", "TIMEOUT", exit_code=0, signal=15), "exited", 143,
-     "slurm job 1: the job hit its Slurm time limit"),
-    (SlurmJob("1", "OUT_OF_MEMORY", exit_code=0, signal=9), "exited", 137,
-     "slurm job 1: the job ran out of memory"),
-    (SlurmJob("1", "CANCELLED by 0"), "exited", 1, "slurm job 1: the job was cancelled "
-                                                   "(scancel)"),
-])
-def test_slurm_states_map_to_runtime_states(job: SlurmJob, status: str, exit_code: int | None,
-                                            detail_or_error: str | None) -> None:
+@pytest.mark.parametrize(
+    ("job", "status", "exit_code", "detail_or_error"),
+    [
+        (
+            SlurmJob("1", "PENDING", reason="Resources"),
+            "created",
+            None,
+            "slurm pending (Resources)",
+        ),
+        (SlurmJob("1", "PENDING", reason="None"), "created", None, "slurm pending"),
+        (SlurmJob("1", "REQUEUED"), "created", None, "slurm requeued"),
+        (SlurmJob("1", "RUNNING", restarts=2), "running", None, "slurm running (restarts 2)"),
+        (SlurmJob("1", "SUSPENDED"), "paused", None, "slurm suspended"),
+        (SlurmJob("1", "COMPLETED", exit_code=0), "exited", 0, None),
+        (
+            SlurmJob("1", "FAILED", exit_code=3),
+            "exited",
+            3,
+            "slurm job 1 failed (exit 3, signal None)",
+        ),
+        (
+            SlurmJob("1", "TIMEOUT", exit_code=0, signal=15),
+            "exited",
+            143,
+            "slurm job 1: the job hit its Slurm time limit",
+        ),
+        (
+            SlurmJob("1", "OUT_OF_MEMORY", exit_code=0, signal=9),
+            "exited",
+            137,
+            "slurm job 1: the job ran out of memory",
+        ),
+        (
+            SlurmJob("1", "CANCELLED by 0"),
+            "exited",
+            1,
+            "slurm job 1: the job was cancelled (scancel)",
+        ),
+    ],
+)
+def test_slurm_states_map_to_runtime_states(
+    job: SlurmJob, status: str, exit_code: int | None, detail_or_error: str | None
+) -> None:
     state = job.runtime_state()
     assert state.status == status and state.exit_code == exit_code
     assert (state.detail if state.active else state.error) == detail_or_error
@@ -172,17 +237,22 @@ def test_refs_name_the_job_and_the_run_dir() -> None:
 
 
 def test_slurm_hosts_refuse_gpu_lists_and_other_runtimes(
-        isolated_xdg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    isolated_xdg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = isolated_xdg / "config" / "seglab" / "hosts.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(textwrap.dedent("""
+    config.write_text(
+        textwrap.dedent("""
         hosts:
           cluster: {kind: slurm}
-    """))
+    """)
+    )
     recipe = str(RECIPES / "tiny-grid.yaml")
     assert main(["run", recipe, "--on", "cluster:0,1"]) != 0
-    assert "a Slurm host is placed whole (--on CLUSTER, or CLUSTER:cpu for no GPUs)" in \
-        capsys.readouterr().err
+    assert (
+        "a Slurm host is placed whole (--on CLUSTER, or CLUSTER:cpu for no GPUs)"
+        in capsys.readouterr().err
+    )
     assert main(["run", recipe, "--on", "cluster", "--runtime", "docker"]) != 0
     assert "--runtime docker does not fit host cluster" in capsys.readouterr().err
     assert main(["run", recipe, "--on", "local:cpu", "--runtime", "slurm"]) != 0

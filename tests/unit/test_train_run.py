@@ -68,8 +68,16 @@ def train_env() -> dict[str, str]:
 
 def train_cmd(config: Path, run_dir: Path) -> list[str]:
     """`seglab train` as a subprocess command line."""
-    return [sys.executable, "-m", "seglab", "train", "--config", str(config),
-            "--run-dir", str(run_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "seglab",
+        "train",
+        "--config",
+        str(config),
+        "--run-dir",
+        str(run_dir),
+    ]
 
 
 def run_events(run_dir: Path) -> list[Event]:
@@ -101,8 +109,9 @@ def wait_for_event(stdout: IO[str], kind: str, min_iter: int = 0) -> Event:
 
 def last_checkpoint_iter(run_dir: Path) -> int:
     """The iteration stored in checkpoints/last.pt."""
-    payload = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu",
-                         weights_only=False)
+    payload = torch.load(
+        run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False
+    )
     return int(payload["iter"])
 
 
@@ -115,8 +124,14 @@ def test_smoke_recipe_learns_well_above_chance(tmp_path: Path) -> None:
     # here it shows the finished run exports and lists what it wrote in the end event).
     config = write_recipe(tmp_path / "smoke.yaml", export=["torchscript"])
     run_dir = tmp_path / "run"
-    proc = subprocess.run(train_cmd(config, run_dir), env=train_env(), capture_output=True,
-                          text=True, timeout=RUN_TIMEOUT, check=False)
+    proc = subprocess.run(
+        train_cmd(config, run_dir),
+        env=train_env(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = run_events(run_dir)
     assert_seqs_increase(records)
@@ -156,8 +171,15 @@ def test_smoke_recipe_learns_well_above_chance(tmp_path: Path) -> None:
 
     board = EventAccumulator(str(run_dir / "tb"))
     board.Reload()
-    assert {"train/loss", "train/lr", "train/grad_norm", "train/img_per_s", "val/miou",
-            "val/pixel_acc", "val/mean_acc"} <= set(board.Tags()["scalars"])
+    assert {
+        "train/loss",
+        "train/lr",
+        "train/grad_norm",
+        "train/img_per_s",
+        "val/miou",
+        "val/pixel_acc",
+        "val/mean_acc",
+    } <= set(board.Tags()["scalars"])
     assert [s.step for s in board.Scalars("val/miou")] == [16, 32, 48, 64]
     assert board.Scalars("val/miou")[-1].value == pytest.approx(final)
     # Stdout carries the same records, prefixed, between human-readable progress lines.
@@ -168,15 +190,27 @@ def test_smoke_recipe_learns_well_above_chance(tmp_path: Path) -> None:
 
 def test_sigkill_after_checkpoint_resumes_at_saved_iteration(tmp_path: Path) -> None:
     # Counted in iterations (16 = two epochs of 8), evaluated every 6 and at the end.
-    config = write_recipe(tmp_path / "recipe.yaml",
-                          data={"synthetic": {"train_size": 64, "val_size": 8}},
-                          train={"epochs": None, "iterations": 16, "eval_unit": "iter",
-                                 "eval_interval": 6, "checkpoint_interval": 4,
-                                 "log_interval": 2},
-                          export=[])
+    config = write_recipe(
+        tmp_path / "recipe.yaml",
+        data={"synthetic": {"train_size": 64, "val_size": 8}},
+        train={
+            "epochs": None,
+            "iterations": 16,
+            "eval_unit": "iter",
+            "eval_interval": 6,
+            "checkpoint_interval": 4,
+            "log_interval": 2,
+        },
+        export=[],
+    )
     run_dir = tmp_path / "run"
-    with subprocess.Popen(train_cmd(config, run_dir), env=train_env(), text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+    with subprocess.Popen(
+        train_cmd(config, run_dir),
+        env=train_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
         assert proc.stdout is not None
         wait_for_event(proc.stdout, "checkpoint", min_iter=4)
         proc.send_signal(signal.SIGKILL)
@@ -185,8 +219,14 @@ def test_sigkill_after_checkpoint_resumes_at_saved_iteration(tmp_path: Path) -> 
     assert 4 <= saved < 16
     before = run_events(run_dir)
 
-    proc2 = subprocess.run(train_cmd(config, run_dir), env=train_env(), capture_output=True,
-                           text=True, timeout=RUN_TIMEOUT, check=False)
+    proc2 = subprocess.run(
+        train_cmd(config, run_dir),
+        env=train_env(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
     assert proc2.returncode == 0, proc2.stderr[-3000:]
     records = run_events(run_dir)
     assert records[: len(before)] == before  # nothing rewritten
@@ -196,8 +236,9 @@ def test_sigkill_after_checkpoint_resumes_at_saved_iteration(tmp_path: Path) -> 
     assert second.data["resumed_from"] == saved
     after = [e for e in records if e.seq > second.seq]
     assert min(e.data["iter"] for e in of_kind(after, "train")) > saved
-    assert [e.data["iter"] for e in of_kind(after, "eval")] == \
-        [i for i in (6, 12) if i > saved] + [16]
+    assert [e.data["iter"] for e in of_kind(after, "eval")] == [i for i in (6, 12) if i > saved] + [
+        16
+    ]
     assert [e.data["epoch"] for e in of_kind(after, "train")][-1] == 2
     (end,) = of_kind(records, "end")
     assert end.data["status"] == "finished" and end.data["iter"] == 16
@@ -207,14 +248,21 @@ def test_sigkill_after_checkpoint_resumes_at_saved_iteration(tmp_path: Path) -> 
 def test_sigterm_writes_last_checkpoint_and_exits_zero(tmp_path: Path) -> None:
     # With loader workers, and the signal sent to the whole process group (as a runtime
     # stopping a session does): the workers leave the stop to the trainer.
-    config = write_recipe(tmp_path / "recipe.yaml",
-                          data={"workers": 2, "synthetic": {"train_size": 64, "val_size": 8}},
-                          train={"epochs": 3, "checkpoint_interval": 100, "log_interval": 1},
-                          export=[])
+    config = write_recipe(
+        tmp_path / "recipe.yaml",
+        data={"workers": 2, "synthetic": {"train_size": 64, "val_size": 8}},
+        train={"epochs": 3, "checkpoint_interval": 100, "log_interval": 1},
+        export=[],
+    )
     run_dir = tmp_path / "run"
-    with subprocess.Popen(train_cmd(config, run_dir), env=train_env(), text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          start_new_session=True) as proc:
+    with subprocess.Popen(
+        train_cmd(config, run_dir),
+        env=train_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    ) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         wait_for_event(proc.stdout, "train", min_iter=2)
         signalled = time.time()
@@ -230,8 +278,12 @@ def test_sigterm_writes_last_checkpoint_and_exits_zero(tmp_path: Path) -> None:
     assert last.stat().st_mtime >= signalled - 1  # written after the signal
     assert last_checkpoint_iter(run_dir) == stopped_at
     checkpoint = of_kind(records, "checkpoint")[-1]
-    assert checkpoint.data == {"iter": stopped_at, "epoch": checkpoint.data["epoch"],
-                               "path": "checkpoints/last.pt", "best": False}
+    assert checkpoint.data == {
+        "iter": stopped_at,
+        "epoch": checkpoint.data["epoch"],
+        "path": "checkpoints/last.pt",
+        "best": False,
+    }
     assert not list(last.parent.glob("*.tmp"))  # the atomic write left no temp file
 
 
@@ -240,10 +292,23 @@ def test_two_process_gloo_ddp_writes_one_event_stream(tmp_path: Path) -> None:
     # batch, so an epoch is floor(36 / 8) = 4 iterations on each rank.
     config = small_recipe(tmp_path / "recipe.yaml", train_size=36, epochs=2, log_interval=1)
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "-m", "seglab.train", "--config", str(config), "--run-dir", str(run_dir)]
-    proc = subprocess.run(cmd, env=train_env(), capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT, check=False)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "seglab.train",
+        "--config",
+        str(config),
+        "--run-dir",
+        str(run_dir),
+    ]
+    proc = subprocess.run(
+        cmd, env=train_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     wire = [e for e in map(parse_line, proc.stdout.splitlines()) if e is not None]
     records = run_events(run_dir)
@@ -266,9 +331,13 @@ def test_sigterm_to_the_ddp_launcher_stops_every_rank_and_exits_zero(tmp_path: P
     # which agree to stop at the same step; rank 0 records it.
     config = small_recipe(tmp_path / "recipe.yaml", train_size=64, epochs=4, log_interval=1)
     run_dir = tmp_path / "run"
-    with subprocess.Popen([*train_cmd(config, run_dir), "--nproc-per-node", "2"],
-                          env=train_env(), text=True, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE) as proc:
+    with subprocess.Popen(
+        [*train_cmd(config, run_dir), "--nproc-per-node", "2"],
+        env=train_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         start = wait_for_event(proc.stdout, "start")
         assert start.data["world_size"] == 2
@@ -283,7 +352,8 @@ def test_sigterm_to_the_ddp_launcher_stops_every_rank_and_exits_zero(tmp_path: P
 
 
 def test_trains_on_a_cityscapes_folder_from_data_root(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The real-dataset path in-process: raw label ids on disk, 19 train ids, 255 ignored."""
     import numpy as np
     from PIL import Image
@@ -301,16 +371,24 @@ def test_trains_on_a_cityscapes_folder_from_data_root(
             raw[8:24, 16:48] = 26  # a car
             raw[:2] = 0  # unlabeled: ignored
             image = np.where(raw[..., None] == 26, 200, 60) + rng.integers(0, 20, (32, 64, 3))
-            for folder, suffix, array in (("leftImg8bit", "leftImg8bit", image.astype(np.uint8)),
-                                          ("gtFine", "gtFine_labelIds", raw)):
+            for folder, suffix, array in (
+                ("leftImg8bit", "leftImg8bit", image.astype(np.uint8)),
+                ("gtFine", "gtFine_labelIds", raw),
+            ):
                 path = root / folder / split / f"{split}city" / f"{stem}_{suffix}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(array).save(path)
-    config = write_recipe(tmp_path / "recipe.yaml",
-                          data={"dataset": "cityscapes", "synthetic": None, "crop": [32, 32],
-                                "scale_range": [1.0, 1.0]},
-                          train={"epochs": 2, "batch_size": 2, "log_interval": 1},
-                          export=[])
+    config = write_recipe(
+        tmp_path / "recipe.yaml",
+        data={
+            "dataset": "cityscapes",
+            "synthetic": None,
+            "crop": [32, 32],
+            "scale_range": [1.0, 1.0],
+        },
+        train={"epochs": 2, "batch_size": 2, "log_interval": 1},
+        export=[],
+    )
     assert run(config, tmp_path / "run", str(root)) == 0
     records = run_events(tmp_path / "run")
     (start,) = of_kind(records, "start")

@@ -101,16 +101,18 @@ def test_rng_states_restore_every_generator() -> None:
 def test_event_writer_continues_seq_and_repairs_a_torn_line(tmp_path: Path) -> None:
     stream = open(os.devnull, "w")  # noqa: SIM115
     writer = EventWriter(tmp_path, stream=stream)
-    writer.emit("start", recipe="r", variant="default", world_size=1, class_names=["a"],
-                total_iters=3)
+    writer.emit(
+        "start", recipe="r", variant="default", world_size=1, class_names=["a"], total_iters=3
+    )
     writer.emit("train", iter=1, epoch=1, loss=1.0, lr=0.1)
     writer.close()
     with (tmp_path / "events.jsonl").open("a") as handle:
         handle.write('{"v":1,"kind":"train","seq":2,"ti')  # SIGKILL mid-write
     assert last_seq(tmp_path / "events.jsonl") == 1
     resumed = EventWriter(tmp_path, stream=stream, min_seq=1)
-    event = resumed.emit("eval", iter=1, epoch=1, miou=0.5, pixel_acc=0.9, mean_acc=0.6,
-                         per_class_iou=[0.5])
+    event = resumed.emit(
+        "eval", iter=1, epoch=1, miou=0.5, pixel_acc=0.9, mean_acc=0.6, per_class_iou=[0.5]
+    )
     resumed.close()
     stream.close()
     assert event is not None and event.seq == 2
@@ -123,7 +125,8 @@ def test_event_writer_continues_seq_and_repairs_a_torn_line(tmp_path: Path) -> N
 
 
 def test_event_lines_go_to_stdout_and_file_on_rank_zero_only(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     main = EventWriter(tmp_path / "main")
     main.emit("error", message="boom", traceback=None)
     main.log("a progress line")
@@ -133,7 +136,7 @@ def test_event_lines_go_to_stdout_and_file_on_rank_zero_only(
     other.log("not shown")
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(PREFIX) and out[1] == "a progress line"
-    record = json.loads(out[0][len(PREFIX):])
+    record = json.loads(out[0][len(PREFIX) :])
     assert record == json.loads((tmp_path / "main" / "events.jsonl").read_text())
     assert not (tmp_path / "other").exists()
 
@@ -150,20 +153,22 @@ def test_loss_ignores_255_and_weights_the_aux_head() -> None:
     assert both == pytest.approx(main + 0.4 * float(torch.log1p(torch.exp(torch.tensor(2.0)))))
     # The 255 pixel counts nowhere: the mean is over the one labelled pixel.
     wide = torch.zeros(1, 2, 1, 2)
-    assert float(loop.segmentation_loss({"out": wide}, torch.tensor([[[255, 1]]]), 0.4)) == \
-        pytest.approx(float(torch.log(torch.tensor(2.0))))
+    assert float(
+        loop.segmentation_loss({"out": wide}, torch.tensor([[[255, 1]]]), 0.4)
+    ) == pytest.approx(float(torch.log(torch.tensor(2.0))))
 
 
-def test_a_missing_dataset_fails_with_an_error_event(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_missing_dataset_fails_with_an_error_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("SEGLAB_DATA_ROOT", raising=False)
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     config = tmp_path / "recipe.yaml"
     text = (REPO / "recipes" / "synthetic-smoke.yaml").read_text()
     text = text.replace("dataset: synthetic", "dataset: cityscapes").replace(
-        "  synthetic: {", "  # synthetic: {")
+        "  synthetic: {", "  # synthetic: {"
+    )
     config.write_text(text)
     handler = signal.getsignal(signal.SIGTERM)
     assert loop.run(config, tmp_path / "run") == 1
@@ -171,16 +176,17 @@ def test_a_missing_dataset_fails_with_an_error_event(tmp_path: Path,
     err = capsys.readouterr().err
     assert "cityscapes needs its dataset directory: pass --data-root PATH" in err
     assert "Traceback" not in err
-    records = [json.loads(line) for line in
-               (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()
+    ]
     assert [r["kind"] for r in records] == ["error", "end"]
     assert records[0]["traceback"] is None  # a user error: no traceback
     assert records[1]["status"] == "failed" and records[1]["best_miou"] is None
 
 
 def test_an_unreadable_last_checkpoint_is_reported_and_kept(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     run_dir = tmp_path / "run"
@@ -196,8 +202,8 @@ def test_an_unreadable_last_checkpoint_is_reported_and_kept(
 
 
 def test_a_checkpoint_of_another_model_is_a_clear_error(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     run_dir = tmp_path / "run"
@@ -211,14 +217,15 @@ def test_a_checkpoint_of_another_model_is_a_clear_error(
 
 @pytest.mark.parametrize(("amp", "channels_last"), [("fp16", True), ("bf16", False)])
 def test_mixed_precision_steps_and_checkpoints_the_scaler(
-        tmp_path: Path, amp: str, channels_last: bool,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, amp: str, channels_last: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
     from seglab.recipes import load_resolved
     from seglab.train.distributed import DistContext
 
     base = load_resolved(REPO / "recipes" / "synthetic-smoke.yaml")
-    recipe = base.model_copy(update={"train": base.train.model_copy(
-        update={"amp": amp, "channels_last": channels_last})})
+    recipe = base.model_copy(
+        update={"train": base.train.model_copy(update={"amp": amp, "channels_last": channels_last})}
+    )
     ctx = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
     trainer = loop.Trainer(recipe, tmp_path / "run", ctx, None)
     trainer._build()

@@ -13,8 +13,12 @@ from seglab.train.datasets.base import DatasetError, SegDataset, TrainTransform
 class FileDataset(SegDataset):
     """Image/label file pairs, with a stored-id -> train-id lookup table."""
 
-    def __init__(self, pairs: list[tuple[Path, Path]], lut: list[int] | None,
-                 transform: TrainTransform | None) -> None:
+    def __init__(
+        self,
+        pairs: list[tuple[Path, Path]],
+        lut: list[int] | None,
+        transform: TrainTransform | None,
+    ) -> None:
         self.pairs = pairs
         self.lut = None if lut is None else np.asarray(lut, dtype=np.uint8)
         self.transform = transform
@@ -28,12 +32,15 @@ class FileDataset(SegDataset):
             image = np.array(img.convert("RGB"))  # writable: torch refuses read-only
         with Image.open(label_path) as lab:
             if lab.mode not in ("L", "P"):
-                raise DatasetError(f"{label_path}: expected an 8-bit label PNG (mode L or P), "
-                                   f"got mode {lab.mode}")
+                raise DatasetError(
+                    f"{label_path}: expected an 8-bit label PNG (mode L or P), got mode {lab.mode}"
+                )
             label = np.array(lab)
         if label.shape != image.shape[:2]:
-            raise DatasetError(f"{label_path}: label size {label.shape[::-1]} differs from "
-                               f"image size {image.shape[1::-1]} of {image_path}")
+            raise DatasetError(
+                f"{label_path}: label size {label.shape[::-1]} differs from "
+                f"image size {image.shape[1::-1]} of {image_path}"
+            )
         if self.lut is not None:
             label = self.lut[label]
         return image, label

@@ -32,8 +32,9 @@ class SyntheticShapes(SegDataset):
     CPU. Sample ``index`` of a split is the same for every run with the same ``seed``.
     """
 
-    def __init__(self, cfg: SyntheticConfig, split: str, seed: int,
-                 transform: TrainTransform | None) -> None:
+    def __init__(
+        self, cfg: SyntheticConfig, split: str, seed: int, transform: TrainTransform | None
+    ) -> None:
         self.size = cfg.train_size if split == "train" else cfg.val_size
         self.height, self.width = cfg.image_size
         self.num_classes = cfg.num_classes
@@ -76,9 +77,13 @@ class SyntheticShapes(SegDataset):
         return np.clip(image, 0, 255).astype(np.uint8), label
 
     @staticmethod
-    def _shape_mask(shape: str, grid: tuple[np.ndarray, np.ndarray],
-                    centre: tuple[float, float], radius: float,
-                    rng: np.random.Generator) -> np.ndarray:
+    def _shape_mask(
+        shape: str,
+        grid: tuple[np.ndarray, np.ndarray],
+        centre: tuple[float, float],
+        radius: float,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
         yy, xx = grid
         cy, cx = centre
         if shape == "circle":
