@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from seglab import __version__
+from seglab.errors import SeglabError
 from seglab.yamlpos import ConfigError
 
 # Command modules, in the order their commands appear in `seglab --help`.
@@ -41,8 +42,8 @@ $XDG_STATE_HOME/seglab. `seglab COMMAND --help` explains each command.
 """
 
 
-class CommandError(Exception):
-    """A failure with a message for the user (printed without a traceback, exit 1)."""
+class CommandError(SeglabError):
+    """A failure of a command's own arguments (printed without a traceback, exit 1)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,25 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _open_dashboard(args)
     try:
         return int(handler(args))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    except ConfigError as exc:  # FILE:LINE: key: message lines, printed as they are
+        print(exc.describe(), file=sys.stderr)
         return 1
-    except CommandError as exc:
-        print(f"seglab: {exc}", file=sys.stderr)
+    except SeglabError as exc:
+        print(f"seglab: {exc.describe()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
 
 
 def _open_dashboard(args: argparse.Namespace) -> int:
-    try:
-        tui = importlib.import_module("seglab.tui.app")
-    except ModuleNotFoundError as exc:
-        if exc.name != "seglab.tui.app":
-            raise
-        print(
-            "seglab: the dashboard is not built yet; use the subcommands (seglab --help).",
-            file=sys.stderr,
-        )
-        return 2
+    tui = importlib.import_module("seglab.tui.app")
     return int(tui.run(layout=args.layout))

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from seglab.errors import SeglabError
+
 PREFIX = "@seglab "
 SCHEMA_VERSION = 1
 
@@ -34,7 +36,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
-class EventError(ValueError):
+class EventError(SeglabError):
     """A line that carries the prefix but is not a valid event record."""
 
 

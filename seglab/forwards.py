@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from seglab.errors import RunError
 from seglab.hosts import Host
 from seglab.registry import RunRecord, UnknownRunError
-from seglab.runs import RunError, resolved_recipe
+from seglab.runs import resolved_recipe
 from seglab.runtime import EngineUnavailable, LaunchSpec, Mount, RunNotFound, RuntimeFailure
 from seglab.runtime.docker import DockerRuntime
 

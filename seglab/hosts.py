@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from seglab import paths
+from seglab.errors import SeglabError
 from seglab.yamlpos import ConfigError, KeyPath, Located, Problem, did_you_mean, load_file
 
 LOCAL = "local"
@@ -71,7 +72,7 @@ class SSHTarget:
         return f"{user}{host}{port}"
 
 
-class UnknownHostError(KeyError):
+class UnknownHostError(SeglabError):
     """A host name that the inventory does not have."""
 
     def __init__(self, name: str, known: list[str]) -> None:
@@ -86,7 +87,7 @@ class UnknownHostError(KeyError):
         )
 
 
-class UnknownDatasetError(KeyError):
+class UnknownDatasetError(SeglabError):
     """A dataset name that a host has no root for."""
 
     def __init__(self, host: str, dataset: str, known: list[str]) -> None:

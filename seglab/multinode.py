@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from seglab.errors import ConfigurationError
 from seglab.hosts import Host
 from seglab.runtime import RuntimeState, Status
 
@@ -28,7 +29,7 @@ TIMEOUT_ENV = "SEGLAB_DIST_TIMEOUT_S"
 FREE_PORT_SCRIPT = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
 
 
-class MultiNodeError(ValueError):
+class MultiNodeError(ConfigurationError):
     """A multi-node run that cannot be set up as placed (an address is missing)."""
 
 

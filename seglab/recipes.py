@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from seglab.errors import UnknownNameError
 from seglab.yamlpos import ConfigError, KeyPath, Located, Problem, did_you_mean, dotted, load_file
 
 DEFAULT_VARIANT = "default"
@@ -287,10 +288,7 @@ class RecipeFile:
             if name in (variant.name, variant.slug):
                 return variant
         known = [v.name for v in self.variants]
-        raise KeyError(
-            f"{self.path}: no variant {name!r}{did_you_mean(name, known)}; "
-            f"variants: {', '.join(known)}"
-        )
+        raise UnknownNameError("variant", name, known, where=f" in {self.path}")
 
 
 # -- merging and locating ---------------------------------------------------------------

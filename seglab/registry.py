@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from seglab import paths
+from seglab.errors import SeglabError
 from seglab.events import Event, from_dict
 from seglab.yamlpos import did_you_mean
 
@@ -114,20 +115,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
-class RegistryError(Exception):
+class RegistryError(SeglabError):
     """The registry file cannot be used (for example, a newer seglab wrote it)."""
 
 
-class UnknownRunError(KeyError):
+class UnknownRunError(SeglabError):
     """A run id that the registry does not hold."""
 
     def __init__(self, run_id: str, known: Iterable[str] = ()) -> None:
         self.run_id = run_id
-        self.hint = did_you_mean(run_id, known)
-        super().__init__(run_id)
-
-    def __str__(self) -> str:
-        return f"no run {self.run_id!r} in the registry{self.hint}"
+        super().__init__(
+            f"no run {run_id!r} in the registry{did_you_mean(run_id, known)}",
+            "`seglab ps --all` lists every run",
+        )
 
 
 @dataclass(frozen=True)
@@ -275,6 +275,11 @@ class Registry:
                 f"ON CONFLICT (run_id) DO UPDATE SET {updates}",
                 [values[name] for name in RUN_FIELDS],
             )
+
+    def has_run(self, run_id: str) -> bool:
+        """Whether the registry holds a run with this id."""
+        row = self._connection().execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,))
+        return row.fetchone() is not None
 
     def get_run(self, run_id: str) -> RunRecord:
         """The run with this id (UnknownRunError, with a did-you-mean, if there is none)."""

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from seglab import __version__, events, multinode, recipes
+from seglab.errors import PlacementError, RunError
 from seglab.hosts import DEFAULT_DOCKER_SOCKET, Host, Inventory
 from seglab.registry import FINAL_STATUSES, Member, Registry, RunRecord, RunStatus
 from seglab.runtime import (
@@ -41,7 +42,7 @@ from seglab.runtime import (
     default_user,
     own_run_dir,
 )
-from seglab.scheduler import Placement, PlacementError, Pool, Scheduler
+from seglab.scheduler import Placement, Pool, Scheduler
 
 if TYPE_CHECKING:
     from seglab.remote.bridge import RemoteBridge
@@ -54,10 +55,6 @@ DATA_MOUNT = "/seglab/data"  # the dataset root inside a container (read-only)
 RUNTIMES = ("auto", "docker", "process", "slurm")
 FAILED_TAIL = 20  # log lines kept in the registry for a failed run
 LOG_RECONNECT_S = 300.0  # how long `logs -f` waits for a lost engine to come back
-
-
-class RunError(Exception):
-    """A run operation that cannot be done, with a message for the user."""
 
 
 @dataclass(frozen=True)
@@ -142,11 +139,13 @@ class RunManager:
         inventory: Inventory,
         registry: Registry,
         remote: Callable[[], RemoteBridge] | None = None,
+        runtimes: Mapping[tuple[str, str], Runtime] | None = None,
     ) -> None:
+        """``runtimes`` pre-sets the runtime of ``(host, kind)`` pairs (tests give a fake)."""
         self.inventory = inventory
         self.registry = registry
         self._remote = remote
-        self._runtimes: dict[tuple[str, str], Runtime] = {}
+        self._runtimes: dict[tuple[str, str], Runtime] = dict(runtimes or {})
         self._offsets: dict[str, int] = {}  # remote events.jsonl bytes already ingested
         self._roots: dict[str, str] = {}  # remote runs roots, resolved to absolute paths
 
@@ -1015,11 +1014,8 @@ class RunManager:
                         index = int(info.labels["seglab.member"])
                         members.setdefault(run_id, {})[index] = (host.name, kind, info)
                         continue
-                    try:
-                        self.registry.get_run(run_id)
+                    if self.registry.has_run(run_id):
                         continue
-                    except KeyError:
-                        pass
                     self.registry.upsert_run(self._record_from_labels(info.labels, info.ref, kind))
                     if info.state.active:
                         gpus = [g for g in info.labels.get("seglab.gpus", "").split(",") if g]
@@ -1037,11 +1033,8 @@ class RunManager:
         """Multi-node runs the registry lacks, put together from their members' labels."""
         adopted = []
         for run_id, parts in found.items():
-            try:
-                self.registry.get_run(run_id)
+            if self.registry.has_run(run_id):
                 continue
-            except KeyError:
-                pass
             nodes = int(parts[min(parts)][2].labels.get("seglab.nodes", "0"))
             if sorted(parts) != list(range(nodes)):
                 log.warning(

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from seglab.errors import ConfigurationError
+
 KeyPath = tuple[str | int, ...]
 
 
@@ -38,7 +40,7 @@ class Problem:
         return f"{self.file}:{self.line}: {self.key}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(ConfigurationError):
     """Every problem found in one or more configuration files, reported together."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:

@@ -93,12 +93,11 @@ def register(subparsers: Any) -> None:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from seglab.commands.runs import guard
     from seglab.workstation import Workstation
 
     ws = Workstation()
     dest = args.dest / args.run_id
-    files = guard(lambda: ws.pull(args.run_id, args.what, dest))
+    files = ws.pull(args.run_id, args.what, dest)
     for path in files:
         print(path)
     print(f"{len(files)} file(s) in {dest}")
@@ -106,10 +105,9 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _shell(args: argparse.Namespace) -> int:
-    from seglab.commands.runs import guard
     from seglab.workstation import Workstation
 
-    argv, env = guard(lambda: Workstation().shell_command(args.run_id))
+    argv, env = Workstation().shell_command(args.run_id)
     return subprocess.run(argv, env=env, check=False).returncode
 
 
@@ -136,7 +134,6 @@ def _serve(open_forward: Callable[[Workstation], OpenForward]) -> int:
 
     While it opens, either signal interrupts the opening (which undoes what it started).
     """
-    from seglab.commands.runs import guard
     from seglab.workstation import Workstation
 
     stop = threading.Event()
@@ -146,14 +143,14 @@ def _serve(open_forward: Callable[[Workstation], OpenForward]) -> int:
     }
     ws = Workstation()
     try:
-        opened: OpenForward = guard(lambda: open_forward(ws))
+        opened: OpenForward = open_forward(ws)
         for sig in previous:
             signal.signal(sig, lambda *_: stop.set())
         try:
             print(f"{opened.kind} on {opened.host}: {opened.url}", flush=True)
             print("Ctrl-C stops it.", flush=True)
             while not stop.wait(5.0):
-                if not guard(opened.alive):
+                if not opened.alive():
                     print(
                         f"seglab: {opened.kind} on {opened.host} stopped by itself", file=sys.stderr
                     )

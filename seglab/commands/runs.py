@@ -183,40 +183,18 @@ def _workstation() -> Workstation:
     return Workstation()
 
 
-def guard(action: Any) -> Any:
-    """Turn the domain's expected failures into CommandError (message, exit 1)."""
-    from seglab.cli import CommandError
-    from seglab.hosts import UnknownDatasetError, UnknownHostError
-    from seglab.registry import UnknownRunError
-    from seglab.remote.bridge import RemoteUnavailable
-    from seglab.runs import RunError
-    from seglab.runtime import RuntimeFailure
-    from seglab.scheduler import PlacementError
-
-    try:
-        return action()
-    except (RunError, RuntimeFailure, PlacementError, RemoteUnavailable) as exc:
-        raise CommandError(str(exc)) from exc
-    except (UnknownRunError, UnknownHostError, UnknownDatasetError) as exc:
-        raise CommandError(str(exc)) from exc
-    except KeyError as exc:  # an unknown variant name
-        raise CommandError(str(exc.args[0]) if exc.args else str(exc)) from exc
-
-
 # -- run ------------------------------------------------------------------------------
 
 
 def _run(args: argparse.Namespace) -> int:
     ws = _workstation()
-    submitted = guard(
-        lambda: ws.launch(
-            args.recipe,
-            args.variant,
-            on=args.on,
-            runtime=args.runtime,
-            image=args.image,
-            queue=not args.no_queue,
-        )
+    submitted = ws.launch(
+        args.recipe,
+        args.variant,
+        on=args.on,
+        runtime=args.runtime,
+        image=args.image,
+        queue=not args.no_queue,
     )
     if args.json and not args.wait:
         print_json([run_row(s.record) for s in submitted])
@@ -237,7 +215,7 @@ def _wait(ws: Workstation, ids: list[str], as_json: bool) -> int:
 
     last: dict[str, str] = {}
     while True:
-        guard(ws.pump_queue)
+        ws.pump_queue()
         records = [ws.runs().refresh(ws.registry().get_run(run_id)) for run_id in ids]
         for record in records:
             line = _progress_line(record)
@@ -323,9 +301,9 @@ def _age(seconds: float) -> str:
 def _ps(args: argparse.Namespace) -> int:
     ws = _workstation()
     manager = ws.runs()
-    guard(manager.reconcile)
-    guard(ws.pump_queue)
-    rows = [run_row(r) for r in guard(lambda: manager.refresh_all(include_final=args.all))]
+    manager.reconcile()
+    ws.pump_queue()
+    rows = [run_row(r) for r in manager.refresh_all(include_final=args.all)]
     if args.json:
         print_json(rows)
         return 0
@@ -367,7 +345,7 @@ def _logs(args: argparse.Namespace) -> int:
     from seglab.events import PREFIX
 
     ws = _workstation()
-    guard(ws.runs().reconcile)
+    ws.runs().reconcile()
     lines = ws.runs().logs(args.run_id, follow=args.follow, tail=args.tail, member=args.member)
 
     def emit() -> None:
@@ -376,15 +354,15 @@ def _logs(args: argparse.Namespace) -> int:
                 continue
             print(line.text, flush=args.follow)
 
-    guard(emit)
+    emit()
     return 0
 
 
 def _metrics(args: argparse.Namespace) -> int:
     ws = _workstation()
     manager = ws.runs()
-    guard(manager.reconcile)
-    record = guard(lambda: manager.refresh(ws.registry().get_run(args.run_id)))
+    manager.reconcile()
+    record = manager.refresh(ws.registry().get_run(args.run_id))
     registry = ws.registry()
     start = registry.events(record.run_id, kind="start")
     evals = [
@@ -433,14 +411,14 @@ def _metrics(args: argparse.Namespace) -> int:
 
 def _each(ids: list[str], action: Any) -> int:
     """Apply ``action`` to every run; report each failure and go on with the others."""
-    from seglab.cli import CommandError
+    from seglab.errors import SeglabError
 
     failed = False
     for run_id in ids:
         try:
-            result = guard(lambda run_id=run_id: action(run_id))
-        except CommandError as exc:
-            print(f"seglab: {exc}", file=sys.stderr)
+            result = action(run_id)
+        except SeglabError as exc:
+            print(f"seglab: {exc.describe()}", file=sys.stderr)
             failed = True
             continue
         print(f"{run_id}: {result}")
@@ -449,25 +427,25 @@ def _each(ids: list[str], action: Any) -> int:
 
 def _stop(args: argparse.Namespace) -> int:
     ws = _workstation()
-    guard(ws.runs().reconcile)
+    ws.runs().reconcile()
     return _each(args.run_ids, lambda r: ws.runs().stop(r, timeout=args.timeout).status)
 
 
 def _kill(args: argparse.Namespace) -> int:
     ws = _workstation()
-    guard(ws.runs().reconcile)
+    ws.runs().reconcile()
     return _each(args.run_ids, lambda r: ws.runs().kill(r).status)
 
 
 def _resume(args: argparse.Namespace) -> int:
     ws = _workstation()
-    guard(ws.runs().reconcile)
+    ws.runs().reconcile()
     return _each(args.run_ids, lambda r: ws.resume(r).status)
 
 
 def _rm(args: argparse.Namespace) -> int:
     ws = _workstation()
-    guard(ws.runs().reconcile)
+    ws.runs().reconcile()
 
     def remove(run_id: str) -> str:
         ws.runs().remove(run_id, purge=args.purge, force=args.force)

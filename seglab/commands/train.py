@@ -172,13 +172,7 @@ def _bench_recipe(args: argparse.Namespace) -> Any:
     if not args.recipe.is_file():
         raise CommandError(f"no such recipe file: {args.recipe}")
     loaded = load(args.recipe)
-    if args.variant is None:
-        recipe = loaded.base
-    else:
-        try:
-            recipe = loaded.variant(args.variant).recipe
-        except KeyError as exc:
-            raise CommandError(str(exc.args[0])) from exc
+    recipe = loaded.base if args.variant is None else loaded.variant(args.variant).recipe
     if args.crop or args.compile is not None:
         data = recipe.model_dump(mode="json")
         if args.crop:

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
+from seglab.errors import UnavailableError
 from seglab.hosts import Inventory
 from seglab.remote.connection import LinkState
 from seglab.remote.files import EventChunk
@@ -27,7 +28,7 @@ T = TypeVar("T")
 _SETTLED = (LinkState.ONLINE, LinkState.OFFLINE, LinkState.AUTH_FAILED, LinkState.HOST_KEY_REFUSED)
 
 
-class RemoteUnavailable(RuntimeError):
+class RemoteUnavailable(UnavailableError):
     """A remote host that cannot be used now; the message says why (state and reason)."""
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import asyncssh
 
+from seglab.errors import UnavailableError
 from seglab.hosts import SSHTarget, ssh_config_path
 from seglab.remote.tasks import cancel_and_wait
 
@@ -71,11 +72,11 @@ class LinkStatus:
     fingerprint: str | None = None
 
 
-class NotConnectedError(ConnectionError):
+class NotConnectedError(UnavailableError):
     """The host has no working connection now; the message says why."""
 
 
-class HostKeyRefusedError(Exception):
+class HostKeyRefusedError(UnavailableError):
     """The server's host key is not in known_hosts (or differs from the one there)."""
 
     def __init__(self, name: str, target: SSHTarget, fingerprint: str, changed: bool) -> None:

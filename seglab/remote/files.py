@@ -16,6 +16,7 @@ from typing import Literal
 
 import asyncssh
 
+from seglab.errors import UnavailableError
 from seglab.events import Event, read_jsonl
 from seglab.remote.connection import HostConnection, NotConnectedError
 
@@ -25,7 +26,7 @@ EVENTS_FILE = "events.jsonl"
 _PARTS: dict[str, str] = {"export": "export", "best": "checkpoints/best.pt"}
 
 
-class RemoteFileError(RuntimeError):
+class RemoteFileError(UnavailableError):
     """A remote file or directory is missing or unreadable; the message names it."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import asyncssh
 
+from seglab.errors import UnavailableError
 from seglab.remote.connection import HostConnection
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 MAX_SOCKET_PATH = 103
 
 
-class ForwardError(RuntimeError):
+class ForwardError(UnavailableError):
     """The local socket cannot be placed safely (directory owned by someone else, too long)."""
 
 

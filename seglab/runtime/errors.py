@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from seglab.errors import UnavailableError
 
-class RuntimeFailure(Exception):
+
+class RuntimeFailure(UnavailableError):
     """Base of every runtime error; ``str(exc)`` is a message for the user."""
 
 
-class SpecError(RuntimeFailure, ValueError):
+class SpecError(RuntimeFailure):
     """A LaunchSpec that no runtime may launch (bad name, user, size, GPU id, mount)."""
 
 

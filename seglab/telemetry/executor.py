@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from seglab.errors import UnavailableError
+
 log = logging.getLogger(__name__)
 
 
-class ExecutorError(RuntimeError):
+class ExecutorError(UnavailableError):
     """The command could not be started at all (not found, not executable, no connection).
 
     ``not_found`` is True only when the host answered that the program does not exist.

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any, TypeVar
 
+from seglab.errors import UnavailableError
 from seglab.telemetry import values
 from seglab.telemetry.sample import GpuSample, HostState, HostStatus, MigInstance, ProcessSample
 
@@ -41,7 +42,7 @@ _ABSENT_CODES = (
 )
 
 
-class NvmlUnavailable(RuntimeError):
+class NvmlUnavailable(UnavailableError):
     """NVML cannot report; ``no_gpu`` says whether that just means there is no NVIDIA GPU."""
 
     def __init__(self, message: str, no_gpu: bool = False) -> None:

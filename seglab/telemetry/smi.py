@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
+from seglab.errors import UnavailableError
 from seglab.telemetry import values
 from seglab.telemetry.executor import Executor, ExecutorError, Stream
 from seglab.telemetry.sample import GpuSample, HostState, HostStatus, MigInstance, ProcessSample
@@ -57,7 +58,7 @@ _GPU_LINE = re.compile(r"^GPU (\d+): .*\(UUID: ([^)]+)\)\s*$")
 _MIG_LINE = re.compile(r"^\s+MIG (\S+)\s+Device\s+(\d+): \(UUID: ([^)]+)\)\s*$")
 
 
-class SmiError(RuntimeError):
+class SmiError(UnavailableError):
     """nvidia-smi could not give GPU data; the message says why, for the host's state."""
 
 

@@ -223,13 +223,19 @@ def build_loaders(
         common.update(
             persistent_workers=True, prefetch_factor=PREFETCH_FACTOR, worker_init_fn=_worker_init
         )
-    train = DataLoader(train_set, batch_size=batch, sampler=sampler, drop_last=True, **common)  # type: ignore[arg-type]
+    train = DataLoader(
+        train_set,
+        batch_size=batch,
+        sampler=sampler,
+        drop_last=True,
+        **common,  # type: ignore[arg-type]
+    )
     val_sampler = RankSampler(len(val_set), rank, world_size)
     val = DataLoader(
         val_set,
         batch_size=recipe.train.val_batch_size,
         sampler=val_sampler,
         collate_fn=pad_collate,
-        **common,
-    )  # type: ignore[arg-type]
+        **common,  # type: ignore[arg-type]
+    )
     return Loaders(train=train, val=val, sampler=sampler)

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from seglab import paths
+from seglab.errors import ConfigurationError
 
 
-class LayoutError(ValueError):
+class LayoutError(ConfigurationError):
     """An unknown layout name (the message lists the available ones)."""
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from seglab.cli import main
+from seglab.errors import SeglabError
 from seglab.hosts import (
     DEFAULT_REMOTE_RUNS_ROOT,
     SSHTarget,
@@ -459,7 +460,7 @@ def test_yaml_syntax_errors_are_located(tmp_path: Path) -> None:
 def test_unknown_host_names_the_known_ones_and_a_close_match(tmp_path: Path) -> None:
     path = _write(tmp_path / "hosts.yaml", "hosts:\n  lab1: {ssh: gpu1}\n")
     inventory = load_inventory(path)
-    with pytest.raises(KeyError) as info:
+    with pytest.raises(SeglabError) as info:
         inventory.get("lab2")
     assert isinstance(info.value, UnknownHostError)
     assert str(info.value) == "unknown host 'lab2' (did you mean 'lab1'?); known hosts: local, lab1"

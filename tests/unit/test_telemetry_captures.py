@@ -12,6 +12,7 @@ from seglab.telemetry.sample import GpuSample
 from seglab.telemetry.smi import (
     WANTED,
     FieldPlan,
+    SmiError,
     parse_compute_apps,
     parse_device_list,
     parse_gpu_row,
@@ -401,7 +402,7 @@ def test_field_plan_falls_back_to_older_names() -> None:
 
 
 def test_field_plan_without_uuid_is_an_error() -> None:
-    with pytest.raises(RuntimeError, match="cannot report uuid"):
+    with pytest.raises(SmiError, match="cannot report uuid"):
         FieldPlan.choose(["index", "name"])
 
 
