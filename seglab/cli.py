@@ -42,10 +42,6 @@ $XDG_STATE_HOME/seglab. `seglab COMMAND --help` explains each command.
 """
 
 
-class CommandError(SeglabError):
-    """A failure of a command's own arguments (printed without a traceback, exit 1)."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every command module registered."""
     parser = argparse.ArgumentParser(

@@ -7,7 +7,14 @@ notification. Any other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` when a close match exists, else an empty string."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 class SeglabError(Exception):
@@ -47,8 +54,6 @@ class UnknownNameError(SeglabError):
     """A name (run, host, dataset, variant) that is not known; lists the near misses."""
 
     def __init__(self, kind: str, name: str, known: Iterable[str] = (), where: str = "") -> None:
-        from seglab.yamlpos import did_you_mean
-
         self.kind = kind
         self.name = name
         self.known = list(known)

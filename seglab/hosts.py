@@ -24,8 +24,8 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from seglab import paths
-from seglab.errors import SeglabError
-from seglab.yamlpos import ConfigError, KeyPath, Located, Problem, did_you_mean, load_file
+from seglab.errors import SeglabError, did_you_mean
+from seglab.yamlpos import ConfigError, KeyPath, Located, Problem, load_file
 
 LOCAL = "local"
 DEFAULT_SSH_PORT = 22

@@ -20,8 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from seglab.errors import UnknownNameError
-from seglab.yamlpos import ConfigError, KeyPath, Located, Problem, did_you_mean, dotted, load_file
+from seglab.errors import UnknownNameError, did_you_mean
+from seglab.yamlpos import ConfigError, KeyPath, Located, Problem, dotted, load_file
 
 DEFAULT_VARIANT = "default"
 _SHM = re.compile(r"^[1-9][0-9]*[kmgKMG]?$")

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from seglab import paths
-from seglab.errors import SeglabError
+from seglab.errors import SeglabError, did_you_mean
 from seglab.events import Event, from_dict
-from seglab.yamlpos import did_you_mean
 
 if sys.version_info >= (3, 11):
     from enum import StrEnum

@@ -22,11 +22,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from seglab.errors import PlacementError
+from seglab.errors import PlacementError, did_you_mean
 from seglab.hosts import Inventory
 from seglab.registry import Registry
 from seglab.telemetry.sample import GpuSample, HostState, HostStatus
-from seglab.yamlpos import did_you_mean
 
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
 _GPU_TOKEN = re.compile(r"^(\d+(-\d+)?|(GPU|MIG)-[0-9A-Za-z/-]+)$")  # continues HOST:0,...

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from seglab import paths, recipes
-from seglab.errors import RunError
+from seglab.errors import RunError, did_you_mean
 from seglab.hosts import Inventory, load_inventory
 from seglab.registry import Registry, RunRecord
 from seglab.runs import RunManager, Submitted
 from seglab.scheduler import Pool, Scheduler, parse_on
 from seglab.telemetry.sample import HostStatus
-from seglab.yamlpos import ConfigError, Problem, did_you_mean
+from seglab.yamlpos import ConfigError, Problem
 
 log = logging.getLogger(__name__)
 

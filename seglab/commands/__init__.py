@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from seglab.errors import SeglabError
+
+
+class CommandError(SeglabError):
+    """A failure of a command's own arguments (printed without a traceback, exit 1)."""
+
 
 def add_command(
     subparsers: Any, name: str, help_text: str, description: str | None = None

@@ -42,7 +42,7 @@ def register(subparsers: Any) -> None:
 
 
 def _exporter(args: argparse.Namespace) -> int:
-    from seglab.cli import CommandError
+    from seglab.commands import CommandError
 
     if not 0 <= args.port <= 65535:
         raise CommandError(f"--port must be between 0 and 65535, got {args.port}")
@@ -50,7 +50,7 @@ def _exporter(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from seglab.cli import CommandError
+    from seglab.commands import CommandError
     from seglab.commands.gpus import open_telemetry
     from seglab.telemetry.exporter import TelemetryCollector, registry_runs, serve
 

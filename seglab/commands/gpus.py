@@ -58,7 +58,7 @@ def register(subparsers: Any) -> None:
 
 def _gpus(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
-        from seglab.cli import CommandError
+        from seglab.commands import CommandError
 
         raise CommandError("--timeout must be a positive number of seconds")
     return asyncio.run(_main(args))
@@ -77,7 +77,7 @@ async def _main(args: argparse.Namespace) -> int:
 @contextlib.asynccontextmanager
 async def open_telemetry(only: str | None) -> AsyncIterator[Telemetry]:
     """Telemetry of every inventory host (or the one named), remote ones over SSH."""
-    from seglab.cli import CommandError
+    from seglab.commands import CommandError
     from seglab.hosts import UnknownHostError, load_inventory
     from seglab.remote.manager import RemoteHosts
     from seglab.telemetry.source import Telemetry

@@ -68,7 +68,7 @@ def register(subparsers: Any) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from seglab.cli import CommandError
+    from seglab.commands import CommandError
     from seglab.runtime import RuntimeFailure, images
 
     buildargs = {}
@@ -104,7 +104,7 @@ def _build(args: argparse.Namespace) -> int:
 
 def _engine(host_name: str, target: str) -> DockerRuntime:
     """The docker runtime of ``host_name``: its socket, or the SSH forward of a remote one."""
-    from seglab.cli import CommandError
+    from seglab.commands import CommandError
     from seglab.hosts import DEFAULT_DOCKER_SOCKET, UnknownHostError
     from seglab.runtime.docker import DockerRuntime
     from seglab.workstation import Workstation

@@ -19,7 +19,7 @@ _TRAIN_EXTRA = "this command needs the trainer (torch): pip install 'seglab[trai
 
 def _train_module(name: str) -> ModuleType:
     """Import ``seglab.train.<name>``, turning a missing torch into a clear message."""
-    from seglab.cli import CommandError
+    from seglab.commands import CommandError
 
     try:
         return importlib.import_module(f"seglab.train.{name}")
@@ -184,7 +184,7 @@ def _register_model(subparsers: Any) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from seglab.cli import CommandError
+    from seglab.commands import CommandError
 
     evaluate = _train_module("evaluate")
     try:
@@ -201,7 +201,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from seglab.cli import CommandError
+    from seglab.commands import CommandError
 
     export = _train_module("export")
     models = _train_module("models")
@@ -224,7 +224,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _summary_targets(args: argparse.Namespace) -> list[tuple[str, Any, int, tuple[int, int]]]:
     """(title, ModelConfig, classes, size) for each model the arguments name."""
-    from seglab.cli import CommandError
+    from seglab.commands import CommandError
     from seglab.recipes import ModelConfig, load
 
     labels = _train_module("labels")

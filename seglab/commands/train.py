@@ -142,7 +142,7 @@ def _non_negative(text: str) -> int:
 
 
 def _require_torch() -> None:
-    from seglab.cli import CommandError
+    from seglab.commands import CommandError
 
     if importlib.util.find_spec("torch") is None:
         raise CommandError(
@@ -151,7 +151,7 @@ def _require_torch() -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from seglab.cli import CommandError
+    from seglab.commands import CommandError
 
     _require_torch()
     if not args.config.is_file():
@@ -166,7 +166,7 @@ def _train(args: argparse.Namespace) -> int:
 def _bench_recipe(args: argparse.Namespace) -> Any:
     from pydantic import ValidationError
 
-    from seglab.cli import CommandError
+    from seglab.commands import CommandError
     from seglab.recipes import Recipe, load
 
     if not args.recipe.is_file():

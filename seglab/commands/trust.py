@@ -51,7 +51,7 @@ def _trust(args: argparse.Namespace) -> int:
 
     import asyncssh
 
-    from seglab.cli import CommandError
+    from seglab.commands import CommandError
     from seglab.hosts import UnknownHostError, load_inventory
     from seglab.remote.connection import known_hosts_path
     from seglab.remote.trust import add_to_known_hosts, fetch_server_key
