@@ -12,6 +12,32 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SMI_CAPTURES = REPO / "tests" / "fixtures" / "nvidia-smi"
 CI_IMAGE = os.environ.get("SEGLAB_CI_IMAGE", "seglab/ci:latest")
+# Tests touch a Docker engine, start sshd or submit to Slurm only when this is "1"
+# (`bash .ci/run` sets it after starting engines of its own): a plain `pytest` never uses
+# an engine that happens to answer on this machine.
+ENGINES_ENV = "SEGLAB_TEST_ENGINES"
+ENGINE_MARKERS = ("docker", "sshd", "slurm", "system")
+
+
+def engines_allowed() -> bool:
+    """Whether the user opted in to tests that use engines and servers."""
+    return os.environ.get(ENGINES_ENV) == "1"
+
+
+ENGINES_SKIP = (
+    f"uses a Docker engine, sshd or Slurm, or mounts a tmpfs: set {ENGINES_ENV}=1 to allow it "
+    "(bash .ci/run starts its own and sets it)"
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip engine, sshd and Slurm tests unless the user opted in."""
+    if engines_allowed():
+        return
+    skip = pytest.mark.skip(reason=ENGINES_SKIP)
+    for item in items:
+        if any(item.get_closest_marker(name) for name in ENGINE_MARKERS):
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +71,8 @@ def smi_captures() -> Path:
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[Any]:
     """A client of the local Docker engine; skips the test when no engine answers."""
+    if not engines_allowed():
+        pytest.skip(ENGINES_SKIP)
     import docker
     from docker.errors import DockerException
 

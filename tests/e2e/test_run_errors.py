@@ -146,6 +146,7 @@ def test_gpus_on_an_engine_without_the_nvidia_runtime(
     assert Registry().holders() == {}
 
 
+@pytest.mark.system
 def test_full_disk_in_the_runs_root(tmp_path: Path) -> None:
     if os.getuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
