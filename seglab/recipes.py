@@ -21,7 +21,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from seglab.errors import UnknownNameError, did_you_mean
-from seglab.yamlpos import ConfigError, KeyPath, Located, Problem, dotted, load_file
+from seglab.yamlpos import (
+    ConfigError,
+    KeyPath,
+    Located,
+    Problem,
+    dotted,
+    load_file,
+    submodel,
+    validation_problems,
+)
 
 DEFAULT_VARIANT = "default"
 _SHM = re.compile(r"^[1-9][0-9]*[kmgKMG]?$")
@@ -351,17 +360,6 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return list(model.model_fields)
 
 
-def _submodel(model: type[BaseModel], key: str) -> type[BaseModel] | None:
-    info = model.model_fields.get(key)
-    if info is None:
-        return None
-    annotation = info.annotation
-    for candidate in (annotation, *getattr(annotation, "__args__", ())):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
-
-
 def _check_override_key(dotted_key: str) -> str | None:
     """None if `dotted_key` names a recipe field, else the reason it does not."""
     model: type[BaseModel] | None = Recipe
@@ -373,7 +371,7 @@ def _check_override_key(dotted_key: str) -> str | None:
             names = [n for n in _field_names(model) if n not in {"name", "variant"}]
             where = ".".join(parts[:i]) or "a recipe"
             return f"{where} has no key {part!r}{did_you_mean(part, names)}"
-        model = _submodel(model, part)
+        model = submodel(model, part)
     return None
 
 
@@ -394,37 +392,6 @@ def _set_dotted(data: dict[str, Any], dotted_key: str, value: Any) -> dict[str, 
 # -- validation ---------------------------------------------------------------------------
 
 
-def _pydantic_problems(
-    exc: ValidationError, origins: Origins, fallback: str, prefix: str = ""
-) -> list[Problem]:
-    problems = []
-    for err in exc.errors():
-        loc: KeyPath = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            model: type[BaseModel] | None = Recipe
-            for part in loc[:-1]:
-                model = _submodel(model, str(part)) if model is not None else None
-            names = _field_names(model) if model is not None else []
-            message = f"unknown key{did_you_mean(str(loc[-1]), names)}"
-        elif kind == "value_error":
-            message = str(err["msg"]).removeprefix("Value error, ")
-            # A cross-field check names its key first ("data.crop: ..."): locate it there.
-            head, sep, rest = message.partition(": ")
-            if sep and re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", head):
-                loc = (*loc, *head.split("."))
-                message = rest
-        elif kind == "missing":
-            message = "required key is missing"
-        elif kind == "literal_error":
-            message = f"{err['msg'].lower()}, got {err.get('input')!r}"
-        else:
-            message = f"{err['msg'][0].lower()}{err['msg'][1:]}, got {err.get('input')!r}"
-        file, line = _locate(origins, loc, fallback)
-        problems.append(Problem(file, line, prefix + dotted(loc), message))
-    return problems
-
-
 def _get(data: Any, *keys: str, default: Any = None) -> Any:
     for key in keys:
         if not isinstance(data, dict) or key not in data:
@@ -439,7 +406,9 @@ def _validate(
     try:
         return Recipe.model_validate(data), []
     except ValidationError as exc:
-        problems = _pydantic_problems(exc, origins, fallback, prefix)
+        problems = validation_problems(
+            exc, Recipe, lambda path: _locate(origins, path, fallback), label=prefix
+        )
     # Pydantic skips cross-field checks when a field is invalid; run them on the raw data so
     # that every problem is reported at once.
     cross = _cross_field_problems(

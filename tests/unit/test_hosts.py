@@ -236,9 +236,11 @@ def test_wildcards_negation_include_and_match_blocks(tmp_path: Path, ssh_config:
     )
     _write(
         ssh_config,
-        """
-        Include conf.d/*.conf
+        f"""
+        Include {ssh_config.parent}/conf.d/*.conf
         Match exec "false"
+            User from-exec
+        Match originalhost plainhost
             User from-match
         Host lab-* !lab-public
             HostName %h.internal
@@ -254,22 +256,43 @@ def test_wildcards_negation_include_and_match_blocks(tmp_path: Path, ssh_config:
           a: {ssh: lab-7}
           b: {ssh: lab-public}
           c: {ssh: plainhost}
+          d: {ssh: otherhost}
     """,
     )
     inventory = load_inventory(path)
-    assert inventory.get("a").ssh == SSHTarget(user="labuser", hostname="lab-7.internal")
+    assert inventory.get("a").ssh == SSHTarget(
+        user="labuser", hostname="lab-7.internal", alias="lab-7"
+    )
     assert inventory.get("b").ssh == SSHTarget(
         user="labuser", hostname="lab-public", port=2022, alias="lab-public"
     )
-    assert inventory.get("c").ssh == SSHTarget(user=None, hostname="plainhost")
+    # `Match` blocks are evaluated as asyncssh evaluates them when it connects.
+    assert inventory.get("c").ssh == SSHTarget(user="from-match", hostname="plainhost")
+    assert inventory.get("d").ssh == SSHTarget(user=None, hostname="otherhost")
+
+
+def test_a_relative_include_is_under_the_ssh_folder_as_for_asyncssh(
+    tmp_path: Path, ssh_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    _write(home / ".ssh" / "conf.d" / "lab.conf", "Host lab-*\n    User from-home\n")
+    _write(ssh_config.parent / "conf.d" / "lab.conf", "Host lab-*\n    User beside-config\n")
+    _write(ssh_config, "Include conf.d/*.conf\n")
+    monkeypatch.setenv("HOME", str(home))
+    path = _write(tmp_path / "hosts.yaml", "hosts:\n  a: {ssh: lab-1}\n")
+    ssh = load_inventory(path).get("a").ssh
+    assert ssh is not None and ssh.user == "from-home"
 
 
 def test_a_bad_port_in_the_ssh_config_is_located_there(tmp_path: Path, ssh_config: Path) -> None:
     _write(ssh_config, "Host box\n    Port twenty-two\n")
     path = _write(tmp_path / "hosts.yaml", "hosts:\n  box: {ssh: box}\n")
     assert _errors(path) == [
-        f"{ssh_config}:2: hosts.box.ssh: ssh config Port: port must be a number from 1 to "
-        "65535, got 'twenty-two'"
+        f"{ssh_config}:2: hosts.box.ssh: ssh config: Invalid Port integer value: twenty-two"
+    ]
+    _write(ssh_config, "Host box\n    Port 70000\n")
+    assert _errors(path) == [
+        f"{path}:2: hosts.box.ssh: ssh config Port 70000 is not from 1 to 65535"
     ]
 
 
