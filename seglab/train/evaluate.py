@@ -8,19 +8,27 @@ official ``getPrediction`` rule). Both are mapped to the 19 train ids; pixels wh
 truth is an ignored class count nowhere, and a prediction of an ignored class is a miss of
 the ground-truth class. The numbers agree with
 ``cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling`` (see docs/metrics.md).
+
+Speed and memory (docs/benchmarks.md): no torch is imported; frames are decoded (libspng)
+and counted in worker processes, one ``bincount`` of ``gt * 34 + pred`` over the raw ids per
+frame, folded to the 19 classes once at the end; each worker sends back only its 34 x 34
+counts and at most two frames per worker are in flight, so memory does not grow with the
+number of frames.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from PIL import Image
+import numpy.typing as npt
 
 from seglab.train.labels import (
     CITYSCAPES_CLASSES,
@@ -28,10 +36,19 @@ from seglab.train.labels import (
     CITYSCAPES_NUM_LABEL_IDS,
     cityscapes_lut,
 )
-from seglab.train.metrics import ConfusionMatrix, SegMetrics
+from seglab.train.pngio import ImageReadError, read_label
+from seglab.train.scores import (
+    Counts,
+    SegMetrics,
+    count_raw_ids,
+    fold_raw_counts,
+    metrics_from_counts,
+)
 
 GT_SUFFIX = "_gtFine_labelIds.png"
-_LOADERS = 4
+# Frames submitted per decode process before the oldest is collected: enough to keep every
+# process busy, few enough that memory does not grow with the number of frames.
+_IN_FLIGHT_PER_WORKER = 2
 
 
 class EvalInputError(ValueError):
@@ -117,33 +134,27 @@ def find_pairs(gt_dir: Path, pred_dir: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _read_ids(path: Path) -> np.ndarray[Any, np.dtype[np.uint8]]:
+def _read_ids(path: Path) -> npt.NDArray[np.uint8]:
     try:
-        with Image.open(path) as image:
-            array = np.asarray(image)
-    except OSError as exc:
-        raise EvalInputError(f"cannot read {path}: {exc}") from exc
+        array, _ = read_label(path)
+    except ImageReadError as exc:
+        raise EvalInputError(str(exc)) from exc
     if array.ndim != 2:
         raise EvalInputError(
             f"{path}: expected a single-channel label-id PNG, got shape {array.shape}"
         )
-    if array.dtype != np.uint8:
-        if array.size and (array.min() < 0 or array.max() > 255):
-            raise EvalInputError(f"{path}: label ids must lie in 0..255")
-        array = array.astype(np.uint8)
     top = int(array.max()) if array.size else 0
-    if top >= CITYSCAPES_NUM_LABEL_IDS:
+    if top >= CITYSCAPES_NUM_LABEL_IDS or (array.size and int(array.min()) < 0):
         raise EvalInputError(
             f"{path}: holds label id {top}, not a Cityscapes label id "
             f"(0..{CITYSCAPES_NUM_LABEL_IDS - 1}; predictions use raw ids, "
             f"not train ids)"
         )
-    return array
+    return array.astype(np.uint8, copy=False)
 
 
-def _load_pair(
-    pair: tuple[Path, Path], lut: np.ndarray[Any, np.dtype[np.uint8]]
-) -> tuple[np.ndarray[Any, np.dtype[np.uint8]], np.ndarray[Any, np.dtype[np.uint8]]]:
+def count_frame(pair: tuple[Path, Path]) -> Counts:
+    """Raw-id confusion counts (34 x 34) of one (ground truth, prediction) pair."""
     gt_path, pred_path = pair
     gt = _read_ids(gt_path)
     pred = _read_ids(pred_path)
@@ -152,30 +163,50 @@ def _load_pair(
             f"{pred_path}: size {pred.shape[::-1]} differs from its ground "
             f"truth {gt_path} {gt.shape[::-1]}"
         )
-    return lut[gt], lut[pred]
+    return count_raw_ids(pred, gt, CITYSCAPES_NUM_LABEL_IDS)
 
 
-def _mapped_pairs(
-    pairs: list[tuple[Path, Path]],
-) -> Iterator[tuple[np.ndarray[Any, np.dtype[np.uint8]], np.ndarray[Any, np.dtype[np.uint8]]]]:
-    lut = np.asarray(cityscapes_lut(), dtype=np.uint8)
-    with ThreadPoolExecutor(max_workers=_LOADERS) as pool:
-        yield from pool.map(lambda pair: _load_pair(pair, lut), pairs)
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
 
 
-def evaluate_cityscapes(gt_dir: Path, pred_dir: Path) -> EvalResult:
-    """Score raw-label-id predictions under `pred_dir` against the ground truth in `gt_dir`."""
+def _frame_counts(pairs: list[tuple[Path, Path]], workers: int) -> Iterator[Counts]:
+    """Per-frame counts in order, decoded in `workers` processes with a bounded number of
+    frames in flight (so memory does not depend on how many frames there are)."""
+    if workers <= 1 or len(pairs) < 2:
+        yield from map(count_frame, pairs)
+        return
+    # fork: the workers start in milliseconds with numpy and the decoders already loaded.
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending: deque[Future[Counts]] = deque()
+        for pair in pairs:
+            if len(pending) >= workers * _IN_FLIGHT_PER_WORKER:
+                yield pending.popleft().result()
+            pending.append(pool.submit(count_frame, pair))
+        while pending:
+            yield pending.popleft().result()
+
+
+def evaluate_cityscapes(gt_dir: Path, pred_dir: Path, *, workers: int | None = None) -> EvalResult:
+    """Score raw-label-id predictions under `pred_dir` against the ground truth in `gt_dir`.
+
+    Frames are decoded and counted in `workers` processes (default: the usable cores).
+    """
     pairs = find_pairs(gt_dir, pred_dir)
-    cm = ConfusionMatrix(len(CITYSCAPES_CLASSES))
-    for gt, pred in _mapped_pairs(pairs):
-        cm.update(torch.from_numpy(pred), torch.from_numpy(gt))
-    train_to_raw = {train: raw for raw, train in CITYSCAPES_ID_TO_TRAIN_ID.items()}
+    raw = np.zeros((CITYSCAPES_NUM_LABEL_IDS, CITYSCAPES_NUM_LABEL_IDS), dtype=np.int64)
+    for counts in _frame_counts(pairs, usable_cores() if workers is None else workers):
+        raw += counts
+    lut = np.asarray(cityscapes_lut(), dtype=np.uint8)
+    matrix = fold_raw_counts(raw, lut, len(CITYSCAPES_CLASSES))
+    train_to_raw = {train: raw_id for raw_id, train in CITYSCAPES_ID_TO_TRAIN_ID.items()}
     return EvalResult(
         dataset="cityscapes",
         images=len(pairs),
         class_names=CITYSCAPES_CLASSES,
         label_ids=tuple(train_to_raw[i] for i in range(len(CITYSCAPES_CLASSES))),
-        metrics=cm.compute(),
+        metrics=metrics_from_counts(matrix),
     )
 
 
