@@ -5,12 +5,20 @@ It is a cache of the truth on the hosts (container labels, run directories), saf
 several seglab processes at once: WAL mode, a busy timeout, one connection per process and
 thread, short transactions, and ``BEGIN IMMEDIATE`` around every read-modify-write. The
 schema is versioned with ``PRAGMA user_version`` and upgraded by :data:`MIGRATIONS`.
+
+A file that cannot be used (not a database, damaged, written by a newer seglab, another
+program's tables) never stops a command: it is moved aside to
+``registry.sqlite3.corrupt-<UTC time>`` with its WAL, the user is told which file and why
+in one warning line, and a fresh registry takes its place; the run manager's reconcile
+refills it from the hosts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import logging
 import os
 import sqlite3
 import sys
@@ -48,12 +56,26 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     OOM_KILLED = "oom_killed"
     STOPPED = "stopped"
+    KILLED = "killed"
     LOST = "lost"
 
 
 FINAL_STATUSES = frozenset(
-    {RunStatus.FINISHED, RunStatus.FAILED, RunStatus.OOM_KILLED, RunStatus.STOPPED}
+    {
+        RunStatus.FINISHED,
+        RunStatus.FAILED,
+        RunStatus.OOM_KILLED,
+        RunStatus.STOPPED,
+        RunStatus.KILLED,
+    }
 )
+
+log = logging.getLogger(__name__)
+
+# The tables and run columns this seglab needs; a file without them is not a registry.
+_TABLES = ("runs", "events", "queue", "reservations")
+# SQLite's primary result codes for a damaged file and for a file that is no database.
+_DAMAGE_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 # Each entry upgrades the schema by one version: entry i takes user_version i to i + 1.
 # Never edit a released entry; append a new one.
@@ -111,11 +133,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX reservations_by_run ON reservations (run_id)",
     ),
     ("ALTER TABLE runs ADD COLUMN members TEXT NOT NULL DEFAULT '[]'",),
+    # Version 3 adds the status "killed": no statement, but a seglab that does not know it
+    # sees a newer schema instead of a status it cannot read.
+    (),
 )
 
 
 class RegistryError(SeglabError):
     """The registry file cannot be used (for example, a newer seglab wrote it)."""
+
+
+class UnusableRegistryError(RegistryError):
+    """A registry file that cannot be opened as this seglab's registry; ``reason`` says why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the registry {path} cannot be used: {reason}")
 
 
 class UnknownRunError(SeglabError):
@@ -216,20 +249,94 @@ class Registry:
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
-            return conn
+            if self._local.file == _identity(self.path):
+                return conn
+            self._drop()  # the file was set aside (or deleted) since: open the new one
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-        )
-        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-        _enable_wal(conn, self.timeout)
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        _migrate(conn, MIGRATIONS)
+        try:
+            conn = self._open()
+        except UnusableRegistryError as exc:
+            self._set_aside(exc.reason)
+            conn = self._open()
         self._local.conn, self._local.pid = conn, os.getpid()
+        self._local.file = _identity(self.path)
         with self._lock:
             self._opened.append((os.getpid(), conn))
         return conn
+
+    def _open(self) -> sqlite3.Connection:
+        """A connection to a usable, migrated file (UnusableRegistryError if it is not)."""
+        conn = sqlite3.connect(
+            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            _enable_wal(conn, self.timeout)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            problem = _version_problem(conn)
+            if problem is None:
+                _migrate(conn, MIGRATIONS)
+                problem = _schema_problem(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if _is_damage(exc):
+                raise UnusableRegistryError(self.path, str(exc)) from exc
+            raise
+        except BaseException:
+            conn.close()
+            raise
+        if problem:
+            conn.close()
+            raise UnusableRegistryError(self.path, problem)
+        return conn
+
+    def _drop(self) -> None:
+        """Close this thread's connection (the next call opens a new one)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        self._local = threading.local()
+        if conn is not None:
+            with self._lock:
+                self._opened = [(pid, c) for pid, c in self._opened if c is not conn]
+            conn.close()
+
+    def _set_aside(self, reason: str) -> None:
+        """Move an unusable file aside (with its WAL) and tell the user, once.
+
+        Under a lock file, the file is checked again first: another seglab process (or
+        thread) may have set it aside already, and then there is nothing to do.
+        """
+        self._drop()
+        with _locked(self.path.with_name(self.path.name + ".lock")):
+            if _file_problem(self.path) is None:
+                return
+            aside = _aside_name(self.path)
+            for suffix in ("-wal", "-shm", ""):  # the WAL first: a fresh file must not find it
+                source = self.path.with_name(self.path.name + suffix)
+                if source.exists():
+                    source.rename(aside.with_name(aside.name + suffix))
+        log.warning(
+            "seglab: the registry %s cannot be used (%s); moved it to %s and started a "
+            "fresh one, which seglab refills from the hosts",
+            self.path,
+            reason,
+            aside,
+        )
+
+    def _recovering(self, exc: sqlite3.DatabaseError) -> None:
+        """Set the file aside when ``exc`` says it is damaged; otherwise re-raise ``exc``."""
+        if not _is_damage(exc):
+            raise exc
+        self._set_aside(str(exc))
+
+    def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
+        """Every row of a read; a file found damaged is set aside and the read answered
+        from the fresh registry."""
+        try:
+            return self._connection().execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            self._recovering(exc)
+        return self._connection().execute(sql, params).fetchall()
 
     def close(self) -> None:
         """Close this process's connections (a later call opens new ones)."""
@@ -248,19 +355,31 @@ class Registry:
 
     def schema_version(self) -> int:
         """The schema version of the file (`PRAGMA user_version`)."""
-        return _user_version(self._connection())
+        return int(self._rows("PRAGMA user_version")[0][0])
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A short write transaction that holds the write lock from its first statement."""
+        """A short write transaction that holds the write lock from its first statement.
+
+        A file found damaged is set aside, and the write refused with a RegistryError
+        (the fresh registry does not hold what the write was about).
+        """
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            self._recovering(exc)
+            raise RegistryError(
+                f"the registry {self.path} was damaged ({exc}) and has been replaced",
+                "run the command again",
+            ) from exc
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -277,20 +396,15 @@ class Registry:
 
     def has_run(self, run_id: str) -> bool:
         """Whether the registry holds a run with this id."""
-        row = self._connection().execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,))
-        return row.fetchone() is not None
+        return bool(self._rows("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)))
 
     def get_run(self, run_id: str) -> RunRecord:
         """The run with this id (UnknownRunError, with a did-you-mean, if there is none)."""
-        row = (
-            self._connection()
-            .execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
-            .fetchone()
-        )
-        if row is None:
-            known = [r[0] for r in self._connection().execute("SELECT run_id FROM runs")]
+        rows = self._rows(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            known = [r[0] for r in self._rows("SELECT run_id FROM runs")]
             raise UnknownRunError(run_id, known)
-        return _from_row(row)
+        return _from_row(rows[0])
 
     def list_runs(self, include_finished: bool = True, host: str | None = None) -> list[RunRecord]:
         """Runs oldest first; without `include_finished`, only those not yet ended."""
@@ -303,7 +417,7 @@ class Registry:
             where.append("host = ?")
             params.append(host)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        rows = self._connection().execute(
+        rows = self._rows(
             f"SELECT {_RUN_COLUMNS} FROM runs{clause} ORDER BY created_at, run_id", params
         )
         return [_from_row(row) for row in rows]
@@ -376,17 +490,13 @@ class Registry:
         if after_seq is not None:
             sql += " AND seq > ?"
             params.append(after_seq)
-        rows = self._connection().execute(sql + " ORDER BY seq", params)
+        rows = self._rows(sql + " ORDER BY seq", params)
         return [from_dict(json.loads(payload)) for (payload,) in rows]
 
     def last_seq(self, run_id: str) -> int | None:
         """The highest stored event seq of a run (None when it has no events)."""
-        row = (
-            self._connection()
-            .execute("SELECT MAX(seq) FROM events WHERE run_id = ?", (run_id,))
-            .fetchone()
-        )
-        return None if row[0] is None else int(row[0])
+        (value,) = self._rows("SELECT MAX(seq) FROM events WHERE run_id = ?", (run_id,))[0]
+        return None if value is None else int(value)
 
     # -- queue -------------------------------------------------------------------------------
 
@@ -404,7 +514,7 @@ class Registry:
 
     def pending(self) -> list[QueueItem]:
         """Unclaimed launches, first in first out."""
-        rows = self._connection().execute(
+        rows = self._rows(
             "SELECT id, run_id, request, created_at, state FROM queue "
             "WHERE state = 'pending' ORDER BY id"
         )
@@ -481,7 +591,7 @@ class Registry:
         if host is not None:
             sql += " WHERE host = ?"
             params = (host,)
-        rows = self._connection().execute(sql + " ORDER BY host, gpu", params)
+        rows = self._rows(sql + " ORDER BY host, gpu", params)
         return {(h, g): r for h, g, r in rows}
 
 
@@ -490,6 +600,89 @@ class Registry:
 
 def _user_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file is at ``path`` now (device, inode), or None when there is none."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file is damaged or no database at all."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return (code & 0xFF) in _DAMAGE_CODES
+    return "file is not a database" in str(exc) or "malformed" in str(exc)
+
+
+def _version_problem(conn: sqlite3.Connection) -> str | None:
+    """Why the file's schema version rules it out (newer, or another program's tables)."""
+    version = _user_version(conn)
+    if version > len(MIGRATIONS):
+        return f"its schema version {version} is newer than this seglab knows ({len(MIGRATIONS)})"
+    if version == 0 and conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+        return "it holds tables that seglab did not create"
+    return None
+
+
+def _schema_problem(conn: sqlite3.Connection) -> str | None:
+    """What a migrated file lacks of the tables and run columns seglab reads."""
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    tables = {name for (name,) in rows}
+    missing = [name for name in _TABLES if name not in tables]
+    if missing:
+        return f"it lacks the table(s) {', '.join(missing)}"
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    missing = [name for name in RUN_FIELDS if name not in columns]
+    if missing:
+        return f"its runs table lacks the column(s) {', '.join(missing)}"
+    return None
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why the file at ``path`` cannot be used, checked afresh (None if it can, or if
+    there is none). Reads only; a full ``quick_check`` finds damage a query ran into."""
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+    try:
+        problem = _version_problem(conn)
+        if problem is None and _user_version(conn) == len(MIGRATIONS):
+            problem = _schema_problem(conn)
+        if problem is None:
+            found = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
+            problem = None if found == ["ok"] else "; ".join(found)
+    except sqlite3.DatabaseError as exc:
+        if not _is_damage(exc):
+            raise
+        problem = str(exc)
+    finally:
+        conn.close()
+    return problem
+
+
+def _aside_name(path: Path) -> Path:
+    """``registry.sqlite3.corrupt-<UTC time>``, numbered if that name is taken."""
+    stem = f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    aside, number = path.with_name(stem), 1
+    while aside.exists():
+        aside, number = path.with_name(f"{stem}.{number}"), number + 1
+    return aside
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on the file ``path`` (created if needed) for the block."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:

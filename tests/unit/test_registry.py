@@ -17,7 +17,6 @@ from seglab.registry import (
     MIGRATIONS,
     Member,
     Registry,
-    RegistryError,
     RunRecord,
     RunStatus,
     UnknownRunError,
@@ -113,13 +112,44 @@ def test_an_older_schema_is_upgraded_in_order_keeping_its_rows(
     conn.close()
 
 
-def test_a_file_from_a_newer_seglab_is_refused(tmp_path: Path) -> None:
+def test_a_file_from_a_newer_seglab_is_set_aside_and_a_fresh_one_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "registry.sqlite3"
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 5}")
     conn.close()
-    with Registry(path) as reg, pytest.raises(RegistryError, match="newer than this seglab"):
-        reg.list_runs()
+    with Registry(path) as reg:
+        assert reg.list_runs() == []
+        assert reg.schema_version() == len(MIGRATIONS)
+    (aside,) = tmp_path.glob("registry.sqlite3.corrupt-*")
+    conn = sqlite3.connect(aside)
+    assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS) + 5,)
+    conn.close()
+    (warning,) = caplog.messages
+    assert f"schema version {len(MIGRATIONS) + 5} is newer" in warning
+    assert str(path) in warning and str(aside) in warning
+
+
+def test_a_file_with_another_programs_tables_is_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE runs (id INTEGER)")
+    conn.commit()
+    conn.close()
+    with Registry(path) as reg:
+        reg.upsert_run(_run())
+        assert [r.run_id for r in reg.list_runs()] == ["smoke.default.a1b2"]
+    assert len(list(tmp_path.glob("registry.sqlite3.corrupt-*"))) == 1
+
+
+def test_a_zero_length_file_is_simply_a_new_registry(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    path.touch()
+    with Registry(path) as reg:
+        assert reg.list_runs() == []
+        assert reg.schema_version() == len(MIGRATIONS)
+    assert list(tmp_path.glob("registry.sqlite3.corrupt-*")) == []
 
 
 def test_the_default_location_is_the_state_dir(isolated_xdg: Path) -> None:
@@ -130,6 +160,14 @@ def test_the_default_location_is_the_state_dir(isolated_xdg: Path) -> None:
 
 
 # -- runs ------------------------------------------------------------------------------------
+
+
+def test_killed_is_a_final_status_of_its_own(reg: Registry) -> None:
+    reg.upsert_run(_run(status=RunStatus.RUNNING))
+    killed = reg.update_run("smoke.default.a1b2", status=RunStatus.KILLED, exit_code=137)
+    assert killed.status is RunStatus.KILLED and str(killed.status) == "killed"
+    assert killed.is_final
+    assert reg.list_runs(include_finished=False) == []
 
 
 def test_runs_round_trip_and_upsert_replaces(reg: Registry) -> None:
@@ -179,7 +217,7 @@ def test_a_schema_1_registry_gains_the_members_column(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with Registry(path) as reg:
-        assert reg.schema_version() == len(MIGRATIONS) == 2
+        assert reg.schema_version() == len(MIGRATIONS) == 3
         old = reg.get_run("old.default.a1b2")
         assert old.members == () and old.host == "local"
 
