@@ -1,0 +1,1 @@
+"""One set of lifecycle cases every Runtime must pass (process, Docker, Slurm, the fake)."""
