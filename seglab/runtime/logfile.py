@@ -1,4 +1,10 @@
-"""Whole lines of a log file that a run appends to (train.log of processes and Slurm jobs)."""
+"""Whole lines of a log file that a run appends to (train.log of processes and Slurm jobs).
+
+Memory stays bounded whatever the run writes: a line is held up to
+:data:`~seglab.safetext.MAX_LINE_BYTES`; the rest of it is counted, not kept, and the line
+is given with a :func:`~seglab.safetext.cut_marker`. ``tail`` reads backwards from the
+end in fixed blocks, so finding the last lines costs one pass over them, never more.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from seglab.runtime.base import LogCursor, LogLine
+from seglab.safetext import MAX_LINE_BYTES, cut_marker, whole_chars
 
 _READ = 65536
 
@@ -17,20 +24,56 @@ def tail_offset(path: Path, lines: int) -> int:
     line counts as one)."""
     with open(path, "rb") as handle:
         size = handle.seek(0, os.SEEK_END)
-        if lines <= 0:
+        if lines <= 0 or size == 0:
             return size
-        pos, data = size, b""
-        while pos > 0 and data.count(b"\n") <= lines:
+        handle.seek(size - 1)
+        pos = size - 1 if handle.read(1) == b"\n" else size  # the last line's own newline
+        wanted = lines
+        while pos > 0:
             step = min(_READ, pos)
             pos -= step
             handle.seek(pos)
-            data = handle.read(step) + data
-        cut = len(data) - 1 if data.endswith(b"\n") else len(data)
-        for _ in range(lines):
-            cut = data.rfind(b"\n", 0, cut)
-            if cut < 0:
-                break
-        return pos + cut + 1
+            block = handle.read(step)
+            found = block.count(b"\n")
+            if found < wanted:
+                wanted -= found
+                continue
+            cut = len(block)
+            for _ in range(wanted):
+                cut = block.rfind(b"\n", 0, cut)
+            return pos + cut + 1
+        return 0
+
+
+class _Line:
+    """The line being read: its first ``limit`` bytes kept, the rest only counted."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.kept = 0
+        self.dropped = 0
+
+    def add(self, data: bytes) -> None:
+        room = self.limit - self.kept
+        if room > 0:
+            self.parts.append(data[:room])
+            self.kept += min(room, len(data))
+        self.dropped += max(0, len(data) - room)
+
+    def size(self) -> int:
+        return self.kept + self.dropped
+
+    def take(self) -> str:
+        """The line as text (cut with a marker when it was too long); starts a new one."""
+        raw = b"".join(self.parts)
+        dropped = self.dropped
+        if dropped:
+            keep = whole_chars(raw)
+            raw, dropped = raw[:keep], dropped + len(raw) - keep
+        self.parts, self.kept, self.dropped = [], 0, 0
+        text = raw.decode("utf-8", "replace")
+        return text + cut_marker(dropped) if dropped else text
 
 
 def read_lines(
@@ -41,11 +84,13 @@ def read_lines(
     since: LogCursor | None,
     tail: int | None,
     poll: float,
+    limit: int = MAX_LINE_BYTES,
 ) -> Iterator[LogLine]:
     """Whole lines of ``path`` from a cursor (byte offset) or the last ``tail``.
 
     With ``follow`` it waits for more while ``active()`` says the run goes on. A final line
-    without a newline is given only once the run has ended.
+    without a newline is given only once the run has ended. A line longer than ``limit``
+    bytes is given cut there, with a marker saying how many bytes were left out.
     """
     if since is not None:
         offset = since.offset
@@ -53,7 +98,7 @@ def read_lines(
         offset = tail_offset(path, tail)
     else:
         offset = 0
-    pending = b""
+    line = _Line(limit)
     with open(path, "rb") as handle:
         handle.seek(offset)
         while True:
@@ -66,10 +111,13 @@ def read_lines(
                         break
                     time.sleep(poll)
                     continue
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                offset += len(line) + 1
-                yield LogLine(line.decode("utf-8", "replace"), LogCursor(offset=offset))
-    if pending and not active():
-        yield LogLine(pending.decode("utf-8", "replace"), LogCursor(offset=offset + len(pending)))
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                line.add(chunk[start:end])
+                offset += line.size() + 1
+                yield LogLine(line.take(), LogCursor(offset=offset))
+                start = end + 1
+            line.add(chunk[start:])
+    if line.size() and not active():
+        offset += line.size()
+        yield LogLine(line.take(), LogCursor(offset=offset))

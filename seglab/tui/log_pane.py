@@ -1,7 +1,9 @@
 """The log pane of the selected run: bounded, follow on by default, events hidden, search.
 
 A daemon thread follows the run's log (the runtimes' iterators block) and appends lines to
-a queue; the UI drains it a few times a second and writes them in one batch.
+a queue; the UI drains it a few times a second and writes them in one batch. Every line is
+made safe (:func:`seglab.safetext.safe_line`) as it is queued: a run's output never
+reaches the widget with control sequences, and colour is not kept.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from textual.containers import Vertical
 from textual.widgets import Input, Log, Static
 
 from seglab.events import PREFIX
+from seglab.safetext import safe_line
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ class LogPane(Vertical):
 
     def compose(self) -> ComposeResult:
         """Status line, log, hidden search input."""
-        yield Static("", id="log-status")
+        yield Static("", id="log-status", markup=False)
         yield Log(max_lines=MAX_LINES, auto_scroll=True, id="log")
         yield Input(placeholder="search the log (enter: next match, esc: close)", id="log-search")
 
@@ -105,13 +108,14 @@ class LogPane(Vertical):
         self._show_status()
 
     def feed(self, lines: Iterable[str]) -> None:
-        """Queue lines for display (safe from any thread)."""
+        """Queue lines for display, made safe to show (callable from any thread)."""
+        shown = [safe_line(line) for line in lines]
         with self._lock:
-            self._pending.extend(lines)
+            self._pending.extend(shown)
 
     def report(self, message: str) -> None:
         """Note why the log is not shown (safe from any thread)."""
-        self._note = message
+        self._note = safe_line(message)
         self._note_dirty = True
 
     def flush(self) -> None:

@@ -18,6 +18,7 @@ from seglab.runtime import LaunchFailed, LaunchSpec, LogCursor, NameInUse, RunLo
 from seglab.runtime.logfile import tail_offset
 from seglab.runtime.process import PROCESS_FILE, ProcessRuntime
 from seglab.runtime.procwrap import proc_start_time
+from seglab.safetext import MAX_LINE_BYTES, cut_marker
 
 # A stand-in trainer: prints numbered lines, and on SIGTERM writes a checkpoint marker and
 # exits 0 (what seglab.train does); it ends by itself when `done` appears in its cwd.
@@ -198,6 +199,8 @@ def test_logs_are_whole_lines_follow_and_resume_without_gap_or_duplicate(
         """
     )
     expected = [f"line {i} " + "x" * (70000 if i == 10 else i) for i in range(30)]
+    # A line over the cap (64 KiB) comes cut, with a marker counting what was left out.
+    expected[10] = expected[10][:MAX_LINE_BYTES] + cut_marker(len(expected[10]) - MAX_LINE_BYTES)
     expected.append("unterminated")
     ref = runtime.launch(spec_for(runtime.runs_root, "lines", writer))
     followed = list(runtime.logs(ref, follow=True))
