@@ -25,15 +25,22 @@ def texts(engine: Engine, ref: str) -> list[str]:
 
 def running(engine: Engine, ref: str) -> RuntimeState:
     """The run's state once it is running (a Slurm job may pend first)."""
-    return engine.eventually(
-        lambda: (state := engine.runtime.inspect(ref)).status == "running" and state,
-        "running state",
-    )
+
+    def probe() -> RuntimeState | None:
+        state = engine.runtime.inspect(ref)
+        return state if state.status == "running" else None
+
+    return engine.eventually(probe, "running state")
 
 
 def printed(engine: Engine, ref: str, last: str) -> list[str]:
     """The log once ``last`` has appeared in it."""
-    return engine.eventually(lambda: (lines := texts(engine, ref))[-1:] == [last] and lines, last)
+
+    def probe() -> list[str] | None:
+        lines = texts(engine, ref)
+        return lines if lines[-1:] == [last] else None
+
+    return engine.eventually(probe, last)
 
 
 def test_a_run_is_found_watched_stopped_and_removed(engine: Engine) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -56,13 +56,8 @@ def replayed_gpus(phase: str, count: int = 2) -> tuple[GpuSample, ...]:
     samples = parse_csv_table(plan, csv(standin.gpu_rows(list(plan.fields), True)), "local", 0.0)
     apps = parse_compute_apps(csv(standin.app_rows(list(APP_FIELDS), True)))
     return tuple(
-        GpuSample(**{**_fields(s), "processes": tuple(a for a in apps if a.gpu_uuid == s.uuid)})
-        for s in samples
+        replace(s, processes=tuple(a for a in apps if a.gpu_uuid == s.uuid)) for s in samples
     )
-
-
-def _fields(sample: GpuSample) -> dict[str, object]:
-    return {name: getattr(sample, name) for name in GpuSample.__slots__}
 
 
 @dataclass
