@@ -40,6 +40,7 @@ from tests.fakes.runtime import FakeRuntime
 from tests.standin.nvidia_smi import Capture, StandIn
 
 H100 = "linux-x86_64__nvidia-h100-80gb-hbm3__590.48.01.txt"
+GPU1 = "GPU-00000001-5e61-4ab0-8000-0000736715ac"  # the stand-in's UUID of the second GPU
 
 
 @cache
@@ -353,6 +354,17 @@ def test_members_still_running_after_the_timeout_are_killed(lab: Lab) -> None:
     assert lab.held() == {}
 
 
+def test_reconcile_puts_a_multi_node_run_together_from_its_members(lab: Lab) -> None:
+    (record,) = lab.submit(nodes_recipe(lab.tmp), on="local:0,local:1")
+    lab.registry.close()
+    (lab.tmp / "registry.sqlite3").unlink()
+    lab.registry = Registry(lab.tmp / "registry.sqlite3")
+    assert lab.new_manager().reconcile() == [record.run_id]
+    adopted = lab.registry.get_run(record.run_id)
+    assert adopted.members == record.members and adopted.status == RunStatus.RUNNING
+    assert sorted(lab.held()) == sorted(gpu.uuid for gpu in replayed_gpus("idle"))
+
+
 @pytest.mark.parametrize(
     ("drive", "status", "exit_code"),
     [
@@ -383,6 +395,16 @@ def test_a_launch_that_raises_leaves_no_row_reservation_or_run_dir(lab: Lab) -> 
     assert lab.held() == {}
     assert not lab.runs_root.exists() or list(lab.runs_root.iterdir()) == []
     assert lab.fake.runs == {}
+
+
+def test_one_failed_start_in_a_grid_leaves_the_others_running(lab: Lab) -> None:
+    lab.fake.refuse(LaunchFailed("the engine refused"), lambda spec: spec.gpus == (GPU1,))
+    with pytest.raises(RunError, match=r"the engine refused \(started: grid\.lr-lr0\."):
+        lab.submit(grid(lab.tmp, 2))
+    (survivor,) = lab.registry.list_runs()
+    assert survivor.status == RunStatus.RUNNING and survivor.variant == "lr=lr0"
+    assert lab.held() == {survivor.gpus[0]: survivor.run_id}
+    assert [path.name for path in lab.runs_root.iterdir()] == [survivor.run_id]
 
 
 def test_a_member_that_fails_to_start_takes_the_started_ones_with_it(lab: Lab) -> None:
