@@ -3,17 +3,24 @@
 A custom collector (the official ``prometheus_client``) reads the latest host states and
 the registry's active runs at scrape time. GPU series are labelled ``host``, ``index``,
 ``uuid`` and ``name``; a value the driver does not give is left out, never exported as 0.
+
+The HTTP server answers each scrape in its own thread and listens with a backlog of
+:data:`LISTEN_BACKLOG`, so a burst of concurrent scrapers is queued, not dropped.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from seglab.telemetry.sample import GpuSample, HostState, HostStatus
 
@@ -21,6 +28,7 @@ log = logging.getLogger(__name__)
 
 GPU_LABELS = ("host", "index", "uuid", "name")
 MIB = 1024 * 1024
+LISTEN_BACKLOG = 1024  # the kernel caps it at net.core.somaxconn
 
 # (metric name, help, sample attribute, scale)
 GPU_GAUGES: tuple[tuple[str, str, str, float], ...] = (
@@ -154,9 +162,39 @@ def _labels(gpu: GpuSample) -> tuple[str, str, str, str]:
     return (gpu.host, str(gpu.index), gpu.uuid, gpu.name or "")
 
 
-def serve(collector: TelemetryCollector, port: int, bind: str) -> tuple[Any, Any]:
+class _Server(ThreadingWSGIServer):
+    """A thread per scrape, daemon threads, and a listen backlog that holds a burst."""
+
+    request_queue_size = LISTEN_BACKLOG
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr for every scrape."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log nothing."""
+
+
+def serve(
+    collector: TelemetryCollector, port: int, bind: str
+) -> tuple[WSGIServer, threading.Thread]:
     """Serve ``/metrics`` from a daemon thread; returns (server, thread)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    server, thread = start_http_server(port, addr=bind, registry=registry)
+    family, address = _family(bind, port)
+
+    class Server(_Server):
+        address_family = family
+
+    server = make_server(address, port, make_wsgi_app(registry), Server, _QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True, name="seglab-exporter")
+    thread.start()
     return server, thread
+
+
+def _family(bind: str, port: int) -> tuple[socket.AddressFamily, str]:
+    """The address family (IPv4 or IPv6) and address to listen on for ``bind``."""
+    family, _, _, _, address = socket.getaddrinfo(
+        bind, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    return family, str(address[0])

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -165,8 +166,8 @@ def _add_running_run() -> None:
         )
 
 
-def _fetch(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
+def _fetch(url: str, timeout: float = 10) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         body: bytes = response.read()
     return body.decode()
 
@@ -229,6 +230,64 @@ def test_exporter_serves_parseable_prometheus_text(monkeypatch: pytest.MonkeyPat
     assert process.returncode == 130
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == [], "stopping the exporter stops its nvidia-smi stream"
+
+
+def _listen_backlog(port: int) -> int | None:
+    """The listen backlog of the socket on ``port`` (ss's Send-Q), None without ss."""
+    if shutil.which("ss") is None:
+        return None
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    return max(int(line.split()[2]) for line in out.splitlines())
+
+
+@pytest.mark.faults
+def test_exporter_answers_200_concurrent_scrapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    _configure(use_standin(monkeypatch, gpus=2))
+    _add_running_run()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "seglab", "exporter", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split()[3]
+        deadline = time.monotonic() + 20
+        while 'seglab_gpu_power_draw_watts{host="local",index="1"' not in _fetch(url):
+            assert time.monotonic() < deadline, "the exporter never had GPU readings"
+            time.sleep(0.2)
+        backlog = _listen_backlog(int(url.rsplit(":", 1)[1].split("/")[0]))
+        assert backlog is None or backlog >= 128, f"listen backlog {backlog}"
+        scrapers = 200
+        start = threading.Barrier(scrapers)
+        bodies: list[str] = []
+        failures: list[str] = []
+
+        def scrape() -> None:
+            start.wait()
+            try:
+                bodies.append(_fetch(url, timeout=120))
+            except OSError as exc:
+                failures.append(repr(exc))
+
+        threads = [threading.Thread(target=scrape) for _ in range(scrapers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == [] and len(bodies) == scrapers
+        for body in bodies:
+            families = {f.name: f for f in text_string_to_metric_families(body)}
+            assert len(families["seglab_gpu_power_draw_watts"].samples) == 2
+            assert families["seglab_run_loss"].samples[0].value == 0.75
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+    assert process.returncode == 130
 
 
 def test_exporter_rejects_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
