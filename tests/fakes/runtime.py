@@ -6,8 +6,9 @@ until the test ends it (:meth:`~FakeRuntime.exit`, :meth:`~FakeRuntime.oom`,
 it with its ``on_term`` code, ``kill`` with 137). A :class:`Behaviour` given before the
 launch (:meth:`~FakeRuntime.script`) sets a run's output and how it ends, so the fake can
 be held to the same contract as the real runtimes (tests/contract). Errors are the real
-ones: NameInUse, RunNotFound, RunStillRunning, RunLost, and what
-:meth:`~FakeRuntime.refuse` sets for a launch. Times are the wall clock moved by
+ones: NameInUse (a name stays in use until its run is removed, as a container name
+does), RunNotFound, RunStillRunning, RunLost, and what :meth:`~FakeRuntime.refuse` sets
+for a launch. Times are the wall clock moved by
 :meth:`~FakeRuntime.advance` (a member that failed "a minute ago" is one call away).
 """
 
