@@ -76,6 +76,12 @@ class _Line:
         return text + cut_marker(dropped) if dropped else text
 
 
+def _cut(raw: bytes, limit: int) -> str:
+    """A whole line longer than ``limit`` bytes, cut with a marker."""
+    keep = whole_chars(raw[:limit])
+    return raw[:keep].decode("utf-8", "replace") + cut_marker(len(raw) - keep)
+
+
 def read_lines(
     path: Path,
     active: Callable[[], bool],
@@ -111,13 +117,17 @@ def read_lines(
                         break
                     time.sleep(poll)
                     continue
-            start = 0
-            while (end := chunk.find(b"\n", start)) >= 0:
-                line.add(chunk[start:end])
-                offset += line.size() + 1
-                yield LogLine(line.take(), LogCursor(offset=offset))
-                start = end + 1
-            line.add(chunk[start:])
+            pieces = chunk.split(b"\n")
+            line.add(pieces[0])
+            if len(pieces) == 1:
+                continue  # still inside one line
+            offset += line.size() + 1
+            yield LogLine(line.take(), LogCursor(offset=offset))
+            for raw in pieces[1:-1]:
+                offset += len(raw) + 1
+                text = raw.decode("utf-8", "replace") if len(raw) <= limit else _cut(raw, limit)
+                yield LogLine(text, LogCursor(offset=offset))
+            line.add(pieces[-1])  # the start of the next line (or nothing)
     if line.size() and not active():
         offset += line.size()
         yield LogLine(line.take(), LogCursor(offset=offset))
