@@ -81,7 +81,7 @@ async def _stream_phase(
     remotes: RemoteHosts, smi: str, gpus: int, seconds: float
 ) -> dict[str, float]:
     sources = [
-        SmiSource(name, remotes.executor(name), nvidia_smi=smi, interval=1.0)
+        SmiSource(name, remotes.machine(name), nvidia_smi=smi, interval=1.0)
         for name in remotes.names
     ]
     tasks = [asyncio.create_task(source.run()) for source in sources]
@@ -111,14 +111,14 @@ async def _stream_phase(
 
 
 async def _poll_phase(remotes: RemoteHosts, smi: str, seconds: float) -> dict[str, float]:
-    help_text = await remotes.executor(remotes.names[0]).run([smi, "--help-query-gpu"], 30)
+    help_text = await remotes.machine(remotes.names[0]).run([smi, "--help-query-gpu"], timeout=30)
     plan = FieldPlan.choose(supported_fields(help_text.stdout))
     argv = [smi, f"--query-gpu={plan.query()}", "--format=csv,noheader,nounits"]
     rows = 0
 
     async def poll(name: str) -> None:
         nonlocal rows
-        executor = remotes.executor(name)
+        executor = remotes.machine(name)
         while True:
             started = time.monotonic()
             result = await executor.run(argv, timeout=10)

@@ -28,7 +28,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from seglab.telemetry.executor import LocalExecutor  # noqa: E402
+from seglab.machines import LocalMachine  # noqa: E402
 from seglab.telemetry.smi import (  # noqa: E402
     FieldPlan,
     SmiSource,
@@ -44,7 +44,7 @@ async def stream_mode(hosts: int, seconds: float) -> tuple[float, float, int]:
     sources = [
         SmiSource(
             f"bench{i}",
-            LocalExecutor(),
+            LocalMachine(),
             nvidia_smi=str(STANDIN),
             interval=1.0,
             apps_interval=3600.0,
@@ -72,7 +72,7 @@ async def stream_mode(hosts: int, seconds: float) -> tuple[float, float, int]:
 
 async def spawn_mode(hosts: int, seconds: float, plan: FieldPlan) -> tuple[float, float, int]:
     """(parent CPU s, nvidia-smi CPU s, GPU samples) when spawning one process per poll."""
-    executor = LocalExecutor()
+    executor = LocalMachine()
     argv = [str(STANDIN), f"--query-gpu={plan.query()}", "--format=csv,noheader,nounits"]
     samples = 0
 
@@ -116,7 +116,7 @@ async def main() -> None:
         SEGLAB_STANDIN_GPUS=str(args.gpus),
         SEGLAB_STANDIN_PHASE="load",
     )
-    probe = await LocalExecutor().run([str(STANDIN), "--help-query-gpu"], timeout=30)
+    probe = await LocalMachine().run([str(STANDIN), "--help-query-gpu"], timeout=30)
     plan = FieldPlan.choose(supported_fields(probe.stdout))
     gpus = args.hosts * args.gpus
     print(

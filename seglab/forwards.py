@@ -28,7 +28,6 @@ from seglab.runtime import EngineUnavailable, LaunchSpec, Mount, RunNotFound, Ru
 from seglab.runtime.docker import DockerRuntime
 
 if TYPE_CHECKING:
-    from seglab.remote.forward import PortForward
     from seglab.workstation import Workstation
 
 log = logging.getLogger(__name__)
@@ -257,8 +256,7 @@ def _open(
         [lambda: runtime.remove(container, force=True)],
     )
     try:
-        if not host.is_local:
-            opened.local_port = _forward(ws, host.name, remote_port, port or 0, opened)
+        opened.local_port = _forward(ws, host.name, remote_port, port or 0, opened)
         opened.url = f"http://127.0.0.1:{opened.local_port}/{path}"
         _wait_ready(opened, spec.image)
     except BaseException:
@@ -268,34 +266,25 @@ def _open(
 
 
 def _proc_net_tcp(ws: Workstation, host: Host) -> str:
-    if host.is_local:
-        files = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
-        return "".join(f.read_text() for f in files if f.exists())
-    from seglab.remote.bridge import RemoteUnavailable
-
-    try:
-        return (
-            ws.remote()
-            .run(
-                host.name, ["sh", "-c", "cat /proc/net/tcp; cat /proc/net/tcp6 2>/dev/null || true"]
-            )
-            .stdout
-        )
-    except RemoteUnavailable as exc:
-        raise RunError(str(exc)) from exc
+    result = ws.machine(host.name).run(
+        ["sh", "-c", "cat /proc/net/tcp; cat /proc/net/tcp6 2>/dev/null || true"]
+    )
+    if result.returncode != 0:
+        raise RunError(f"cannot list the ports in use on {host.name}: {result.output}")
+    return result.stdout
 
 
 def _forward(
     ws: Workstation, name: str, remote_port: int, local_port: int, opened: OpenForward
 ) -> int:
-    bridge = ws.remote()
+    """Make ``remote_port`` of host ``name`` reachable on 127.0.0.1 here (a local host's
+    port is reachable as it is); the forward is stopped when ``opened`` closes."""
+    machine = ws.machine(name)
     try:
-        forward: PortForward = bridge.call(
-            bridge.remotes.forward_port(name, remote_port, local_port=local_port), 60
-        )
+        forward = machine.forward_port(remote_port, local_port)
     except OSError as exc:
         raise RunError(f"cannot listen on 127.0.0.1:{local_port}: {exc}") from exc
-    opened._undo.append(lambda: bridge.call(bridge.remotes.close_port(forward), 30))
+    opened._undo.append(lambda: machine.stop_forward(forward))
     return forward.local_port
 
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from seglab.commands import add_command, print_json
 
 if TYPE_CHECKING:
+    from seglab.telemetry.live import LiveTelemetry
     from seglab.telemetry.sample import GpuSample, HostState
-    from seglab.telemetry.source import Telemetry
 
 DESCRIPTION = """\
 Show the GPUs of every host in hosts.yaml (and this machine): utilisation and memory
@@ -75,42 +75,25 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 @contextlib.asynccontextmanager
-async def open_telemetry(only: str | None) -> AsyncIterator[Telemetry]:
-    """Telemetry of every inventory host (or the one named), remote ones over SSH."""
-    from seglab.commands import CommandError
-    from seglab.hosts import UnknownHostError, load_inventory
-    from seglab.remote.manager import RemoteHosts
-    from seglab.telemetry.source import Telemetry
+async def open_telemetry(only: str | None) -> AsyncIterator[LiveTelemetry]:
+    """The workstation's telemetry of every inventory host (or the one named), remote ones
+    over the workstation's SSH connections."""
+    from seglab.workstation import Workstation
 
-    inventory = load_inventory()
+    workstation = Workstation()
     try:
-        hosts = [inventory.get(only)] if only else list(inventory)
-    except UnknownHostError as exc:
-        raise CommandError(str(exc)) from None
-    remote = [host.name for host in hosts if not host.is_local]
-    remotes = RemoteHosts(inventory) if remote else None
-    telemetry = Telemetry()
-    try:
-        if remotes is not None:
-            await remotes.start(remote)
-        for host in hosts:
-            if remotes is None or host.is_local:
-                await telemetry.add_host(host)
-            else:
-                await telemetry.add_host(
-                    host,
-                    executor=remotes.executor(host.name),
-                    docker_url=f"unix://{remotes.docker_socket(host.name)}",
-                )
-        yield telemetry
+        telemetry = workstation.telemetry([only] if only else None)
+        try:
+            await telemetry.start()
+            yield telemetry
+        finally:
+            await telemetry.close()
     finally:
-        await telemetry.close()
-        if remotes is not None:
-            await remotes.stop()
+        workstation.close()
 
 
-def _refresh_interval(telemetry: Telemetry) -> float:
-    intervals = [getattr(s, "interval", 1.0) for s in telemetry.sources.values()]
+def _refresh_interval(telemetry: LiveTelemetry) -> float:
+    intervals = [getattr(s, "interval", 1.0) for s in telemetry.telemetry.sources.values()]
     return max(0.2, min(intervals, default=1.0))
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from seglab.remote.bridge import RemoteBridge, RemoteUnavailable
 from seglab.runtime.errors import HostUnreachable
-from seglab.telemetry.executor import CommandResult, ExecutorError
+from seglab.machines import CommandError, CommandResult
 
 
 class RemoteCommands:
@@ -32,10 +32,12 @@ class RemoteCommands:
         if self.env_setup:
             command = ["bash", "-c", "\n".join(self.env_setup) + '\nexec "$@"', "bash", *command]
         try:
-            return self.bridge().execute(self.name, command, stdin=stdin, timeout=timeout)
+            bridge = self.bridge()
+            bridge.ensure(self.name)
+            return bridge.machine(self.name).run(command, stdin=stdin, timeout=timeout)
         except RemoteUnavailable as exc:
             raise HostUnreachable(str(exc)) from exc
-        except ExecutorError as exc:
+        except CommandError as exc:
             raise HostUnreachable(f"{self.name}: {exc}") from exc
         except TimeoutError as exc:
             raise HostUnreachable(

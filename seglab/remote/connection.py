@@ -220,7 +220,6 @@ class HostConnection:
         self._conn: asyncssh.SSHClientConnection | None = None
         self._hooks: list[Hook] = []
         self._changed = asyncio.Condition()
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     # -- reading ------------------------------------------------------------------------
@@ -292,10 +291,6 @@ class HostConnection:
                 )
         await self._set(LinkState.OFFLINE, "stopped")
 
-    def retry_now(self) -> None:
-        """Skip the current backoff wait (after `seglab hosts trust`, for example)."""
-        self._wake.set()
-
     async def _supervise(self) -> None:
         delay = self.options.backoff_initial
         while True:
@@ -305,7 +300,7 @@ class HostConnection:
                 conn, client = await open_connection(self.name, self.target, self.options)
             except HostKeyRefusedError as exc:
                 await self._set(LinkState.HOST_KEY_REFUSED, str(exc), exc.fingerprint)
-                await self._pause(self.options.refused_retry)
+                await asyncio.sleep(self.options.refused_retry)
                 continue
             except asyncssh.PermissionDenied as exc:
                 await self._set(
@@ -313,20 +308,20 @@ class HostConnection:
                     f"{self.target} refused every key offered (agent and key files; "
                     f"seglab never uses passwords): {exc.reason}",
                 )
-                await self._pause(self.options.refused_retry)
+                await asyncio.sleep(self.options.refused_retry)
                 continue
             except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
                 await self._set(
                     LinkState.OFFLINE,
                     f"cannot connect to {self.target}: {_reason(exc)}; retrying in {delay:g} s",
                 )
-                await self._pause(delay)
+                await asyncio.sleep(delay)
                 delay = min(delay * 2, self.options.backoff_max)
                 continue
             if await self._serve(conn, client):
                 delay = self.options.backoff_initial
             else:
-                await self._pause(delay)
+                await asyncio.sleep(delay)
                 delay = min(delay * 2, self.options.backoff_max)
 
     async def _serve(self, conn: asyncssh.SSHClientConnection, client: _Client) -> bool:
@@ -355,11 +350,6 @@ class HostConnection:
         reason = _reason(client.lost) if client.lost else "closed by the server"
         await self._set(LinkState.OFFLINE, f"connection lost: {reason}; reconnecting")
         return True
-
-    async def _pause(self, seconds: float) -> None:
-        self._wake.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
 
     async def _set(
         self, state: LinkState, message: str | None, fingerprint: str | None = None

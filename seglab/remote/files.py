@@ -30,6 +30,10 @@ class RemoteFileError(UnavailableError):
     """A remote file or directory is missing or unreadable; the message names it."""
 
 
+class RemoteFileMissing(RemoteFileError):
+    """A remote file or directory does not exist."""
+
+
 def sftp_path(path: str) -> str:
     """`path` as SFTP understands it: `~/x` becomes `x` (relative to the login directory)."""
     if path == "~":
@@ -82,9 +86,41 @@ class RemoteFiles:
                 data: bytes = await handle.read()
                 return data
         except asyncssh.SFTPNoSuchFile as exc:
-            raise RemoteFileError(f"{self.connection.name}:{path} does not exist") from exc
+            raise RemoteFileMissing(f"{self.connection.name}:{path} does not exist") from exc
         except asyncssh.SFTPError as exc:
             raise RemoteFileError(f"cannot read {self.connection.name}:{path}: {exc}") from exc
+
+    async def write_bytes(self, path: str, data: bytes) -> None:
+        """Write remote file `path` (its folder is created)."""
+        sftp = await self._client()
+        target = sftp_path(path)
+        try:
+            folder = posixpath.dirname(target)
+            if folder:
+                await sftp.makedirs(folder, exist_ok=True)
+            async with sftp.open(target, "wb") as handle:
+                await handle.write(data)
+        except asyncssh.SFTPError as exc:
+            raise RemoteFileError(f"cannot write {self.connection.name}:{path}: {exc}") from exc
+
+    async def listdir(self, path: str) -> list[str]:
+        """The names in remote folder `path`, sorted (without ``.`` and ``..``)."""
+        sftp = await self._client()
+        try:
+            names = await sftp.listdir(sftp_path(path))
+        except asyncssh.SFTPNoSuchFile as exc:
+            raise RemoteFileMissing(f"{self.connection.name}:{path} does not exist") from exc
+        except asyncssh.SFTPError as exc:
+            raise RemoteFileError(f"cannot list {self.connection.name}:{path}: {exc}") from exc
+        return sorted(name for name in names if name not in (".", ".."))
+
+    async def exists(self, path: str) -> bool:
+        """Whether remote `path` exists."""
+        sftp = await self._client()
+        try:
+            return bool(await sftp.exists(sftp_path(path)))
+        except asyncssh.SFTPError as exc:
+            raise RemoteFileError(f"cannot look at {self.connection.name}:{path}: {exc}") from exc
 
     async def read_events(self, run_dir: str, offset: int = 0) -> EventChunk:
         """The run's events from byte `offset` of its events.jsonl (complete lines only)."""

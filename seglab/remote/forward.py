@@ -72,6 +72,7 @@ class SocketForward:
         self.remote_path = remote_path
         self.local_path = local_path
         self.established = 0
+        self._inode: int | None = None
         self._listener: asyncssh.SSHListener | None = None
         self._active = False
 
@@ -92,7 +93,8 @@ class SocketForward:
             listener.close()
             await listener.wait_closed()
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # already gone
-            self.local_path.unlink()
+            if self.local_path.lstat().st_ino == self._inode:  # never another forward's
+                self.local_path.unlink()
 
     async def _establish(self, conn: asyncssh.SSHClientConnection) -> None:
         if not self._active:
@@ -104,6 +106,7 @@ class SocketForward:
         # A socket left by the previous connection is replaced (asyncio removes stale ones).
         self._listener = await conn.forward_local_path(str(self.local_path), self.remote_path)
         self.local_path.chmod(0o600)
+        self._inode = self.local_path.lstat().st_ino
         self.established += 1
         log.info("%s: %s forwarded to %s", self.connection.name, self.remote_path, self.local_path)
 
@@ -112,7 +115,8 @@ class PortForward:
     """Keeps TCP `remote_host:remote_port` (as the server sees it) reachable on 127.0.0.1.
 
     For Jupyter and TensorBoard bound to the server's loopback. The local port is chosen on
-    the first listen (unless given) and kept across reconnects.
+    the first listen (unless given) and kept across reconnects. ``owner``: the list that
+    holds the open forwards (this one leaves it when stopped).
     """
 
     def __init__(
@@ -121,8 +125,10 @@ class PortForward:
         remote_port: int,
         remote_host: str = "127.0.0.1",
         local_port: int = 0,
+        owner: list[PortForward] | None = None,
     ) -> None:
         self.connection = connection
+        self.owner = owner
         self.remote_host = remote_host
         self.remote_port = remote_port
         self.local_port = local_port
@@ -130,11 +136,6 @@ class PortForward:
         self.error: str | None = None
         self._listener: asyncssh.SSHListener | None = None
         self._active = False
-
-    @property
-    def url_host(self) -> str:
-        """`127.0.0.1:<local port>` once listening."""
-        return f"127.0.0.1:{self.local_port}"
 
     async def start(self, timeout: float = 30.0) -> int:
         """Listen now (waiting up to `timeout` s for the host), and after every reconnect."""
@@ -145,8 +146,10 @@ class PortForward:
         return self.local_port
 
     async def stop(self) -> None:
-        """Stop listening."""
+        """Stop listening (and leave the ``owner`` list given at creation)."""
         self._active = False
+        if self.owner is not None and self in self.owner:
+            self.owner.remove(self)
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()

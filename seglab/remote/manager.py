@@ -1,26 +1,34 @@
 """Every remote host of the inventory, each with its one SSH connection and what rides on it.
 
-:class:`RemoteHosts` is what the workstation façade holds: ``start()`` connects to every
-host that has an ``ssh`` target and forwards its Docker socket; afterwards ``state(name)``,
-``docker_socket(name)``, ``executor(name)``, ``files(name)`` and ``report(name)`` serve the
-runtime, telemetry, registry and CLI. Use it inside one running event loop.
+:class:`RemoteHosts` is what the workstation façade holds (through its bridge): a host is
+connected on first use (``start``) and its Docker socket forwarded; ``machine(name)`` is the
+host as a :class:`~seglab.machines.base.Machine` (commands, files, ports, engine), and
+``state(name)``, ``report(name)`` serve the CLI and the dashboard. Use it inside one running
+event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from seglab.hosts import Host, Inventory, UnknownHostError
 from seglab.remote.connection import ConnectOptions, HostConnection, LinkState, LinkStatus
-from seglab.remote.executor import RemoteExecutor
 from seglab.remote.files import RemoteFiles
-from seglab.remote.forward import PortForward, SocketForward, local_socket_path
+from seglab.remote.forward import SocketForward, local_socket_path
+from seglab.remote.machine import SSHMachine
 from seglab.remote.status import HostReport, probe
+
+# Each RemoteHosts of a process forwards to sockets of its own: stopping one set of
+# forwards (another seglab, a second stack in this process) never removes a path another
+# still serves.
+_SERIAL = itertools.count()
 
 
 @dataclass
@@ -28,9 +36,7 @@ class _Remote:
     host: Host
     connection: HostConnection
     forward: SocketForward
-    executor: RemoteExecutor
-    files: RemoteFiles
-    ports: list[PortForward] = field(default_factory=list)
+    machine: SSHMachine
 
 
 class RemoteHosts:
@@ -39,22 +45,24 @@ class RemoteHosts:
     def __init__(self, inventory: Inventory, options: ConnectOptions | None = None) -> None:
         self._remotes: dict[str, _Remote] = {}
         self._names = [host.name for host in inventory if host.ssh is not None]
+        self.started: set[str] = set()
+        serial = next(_SERIAL)
         for host in inventory:
             if host.ssh is None:
                 continue
             connection = HostConnection(host.name, host.ssh, options)
+            forward = SocketForward(
+                connection,
+                host.docker_socket,
+                local_socket_path(host.name, f"docker-{os.getpid()}-{serial}"),
+            )
             self._remotes[host.name] = _Remote(
                 host=host,
                 connection=connection,
-                # One socket per process: another seglab (the TUI, a second command)
-                # stopping its forward must not remove the path this one still uses.
-                forward=SocketForward(
-                    connection,
-                    host.docker_socket,
-                    local_socket_path(host.name, f"docker-{os.getpid()}"),
+                forward=forward,
+                machine=SSHMachine(
+                    connection, docker=forward, start=functools.partial(self.start, [host.name])
                 ),
-                executor=RemoteExecutor(connection),
-                files=RemoteFiles(connection),
             )
 
     @property
@@ -74,13 +82,13 @@ class RemoteHosts:
             remote = self._get(name)
             await remote.forward.start()
             await remote.connection.start()
+            self.started.add(name)
 
     async def stop(self) -> None:
         """Close every forward and connection."""
         for remote in self._remotes.values():
-            for port in remote.ports:
+            for port in list(remote.machine.ports):
                 await port.stop()
-            remote.ports.clear()
             await remote.forward.stop()
         await asyncio.gather(*(r.connection.stop() for r in self._remotes.values()))
 
@@ -92,48 +100,39 @@ class RemoteHosts:
         """Host `name`'s link state and message."""
         return self._get(name).connection.status
 
+    def links(self) -> dict[str, tuple[str, str | None]]:
+        """Link state and message of each host started so far."""
+        out: dict[str, tuple[str, str | None]] = {}
+        for name in self._names:
+            if name in self.started:
+                status = self.state(name)
+                out[name] = (status.state.value, status.message)
+        return out
+
     def docker_socket(self, name: str) -> Path:
-        """The local socket forwarding host `name`'s Docker engine (for ``unix://``)."""
+        """The local socket forwarding host `name`'s Docker engine."""
         return self._get(name).forward.local_path
 
-    def executor(self, name: str) -> RemoteExecutor:
-        """The telemetry executor for host `name`."""
-        return self._get(name).executor
+    def machine(self, name: str) -> SSHMachine:
+        """Host `name` as a machine (connected on first use)."""
+        return self._get(name).machine
 
     def files(self, name: str) -> RemoteFiles:
-        """SFTP access to host `name`'s run directories."""
-        return self._get(name).files
-
-    async def forward_port(
-        self, name: str, remote_port: int, remote_host: str = "127.0.0.1", local_port: int = 0
-    ) -> PortForward:
-        """Forward host `name`'s `remote_host:remote_port` to 127.0.0.1 (kept across
-        reconnects, closed by :meth:`close_port` or :meth:`stop`)."""
-        remote = self._get(name)
-        forward = PortForward(remote.connection, remote_port, remote_host, local_port)
-        await forward.start()
-        remote.ports.append(forward)
-        return forward
-
-    async def close_port(self, forward: PortForward) -> None:
-        """Stop one port forward made by :meth:`forward_port`."""
-        await forward.stop()
-        for remote in self._remotes.values():
-            if forward in remote.ports:
-                remote.ports.remove(forward)
+        """SFTP access to host `name`'s run directories (``seglab pull``)."""
+        return self._get(name).machine.files
 
     async def report(self, name: str) -> HostReport:
         """Host `name`'s status for `seglab hosts` (versions, GPUs, Docker)."""
         remote = self._get(name)
         socket = remote.forward.local_path if remote.forward.established else None
-        return await probe(remote.connection, remote.host.nvidia_smi, socket)
+        return await probe(remote.machine, remote.host.nvidia_smi, socket)
 
     def counts(self) -> dict[str, int]:
         """Open connections and the channels the executors have opened (for benchmarks)."""
         return {
             "connections": sum(r.connection.is_online for r in self._remotes.values()),
             "connects": sum(r.connection.counters.connects for r in self._remotes.values()),
-            "executor_channels": sum(r.executor.channels_opened for r in self._remotes.values()),
+            "executor_channels": sum(r.machine.channels_opened for r in self._remotes.values()),
         }
 
 

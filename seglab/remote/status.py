@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seglab.remote.connection import HostConnection, LinkState
-from seglab.remote.executor import RemoteExecutor
-from seglab.telemetry.executor import Executor, ExecutorError
+from seglab.machines import CommandError, LocalMachine, Machine
+from seglab.remote.connection import LinkState
+from seglab.remote.machine import SSHMachine
 
 _CUDA = re.compile(r"CUDA Version\s*:\s*([0-9][0-9.]*)")
 _TIMEOUT = 10.0
@@ -42,17 +42,15 @@ class HostReport:
         return asdict(self)
 
 
-async def probe(
-    connection: HostConnection, nvidia_smi: str, docker_socket: Path | None
-) -> HostReport:
+async def probe(machine: SSHMachine, nvidia_smi: str, docker_socket: Path | None) -> HostReport:
     """Ask the host for every fact; an offline host gets its state and message only."""
+    connection = machine.connection
     status = connection.status
     if status.state is not LinkState.ONLINE:
         return HostReport(connection.name, status.state.value, status.message)
-    executor = RemoteExecutor(connection, wait_online=0.5)
     problems: list[str] = []
-    latency = await _latency(executor, problems)
-    driver, count, cuda = await _gpus(executor, nvidia_smi, problems)
+    latency = await _latency(machine, problems)
+    driver, count, cuda = await _gpus(machine, nvidia_smi, problems)
     docker_version, nvidia = (None, None)
     if docker_socket is not None:
         docker_version, nvidia = await asyncio.to_thread(_docker, docker_socket, problems)
@@ -73,10 +71,8 @@ async def probe(
 
 async def probe_local(name: str, nvidia_smi: str, docker_socket: Path | None) -> HostReport:
     """The same facts for this machine (nvidia-smi run locally, the local engine)."""
-    from seglab.telemetry.executor import LocalExecutor
-
     problems: list[str] = []
-    driver, count, cuda = await _gpus(LocalExecutor(), nvidia_smi, problems)
+    driver, count, cuda = await _gpus(LocalMachine(name), nvidia_smi, problems)
     docker_version, nvidia = (None, None)
     if docker_socket is not None:
         docker_version, nvidia = await asyncio.to_thread(_docker, docker_socket, problems)
@@ -94,11 +90,11 @@ async def probe_local(name: str, nvidia_smi: str, docker_socket: Path | None) ->
     )
 
 
-async def _latency(executor: RemoteExecutor, problems: list[str]) -> float | None:
+async def _latency(machine: Machine, problems: list[str]) -> float | None:
     start = time.perf_counter()
     try:
-        result = await executor.run(["true"], timeout=_TIMEOUT)
-    except (ExecutorError, asyncio.TimeoutError) as exc:
+        result = await machine.run(["true"], timeout=_TIMEOUT)
+    except (CommandError, TimeoutError) as exc:
         problems.append(f"no-op command failed: {exc}")
         return None
     if result.returncode != 0:
@@ -108,16 +104,16 @@ async def _latency(executor: RemoteExecutor, problems: list[str]) -> float | Non
 
 
 async def _gpus(
-    executor: Executor, nvidia_smi: str, problems: list[str]
+    machine: Machine, nvidia_smi: str, problems: list[str]
 ) -> tuple[str | None, int | None, str | None]:
     """(driver version, GPU count, CUDA version) from nvidia-smi."""
     try:
-        query = await executor.run(
+        query = await machine.run(
             [nvidia_smi, "--query-gpu=driver_version,count", "--format=csv,noheader,nounits"],
             timeout=_TIMEOUT,
         )
-        table = await executor.run([nvidia_smi], timeout=_TIMEOUT)
-    except (ExecutorError, asyncio.TimeoutError) as exc:
+        table = await machine.run([nvidia_smi], timeout=_TIMEOUT)
+    except (CommandError, TimeoutError) as exc:
         problems.append(f"{nvidia_smi}: {exc}")
         return None, None, None
     if query.returncode != 0:

@@ -47,7 +47,7 @@ from seglab.runtime.errors import (
 )
 from seglab.runtime.logfile import read_lines
 from seglab.runtime.spec import LaunchSpec
-from seglab.telemetry.executor import CommandResult
+from seglab.machines import CommandResult
 
 RECORD_FILE = "slurm.json"
 LOG_FILE = "train.log"

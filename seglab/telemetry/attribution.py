@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from seglab.telemetry.executor import Executor, ExecutorError
+from seglab.machines import CommandError, Machine
 from seglab.telemetry.sample import ProcessSample
 
 log = logging.getLogger(__name__)
@@ -115,13 +115,13 @@ def local_reader(proc_root: Path = Path("/proc")) -> ReadText:
     return reader
 
 
-def executor_reader(executor: Executor) -> ReadText:
-    """Read /proc files of the executor's host with ``cat``."""
+def machine_reader(machine: Machine) -> ReadText:
+    """Read /proc files of a (remote) machine with ``cat``."""
 
     async def reader(path: str) -> str | None:
         try:
-            result = await executor.run(["cat", f"/proc/{path}"], timeout=10.0)
-        except (ExecutorError, asyncio.TimeoutError) as exc:
+            result = await machine.run(["cat", f"/proc/{path}"], timeout=10.0)
+        except (CommandError, TimeoutError) as exc:
             log.debug("cannot read /proc/%s: %s", path, exc)
             return None
         return result.stdout if result.returncode == 0 else None

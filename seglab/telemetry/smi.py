@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from seglab.errors import UnavailableError
+from seglab.machines import CommandError, Machine, Stream
 from seglab.telemetry import values
-from seglab.telemetry.executor import Executor, ExecutorError, Stream
 from seglab.telemetry.sample import GpuSample, HostState, HostStatus, MigInstance, ProcessSample
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ class SmiSource:
     def __init__(
         self,
         host: str,
-        executor: Executor,
+        machine: Machine,
         *,
         nvidia_smi: str = "nvidia-smi",
         interval: float = 1.0,
@@ -264,7 +264,7 @@ class SmiSource:
         on_sample: Callable[[GpuSample], None] | None = None,
     ) -> None:
         self.host = host
-        self.executor = executor
+        self.machine = machine
         self.nvidia_smi = nvidia_smi
         self.interval = interval
         self.apps_interval = apps_interval
@@ -373,8 +373,8 @@ class SmiSource:
     async def _run(self, argv: list[str]) -> str:
         """Stdout of a short nvidia-smi command; raises SmiError with the tool's message."""
         try:
-            result = await self.executor.run(argv, timeout=max(10.0, 3 * self.interval))
-        except ExecutorError as exc:
+            result = await self.machine.run(argv, timeout=max(10.0, 3 * self.interval))
+        except CommandError as exc:
             if self.missing_means_no_gpu and exc.not_found:
                 self._set(HostStatus.NO_GPU, f"no NVIDIA GPU ({exc})")
             raise SmiError(str(exc)) from exc
@@ -399,8 +399,8 @@ class SmiSource:
             str(max(1, round(self.interval * 1000))),
         ]
         try:
-            stream = await self.executor.stream(argv)
-        except ExecutorError as exc:
+            stream = await self.machine.stream(argv)
+        except CommandError as exc:
             if self.missing_means_no_gpu and exc.not_found:
                 self._set(HostStatus.NO_GPU, f"no NVIDIA GPU ({exc})")
             raise SmiError(str(exc)) from exc

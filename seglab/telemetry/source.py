@@ -3,7 +3,8 @@
 Per host (hosts.yaml): ``telemetry: auto | nvml | nvidia-smi``, ``nvidia_smi: PATH`` and
 ``telemetry_interval``. ``auto`` uses NVML on this machine when the driver answers, else
 nvidia-smi when it can be found, else reports "no NVIDIA GPU" with CPU and memory; a
-remote host always streams nvidia-smi through its executor.
+remote host always streams nvidia-smi on its :class:`~seglab.machines.base.Machine` (over
+SSH). :class:`Telemetry` runs the sources of many hosts as tasks of one event loop.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from dataclasses import replace
 from types import ModuleType
 from typing import Protocol
 
-from seglab.telemetry.attribution import Attributor, DockerLabels, executor_reader, local_reader
-from seglab.telemetry.executor import Executor, LocalExecutor
+from seglab.machines import LocalMachine, Machine
+from seglab.telemetry.attribution import Attributor, DockerLabels, local_reader, machine_reader
 from seglab.telemetry.history import HistoryStore
 from seglab.telemetry.hostinfo import local_host_sample, no_gpu_state
 from seglab.telemetry.nvml import NvmlSource, NvmlUnavailable, explain
@@ -112,24 +113,24 @@ def nvidia_smi_found(command: str) -> bool:
 
 async def make_source(
     host: HostConfig,
-    executor: Executor | None = None,
+    machine: Machine | None = None,
     *,
     attribute: Attribute | None = None,
     on_sample: Callable[[GpuSample], None] | None = None,
     nvml: ModuleType | None = None,
 ) -> TelemetrySource:
-    """The source ``host``'s configuration asks for (``executor`` runs its commands)."""
+    """The source ``host``'s configuration asks for (``machine`` runs its commands)."""
     mode = host.telemetry
     if mode not in MODES:
         raise ValueError(f"host {host.name}: telemetry must be one of {', '.join(MODES)}")
     interval = host.telemetry_interval
-    if not host.is_local and executor is None:
+    if not host.is_local and machine is None:
         return FixedSource(
             HostState(
                 host=host.name,
                 source=mode,
                 status=HostStatus.ERROR,
-                message="no connection to this host (remote executor unavailable)",
+                message="no connection to this host (the SSH layer is not available)",
             )
         )
     if mode == "nvml" or (mode == "auto" and host.is_local):
@@ -144,7 +145,7 @@ async def make_source(
             return FixedSource(no_gpu_state(host.name, str(problem), time.time()))
     return SmiSource(
         host.name,
-        executor or LocalExecutor(),
+        machine or LocalMachine(host.name),
         nvidia_smi=host.nvidia_smi,
         interval=interval,
         missing_means_no_gpu=mode == "auto",
@@ -170,26 +171,26 @@ class Telemetry:
     async def add_host(
         self,
         host: HostConfig,
-        executor: Executor | None = None,
+        machine: Machine | None = None,
         docker_url: str | None = None,
         nvml: ModuleType | None = None,
     ) -> TelemetrySource:
         """Start reading ``host``.
 
         A local host reads /proc and the local Docker engine (or ``docker_url``); a remote
-        one needs its ``executor`` and reads container labels through ``docker_url``
+        one needs its ``machine`` and reads container labels through ``docker_url``
         (the forwarded engine socket, ``unix://...``) when given.
         """
         if host.is_local:
             attributor = Attributor(local_reader(), DockerLabels(base_url=docker_url))
             self._local.add(host.name)
-        elif executor is not None:
+        elif machine is not None:
             labels = DockerLabels(base_url=docker_url) if docker_url is not None else None
-            attributor = Attributor(executor_reader(executor), labels)
+            attributor = Attributor(machine_reader(machine), labels)
         else:
             attributor = None
         source = await make_source(
-            host, executor, attribute=attributor, on_sample=self.history.push, nvml=nvml
+            host, machine, attribute=attributor, on_sample=self.history.push, nvml=nvml
         )
         self.sources[host.name] = source
         self._tasks[host.name] = asyncio.create_task(self._run(source))

@@ -1,23 +1,20 @@
 """Where the dashboard's host states come from: live telemetry, or fixed states (snapshots).
 
-Both run inside the app's event loop: the live feed starts one telemetry source per host
-(NVML probes and the Docker SDK go to threads inside telemetry) and the SSH connections of
-remote hosts; the panel reads ``states()`` once a second.
+The live feed is the workstation's own telemetry: it runs on the façade's loop thread over
+the same machines and SSH connections as launches, logs and forwards (one connection per
+remote host in the whole process); the panel reads ``states()`` once a second.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # imported when used: the first frame must not wait for asyncssh & co.
-    from seglab.hosts import Inventory
-    from seglab.remote.manager import RemoteHosts
     from seglab.telemetry.history import HistoryStore
+    from seglab.telemetry.live import LiveTelemetry
     from seglab.telemetry.sample import HostState
-
-log = logging.getLogger(__name__)
+    from seglab.workstation import Workstation
 
 Links = dict[str, tuple[str, str | None]]
 
@@ -41,33 +38,16 @@ class StatesFeed(Protocol):
 
 
 class LiveFeed:
-    """Telemetry of every inventory host; remote ones through their SSH connection."""
+    """The workstation's live telemetry of every inventory host."""
 
-    def __init__(self, inventory: Inventory) -> None:
-        from seglab.telemetry.source import Telemetry
-
-        self.inventory = inventory
-        self.telemetry = Telemetry()
+    def __init__(self, workstation: Workstation) -> None:
+        self.workstation = workstation
+        self.telemetry: LiveTelemetry = workstation.telemetry()
         self.history: HistoryStore | None = self.telemetry.history
-        self.remotes: RemoteHosts | None = None
 
     async def start(self) -> None:
-        """Connect remote hosts and start a telemetry source per host."""
-        remote = [host.name for host in self.inventory if not host.is_local]
-        if remote:
-            from seglab.remote.manager import RemoteHosts
-
-            self.remotes = RemoteHosts(self.inventory)
-            await self.remotes.start(remote)
-        for host in self.inventory:
-            if host.is_local or self.remotes is None:
-                await self.telemetry.add_host(host)
-            else:
-                await self.telemetry.add_host(
-                    host,
-                    executor=self.remotes.executor(host.name),
-                    docker_url=f"unix://{self.remotes.docker_socket(host.name)}",
-                )
+        """Start a telemetry source per host (remote ones connect on first use)."""
+        await self.telemetry.start()
 
     def states(self) -> list[HostState]:
         """Every host's current state."""
@@ -75,19 +55,11 @@ class LiveFeed:
 
     def links(self) -> Links:
         """Link state of each remote host."""
-        if self.remotes is None:
-            return {}
-        out: Links = {}
-        for name in self.remotes.names:
-            status = self.remotes.state(name)
-            out[name] = (status.state.value, status.message)
-        return out
+        return self.workstation.host_links()
 
     async def close(self) -> None:
-        """Stop telemetry and close the SSH connections."""
+        """Stop telemetry (the workstation keeps its connections until it closes)."""
         await self.telemetry.close()
-        if self.remotes is not None:
-            await self.remotes.stop()
 
 
 class FixedFeed:

@@ -63,7 +63,7 @@ def test_the_agent_alone_authenticates(lab1: Lab, agent: Path) -> None:
             )
             if status.state is not LinkState.ONLINE:
                 return status.state.value, status.message or ""
-            result = await remotes.executor("lab1").run(["echo", "via-agent"], timeout=10)
+            result = await remotes.machine("lab1").run(["echo", "via-agent"], timeout=10)
             return status.state.value, result.stdout.strip()
         finally:
             await remotes.stop()

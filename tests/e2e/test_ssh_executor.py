@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from seglab.hosts import load_inventory
+from seglab.machines import CommandError
 from seglab.remote.connection import ConnectOptions, HostConnection, LinkState
-from seglab.remote.executor import RemoteExecutor
+from seglab.remote.machine import SSHMachine
 from seglab.remote.manager import RemoteHosts
 from seglab.remote.tasks import cancel_and_wait
-from seglab.telemetry.attribution import Attributor, executor_reader
-from seglab.telemetry.executor import ExecutorError
+from seglab.telemetry.attribution import Attributor, machine_reader
 from seglab.telemetry.sample import ProcessSample
 from seglab.telemetry.smi import SmiSource
 from tests.e2e.sshd import Lab, signal_process, write_hosts_yaml
@@ -67,7 +67,7 @@ async def _with_remotes(body: Callable[[RemoteHosts], Awaitable[None]]) -> None:
 
 def test_run_and_stream_over_one_connection(lab1: Lab) -> None:
     async def body(remotes: RemoteHosts) -> None:
-        executor = remotes.executor("lab1")
+        executor = remotes.machine("lab1")
         result = await executor.run(["sh", "-c", "echo out; echo err >&2; exit 3"], timeout=10)
         assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
         quoted = await executor.run(["printf", "%s|", "a b", "$HOME", "it's"], timeout=10)
@@ -93,7 +93,7 @@ def test_link_loss_goes_offline_reconnects_and_telemetry_resumes(lab1: Lab) -> N
         conn = remotes.connection("lab1")
         source = SmiSource(
             "lab1",
-            remotes.executor("lab1"),
+            remotes.machine("lab1"),
             nvidia_smi=str(lab1.nvidia_smi),
             interval=0.2,
             apps_interval=1.0,
@@ -112,8 +112,8 @@ def test_link_loss_goes_offline_reconnects_and_telemetry_resumes(lab1: Lab) -> N
             )
             offline_after = _first_after(conn, LinkState.OFFLINE, broken_at)
             assert offline_after is not None and offline_after < 5
-            with pytest.raises(ExecutorError, match="host lab1 is"):
-                await RemoteExecutor(conn, wait_online=0.5).run(["true"], timeout=5)
+            with pytest.raises(CommandError, match="host lab1 is"):
+                await SSHMachine(conn, wait_online=0.5).run(["true"], timeout=5)
 
             await asyncio.sleep(3)  # the server stays down; the backoff grows to its cap
             assert conn.status.state is not LinkState.ONLINE
@@ -169,7 +169,7 @@ def test_attribution_reads_the_remote_proc_over_ssh(lab1: Lab) -> None:
     sleeper = subprocess.Popen(["sleep", "60"])  # a process on the "remote" machine
 
     async def body(remotes: RemoteHosts) -> None:
-        attribute = Attributor(executor_reader(remotes.executor("lab1")))
+        attribute = Attributor(machine_reader(remotes.machine("lab1")))
         sample = ProcessSample(
             pid=sleeper.pid, gpu_uuid="GPU-x", used_memory_mib=10.0, process_name="sleep"
         )
@@ -205,8 +205,8 @@ def test_proxyjump_from_ssh_config(lab1: Lab, isolated_xdg: Path) -> None:
         await conn.start()
         try:
             await conn.wait_for(LinkState.ONLINE, timeout=15)
-            result = await RemoteExecutor(conn).run(["echo", "$SSH_CONNECTION"], timeout=10)
-            env = await RemoteExecutor(conn).run(["sh", "-c", "echo $SSH_CONNECTION"], timeout=10)
+            result = await SSHMachine(conn).run(["echo", "$SSH_CONNECTION"], timeout=10)
+            env = await SSHMachine(conn).run(["sh", "-c", "echo $SSH_CONNECTION"], timeout=10)
             assert result.stdout == "$SSH_CONNECTION\n"
             return env.stdout
         finally:

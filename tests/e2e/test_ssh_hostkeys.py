@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from seglab.hosts import load_inventory
+from seglab.machines import CommandError
 from seglab.remote.connection import (
     ConnectOptions,
     HostConnection,
     LinkState,
     LinkStatus,
 )
-from seglab.remote.executor import RemoteExecutor
+from seglab.remote.machine import SSHMachine
 from seglab.remote.trust import add_to_known_hosts, fetch_server_key
-from seglab.telemetry.executor import ExecutorError
 from tests.e2e.sshd import SshHome, SshServer, write_hosts_yaml
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(60)]
@@ -136,8 +136,8 @@ def test_commands_on_a_refused_host_fail_at_once_with_the_fingerprint(
         await conn.start()
         try:
             started = time.monotonic()
-            with pytest.raises(ExecutorError) as caught:
-                await RemoteExecutor(conn, wait_online=30).run(["true"], timeout=5)
+            with pytest.raises(CommandError) as caught:
+                await SSHMachine(conn, wait_online=30).run(["true"], timeout=5)
             return str(caught.value), time.monotonic() - started
         finally:
             await conn.stop()

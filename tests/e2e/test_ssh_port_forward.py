@@ -55,7 +55,7 @@ def test_port_forward_survives_reconnect_and_closes(lab1: Lab, tmp_path: Path) -
         try:
             conn = remotes.connection("lab1")
             await conn.wait_for(LinkState.ONLINE, timeout=15)
-            forward = await remotes.forward_port("lab1", remote_port)
+            forward = await remotes.machine("lab1").forward_port(remote_port)
             local = forward.local_port
             assert local not in (0, remote_port)
             assert await asyncio.to_thread(_get, local) == "notebook says hi"
@@ -69,7 +69,7 @@ def test_port_forward_survives_reconnect_and_closes(lab1: Lab, tmp_path: Path) -
             assert forward.local_port == local and forward.established == 2
             assert await asyncio.to_thread(_get, local) == "notebook says hi"
 
-            await remotes.close_port(forward)
+            await forward.stop()
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", local), timeout=2).close()
         finally:

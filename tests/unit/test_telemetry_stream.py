@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from seglab.telemetry.executor import LocalExecutor
+from seglab.machines import LocalMachine
 from seglab.telemetry.history import HistoryStore
 from seglab.telemetry.sample import HostState, HostStatus
 from seglab.telemetry.smi import SmiSource
@@ -42,7 +42,7 @@ def _source(exe: Path | str, **kwargs: object) -> SmiSource:
         "backoff": (0.2, 0.4),
     }
     options.update(kwargs)
-    return SmiSource("lab", LocalExecutor(), **options)  # type: ignore[arg-type]
+    return SmiSource("lab", LocalMachine(), **options)  # type: ignore[arg-type]
 
 
 def test_stream_reads_the_capture_values(monkeypatch: pytest.MonkeyPatch) -> None:
