@@ -52,23 +52,20 @@ def _trust(args: argparse.Namespace) -> int:
     import asyncssh
 
     from seglab.commands import CommandError
-    from seglab.hosts import UnknownHostError, load_inventory
-    from seglab.remote.connection import known_hosts_path
+    from seglab.hosts import load_inventory
+    from seglab.remote.connection import known_hosts_path, network_reason
     from seglab.remote.trust import add_to_known_hosts, fetch_server_key
 
-    try:
-        host = load_inventory().get(args.name)
-    except UnknownHostError as exc:
-        raise CommandError(str(exc)) from None
+    host = load_inventory().get(args.name)
     if host.ssh is None:
         raise CommandError(f"host {host.name!r} is this machine; it has no SSH host key")
     target = host.ssh
     try:
         key = asyncio.run(fetch_server_key(target))
     except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
-        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
         raise CommandError(
-            f"cannot reach {target} ({host.name}) to read its host key: {reason}"
+            f"cannot reach {target} ({host.name}) to read its host key: "
+            f"{network_reason(exc, target)}"
         ) from None
     print(f"{host.name} ({target}) presents this {key.key_type} host key:")
     print(f"  {key.fingerprint}")

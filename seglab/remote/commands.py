@@ -5,9 +5,9 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Sequence
 
+from seglab.machines import CommandError, CommandResult
 from seglab.remote.bridge import RemoteBridge, RemoteUnavailable
 from seglab.runtime.errors import HostUnreachable
-from seglab.machines import CommandError, CommandResult
 
 
 class RemoteCommands:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import logging
-import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -313,7 +314,8 @@ class HostConnection:
             except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
                 await self._set(
                     LinkState.OFFLINE,
-                    f"cannot connect to {self.target}: {_reason(exc)}; retrying in {delay:g} s",
+                    f"cannot connect to {self.target}: {network_reason(exc, self.target)}; "
+                    f"retrying in {delay:g} s",
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.options.backoff_max)
@@ -365,12 +367,40 @@ class HostConnection:
 
 
 def _reason(exc: BaseException) -> str:
+    """Why an established connection ended."""
     if isinstance(exc, asyncssh.DisconnectError):
         return exc.reason or type(exc).__name__
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
-    if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
+
+
+_UNRESOLVED = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME), socket.EAI_FAIL}
+_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
+
+
+def network_reason(exc: BaseException, target: SSHTarget) -> str:
+    """Why connecting to ``target`` failed, in plain words on one line."""
+    where = f"{target.hostname} port {target.port}"
+    if isinstance(exc, socket.gaierror):
+        if exc.errno == socket.EAI_AGAIN:
+            return f"the name {target.hostname} cannot be resolved now (DNS does not answer)"
+        if exc.errno in _UNRESOLVED:
+            return (
+                f"the name {target.hostname} does not resolve (a typo in hosts.yaml or in "
+                "HostName of ~/.ssh/config?)"
+            )
+        return f"the name {target.hostname} cannot be resolved: {exc.strerror or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {where} (no SSH server listens there)"
+    if isinstance(exc, TimeoutError):
+        return f"timed out connecting to {where} (the host is down or a firewall drops it)"
+    if isinstance(exc, OSError) and exc.errno in _UNREACHABLE:
+        return f"{target.hostname} cannot be reached ({exc.strerror}): no route to it"
+    if isinstance(exc, ConnectionResetError):
+        return f"{where} closed the connection at once (sshd refused it: MaxStartups? banned?)"
+    if isinstance(exc, asyncssh.DisconnectError):
+        return f"{where} ended the connection: {exc.reason or type(exc).__name__}"
+    return _reason(exc)
