@@ -218,16 +218,11 @@ def _bench_train(args: argparse.Namespace) -> int:
 
 def _bench_data(args: argparse.Namespace) -> int:
     _require_torch()
-    from seglab.train.bench import bench_data
+    from seglab.train.bench import bench_data, format_data_bench
 
     result = bench_data(args.workers, images=args.images, samples=args.samples)
     if args.json:
         print_json(result)
         return 0
-    print(
-        f"data loader, {result['workers']} worker(s), {result['image_size'][0]}x"
-        f"{result['image_size'][1]} PNGs -> crop {result['crop'][0]}x{result['crop'][1]}: "
-        f"{result['img_per_s']:.2f} img/s, {result['img_per_s_per_worker']:.2f} img/s per "
-        f"worker ({result['samples']} samples)"
-    )
+    print(format_data_bench(result))
     return 0

@@ -7,13 +7,18 @@ CUDA's max allocated on a GPU, else the process's peak RSS (reset between the tw
 through /proc/self/clear_refs).
 
 :func:`bench_data` writes Cityscapes-sized (1024x2048) image/label PNGs to a temporary
-directory and measures how many decoded and augmented samples per second the loader yields.
+directory and measures, on the same files, the training pipeline's decoded and augmented
+samples per CPU-second against torchvision's reference segmentation transforms, then the
+samples per second a DataLoader with worker processes yields.
 """
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import os
+import random
+import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +32,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, RandomSampler
 
 from seglab.recipes import Recipe
-from seglab.train.datasets.base import TrainTransform
+from seglab.train.data import worker_init
+from seglab.train.datasets.base import IMAGENET_MEAN, IMAGENET_STD, TrainTransform
 from seglab.train.datasets.folders import FileDataset, cityscapes_pairs
 from seglab.train.labels import IGNORE_INDEX, label_lut, num_classes
 from seglab.train.loop import amp_dtype, optimizer_for, segmentation_loss
@@ -192,36 +198,142 @@ def write_cityscapes_pngs(
         Image.fromarray(raw).save(labels / f"bench_{i:06d}_000019_gtFine_labelIds.png")
 
 
+def _reference_sample(
+    pair: tuple[Path, Path], lut: np.ndarray[Any, Any], crop: tuple[int, int], rng: random.Random
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchvision's reference segmentation training transforms (``references/segmentation``:
+    PIL decode, RandomResize of the short side 0.5-2x, flip, RandomCrop padded with 0/255,
+    PILToTensor, ToDtype(float, scale=True), Normalize), and the raw-id lookup."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    image = Image.open(pair[0]).convert("RGB")
+    target = Image.open(pair[1])
+    size = int(min(image.size) * rng.uniform(0.5, 2.0))
+    image = TF.resize(image, size, antialias=True)
+    target = TF.resize(target, size, interpolation=InterpolationMode.NEAREST)
+    if rng.random() < 0.5:
+        image, target = TF.hflip(image), TF.hflip(target)
+    crop_h, crop_w = crop
+    pad_w, pad_h = max(crop_w - image.size[0], 0), max(crop_h - image.size[1], 0)
+    if pad_w or pad_h:
+        image = TF.pad(image, [0, 0, pad_w, pad_h], fill=0)
+        target = TF.pad(target, [0, 0, pad_w, pad_h], fill=IGNORE_INDEX)
+    top = rng.randint(0, image.size[1] - crop_h)
+    left = rng.randint(0, image.size[0] - crop_w)
+    image = TF.crop(image, top, left, crop_h, crop_w)
+    target = TF.crop(target, top, left, crop_h, crop_w)
+    tensor = TF.convert_image_dtype(TF.pil_to_tensor(image), torch.float32)
+    tensor = TF.normalize(tensor, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    label = torch.from_numpy(lut[np.asarray(target)])
+    return tensor, label
+
+
+def _per_core_rates(
+    root: Path, samples: int, rounds: int, crop: tuple[int, int]
+) -> dict[str, list[float]]:
+    """Samples per CPU-second of each pipeline, in this process on one thread, interleaved
+    rounds on the same files and the same number of samples."""
+    pairs = cityscapes_pairs(root, "train")
+    lut = np.asarray(label_lut("cityscapes"), dtype=np.uint8)
+    dataset = FileDataset(pairs, list(lut), TrainTransform(crop=crop, scale_range=(0.5, 2.0)))
+    rng = random.Random(0)
+    pipelines = {
+        "seglab": lambda i: dataset[i],
+        "torchvision_reference": lambda i: _reference_sample(pairs[i], lut, crop, rng),
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rates: dict[str, list[float]] = {name: [] for name in pipelines}
+        for _ in range(rounds):
+            for name, pipeline in pipelines.items():
+                start = time.process_time()
+                for i in range(samples):
+                    pipeline(i % len(pairs))
+                rates[name].append(samples / (time.process_time() - start))
+    finally:
+        torch.set_num_threads(threads)
+    return rates
+
+
+def _loader_rate(root: Path, workers: int, samples: int, crop: tuple[int, int]) -> float:
+    """Samples per wall second out of a DataLoader with `workers` worker processes."""
+    dataset = FileDataset(
+        cityscapes_pairs(root, "train"),
+        label_lut("cityscapes"),
+        TrainTransform(crop=crop, scale_range=(0.5, 2.0)),
+    )
+    sampler = RandomSampler(
+        dataset,
+        replacement=True,
+        num_samples=samples + max(workers, 1),
+        generator=torch.Generator().manual_seed(0),
+    )
+    loader = DataLoader(
+        dataset, batch_size=1, sampler=sampler, num_workers=workers, worker_init_fn=worker_init
+    )
+    batches = iter(loader)
+    for _ in range(max(workers, 1)):
+        next(batches)  # worker start-up and each worker's first decode are not throughput
+    start = time.perf_counter()
+    count = sum(1 for _ in batches)
+    return count / (time.perf_counter() - start)
+
+
 def bench_data(
-    workers: int, *, images: int = 8, samples: int = 48, crop: tuple[int, int] = (512, 1024)
+    workers: int,
+    *,
+    images: int = 4,
+    samples: int = 24,
+    rounds: int = 3,
+    crop: tuple[int, int] = (512, 1024),
 ) -> dict[str, Any]:
-    """Decoded + augmented samples per second over `samples` draws of `images` PNG pairs."""
+    """The training pipeline's samples per CPU-second against torchvision's reference
+    transforms on the same Cityscapes-sized PNGs (interleaved rounds, one thread), and the
+    DataLoader's samples per second with `workers` processes."""
     with tempfile.TemporaryDirectory(prefix="seglab-bench-data-") as tmp:
         root = Path(tmp)
         write_cityscapes_pngs(root, images)
-        dataset = FileDataset(
-            cityscapes_pairs(root, "train"),
-            label_lut("cityscapes"),
-            TrainTransform(crop=crop, scale_range=(0.5, 2.0)),
-        )
-        sampler = RandomSampler(
-            dataset,
-            replacement=True,
-            num_samples=samples + 1,
-            generator=torch.Generator().manual_seed(0),
-        )
-        loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=workers)
-        batches = iter(loader)
-        next(batches)  # worker start-up and the first decode are not throughput
-        start = time.perf_counter()
-        count = sum(1 for _ in batches)
-        seconds = time.perf_counter() - start
-    rate = count / seconds
+        per_core = _per_core_rates(root, samples, rounds, crop)
+        load = os.getloadavg()[0]
+        rate = _loader_rate(root, workers, samples, crop)
+    ours = statistics.median(per_core["seglab"])
+    reference = statistics.median(per_core["torchvision_reference"])
     return {
         "workers": workers,
+        "usable_cores": len(os.sched_getaffinity(0)),
         "image_size": list(CITYSCAPES_SIZE),
         "crop": list(crop),
-        "samples": count,
+        "samples": samples,
+        "rounds": rounds,
+        "per_core_img_per_s": per_core,
+        "seglab_img_per_s_per_core": ours,
+        "reference_img_per_s_per_core": reference,
+        "ratio_vs_reference": ours / reference,
         "img_per_s": rate,
         "img_per_s_per_worker": rate / max(workers, 1),
+        "load_average": load,
     }
+
+
+def format_data_bench(result: dict[str, Any]) -> str:
+    """The human-readable report of :func:`bench_data`."""
+    per_core = result["per_core_img_per_s"]
+    spread = {name: f"{min(v):.2f}-{max(v):.2f}" for name, v in per_core.items()}
+    height, width = result["image_size"]
+    return "\n".join(
+        [
+            f"{height}x{width} PNGs -> crop {result['crop'][0]}x{result['crop'][1]}, "
+            f"{result['samples']} samples x {result['rounds']} interleaved rounds, one thread, "
+            f"img/s per CPU-second (median, spread); load average {result['load_average']:.1f}",
+            f"  seglab pipeline         {result['seglab_img_per_s_per_core']:6.2f} img/s "
+            f"per core  ({spread['seglab']})",
+            f"  torchvision reference   {result['reference_img_per_s_per_core']:6.2f} img/s "
+            f"per core  ({spread['torchvision_reference']})",
+            f"  ratio seglab / reference {result['ratio_vs_reference']:.2f}x",
+            f"data loader, {result['workers']} worker(s) of {result['usable_cores']} usable "
+            f"core(s): {result['img_per_s']:.2f} img/s, {result['img_per_s_per_worker']:.2f} "
+            "img/s per worker",
+        ]
+    )

@@ -2,8 +2,10 @@
 
 The datasets themselves live in :mod:`seglab.train.datasets`. Training batches are
 stacked crops; evaluation batches are full-resolution images padded to the largest in the
-batch (image 0, label 255). Before worker processes start, the shared memory their
-prefetched batches need is checked against the free space on /dev/shm.
+batch (image 0, label 255). Worker processes are capped to this rank's share of the cores
+the process may use; training workers persist across epochs, validation workers live for
+one evaluation. Before they start, the shared memory their prefetched batches need is
+checked against the free space on /dev/shm.
 """
 
 from __future__ import annotations
@@ -142,7 +144,8 @@ class RankSampler(Sampler[int]):
         return len(self._indices())
 
 
-def _worker_init(worker_id: int) -> None:
+def worker_init(worker_id: int) -> None:
+    """Set up a DataLoader worker: one math thread, stop signals left to the trainer."""
     # Each worker decodes and augments one sample at a time: one thread avoids
     # oversubscribing the cores the workers already share.
     torch.set_num_threads(1)
@@ -150,6 +153,16 @@ def _worker_init(worker_id: int) -> None:
     # step, checkpoint); the main process ends its workers itself.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def loader_workers(requested: int) -> int:
+    """Worker processes for this rank: `requested`, capped to this rank's share of the cores
+    the process may run on (its affinity mask over the ranks on this node)."""
+    if requested == 0:
+        return 0
+    local_ranks = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+    share = max(len(os.sched_getaffinity(0)) // local_ranks, 1)
+    return min(requested, share)
 
 
 def loader_bytes(workers: int, batch: int, height: int, width: int) -> int:
@@ -210,7 +223,7 @@ def build_loaders(
             f"the train split has {len(train_set)} samples, fewer than one "
             f"global batch of {recipe.train.batch_size}"
         )
-    workers = recipe.data.workers
+    workers = loader_workers(recipe.data.workers)
     val_h, val_w = val_set.image_size(0)
     crop_h, crop_w = recipe.data.crop
     check_shm(
@@ -220,16 +233,17 @@ def build_loaders(
     )
     common: dict[str, object] = {"num_workers": workers, "pin_memory": pin_memory}
     if workers > 0:
-        common.update(
-            persistent_workers=True, prefetch_factor=PREFETCH_FACTOR, worker_init_fn=_worker_init
-        )
+        common.update(prefetch_factor=PREFETCH_FACTOR, worker_init_fn=worker_init)
     train = DataLoader(
         train_set,
         batch_size=batch,
         sampler=sampler,
         drop_last=True,
+        persistent_workers=workers > 0,
         **common,  # type: ignore[arg-type]
     )
+    # Validation workers start for each evaluation and end with it: between evaluations
+    # (thousands of iterations) they would only hold memory and shared-memory batches.
     val_sampler = RankSampler(len(val_set), rank, world_size)
     val = DataLoader(
         val_set,

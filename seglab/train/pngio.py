@@ -52,7 +52,7 @@ def _pillow(data: bytes, path: Path, mode: str | None) -> tuple[npt.NDArray[Any]
     try:
         with Image.open(io.BytesIO(data)) as image:
             found = image.mode
-            return np.asarray(image if mode is None else image.convert(mode)), found
+            return np.array(image if mode is None else image.convert(mode)), found
     except OSError as exc:
         raise ImageReadError(f"cannot read {path}: {exc}") from exc
 

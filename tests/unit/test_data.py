@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -120,6 +121,53 @@ def test_train_transform_flips_image_and_label_together() -> None:
         assert torch.equal(bright, lab == 1)  # image and label stay aligned
         flipped += int(bool(lab[0, -1] == 1))
     assert 0 < flipped < 16  # some samples flipped, some not
+
+
+def test_train_transform_at_scale_one_is_an_exact_crop() -> None:
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, size=(30, 50, 3), dtype=np.uint8)
+    label = rng.integers(0, 19, size=(30, 50), dtype=np.uint8)
+    transform = base.TrainTransform(crop=(16, 24), scale_range=(1.0, 1.0), hflip=False)
+    for seed in range(8):
+        torch.manual_seed(seed)
+        img, lab = transform(image, label)
+        # Find the window through the label, then check the image is the same window.
+        hits = [
+            (y, x)
+            for y in range(30 - 16 + 1)
+            for x in range(50 - 24 + 1)
+            if np.array_equal(label[y : y + 16, x : x + 24], lab.numpy())
+        ]
+        assert len(hits) == 1
+        y, x = hits[0]
+        assert torch.allclose(img, base.normalize(image[y : y + 16, x : x + 24]), atol=1e-6)
+
+
+def test_train_transform_keeps_image_and_label_aligned_at_any_scale() -> None:
+    """Blocks of one colour per class: after scaling and cropping, every labelled pixel
+    away from a block edge still has its class's colour (one sampling grid for both)."""
+    rng = np.random.default_rng(4)
+    blocks = rng.integers(0, 19, size=(12, 20))
+    label = blocks.repeat(16, axis=0).repeat(16, axis=1).astype(np.uint8)
+    colours = rng.integers(0, 256, size=(19, 3)).astype(np.uint8)
+    image = colours[label]
+    transform = base.TrainTransform(crop=(96, 128), scale_range=(0.5, 2.0))
+    mean = torch.tensor(base.IMAGENET_MEAN).view(3, 1, 1) * 255
+    std = torch.tensor(base.IMAGENET_STD).view(3, 1, 1) * 255
+    for seed in range(12):
+        torch.manual_seed(seed)
+        img, lab = transform(image, label)
+        rgb = img * std + mean
+        lab_np = lab.numpy().astype(np.int64)
+        inner = np.ones_like(lab_np, dtype=bool)  # pixels whose 5x5 neighbourhood is one class
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                inner &= np.roll(lab_np, (dy, dx), axis=(0, 1)) == lab_np
+        inner[:2], inner[-2:], inner[:, :2], inner[:, -2:] = False, False, False, False
+        inner &= lab_np != IGNORE_INDEX
+        assert inner.sum() > 500
+        expected = torch.from_numpy(colours[lab_np[inner]].T.astype(np.float32))
+        assert torch.allclose(rgb[:, torch.from_numpy(inner)], expected, atol=1.0)
 
 
 def test_eval_transform_keeps_full_resolution() -> None:
@@ -255,13 +303,17 @@ def test_build_loaders_refuses_workers_when_shm_is_too_small(tmp_path: Path) -> 
     recipe = smoke(workers=2, crop=[32, 32])
     # 2 workers x 2 prefetched batches x (8 train + 1 val) samples x 32x32 x 13 bytes.
     assert data.loader_bytes(2, 8, 32, 32) + data.loader_bytes(2, 1, 32, 32) == 479_232
-    # 64 workers prefetching 4096x4096 crops need terabytes: more than tmp_path has free.
-    big = smoke(workers=64, crop=[4096, 4096])
+    # Even one worker (they are capped to the cores) prefetching batches of 64 crops of
+    # 8192x8192 needs 111 GB: more than tmp_path has free.
+    values = smoke(workers=64, crop=[8192, 8192]).model_dump(mode="json")
+    values["train"]["batch_size"] = 64
+    big = Recipe.model_validate(values)
     with pytest.raises(base.DatasetError, match="shared memory"):
         data.build_loaders(big, None, 0, 1, pin_memory=False, shm_path=str(tmp_path))
     loaders = data.build_loaders(recipe, None, 0, 1, pin_memory=False, shm_path=str(tmp_path))
     assert loaders.iters_per_epoch == 16
-    assert loaders.train.persistent_workers and loaders.train.num_workers == 2
+    assert loaders.train.persistent_workers
+    assert loaders.train.num_workers == min(2, len(os.sched_getaffinity(0)))
 
 
 def test_global_batch_must_split_over_the_processes() -> None:
@@ -280,7 +332,25 @@ def test_loader_batches_have_the_crop_and_uint8_labels() -> None:
 
 def test_worker_processes_yield_the_same_validation_batches() -> None:
     in_process = data.build_loaders(smoke(workers=0), None, 0, 1, pin_memory=False).val
-    workers = data.build_loaders(smoke(workers=2), None, 0, 1, pin_memory=False).val
-    assert workers.num_workers == 2 and workers.persistent_workers
+    loaders = data.build_loaders(smoke(workers=2), None, 0, 1, pin_memory=False)
+    workers = loaders.val
+    assert workers.num_workers == min(2, len(os.sched_getaffinity(0)))
+    # Training workers persist across epochs; validation workers only live for one pass.
+    assert loaders.train.persistent_workers and not workers.persistent_workers
     for (img_a, lab_a), (img_b, lab_b) in zip(in_process, workers, strict=True):
         assert torch.equal(img_a, img_b) and torch.equal(lab_a, lab_b)
+
+
+def test_loader_workers_are_capped_to_this_ranks_share_of_the_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert data.loader_workers(0) == 0
+    assert data.loader_workers(cores + 7) == cores
+    assert data.loader_workers(1) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores * 4))  # more ranks than cores here
+    assert data.loader_workers(4) == 1
+    recipe = smoke(workers=cores + 3)
+    loaders = data.build_loaders(recipe, None, 0, 1, pin_memory=False)
+    assert loaders.train.num_workers == loaders.val.num_workers == 1

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image
+import numpy.typing as npt
 
 from seglab.train.datasets.base import DatasetError, SegDataset, TrainTransform
+from seglab.train.pngio import ImageReadError, read_label, read_rgb
+from seglab.train.pngio import image_size as file_image_size
 
 
 class FileDataset(SegDataset):
@@ -26,16 +29,17 @@ class FileDataset(SegDataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, index: int) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
         image_path, label_path = self.pairs[index]
-        with Image.open(image_path) as img:
-            image = np.array(img.convert("RGB"))  # writable: torch refuses read-only
-        with Image.open(label_path) as lab:
-            if lab.mode not in ("L", "P"):
-                raise DatasetError(
-                    f"{label_path}: expected an 8-bit label PNG (mode L or P), got mode {lab.mode}"
-                )
-            label = np.array(lab)
+        try:
+            image = read_rgb(image_path)
+            label, mode = read_label(label_path)
+        except ImageReadError as exc:
+            raise DatasetError(str(exc)) from exc
+        if mode not in ("L", "P"):
+            raise DatasetError(
+                f"{label_path}: expected an 8-bit label PNG (mode L or P), got mode {mode}"
+            )
         if label.shape != image.shape[:2]:
             raise DatasetError(
                 f"{label_path}: label size {label.shape[::-1]} differs from "
@@ -46,8 +50,10 @@ class FileDataset(SegDataset):
         return image, label
 
     def image_size(self, index: int) -> tuple[int, int]:
-        with Image.open(self.pairs[index][0]) as img:
-            return img.height, img.width
+        try:
+            return file_image_size(self.pairs[index][0])
+        except ImageReadError as exc:
+            raise DatasetError(str(exc)) from exc
 
 
 def _require_dir(path: Path, what: str) -> Path:
