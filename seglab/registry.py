@@ -253,13 +253,15 @@ class Registry:
                 return conn
             self._drop()  # the file was set aside (or deleted) since: open the new one
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        seen = _identity(self.path)
         try:
             conn = self._open()
         except UnusableRegistryError as exc:
-            self._set_aside(exc.reason)
+            self._set_aside(exc.reason, seen)
+            seen = _identity(self.path)
             conn = self._open()
         self._local.conn, self._local.pid = conn, os.getpid()
-        self._local.file = _identity(self.path)
+        self._local.file = seen or _identity(self.path)  # None: SQLite has just created it
         with self._lock:
             self._opened.append((os.getpid(), conn))
         return conn
@@ -300,15 +302,14 @@ class Registry:
                 self._opened = [(pid, c) for pid, c in self._opened if c is not conn]
             conn.close()
 
-    def _set_aside(self, reason: str) -> None:
-        """Move an unusable file aside (with its WAL) and tell the user, once.
-
-        Under a lock file, the file is checked again first: another seglab process (or
-        thread) may have set it aside already, and then there is nothing to do.
+    def _set_aside(self, reason: str, seen: tuple[int, int] | None) -> None:
+        """Move the unusable file ``seen`` (device, inode) aside with its WAL, and tell the
+        user, once: under a lock file, a file at the path that is no longer ``seen`` was
+        set aside by another seglab process or thread already, and is left alone.
         """
         self._drop()
         with _locked(self.path.with_name(self.path.name + ".lock")):
-            if _file_problem(self.path) is None:
+            if _identity(self.path) != seen:
                 return
             aside = _aside_name(self.path)
             for suffix in ("-wal", "-shm", ""):  # the WAL first: a fresh file must not find it
@@ -327,7 +328,7 @@ class Registry:
         """Set the file aside when ``exc`` says it is damaged; otherwise re-raise ``exc``."""
         if not _is_damage(exc):
             raise exc
-        self._set_aside(str(exc))
+        self._set_aside(str(exc), getattr(self._local, "file", None))
 
     def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         """Every row of a read; a file found damaged is set aside and the read answered
@@ -641,28 +642,6 @@ def _schema_problem(conn: sqlite3.Connection) -> str | None:
     if missing:
         return f"its runs table lacks the column(s) {', '.join(missing)}"
     return None
-
-
-def _file_problem(path: Path) -> str | None:
-    """Why the file at ``path`` cannot be used, checked afresh (None if it can, or if
-    there is none). Reads only; a full ``quick_check`` finds damage a query ran into."""
-    if not path.exists():
-        return None
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-    try:
-        problem = _version_problem(conn)
-        if problem is None and _user_version(conn) == len(MIGRATIONS):
-            problem = _schema_problem(conn)
-        if problem is None:
-            found = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
-            problem = None if found == ["ok"] else "; ".join(found)
-    except sqlite3.DatabaseError as exc:
-        if not _is_damage(exc):
-            raise
-        problem = str(exc)
-    finally:
-        conn.close()
-    return problem
 
 
 def _aside_name(path: Path) -> Path:
