@@ -105,28 +105,12 @@ def _build(args: argparse.Namespace) -> int:
 def _engine(host_name: str, target: str) -> DockerRuntime:
     """The docker runtime of ``host_name``: its socket, or the SSH forward of a remote one."""
     from seglab.commands import CommandError
-    from seglab.hosts import DEFAULT_DOCKER_SOCKET, UnknownHostError
     from seglab.runtime.docker import DockerRuntime
     from seglab.workstation import Workstation
 
-    workstation = Workstation()
-    try:
-        host = workstation.inventory().get(host_name)
-    except UnknownHostError as exc:
-        raise CommandError(str(exc)) from exc
-    if host.is_local:
-        custom = host.docker_socket != DEFAULT_DOCKER_SOCKET
-        return DockerRuntime.from_env(
-            f"unix://{host.docker_socket}" if custom else None, host=host_name
-        )
-    if target == "ci":
+    machine = Workstation().machine(host_name)
+    if not machine.is_local and target == "ci":
         raise CommandError(
             "the CI image is built on this machine (mmdebstrap, root); build it without --host"
         )
-    from seglab.remote.bridge import RemoteUnavailable
-
-    try:
-        url = workstation.remote().docker_url(host_name)
-    except RemoteUnavailable as exc:
-        raise CommandError(str(exc)) from exc
-    return DockerRuntime(url, host=host_name)
+    return DockerRuntime(machine.docker_url(), host=host_name)
