@@ -1,26 +1,44 @@
-"""Recipes: the experiment schema, loading with `FILE:LINE` errors, `extends:`, ablation grids.
+"""Recipes: loading with `FILE:LINE` errors, `extends:`, ablation grids, memory estimates.
 
 A recipe file holds one base experiment plus an optional ``ablate:`` block of named axes,
 each with named levels that are dotted overrides. The grid is the cartesian product of the
 axes (in file order); each cell is a :class:`Variant` named ``axis=level,axis=level``.
+The schema itself (every key, default and bound) is :mod:`seglab.recipeschema`; its names
+are re-exported here.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
-import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError
 
 from seglab.errors import UnknownNameError, did_you_mean
+from seglab.recipeschema import (
+    DEFAULT_VARIANT,
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_ITERATIONS,
+    MAX_SAMPLES,
+    MAX_SIDE,
+    MAX_WORKERS,
+    DataConfig,
+    ModelConfig,
+    OptimizerConfig,
+    Recipe,
+    ResourcesConfig,
+    ScheduleConfig,
+    SyntheticConfig,
+    TrainConfig,
+    cross_field_problems,
+)
 from seglab.yamlpos import (
     ConfigError,
     KeyPath,
@@ -32,235 +50,31 @@ from seglab.yamlpos import (
     validation_problems,
 )
 
-DEFAULT_VARIANT = "default"
-_SHM = re.compile(r"^[1-9][0-9]*[kmgKMG]?$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class ModelConfig(_Section):
-    """The network: DeepLabV3 or DeepLabV3+ on a torchvision ResNet."""
-
-    arch: Literal["deeplabv3", "deeplabv3plus"] = "deeplabv3plus"
-    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
-    output_stride: Literal[8, 16] = 16
-    aux_loss: bool = False
-    pretrained_backbone: str | None = Field(
-        default=None,
-        description="local weights file (absolute, or relative to TORCH_HOME); none: random init",
-    )
-
-
-class SyntheticConfig(_Section):
-    """The synthetic dataset: random shapes on textured backgrounds."""
-
-    train_size: int = Field(default=256, gt=0)
-    val_size: int = Field(default=32, gt=0)
-    image_size: list[int] = Field(default=[64, 64], min_length=2, max_length=2)
-    num_classes: int = Field(default=4, ge=2, le=255)
-
-
-class DataConfig(_Section):
-    """The dataset and its train-time transforms."""
-
-    dataset: Literal["cityscapes", "ade20k", "voc", "synthetic"]
-    root: str | None = Field(
-        default=None,
-        description="dataset root as a name resolved per host (hosts.yaml `datasets:`); "
-        "defaults to the dataset name",
-    )
-    crop: list[int] = Field(min_length=2, max_length=2)
-    scale_range: list[float] = Field(default=[0.5, 2.0], min_length=2, max_length=2)
-    hflip: bool = True
-    workers: int = Field(default=4, ge=0)
-    synthetic: SyntheticConfig | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> DataConfig:
-        if any(v <= 0 for v in self.crop):
-            raise ValueError("crop: height and width must be positive")
-        low, high = self.scale_range
-        if not 0 < low <= high:
-            raise ValueError(f"scale_range: need 0 < low <= high, got [{low}, {high}]")
-        if self.synthetic is not None and self.dataset != "synthetic":
-            raise ValueError("synthetic: only valid with dataset: synthetic")
-        return self
-
-    @property
-    def root_name(self) -> str:
-        """The per-host dataset name this recipe needs."""
-        return self.root or self.dataset
-
-
-class OptimizerConfig(_Section):
-    """SGD (momentum, weight decay) or AdamW."""
-
-    name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(default=0.01, gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=1e-4, ge=0)
-    nesterov: bool = False
-    betas: list[float] = Field(default=[0.9, 0.999], min_length=2, max_length=2)
-
-
-class ScheduleConfig(_Section):
-    """Learning-rate schedule, stepped every iteration."""
-
-    name: Literal["poly", "constant"] = "poly"
-    power: float = Field(default=0.9, gt=0)
-    min_lr: float = Field(default=0.0, ge=0)
-    warmup_iters: int = Field(default=0, ge=0)
-    warmup_ratio: float = Field(default=0.1, gt=0, le=1)
-
-
-class TrainConfig(_Section):
-    """The optimisation loop. `batch_size` is the global batch, split across ranks."""
-
-    epochs: int | None = Field(default=None, gt=0)
-    iterations: int | None = Field(default=None, gt=0)
-    batch_size: int = Field(gt=0)
-    val_batch_size: int = Field(default=1, gt=0)
-    optimizer: OptimizerConfig = OptimizerConfig()
-    schedule: ScheduleConfig = ScheduleConfig()
-    amp: Literal["none", "fp16", "bf16"] = "none"
-    channels_last: bool = False
-    cudnn_benchmark: bool = True
-    compile: bool = False
-    aux_weight: float = Field(default=0.4, ge=0)
-    eval_interval: int = Field(default=1, gt=0)
-    eval_unit: Literal["epoch", "iter"] = "epoch"
-    checkpoint_interval: int = Field(default=500, gt=0, description="iterations")
-    log_interval: int = Field(default=10, gt=0, description="iterations")
-    grad_clip: float | None = Field(default=None, gt=0)
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _length(self) -> TrainConfig:
-        if (self.epochs is None) == (self.iterations is None):
-            raise ValueError("give exactly one of epochs or iterations")
-        return self
-
-
-class ResourcesConfig(_Section):
-    """What one run of this recipe holds."""
-
-    gpus: int = Field(
-        default=1, ge=1, le=64, description="GPUs per run (per member when nodes > 1)"
-    )
-    nodes: int = Field(
-        default=1,
-        ge=1,
-        le=64,
-        description="hosts one run spans, joined by "
-        "torchrun's c10d rendezvous (needs network: host)",
-    )
-    node_timeout_s: float = Field(
-        default=300.0,
-        gt=0,
-        le=86400,
-        description="multi-node: how long members wait for each other before the run fails",
-    )
-    shm_size: str = "8g"
-    network: bool | Literal["host"] = Field(
-        default=False,
-        description="false: no network; true: a bridge network; host: the "
-        "host's network (multi-node runs only)",
-    )
-    memory: str | None = None
-    cpus: float | None = Field(default=None, gt=0)
-
-    @model_validator(mode="after")
-    def _sizes(self) -> ResourcesConfig:
-        for key in ("shm_size", "memory"):
-            value = getattr(self, key)
-            if value is not None and not _SHM.match(value):
-                raise ValueError(f"{key}: expected a size such as 8g or 512m, got {value!r}")
-        if self.nodes > 1 and self.network != "host":
-            raise ValueError(
-                "nodes: a run over several hosts needs `network: host` (the "
-                "ranks reach each other over the hosts' own interfaces; see "
-                "docs/scaling.md)"
-            )
-        if self.network == "host" and self.nodes == 1:
-            raise ValueError(
-                "network: host networking is only for multi-node runs "
-                "(nodes > 1); use true for a bridge network"
-            )
-        return self
-
-    @property
-    def world_size(self) -> int:
-        """Training processes of one run: ``gpus`` per member times ``nodes``."""
-        return self.gpus * self.nodes
-
-
-def _cross_field_problems(
-    crop: Any, stride: Any, batch: Any, gpus: Any, nodes: Any = 1
-) -> list[tuple[str, str]]:
-    """Checks across sections, as (key, message); values of the wrong type are skipped."""
-    out = []
-    ints = isinstance(crop, list) and all(isinstance(v, int) for v in crop) and stride in (8, 16)
-    if ints and any(v % stride for v in crop):
-        out.append(("data.crop", f"{crop} is not divisible by model.output_stride {stride}"))
-    if not isinstance(nodes, int) or nodes < 1:
-        nodes = 1
-    if (
-        isinstance(batch, int)
-        and isinstance(gpus, int)
-        and batch > 0
-        and gpus > 0
-        and batch % (gpus * nodes)
-    ):
-        over = (
-            f"resources.gpus {gpus}"
-            if nodes == 1
-            else f"{gpus * nodes} ranks (resources.gpus {gpus} x nodes {nodes})"
-        )
-        out.append(
-            ("train.batch_size", f"the global batch {batch} does not split evenly over {over}")
-        )
-    return out
-
-
-class Recipe(_Section):
-    """One fully resolved experiment (a base recipe, or one variant of a grid)."""
-
-    name: str
-    variant: str = DEFAULT_VARIANT
-    description: str | None = None
-    image: str = "seglab/base:latest"
-    model: ModelConfig = ModelConfig()
-    data: DataConfig
-    train: TrainConfig
-    resources: ResourcesConfig = ResourcesConfig()
-    export: list[Literal["torchscript", "onnx", "triton"]] = []
-
-    @model_validator(mode="after")
-    def _cross(self) -> Recipe:
-        if not _NAME.match(self.name):
-            raise ValueError(f"name: {self.name!r} may hold only letters, digits, '_', '.', '-'")
-        for key, message in _cross_field_problems(
-            self.data.crop,
-            self.model.output_stride,
-            self.train.batch_size,
-            self.resources.gpus,
-            self.resources.nodes,
-        ):
-            raise ValueError(f"{key}: {message}")
-        return self
-
-    def to_yaml(self) -> str:
-        """The resolved recipe as YAML (what a run directory's recipe.yaml holds)."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
-    def sha(self) -> str:
-        """A short content hash of the resolved recipe (the `seglab.recipe_sha` label)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+__all__ = [
+    "DEFAULT_VARIANT",
+    "MAX_BATCH",
+    "MAX_EPOCHS",
+    "MAX_ITERATIONS",
+    "MAX_SAMPLES",
+    "MAX_SIDE",
+    "MAX_WORKERS",
+    "DataConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "Recipe",
+    "RecipeFile",
+    "ResourcesConfig",
+    "ScheduleConfig",
+    "SyntheticConfig",
+    "TrainConfig",
+    "Variant",
+    "estimate_activation_bytes",
+    "load",
+    "load_resolved",
+    "num_classes",
+]
 
 
 @dataclass(frozen=True)
@@ -411,7 +225,7 @@ def _validate(
         )
     # Pydantic skips cross-field checks when a field is invalid; run them on the raw data so
     # that every problem is reported at once.
-    cross = _cross_field_problems(
+    cross = cross_field_problems(
         _get(data, "data", "crop"),
         _get(data, "model", "output_stride", default=16),
         _get(data, "train", "batch_size"),
@@ -524,10 +338,17 @@ def load(path: str | Path) -> RecipeFile:
             variant_data = {**base_data, "variant": label}
             for key, value in overrides.items():
                 variant_data = _set_dotted(variant_data, key, value)
-            # Locate each problem at the overriding level when one touched that key.
-            level_origins = dict(origins)
-            for p in paths:
-                level_origins[tuple(str(p[3]).split("."))] = _locate(origins, p, fallback)
+            # Locate each problem at the overriding level when one touched that key (or
+            # anything inside it: the base file's lines for the old value no longer apply).
+            overridden: Origins = {
+                tuple(str(p[3]).split(".")): _locate(origins, p, fallback) for p in paths
+            }
+            level_origins = {
+                path: origin
+                for path, origin in origins.items()
+                if not any(path[: len(key)] == key for key in overridden)
+            }
+            level_origins.update(overridden)
             recipe, variant_problems = _validate(
                 variant_data, level_origins, fallback, prefix=f"[{label}] "
             )
@@ -559,3 +380,63 @@ def load_resolved(path: str | Path) -> Recipe:
     if recipe is None:
         raise ConfigError(problems)
     return recipe
+
+
+# -- memory ------------------------------------------------------------------------------
+
+# Activation elements per input pixel of one sample that autograd keeps for the backward
+# pass of seglab's networks, by (arch, backbone, output_stride); measured on the models of
+# seglab.train.models (tests/unit/test_recipe_memory.py re-measures them) and rounded up.
+_ELEMENTS_PER_PIXEL: dict[tuple[str, str, int], int] = {
+    ("deeplabv3", "resnet18", 8): 300,
+    ("deeplabv3", "resnet18", 16): 155,
+    ("deeplabv3", "resnet34", 8): 435,
+    ("deeplabv3", "resnet34", 16): 215,
+    ("deeplabv3", "resnet50", 8): 1080,
+    ("deeplabv3", "resnet50", 16): 535,
+    ("deeplabv3", "resnet101", 8): 1940,
+    ("deeplabv3", "resnet101", 16): 750,
+    ("deeplabv3plus", "resnet18", 8): 380,
+    ("deeplabv3plus", "resnet18", 16): 245,
+    ("deeplabv3plus", "resnet34", 8): 515,
+    ("deeplabv3plus", "resnet34", 16): 305,
+    ("deeplabv3plus", "resnet50", 8): 1160,
+    ("deeplabv3plus", "resnet50", 16): 625,
+    ("deeplabv3plus", "resnet101", 8): 2020,
+    ("deeplabv3plus", "resnet101", 16): 840,
+}
+_AUX_ELEMENTS_PER_PIXEL = 16  # the FCN head on layer3
+_LOSS_BYTES_PER_CLASS = 4  # cross-entropy keeps fp32 log-probabilities, AMP or not
+_CLASSES = {"cityscapes": 19, "ade20k": 150, "voc": 21}
+
+
+def num_classes(data: DataConfig) -> int:
+    """How many classes the recipe's model predicts (as `seglab.train.labels` counts them)."""
+    if data.dataset == "synthetic":
+        return (data.synthetic or SyntheticConfig()).num_classes
+    return _CLASSES[data.dataset]
+
+
+def estimate_activation_bytes(recipe: Recipe) -> int:
+    """Bytes of activations one training rank of `recipe` keeps for its backward pass.
+
+    ``batch_per_rank x crop_h x crop_w x (E x bytes_per_element + heads x classes x 4)``
+    where ``batch_per_rank`` is the global batch over ``gpus x nodes`` ranks (rounded up),
+    ``E`` the measured activation elements per pixel of the architecture, backbone and
+    output stride (plus 16 with the aux head), ``bytes_per_element`` 2 with
+    ``train.amp`` fp16/bf16 and 4 without, and the last term the loss's fp32
+    log-probabilities (``heads`` is 2 with the aux head). It is a floor of a training
+    step's peak: weights, gradients, optimizer state and backward's transient buffers
+    come on top, so a recipe whose estimate alone exceeds a device's memory cannot run.
+    """
+    model = recipe.model
+    batch = math.ceil(recipe.train.batch_size / recipe.resources.world_size)
+    height, width = recipe.data.crop
+    elements = _ELEMENTS_PER_PIXEL[(model.arch, model.backbone, model.output_stride)]
+    heads = 1
+    if model.aux_loss:
+        elements += _AUX_ELEMENTS_PER_PIXEL
+        heads = 2
+    element_bytes = 4 if recipe.train.amp == "none" else 2
+    per_pixel = elements * element_bytes + heads * num_classes(recipe.data) * _LOSS_BYTES_PER_CLASS
+    return batch * height * width * per_pixel

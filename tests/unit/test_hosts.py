@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -670,3 +672,63 @@ def test_multi_node_addresses_and_interfaces(tmp_path: Path) -> None:
     assert inventory.get("local").node_address == "10.0.0.9"
     lab1 = inventory.get("lab1")
     assert (lab1.node_address, lab1.node_interface) == ("gpu1.cluster.internal", "ib0")
+
+
+def test_asyncssh_is_imported_only_for_a_remote_entry(tmp_path: Path, ssh_config: Path) -> None:
+    _write(ssh_config, "Host box\n    HostName gpu1.example.org\n")
+    local = _write(tmp_path / "local.yaml", "hosts:\n  local: {}\n  cluster: {kind: slurm}\n")
+    remote = _write(tmp_path / "remote.yaml", "hosts:\n  lab1: {ssh: box}\n")
+    probe = (
+        "import sys; from seglab.hosts import load_inventory; "
+        "inventory = load_inventory(__import__('pathlib').Path(sys.argv[1])); "
+        "print(sorted(inventory.hosts), 'asyncssh' in sys.modules)"
+    )
+
+    def imported(path: Path) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    assert imported(local) == "['cluster', 'local'] False"
+    assert imported(remote) == "['lab1', 'local'] True"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- lab1\n", "1: (top level): expected a mapping with a `hosts:` key"),
+        ("hosts: [lab1]\n", "1: hosts: expected a mapping of host name -> settings"),
+        (
+            "hosts:\n  lab1:\n",
+            "2: hosts.lab1.ssh: required key is missing: give user@host[:port] or an alias "
+            "from ~/.ssh/config (only a `kind: slurm` host may omit it, meaning its login "
+            "node is this machine)",
+        ),
+        (
+            "hosts:\n  local:\n    datasets:\n      'a b': /x\n",
+            "4: hosts.local.datasets.a b: a dataset name is letters, digits, '_', '.' and '-'",
+        ),
+        (
+            "hosts:\n  c:\n    kind: slurm\n    partition:\n",
+            "4: hosts.c.partition: expected a non-empty string, got None",
+        ),
+    ],
+)
+def test_structure_errors_are_located(tmp_path: Path, text: str, message: str) -> None:
+    path = _write(tmp_path / "hosts.yaml", text)
+    assert _errors(path) == [f"{path}:{message}"]
+
+
+def test_a_bad_token_in_the_ssh_config_is_reported_with_the_file(
+    tmp_path: Path, ssh_config: Path
+) -> None:
+    _write(ssh_config, "Host box\n    HostName %z.example.org\n")
+    path = _write(tmp_path / "hosts.yaml", "hosts:\n  box: {ssh: box}\n")
+    # asyncssh names no line for a bad token: the file's first line stands for it
+    assert _errors(path) == [
+        f"{ssh_config}:1: hosts.box.ssh: ssh config: Invalid token expansion: z"
+    ]

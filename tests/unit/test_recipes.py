@@ -334,3 +334,63 @@ def test_a_multi_node_recipe_has_a_world_of_gpus_times_nodes(tmp_path: Path) -> 
     )
     resources = recipes.load(path).base.resources
     assert (resources.world_size, resources.network, resources.node_timeout_s) == (4, "host", 90.0)
+
+
+# -- bounds ------------------------------------------------------------------------------
+
+
+def test_an_absurd_crop_fails_recipe_check_at_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "huge.yaml", BASE.replace("[64, 64]", "[1048576, 1048576]"))
+    assert main(["recipe", "check", str(path)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:8: data.crop[0]: input should be less than or equal to 8192, got 1048576",
+        f"{path}:8: data.crop[1]: input should be less than or equal to 8192, got 1048576",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("  crop: [64, 64]", "  crop: [64, 0]"), ":8: data.crop[1]: input should be greater"),
+        (
+            ("  batch_size: 8", "  batch_size: 100000"),
+            ":11: train.batch_size: input should be less",
+        ),
+        (("  iterations: 100", "  iterations: 1000000000"), ":10: train.iterations: input"),
+        (("  iterations: 100", "  epochs: 1000000"), ":10: train.epochs: input should be less"),
+        (("  crop: [64, 64]", "  crop: [64, 64]\n  workers: 4096"), ":9: data.workers: input"),
+        (
+            ("  crop: [64, 64]", "  crop: [64, 64]\n  synthetic: {image_size: [64, 99999]}"),
+            ":9: data.synthetic.image_size[1]: input should be less than or equal to 8192",
+        ),
+    ],
+)
+def test_bounds_are_located(tmp_path: Path, edit: tuple[str, str], expected: str) -> None:
+    old, new = edit
+    path = write(tmp_path, "r.yaml", BASE.replace(old, new))
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}{expected}")
+
+
+def test_a_level_past_a_bound_names_its_variant_and_line(tmp_path: Path) -> None:
+    text = (
+        BASE
+        + "ablate:\n  crop:\n    ok: {data.crop: [512, 512]}\n    huge: {data.crop: [64, 16384]}\n"
+    )
+    path = write(tmp_path, "grid.yaml", text)
+    assert problems_of(path) == [
+        f"{path}:15: [crop=huge] data.crop[1]: input should be less than or equal to 8192, "
+        "got 16384"
+    ]
+
+
+def test_the_bounds_admit_the_largest_values(tmp_path: Path) -> None:
+    text = (
+        BASE.replace("[64, 64]", f"[{recipes.MAX_SIDE}, {recipes.MAX_SIDE}]")
+        .replace("batch_size: 8", f"batch_size: {recipes.MAX_BATCH}")
+        .replace("iterations: 100", f"iterations: {recipes.MAX_ITERATIONS}")
+    )
+    recipe = recipes.load(write(tmp_path, "max.yaml", text)).base
+    assert recipe.data.crop == [8192, 8192] and recipe.train.batch_size == 4096
