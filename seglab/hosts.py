@@ -335,21 +335,26 @@ def _ssh_options(config_path: Path, address: SSHAddress, key: str) -> dict[str, 
 
     A config asyncssh refuses is a ConfigError at the line asyncssh names, keyed `key`.
     """
-    from asyncssh.config import ConfigParseError, SSHClientConfig
+    from asyncssh.config import ConfigParseError, SSHClientConfig, SSHConfig
     from asyncssh.misc import IllegalUserName
 
-    try:
-        config = SSHClientConfig.load(
+    def load(final: bool) -> SSHConfig:
+        return SSHClientConfig.load(
             None,
             [config_path],
             False,
             False,
-            False,
+            final,
             getpass.getuser(),
             address.user if address.user else (),
             address.host,
             address.port if address.port else (),
         )
+
+    try:
+        config = load(final=False)
+        if config.has_match_final():  # asyncssh reads it again with `Match final` true
+            config = load(final=True)
     except (ConfigParseError, IllegalUserName, OSError) as exc:
         text = exc.reason if isinstance(exc, IllegalUserName) else str(exc)
         where = _PARSE_ERROR.match(text)

@@ -732,3 +732,23 @@ def test_a_bad_token_in_the_ssh_config_is_reported_with_the_file(
     assert _errors(path) == [
         f"{ssh_config}:1: hosts.box.ssh: ssh config: Invalid token expansion: z"
     ]
+
+
+def test_match_final_applies_after_the_host_name_is_resolved(
+    tmp_path: Path, ssh_config: Path
+) -> None:
+    _write(
+        ssh_config,
+        """
+        Host lab-*
+            HostName %h.internal
+        Match final host *.internal
+            User final-user
+    """,
+    )
+    path = _write(tmp_path / "hosts.yaml", "hosts:\n  a: {ssh: lab-1}\n  b: {ssh: other}\n")
+    inventory = load_inventory(path)
+    assert inventory.get("a").ssh == SSHTarget(
+        user="final-user", hostname="lab-1.internal", alias="lab-1"
+    )
+    assert inventory.get("b").ssh == SSHTarget(user=None, hostname="other")
