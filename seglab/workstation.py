@@ -6,55 +6,37 @@ every behaviour the dashboard shows is reachable, and testable, headless.
 
 from __future__ import annotations
 
-import asyncio
+import atexit
 import logging
 import os
 import shutil
-import time
+import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from seglab import paths, recipes
+from seglab.desk import RunDesk
 from seglab.errors import RunError, did_you_mean
 from seglab.hosts import Inventory, load_inventory
+from seglab.kinds import RuntimeKind
+from seglab.polling import Poller
 from seglab.registry import Registry, RunRecord
 from seglab.runs import RunManager, Submitted
 from seglab.scheduler import Pool, Scheduler, parse_on
 from seglab.telemetry.sample import HostStatus
+from seglab.views import Comparison, Curves, RunMetrics, RunRow, Snapshot
 from seglab.yamlpos import ConfigError, Problem
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from seglab.forwards import OpenForward
+    from seglab.machines import LoopThread, Machine, MachineSync
     from seglab.remote.bridge import RemoteBridge
+    from seglab.runtime import LogLine
+    from seglab.telemetry.live import LiveTelemetry
     from seglab.telemetry.sample import HostState
-
-
-@dataclass(frozen=True)
-class Curves:
-    """A run's training loss and evaluation mIoU, as (iteration, value) points."""
-
-    run_id: str
-    variant: str
-    loss: list[tuple[int, float]]
-    miou: list[tuple[int, float]]
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """One run of an ablation with the numbers the comparison table shows (None: unknown)."""
-
-    run_id: str
-    variant: str
-    status: str
-    best_miou: float | None
-    pixel_acc: float | None
-    per_class_iou: tuple[float | None, ...]
-    img_per_s: float | None
-    time_s: float | None
 
 
 class Workstation:
@@ -144,36 +126,93 @@ class Workstation:
         return self._manager
 
     def remote(self) -> RemoteBridge:
-        """The SSH connections to remote hosts (opened on first use, closed at exit)."""
-        if self._bridge is None:
-            from seglab.remote.bridge import RemoteBridge
+        """The SSH connections to remote hosts (opened on first use, closed by
+        :meth:`close`): the one SSH stack of this workstation, on :meth:`loop`."""
+        with self._stack_lock:
+            if self._bridge is None:
+                from seglab.remote.bridge import RemoteBridge
 
-            self._bridge = RemoteBridge(self.inventory())
-        return self._bridge
+                self._bridge = RemoteBridge(self.inventory(), self.loop())
+            return self._bridge
+
+    _stack_lock = threading.RLock()
+    _loop: LoopThread | None = None
+    _live: LiveTelemetry | None = None
+
+    def loop(self) -> LoopThread:
+        """The one event loop (a daemon thread) that SSH, telemetry and machines run on."""
+        with self._stack_lock:
+            if self._loop is None:
+                from seglab.machines import LoopThread
+
+                self._loop = LoopThread()
+                atexit.register(self.close)
+            return self._loop
+
+    def machine(self, name: str) -> MachineSync:
+        """Host ``name`` as a machine for synchronous code (remote ones over SSH)."""
+        from seglab.machines import MachineSync
+
+        return MachineSync(self._machine(name), self.loop())
+
+    def _machine(self, name: str) -> Machine:
+        host = self.inventory().get(name)
+        if host.is_local:
+            from seglab.machines import LocalMachine
+
+            return LocalMachine(name, host.docker_socket)
+        return self.remote().remotes.machine(name)
+
+    def telemetry(self, names: Sequence[str] | None = None) -> LiveTelemetry:
+        """Live telemetry of every host: one per workstation, shared (the dashboard's feed,
+        and what placement reuses); with ``names``, a new one of those hosts only. Await
+        its ``start()``; ``close()`` stops it (the connections stay)."""
+        from seglab.telemetry.live import LiveTelemetry
+
+        inventory = self.inventory()
+        if names is not None:
+            hosts = [inventory.get(name) for name in names]
+            return LiveTelemetry(self.loop(), hosts, self._machine)
+        with self._stack_lock:
+            if self._live is None:
+                self._live = LiveTelemetry(
+                    self.loop(), list(inventory), self._machine, self._forget_live
+                )
+            return self._live
+
+    def _forget_live(self, live: LiveTelemetry) -> None:
+        with self._stack_lock:
+            if self._live is live:
+                self._live = None
+
+    def current_states(self, names: Sequence[str]) -> dict[str, HostState] | None:
+        """The named hosts' states from the live telemetry when it has a reading of each
+        (placement and queue pumping reuse them), else None."""
+        live = self._live
+        return live.readings(names) if live is not None else None
+
+    def host_links(self) -> dict[str, tuple[str, str | None]]:
+        """Link state and message of each remote host connected so far."""
+        return self._bridge.remotes.links() if self._bridge is not None else {}
 
     def close(self) -> None:
-        """Close SSH connections and forwards (runs keep going)."""
-        if self._bridge is not None:
-            self._bridge.close()
-            self._bridge = None
+        """Stop telemetry, close SSH connections and forwards (runs keep going)."""
+        loop, live, bridge = self._loop, self._live, self._bridge
+        if loop is None:
+            return
+        atexit.unregister(self.close)
+        if live is not None:
+            loop.call(live.close(), 30)
+        if bridge is not None:
+            bridge.close()
+        loop.close()
+        self._loop = self._bridge = self._live = None
 
     async def gpu_states(self, hosts: Sequence[str], timeout: float = 15.0) -> dict[str, HostState]:
         """One telemetry reading of each named host (what placement decides on)."""
-        from seglab.telemetry.source import Telemetry
-
-        telemetry = Telemetry()
+        telemetry = self.telemetry(hosts)
         try:
-            for name in hosts:
-                host = self.inventory().get(name)
-                if host.is_local:
-                    await telemetry.add_host(host)
-                else:  # runs on the bridge's loop, where the SSH connection lives
-                    remotes = self.remote().remotes
-                    await telemetry.add_host(
-                        host,
-                        executor=remotes.executor(name),
-                        docker_url=f"unix://{remotes.docker_socket(name)}",
-                    )
+            await telemetry.start()
             states = await telemetry.wait_ready(timeout)
         finally:
             await telemetry.close()
@@ -201,12 +240,13 @@ class Workstation:
                 log.warning("%s is unreachable; placing on the other hosts", name)
                 remote.remove(name)
                 names.remove(name)
+        live = self.current_states(names)
         if not names:
             states: dict[str, HostState] = {}
-        elif remote:
-            states = self.remote().call(self.gpu_states(names, timeout), timeout + 30)
+        elif live is not None:
+            states = live
         else:
-            states = asyncio.run(self.gpu_states(names, timeout))
+            states = self.loop().call(self.gpu_states(names, timeout), timeout + 30)
         return Scheduler(self.inventory(), self.registry(), states)
 
     def launch(
@@ -215,7 +255,7 @@ class Workstation:
         variants: Sequence[str] = (),
         *,
         on: str = "auto",
-        runtime: str = "auto",
+        runtime: str = RuntimeKind.AUTO,
         image: str | None = None,
         queue: bool = True,
     ) -> list[Submitted]:
@@ -237,10 +277,66 @@ class Workstation:
         pools = [Pool.from_dict(p) for item in pending for p in item.request["pools"]]
         return self.runs().pump_queue(self.scheduler(pools))
 
-    def resume(self, run_id: str) -> RunRecord:
+    # -- runs: what the CLI and the dashboard do with them ------------------------------
+
+    _desk: RunDesk | None = None
+
+    def _runs_desk(self) -> RunDesk:
+        if self._desk is None:
+            self._desk = RunDesk(self.runs, self.registry, self.pump_queue)
+        return self._desk
+
+    def run_row(self, record: RunRecord) -> RunRow:
+        """The row of one run record (as :meth:`launch` returns them)."""
+        return self._runs_desk().row(record)
+
+    def find_runs(self) -> list[str]:
+        """Adopt runs the registry lacks (left by a seglab that was killed); their ids."""
+        return self._runs_desk().find()
+
+    def runs_now(self, include_final: bool = False) -> list[RunRow]:
+        """Every run that can still change, refreshed (and the ended ones if asked)."""
+        return self._runs_desk().rows(include_final)
+
+    def watch(self, run_ids: Iterable[str]) -> list[RunRow]:
+        """Start queued runs whose GPUs are free, then the named runs, refreshed."""
+        return self._runs_desk().watch(run_ids)
+
+    def stop(self, run_id: str, timeout: float = 60.0) -> RunRow:
+        """Stop a run gracefully: SIGTERM, ``timeout`` s to checkpoint, then SIGKILL."""
+        return self._runs_desk().stop(run_id, timeout)
+
+    def kill(self, run_id: str) -> RunRow:
+        """Kill a run now (work since its last checkpoint is lost)."""
+        return self._runs_desk().kill(run_id)
+
+    def resume(self, run_id: str) -> RunRow:
         """Start a stopped or failed run again from its last checkpoint."""
-        manager = self.runs()
-        return manager.resume(run_id, Scheduler(self.inventory(), self.registry()))
+        return self._runs_desk().resume(run_id)
+
+    def remove(self, run_id: str, purge: bool = False, force: bool = False) -> None:
+        """Forget an ended run (``force``: a running one too); its run dir stays unless
+        ``purge``."""
+        self._runs_desk().remove(run_id, purge, force)
+
+    def logs(
+        self, run_id: str, follow: bool = False, tail: int | None = None, member: int = 0
+    ) -> Iterator[LogLine]:
+        """A run's log as whole lines (of member ``member``), followed if asked."""
+        return self._runs_desk().logs(run_id, follow, tail, member)
+
+    def metrics(self, run_id: str) -> RunMetrics:
+        """A run's evaluations and training progress."""
+        return self._runs_desk().metrics(run_id)
+
+    _poller: Poller | None = None
+
+    def poll(self, selected: str | None = None) -> Snapshot:
+        """The dashboard's poll: every run, the selected recipe's curves, and now and then
+        the local engines; runs are found again at first and the queue pumped often."""
+        if self._poller is None:
+            self._poller = Poller(self)
+        return self._poller.poll(selected)
 
     # -- views for the dashboard -----------------------------------------------------
 
@@ -266,53 +362,16 @@ class Workstation:
 
     def curves(self, run_id: str) -> Curves:
         """The loss and mIoU curves of a run, from its ingested events."""
-        registry = self.registry()
-        record = registry.get_run(run_id)
-        loss = [
-            (int(e.data["iter"]), float(e.data["loss"]))
-            for e in registry.events(run_id, kind="train")
-            if e.data.get("loss") is not None
-        ]
-        miou = [
-            (int(e.data["iter"]), float(e.data["miou"]))
-            for e in registry.events(run_id, kind="eval")
-            if e.data.get("miou") is not None
-        ]
-        return Curves(run_id, record.variant, loss, miou)
+        return self._runs_desk().curves(run_id)
 
     def comparison(self, run_ids: Iterable[str], now: float | None = None) -> list[Comparison]:
-        """Per run: best mIoU with the pixel accuracy and per-class IoU of that evaluation,
-        img/s and wall time (``now`` ends the time of runs still going)."""
-        registry = self.registry()
-        rows = []
-        for run_id in run_ids:
-            record = registry.get_run(run_id)
-            evals = [
-                e.data
-                for e in registry.events(run_id, kind="eval")
-                if e.data.get("miou") is not None
-            ]
-            best = max(evals, key=lambda d: float(d["miou"])) if evals else None
-            end = record.finished_at or (now if now is not None else time.time())
-            rows.append(
-                Comparison(
-                    run_id=run_id,
-                    variant=record.variant,
-                    status=str(record.status),
-                    best_miou=record.best_miou if best is None else float(best["miou"]),
-                    pixel_acc=None if best is None else best.get("pixel_acc"),
-                    per_class_iou=tuple(best.get("per_class_iou") or ()) if best else (),
-                    img_per_s=record.img_per_s,
-                    time_s=None if record.started_at is None else end - record.started_at,
-                )
-            )
-        return rows
+        """Per run of an ablation: best mIoU with that evaluation's pixel accuracy and
+        per-class IoU, img/s and wall time (``now`` ends the time of runs still going)."""
+        return self._runs_desk().comparison(run_ids, now)
 
     def class_names(self, run_id: str) -> list[str] | None:
         """The class names a run's trainer announced in its start event."""
-        start = self.registry().events(run_id, kind="start")
-        names = start[-1].data.get("class_names") if start else None
-        return [str(n) for n in names] if names else None
+        return self._runs_desk().class_names(run_id)
 
     # -- run files and shells --------------------------------------------------------
 
@@ -350,7 +409,7 @@ class Workstation:
     def shell_command(self, run_id: str) -> tuple[list[str], dict[str, str]]:
         """The `docker exec -it` command (and environment) for a shell in a run's container."""
         record = self.registry().get_run(run_id)
-        if record.runtime != "docker":
+        if record.runtime != RuntimeKind.DOCKER:
             where = record.run_dir or "its run dir"
             raise RunError(
                 f"run {run_id} runs as a {record.runtime} job, not in a container; "
@@ -398,7 +457,7 @@ class Workstation:
 
         if not self.inventory().get(host).is_local:
             return None
-        runtime = self.runs().runtime(host, "docker")
+        runtime = self.runs().runtime(host, RuntimeKind.DOCKER)
         if not isinstance(runtime, DockerRuntime):
             return runtime.__class__.__name__
         try:

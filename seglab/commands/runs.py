@@ -8,9 +8,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from seglab.commands import add_command, print_json
+from seglab.kinds import RuntimeKind
+from seglab.registry import RunStatus
+from seglab.views import EXPLAINED
 
 if TYPE_CHECKING:
-    from seglab.registry import RunRecord
+    from seglab.views import RunRow
     from seglab.workstation import Workstation
 
 RUN_HELP = """\
@@ -67,8 +70,8 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument(
         "--runtime",
-        default="auto",
-        choices=("auto", "docker", "process", "slurm"),
+        default=RuntimeKind.AUTO.value,
+        choices=[kind.value for kind in RuntimeKind],
         help="docker containers, detached processes, or Slurm jobs (default: auto)",
     )
     run.add_argument("--image", help="override the recipe's image")
@@ -197,7 +200,7 @@ def _run(args: argparse.Namespace) -> int:
         queue=not args.no_queue,
     )
     if args.json and not args.wait:
-        print_json([run_row(s.record) for s in submitted])
+        print_json([ws.run_row(s.record).to_json() for s in submitted])
     else:
         for item in submitted:
             print(item.record.run_id)
@@ -211,83 +214,30 @@ def _run(args: argparse.Namespace) -> int:
 
 def _wait(ws: Workstation, ids: list[str], as_json: bool) -> int:
     """Keep starting queued runs and refreshing until every run in ``ids`` has ended."""
-    from seglab.registry import RunStatus
-
     last: dict[str, str] = {}
     while True:
-        ws.pump_queue()
-        records = [ws.runs().refresh(ws.registry().get_run(run_id)) for run_id in ids]
-        for record in records:
-            line = _progress_line(record)
-            if last.get(record.run_id) != line:
-                last[record.run_id] = line
+        rows = ws.watch(ids)
+        for row in rows:
+            line = _progress_line(row)
+            if last.get(row.run_id) != line:
+                last[row.run_id] = line
                 print(line, file=sys.stderr, flush=True)
-        if all(r.is_final or r.status == RunStatus.LOST for r in records):
+        if all(row.ended for row in rows):
             break
         time.sleep(2.0)
     if as_json:
-        print_json([run_row(r) for r in records])
-    ok = all(r.status in (RunStatus.FINISHED, RunStatus.STOPPED) for r in records)
+        print_json([row.to_json() for row in rows])
+    ok = all(r.status in (RunStatus.FINISHED, RunStatus.STOPPED) for r in rows)
     return 0 if ok else 1
 
 
-def _progress_line(record: RunRecord) -> str:
-    miou = "-" if record.best_miou is None else f"{record.best_miou:.4f}"
-    done = "-" if record.last_iter is None else f"{record.last_iter}/{record.total_iters or '?'}"
-    return f"{record.run_id}: {record.status} iter {done} best mIoU {miou}"
+def _progress_line(row: RunRow) -> str:
+    miou = "-" if row.best_miou is None else f"{row.best_miou:.4f}"
+    done = "-" if row.iteration is None else f"{row.iteration}/{row.total_iterations or '?'}"
+    return f"{row.run_id}: {row.status} iter {done} best mIoU {miou}"
 
 
 # -- ps -------------------------------------------------------------------------------
-
-
-def where(record: RunRecord) -> str:
-    """``host:2gpu`` or ``host:cpu``; a multi-node run's members joined by ``+``."""
-    parts = record.members or (record,)
-    return "+".join(f"{p.host}:{len(p.gpus)}gpu" if p.gpus else f"{p.host}:cpu" for p in parts)
-
-
-def run_row(record: RunRecord) -> dict[str, Any]:
-    """The documented JSON shape of one run (`seglab ps --json`)."""
-    now = time.time()
-    progress = None
-    if record.total_iters:
-        progress = (record.last_iter or 0) / record.total_iters
-    eta = None
-    if (
-        record.img_per_s
-        and record.total_iters
-        and record.last_iter is not None
-        and not record.is_final
-    ):
-        from seglab.runs import resolved_recipe
-
-        batch = resolved_recipe(record).train.batch_size
-        eta = (record.total_iters - record.last_iter) * batch / record.img_per_s
-    return {
-        "run_id": record.run_id,
-        "recipe": record.recipe,
-        "variant": record.variant,
-        "status": str(record.status),
-        "host": record.host,
-        "gpus": list(record.gpus),
-        "where": where(record),
-        "members": [
-            {"host": m.host, "gpus": list(m.gpus), "run_dir": m.run_dir or None}
-            for m in record.members
-        ],
-        "runtime": record.runtime,
-        "iteration": record.last_iter,
-        "total_iterations": record.total_iters,
-        "progress": progress,
-        "eta_s": eta,
-        "last_loss": record.last_loss,
-        "best_miou": record.best_miou,
-        "img_per_s": record.img_per_s,
-        "age_s": now - record.created_at,
-        "exit_code": record.exit_code,
-        "run_dir": record.run_dir or None,
-        "message": record.message,
-    }
 
 
 def _age(seconds: float) -> str:
@@ -300,17 +250,16 @@ def _age(seconds: float) -> str:
 
 def _ps(args: argparse.Namespace) -> int:
     ws = _workstation()
-    manager = ws.runs()
-    manager.reconcile()
+    ws.find_runs()
     ws.pump_queue()
-    rows = [run_row(r) for r in manager.refresh_all(include_final=args.all)]
+    rows = ws.runs_now(include_final=args.all)
     if args.json:
-        print_json(rows)
+        print_json([row.to_json() for row in rows])
         return 0
     if not rows:
         print("no runs" + ("" if args.all else " (seglab ps --all shows ended ones)"))
         return 0
-    wide = max(14, *(len(row["where"]) for row in rows))  # multi-node: host:cpu+host:cpu
+    wide = max(14, *(len(row.where) for row in rows))  # multi-node: host:cpu+host:cpu
     header = (
         f"{'RUN':<44} {'STATUS':<10} {'WHERE':<{wide}} {'PROGRESS':>14} {'LOSS':>7} "
         f"{'mIoU':>6} {'IMG/S':>7} {'AGE':>5}"
@@ -318,22 +267,20 @@ def _ps(args: argparse.Namespace) -> int:
     print(header)
     for row in rows:
         progress = "-"
-        if row["iteration"] is not None:
-            progress = f"{row['iteration']}/{row['total_iterations'] or '?'}"
-            if row["progress"] is not None:
-                progress += f" {row['progress']:4.0%}"
-        loss = "-" if row["last_loss"] is None else f"{row['last_loss']:.3f}"
-        miou = "-" if row["best_miou"] is None else f"{row['best_miou']:.3f}"
-        ips = "-" if row["img_per_s"] is None else f"{row['img_per_s']:.1f}"
+        if row.iteration is not None:
+            progress = f"{row.iteration}/{row.total_iterations or '?'}"
+            if row.progress is not None:
+                progress += f" {row.progress:4.0%}"
+        loss = "-" if row.last_loss is None else f"{row.last_loss:.3f}"
+        miou = "-" if row.best_miou is None else f"{row.best_miou:.3f}"
+        ips = "-" if row.img_per_s is None else f"{row.img_per_s:.1f}"
+        status = str(row.status)
         print(
-            f"{row['run_id']:<44} {row['status']:<10} {row['where']:<{wide}} {progress:>14} "
-            f"{loss:>7} {miou:>6} {ips:>7} {_age(row['age_s']):>5}"
+            f"{row.run_id:<44} {status:<10} {row.where:<{wide}} {progress:>14} "
+            f"{loss:>7} {miou:>6} {ips:>7} {_age(row.age_s):>5}"
         )
-        if (
-            row["status"] in ("failed", "oom_killed", "lost", "queued", "starting")
-            and row["message"]
-        ):
-            last = row["message"].strip().splitlines()[-1]
+        if row.status in EXPLAINED and row.message:
+            last = row.message.strip().splitlines()[-1]
             print(f"  {last}")
     return 0
 
@@ -345,49 +292,25 @@ def _logs(args: argparse.Namespace) -> int:
     from seglab.events import PREFIX
 
     ws = _workstation()
-    ws.runs().reconcile()
-    lines = ws.runs().logs(args.run_id, follow=args.follow, tail=args.tail, member=args.member)
-
-    def emit() -> None:
-        for line in lines:
-            if args.no_events and PREFIX in line.text:
-                continue
-            print(line.text, flush=args.follow)
-
-    emit()
+    ws.find_runs()
+    for line in ws.logs(args.run_id, follow=args.follow, tail=args.tail, member=args.member):
+        if args.no_events and PREFIX in line.text:
+            continue
+        print(line.text, flush=args.follow)
     return 0
 
 
 def _metrics(args: argparse.Namespace) -> int:
     ws = _workstation()
-    manager = ws.runs()
-    manager.reconcile()
-    record = manager.refresh(ws.registry().get_run(args.run_id))
-    registry = ws.registry()
-    start = registry.events(record.run_id, kind="start")
-    evals = [
-        e.data | {"seq": e.seq, "time": e.time} for e in registry.events(record.run_id, kind="eval")
-    ]
-    trains = registry.events(record.run_id, kind="train")
-    class_names = start[-1].data.get("class_names") if start else None
-    data = {
-        "run_id": record.run_id,
-        "status": str(record.status),
-        "best_miou": record.best_miou,
-        "iteration": record.last_iter,
-        "total_iterations": record.total_iters,
-        "last_loss": record.last_loss,
-        "img_per_s": record.img_per_s,
-        "class_names": class_names,
-        "evals": evals,
-        "loss": [{"iter": e.data["iter"], "loss": e.data["loss"]} for e in trains],
-    }
+    ws.find_runs()
+    metrics = ws.metrics(args.run_id)
+    evals, class_names = metrics.evals, metrics.class_names
     if args.json:
-        print_json(data)
+        print_json(metrics.to_json())
         return 0
     print(
-        f"{record.run_id}  {record.status}  best mIoU "
-        f"{'-' if record.best_miou is None else f'{record.best_miou:.4f}'}"
+        f"{metrics.run_id}  {metrics.status}  best mIoU "
+        f"{'-' if metrics.best_miou is None else f'{metrics.best_miou:.4f}'}"
     )
     if not evals:
         print("no evaluation yet")
@@ -427,28 +350,28 @@ def _each(ids: list[str], action: Any) -> int:
 
 def _stop(args: argparse.Namespace) -> int:
     ws = _workstation()
-    ws.runs().reconcile()
-    return _each(args.run_ids, lambda r: ws.runs().stop(r, timeout=args.timeout).status)
+    ws.find_runs()
+    return _each(args.run_ids, lambda r: ws.stop(r, timeout=args.timeout).status)
 
 
 def _kill(args: argparse.Namespace) -> int:
     ws = _workstation()
-    ws.runs().reconcile()
-    return _each(args.run_ids, lambda r: ws.runs().kill(r).status)
+    ws.find_runs()
+    return _each(args.run_ids, lambda r: ws.kill(r).status)
 
 
 def _resume(args: argparse.Namespace) -> int:
     ws = _workstation()
-    ws.runs().reconcile()
+    ws.find_runs()
     return _each(args.run_ids, lambda r: ws.resume(r).status)
 
 
 def _rm(args: argparse.Namespace) -> int:
     ws = _workstation()
-    ws.runs().reconcile()
+    ws.find_runs()
 
     def remove(run_id: str) -> str:
-        ws.runs().remove(run_id, purge=args.purge, force=args.force)
+        ws.remove(run_id, purge=args.purge, force=args.force)
         return "removed" + (" with its run dir" if args.purge else "")
 
     return _each(args.run_ids, remove)

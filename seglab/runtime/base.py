@@ -17,8 +17,6 @@ from seglab.runtime.spec import LaunchSpec
 
 Status = Literal["created", "running", "paused", "exited", "dead"]
 
-EXIT_OOM = 137  # 128 + SIGKILL: what the kernel's OOM killer leaves behind
-
 
 @dataclass(frozen=True)
 class RuntimeState:
@@ -108,7 +106,15 @@ class LogLine:
 class Runtime(Protocol):
     """Start, find, watch and end runs on one host."""
 
-    kind: str
+    @property
+    def kind(self) -> str:
+        """Which runtime this is (a :class:`seglab.kinds.RuntimeKind` value)."""
+        ...
+
+    def check(self) -> None:
+        """Raise RuntimeFailure (EngineUnavailable for an engine) unless the runtime
+        answers now; connecting is part of the check."""
+        ...
 
     def launch(self, spec: LaunchSpec) -> str:
         """Start the run; returns its ref. Leaves nothing behind when it raises."""

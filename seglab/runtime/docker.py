@@ -22,6 +22,7 @@ from docker.types import DeviceRequest
 from docker.types import Mount as DockerMount
 from urllib3.exceptions import ProtocolError
 
+from seglab.kinds import RuntimeKind
 from seglab.runtime.base import LogCursor, LogLine, RunInfo, RuntimeState, Status, matches
 from seglab.runtime.errors import (
     EngineUnavailable,
@@ -130,7 +131,7 @@ class DockerRuntime:
     see docs/runtimes.md).
     """
 
-    kind = "docker"
+    kind = RuntimeKind.DOCKER
 
     def __init__(
         self,
@@ -166,6 +167,10 @@ class DockerRuntime:
                 raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc
             self._client = client
         return self._client
+
+    def check(self) -> None:
+        """Connect to the engine (once); raises EngineUnavailable when it does not answer."""
+        self.client  # noqa: B018 - connecting is the check
 
     def close(self) -> None:
         """Close the connection pool (the runtime reconnects on next use)."""

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from seglab.kinds import RuntimeKind
 from seglab.runtime import procwrap
 from seglab.runtime.base import (
     LogCursor,
@@ -63,7 +64,7 @@ def process_alive(pid: int, start_time: int) -> bool:
 class ProcessRuntime:
     """Runs as detached process groups; ``runs_root`` is where :meth:`list` looks."""
 
-    kind = "process"
+    kind = RuntimeKind.PROCESS
 
     def __init__(
         self, runs_root: Path, *, python: str = sys.executable, launch_timeout: float = 30.0
@@ -72,6 +73,9 @@ class ProcessRuntime:
         self.python = python
         self.launch_timeout = launch_timeout
         self._wrappers: dict[str, subprocess.Popen[bytes]] = {}
+
+    def check(self) -> None:
+        """Nothing to reach: processes start on this machine."""
 
     # -- launching ------------------------------------------------------------------
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -28,6 +26,9 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input
 
+from seglab.errors import ConfigurationError, SeglabError
+from seglab.kinds import RuntimeKind
+from seglab.registry import RunStatus
 from seglab.tui.feeds import LiveFeed, StatesFeed
 from seglab.tui.hosts_panel import HostsPanel, render_hosts
 from seglab.tui.layouts import LayoutError, resolve_layout
@@ -36,14 +37,13 @@ from seglab.tui.metrics_chart import MetricsChart
 from seglab.tui.new_run import NewRunScreen
 from seglab.tui.runs_table import RunsTable
 from seglab.tui.screens import CompareScreen, ConfirmScreen, HelpScreen
-from seglab.yamlpos import ConfigError
 
 if TYPE_CHECKING:  # imported in a worker: the first frame does not wait for the domain
-    from seglab.forwards import OpenForward
     from seglab.hosts import Inventory
     from seglab.registry import RunRecord
     from seglab.telemetry.sample import HostState
-    from seglab.workstation import Curves, Workstation
+    from seglab.views import RunRow, Snapshot
+    from seglab.workstation import Workstation
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +52,15 @@ NO_HOSTS_HINT = (
     "hosts.yaml in the seglab config dir (`seglab hosts --help`)"
 )
 LOG_TAIL = 500
-MAX_CURVES = 8
-PUMP_EVERY = 5  # polls between attempts to start queued runs
-ENGINE_EVERY = 30  # polls between checks of the local Docker engines
 
 
-@dataclass
-class RunsSnapshot:
-    """What one runs poll found."""
+class Forward(Protocol):
+    """A TensorBoard or JupyterLab forward the dashboard opened (closed when it quits)."""
 
-    rows: list[dict[str, Any]]
-    curves: list[Curves] = field(default_factory=list)
-    engines: dict[str, str] = field(default_factory=dict)
-    error: str | None = None
+    url: str
+
+    def close(self) -> None:
+        """Stop the forward."""
 
 
 class SeglabApp(App[int]):
@@ -131,7 +127,7 @@ class SeglabApp(App[int]):
         super().__init__(css_path=css)
         self._workstation = workstation
         self._workstation_lock = threading.Lock()
-        self._forwards: list[OpenForward] = []
+        self._forwards: list[Forward] = []
         self.feed = feed
         self.clock = clock
         self.poll_s = poll_s
@@ -139,13 +135,11 @@ class SeglabApp(App[int]):
         self.follow_logs = follow_logs
         self.hint: str | None = None
         self.last_error: str | None = None
-        self._polls = 0
         self.engines: dict[str, str] = {}
         self._polling = False
         self._poll_again = False
         self._poll_timer: Timer | None = None
-        self._curve_cache: dict[str, tuple[tuple[Any, ...], Curves]] = {}
-        self._followed: tuple[str | None, str | None] = (None, None)
+        self._followed: tuple[str | None, bool] = (None, False)
 
     @property
     def workstation(self) -> Workstation:
@@ -184,13 +178,13 @@ class SeglabApp(App[int]):
         if self.feed is None:
             try:
                 inventory = await asyncio.to_thread(self._inventory)
-            except ConfigError as exc:
+            except ConfigurationError as exc:
                 self.hint = f"hosts.yaml has errors, showing nothing until fixed:\n{exc}"
                 self._tick_telemetry()
                 return
             if not inventory.path.exists():
                 self.hint = NO_HOSTS_HINT
-            self.feed = await asyncio.to_thread(LiveFeed, inventory)
+            self.feed = await asyncio.to_thread(LiveFeed, self.workstation)
         await self.feed.start()
         self._tick_telemetry()
 
@@ -227,47 +221,16 @@ class SeglabApp(App[int]):
 
     @work(thread=True, group="runs")
     def _fetch_runs(self, selected: str | None) -> None:
+        from seglab.views import Snapshot
+
         try:
-            snapshot = self._read_runs(selected)
-        except Exception as exc:  # a broken engine or registry is shown, polling goes on
-            log.warning("runs poll failed: %s", exc, exc_info=True)
-            snapshot = RunsSnapshot(rows=[], error=f"runs: {exc}")
+            snapshot = self.workstation.poll(selected)
+        except SeglabError as exc:  # a lost engine or host is shown, polling goes on
+            log.warning("runs poll failed: %s", exc)
+            snapshot = Snapshot(rows=[], error=f"runs: {exc}")
         self.call_from_thread(self._apply_runs, snapshot)
 
-    def _read_runs(self, selected: str | None) -> RunsSnapshot:
-        from seglab.commands.runs import run_row
-
-        ws = self.workstation
-        manager = ws.runs()
-        if self._polls == 0:
-            manager.reconcile()
-        if self._polls % PUMP_EVERY == 0:
-            ws.pump_queue()
-        engines: dict[str, str] = {}
-        if self._polls % ENGINE_EVERY == 0:
-            for host in ws.inventory():
-                engine = ws.engine(host.name)
-                if engine is not None:
-                    engines[host.name] = engine
-        self._polls += 1
-        records = manager.refresh_all(include_final=True)
-        rows = [run_row(record) for record in records]
-        curves: list[Curves] = []
-        chosen = next((r for r in records if r.run_id == selected), None)
-        if chosen is None and records:
-            chosen = records[0]
-        if chosen is not None:
-            group = [r for r in records if r.recipe == chosen.recipe][-MAX_CURVES:]
-            for record in group:
-                key = (record.last_iter, record.best_miou, record.status)
-                cached = self._curve_cache.get(record.run_id)
-                if cached is None or cached[0] != key:
-                    cached = (key, ws.curves(record.run_id))
-                    self._curve_cache[record.run_id] = cached
-                curves.append(cached[1])
-        return RunsSnapshot(rows, curves, engines)
-
-    def _apply_runs(self, snapshot: RunsSnapshot) -> None:
+    def _apply_runs(self, snapshot: Snapshot) -> None:
         """Show a poll's result (one batch), then schedule the next poll."""
         self._polling = False
         if not self.screen_stack or not self.query("#runs"):
@@ -291,9 +254,9 @@ class SeglabApp(App[int]):
         else:
             self._poll_timer = self.set_timer(self.poll_s, self._poll_runs)
 
-    def _summary(self, rows: list[dict[str, Any]]) -> str:
-        active = sum(r["status"] in ("running", "starting") for r in rows)
-        queued = sum(r["status"] == "queued" for r in rows)
+    def _summary(self, rows: list[RunRow]) -> str:
+        active = sum(r.status in (RunStatus.RUNNING, RunStatus.STARTING) for r in rows)
+        queued = sum(r.status == RunStatus.QUEUED for r in rows)
         return f"{len(rows)} runs · {active} active · {queued} queued"
 
     def _follow_selected(self) -> None:
@@ -301,18 +264,16 @@ class SeglabApp(App[int]):
         table = self.query_one("#runs", RunsTable)
         run_id = table.current
         row = table.rows_by_id.get(run_id or "")
-        status = row["status"] if row else None
-        if (run_id, _has_log(status)) == (self._followed[0], _has_log(self._followed[1])):
+        followed = (run_id, row is not None and row.has_log)
+        if followed == self._followed:
             return
-        self._followed = (run_id, status)
+        self._followed = followed
         pane = self.query_one("#logpane", LogPane)
         if run_id is None or not self.follow_logs:
             pane.follow_run(run_id, None)
             return
-        manager = self.workstation.runs()
-        pane.follow_run(
-            run_id, lambda: text_lines(manager.logs(run_id, follow=True, tail=LOG_TAIL))
-        )
+        ws = self.workstation
+        pane.follow_run(run_id, lambda: text_lines(ws.logs(run_id, follow=True, tail=LOG_TAIL)))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         """A new selection: its log now, its curves at the next poll (brought forward)."""
@@ -329,7 +290,7 @@ class SeglabApp(App[int]):
             self.notify("no run selected", severity="warning")
         return chosen
 
-    def _row(self, run_id: str) -> dict[str, Any]:
+    def _row(self, run_id: str) -> RunRow:
         return self.query_one("#runs", RunsTable).rows_by_id[run_id]
 
     def action_new_run(self) -> None:
@@ -341,7 +302,7 @@ class SeglabApp(App[int]):
     def _open_new_run(self, states: list[HostState]) -> None:
         try:
             choices = self.workstation.placement_choices(states)
-        except Exception as exc:  # registry or hosts.yaml trouble: fall back to auto
+        except SeglabError as exc:  # registry or hosts.yaml trouble: fall back to auto
             log.warning("placement choices unavailable: %s", exc)
             choices = [("auto", "auto: free GPUs on any host")]
         self.call_from_thread(
@@ -357,10 +318,9 @@ class SeglabApp(App[int]):
             f"started {len(records)} run(s): "
             + ", ".join(f"{r.run_id} ({r.status})" for r in records)
         )
-        from seglab.commands.runs import run_row
-
         table = self.query_one("#runs", RunsTable)
-        table.show_rows([*table.rows_by_id.values(), *(run_row(r) for r in records)])
+        ws = self.workstation
+        table.show_rows([*table.rows_by_id.values(), *(ws.run_row(r) for r in records)])
         self._poll_runs()
 
     def _confirm_then(
@@ -379,11 +339,10 @@ class SeglabApp(App[int]):
         for run_id in ids:
             try:
                 result = act(run_id)
-            except Exception as exc:  # shown to the user per run; the others go on
+            except SeglabError as exc:  # shown to the user per run; the others go on
                 log.info("%s %s failed: %s", verb, run_id, exc)
-                text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
                 self.call_from_thread(
-                    self.notify, f"{verb} {run_id}: {text}", severity="error", timeout=8
+                    self.notify, f"{verb} {run_id}: {exc}", severity="error", timeout=8
                 )
                 continue
             status = getattr(result, "status", None)
@@ -397,21 +356,23 @@ class SeglabApp(App[int]):
         """Stop the chosen runs gracefully (after confirming)."""
         ids = self._chosen()
         if ids:
-            manager = self.workstation.runs()
+            ws = self.workstation
             self._confirm_then(
                 "stop",
                 ids,
                 "SIGTERM: checkpoint, exit 0; resume later with r.",
-                lambda r: manager.stop(r, timeout=60.0),
+                lambda r: ws.stop(r, timeout=60.0),
             )
 
     def action_kill(self) -> None:
         """Kill the chosen runs (after confirming)."""
         ids = self._chosen()
         if ids:
-            manager = self.workstation.runs()
             self._confirm_then(
-                "kill", ids, "SIGKILL: work since the last checkpoint is lost.", manager.kill
+                "kill",
+                ids,
+                "SIGKILL: work since the last checkpoint is lost.",
+                self.workstation.kill,
             )
 
     def action_resume(self) -> None:
@@ -424,8 +385,9 @@ class SeglabApp(App[int]):
         """Remove the chosen ended runs (after confirming; run dirs stay)."""
         ids = self._chosen()
         if ids:
-            manager = self.workstation.runs()
-            self._confirm_then("remove", ids, "Their run directories stay on disk.", manager.remove)
+            self._confirm_then(
+                "remove", ids, "Their run directories stay on disk.", self.workstation.remove
+            )
 
     def action_compare(self) -> None:
         """Compare the variants of the selected run's recipe (or the marked runs)."""
@@ -437,8 +399,8 @@ class SeglabApp(App[int]):
             if current is None:
                 self.notify("no run selected", severity="warning")
                 return
-            recipe = self._row(current)["recipe"]
-            ids = [i for i, row in table.rows_by_id.items() if row["recipe"] == recipe]
+            recipe = self._row(current).recipe
+            ids = [i for i, row in table.rows_by_id.items() if row.recipe == recipe]
         self._compare(ids)
 
     @work(thread=True, group="compare")
@@ -446,12 +408,12 @@ class SeglabApp(App[int]):
         try:
             rows = self.workstation.comparison(ids, now=self.clock())
             names = self.workstation.class_names(ids[0])
-        except Exception as exc:  # e.g. a run removed meanwhile
+        except SeglabError as exc:  # e.g. a run removed meanwhile
             log.info("comparison failed: %s", exc)
             self.call_from_thread(self.notify, f"compare: {exc}", severity="error")
             return
-        recipe = self.query_one("#runs", RunsTable).rows_by_id.get(ids[0], {}).get("recipe")
-        title = f"{recipe or 'runs'}: {len(rows)} variant(s)"
+        first = self.query_one("#runs", RunsTable).rows_by_id.get(ids[0])
+        title = f"{first.recipe if first else 'runs'}: {len(rows)} variant(s)"
         self.call_from_thread(self.push_screen, CompareScreen(title, rows, names))
 
     def action_shell(self) -> None:
@@ -460,34 +422,40 @@ class SeglabApp(App[int]):
         if not ids:
             return
         row = self._row(ids[0])
-        if row["runtime"] != "docker":
+        if row.runtime != RuntimeKind.DOCKER:
             self.notify(
-                f"{ids[0]} runs as a {row['runtime']} (no container to enter); "
-                f"its files are in {row['run_dir']}",
+                f"{ids[0]} runs as a {row.runtime} (no container to enter); "
+                f"its files are in {row.run_dir}",
                 severity="warning",
                 timeout=8,
             )
             return
-        if row["status"] != "running" or row["host"] != "local":
+        if row.status != RunStatus.RUNNING:
             self.notify(
-                "a shell needs a running container on this machine "
-                f"({ids[0]} is {row['status']} on {row['host']})",
+                f"a shell needs a running container ({ids[0]} is {row.status} on {row.host})",
                 severity="warning",
             )
             return
-        docker = shutil.which("docker")
-        if docker is None:
-            self.notify(
-                "the docker CLI is not installed here; it is needed for a shell", severity="error"
-            )
+        self._open_shell(ids[0])
+
+    @work(thread=True, group="shell")
+    def _open_shell(self, run_id: str) -> None:
+        """The façade's shell command (a remote host's engine through its SSH link)."""
+        try:
+            argv, env = self.workstation.shell_command(run_id)
+        except SeglabError as exc:
+            self.call_from_thread(self.notify, f"shell: {exc}", severity="error", timeout=8)
             return
+        self.call_from_thread(self._run_shell, argv, env)
+
+    def _run_shell(self, argv: list[str], env: dict[str, str]) -> None:
         with self.suspend():
-            subprocess.run([docker, "exec", "-it", f"seglab-{ids[0]}", "/bin/sh"], check=False)
+            subprocess.run(argv, env=env, check=False)
 
     def action_notebook(self) -> None:
         """JupyterLab (the `full` image) on the selected run's host, forwarded here."""
         ids = self._chosen()
-        host = self._row(ids[0])["host"] if ids else "local"
+        host = self._row(ids[0]).host if ids else "local"
         self.notify(f"starting JupyterLab on {host}…", timeout=4)
         self._open_forward("notebook", f"{host}:cpu")
 
@@ -508,7 +476,7 @@ class SeglabApp(App[int]):
                 forward = self.workstation.tensorboard(target)
             else:
                 forward = self.workstation.notebook(target)
-        except Exception as exc:  # engine, image and host errors are shown, not raised
+        except SeglabError as exc:  # engine, image and host errors are shown, not raised
             self.call_from_thread(self.notify, f"{kind}: {exc}", severity="error", timeout=10)
             return
         self._forwards.append(forward)
@@ -575,11 +543,6 @@ _DESCRIPTIONS = {
     "search": "search the log",
     "help": "show the key bindings",
 }
-
-
-def _has_log(status: str | None) -> bool:
-    """Whether a run in ``status`` has a log to follow (queued and starting ones not yet)."""
-    return status not in (None, "queued", "starting")
 
 
 def run(layout: str) -> int:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
+from seglab.registry import RunStatus
+
 DASH = "\u2013"  # an en dash: "no value", never 0
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -63,20 +65,20 @@ def duration(seconds: float | None) -> str:
 
 
 STATUS_STYLES = {
-    "queued": "cyan",
-    "starting": "cyan",
-    "running": "bold green",
-    "finished": "blue",
-    "stopped": "yellow",
-    "failed": "bold red",
-    "oom_killed": "bold red",
-    "lost": "magenta",
+    RunStatus.QUEUED: "cyan",
+    RunStatus.STARTING: "cyan",
+    RunStatus.RUNNING: "bold green",
+    RunStatus.FINISHED: "blue",
+    RunStatus.STOPPED: "yellow",
+    RunStatus.FAILED: "bold red",
+    RunStatus.OOM_KILLED: "bold red",
+    RunStatus.LOST: "magenta",
 }
 
 
-def status_text(status: str) -> Text:
+def status_text(status: RunStatus) -> Text:
     """A run status in its colour."""
-    return Text(status, style=STATUS_STYLES.get(status, ""))
+    return Text(str(status), style=STATUS_STYLES.get(status, ""))
 
 
 def progress_text(progress: float | None, eta_s: float | None, width: int = 10) -> Text:

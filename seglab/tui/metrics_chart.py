@@ -15,7 +15,7 @@ from textual.widgets import Static
 if TYPE_CHECKING:
     from textual_plotext import PlotextPlot
 
-    from seglab.workstation import Curves
+    from seglab.views import Curves
 
 
 class MetricsChart(Vertical):

@@ -16,6 +16,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, OptionList, Select, SelectionList, Static
 from textual.widgets.option_list import Option
 
+from seglab.errors import SeglabError
+from seglab.kinds import RuntimeKind
 from seglab.registry import RunRecord
 
 if TYPE_CHECKING:
@@ -25,9 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNTIMES = (
-    ("auto (docker when an engine answers)", "auto"),
-    ("process", "process"),
-    ("docker", "docker"),
+    ("auto (docker when an engine answers)", RuntimeKind.AUTO),
+    ("process", RuntimeKind.PROCESS),
+    ("docker", RuntimeKind.DOCKER),
 )
 
 
@@ -80,7 +82,7 @@ class NewRunScreen(ModalScreen[list[RunRecord] | None]):
                     id="placement",
                 )
                 yield Input(placeholder="or type HOST:0,1 / HOST:cpu", id="placement-custom")
-                yield Select(RUNTIMES, value="auto", allow_blank=False, id="runtime")
+                yield Select(RUNTIMES, value=RuntimeKind.AUTO, allow_blank=False, id="runtime")
             yield Static("", id="new-run-error")
             with Horizontal(classes="buttons"):
                 yield Button("Launch (ctrl+s)", id="launch", variant="primary")
@@ -131,7 +133,7 @@ class NewRunScreen(ModalScreen[list[RunRecord] | None]):
     def _load(self, path: Path) -> None:
         try:
             loaded = self.workstation.load_recipe(path)
-        except Exception as exc:  # a recipe error is shown inline, with its file:line
+        except SeglabError as exc:  # a recipe error is shown inline, with its file:line
             log.info("recipe %s does not load: %s", path, exc)
             self.app.call_from_thread(self._show_recipe, path, None, str(exc))
             return
@@ -190,9 +192,8 @@ class NewRunScreen(ModalScreen[list[RunRecord] | None]):
     def _launch(self, path: Path, variants: list[str] | None, on: str, runtime: str) -> None:
         try:
             submitted = self.workstation.launch(path, variants or (), on=on, runtime=runtime)
-        except Exception as exc:  # placement, engine and recipe errors are shown inline
+        except SeglabError as exc:  # placement, engine and recipe errors are shown inline
             log.info("launch of %s failed: %s", path, exc)
-            message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-            self.app.call_from_thread(self._error, message)
+            self.app.call_from_thread(self._error, str(exc))
             return
         self.app.call_from_thread(self.dismiss, [s.record for s in submitted])

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.binding import Binding
@@ -11,6 +11,9 @@ from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
 from seglab.tui.format import DASH, num, progress_text, status_text
+
+if TYPE_CHECKING:
+    from seglab.views import RunRow
 
 COLUMNS = (
     ("mark", " "),
@@ -24,17 +27,17 @@ COLUMNS = (
 )
 
 
-def cells(row: Mapping[str, Any], marked: bool) -> dict[str, Text | str]:
-    """The table cells of one ``seglab ps --json`` row."""
+def cells(row: RunRow, marked: bool) -> dict[str, Text | str]:
+    """The table cells of one run."""
     return {
         "mark": Text("●", style="bold magenta") if marked else " ",
-        "run": row["run_id"],
-        "where": row["where"],
-        "status": status_text(row["status"]),
-        "progress": progress_text(row["progress"], row["eta_s"], width=6),
-        "loss": num(row["last_loss"], ".3f"),
-        "miou": num(row["best_miou"], ".3f") if row["best_miou"] is not None else DASH,
-        "ips": num(row["img_per_s"], ".1f"),
+        "run": row.run_id,
+        "where": row.where,
+        "status": status_text(row.status),
+        "progress": progress_text(row.progress, row.eta_s, width=6),
+        "loss": num(row.last_loss, ".3f"),
+        "miou": num(row.best_miou, ".3f") if row.best_miou is not None else DASH,
+        "ips": num(row.img_per_s, ".1f"),
     }
 
 
@@ -45,7 +48,7 @@ class RunsTable(DataTable[Any]):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=False)
-        self.rows_by_id: dict[str, dict[str, Any]] = {}
+        self.rows_by_id: dict[str, RunRow] = {}
         self.marked: set[str] = set()
         self._cells: dict[str, dict[str, Text | str]] = {}
         self._added = False
@@ -55,9 +58,9 @@ class RunsTable(DataTable[Any]):
         for key, label in COLUMNS:
             self.add_column(label, key=key)
 
-    def show_rows(self, rows: Sequence[dict[str, Any]]) -> None:
+    def show_rows(self, rows: Sequence[RunRow]) -> None:
         """Bring the table to ``rows``: changed cells updated, new rows added, gone removed."""
-        wanted = {row["run_id"]: row for row in rows}
+        wanted = {row.run_id: row for row in rows}
         for gone in [run_id for run_id in self.rows_by_id if run_id not in wanted]:
             self.remove_row(gone)
             self._cells.pop(gone, None)

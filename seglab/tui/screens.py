@@ -15,7 +15,7 @@ from textual.widgets import Button, DataTable, Static
 from seglab.tui.format import DASH, duration, num
 
 if TYPE_CHECKING:
-    from seglab.workstation import Comparison
+    from seglab.views import Comparison
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -109,7 +109,7 @@ def comparison_table(
     best.append(min((v for v in columns[-1] if v is not None), default=None))
     body: list[list[Text]] = []
     for i, row in enumerate(rows):
-        line = [Text(row.variant or row.run_id), Text(row.status)]
+        line = [Text(row.variant or row.run_id), Text(str(row.status))]
         for c, col in enumerate(columns):
             value = col[i]
             if value is None:

@@ -11,17 +11,20 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, Select
 
+from seglab.kinds import RuntimeKind
+from seglab.registry import RunStatus
 from seglab.tui.app import SeglabApp
 from seglab.tui.log_pane import LogPane
 from seglab.tui.metrics_chart import MetricsChart
 from seglab.tui.new_run import NewRunScreen
 from seglab.tui.screens import ConfirmScreen
+from seglab.views import RunRow
 from tests.tui.pilotlib import select_run, sync, table, wait_until
 from tests.tui.replay import RECIPES, REPO
 
 pytestmark = pytest.mark.slow
 
-ACTIVE = ("queued", "starting", "running")
+ACTIVE = (RunStatus.QUEUED, RunStatus.STARTING, RunStatus.RUNNING)
 
 
 async def launch(pilot: Pilot[Any], recipe: str, runtime: str) -> list[str]:
@@ -55,12 +58,12 @@ async def launch(pilot: Pilot[Any], recipe: str, runtime: str) -> list[str]:
     new = [run_id for run_id in table(pilot).rows_by_id if run_id not in before]
     assert new, "the launched runs appear at once"
     for run_id in new:
-        assert table(pilot).rows_by_id[run_id]["status"] in ACTIVE
+        assert table(pilot).rows_by_id[run_id].status in ACTIVE
     return new
 
 
-def row(pilot: Pilot[Any], run_id: str) -> dict[str, Any]:
-    """The run's current ps row in the table."""
+def row(pilot: Pilot[Any], run_id: str) -> RunRow:
+    """The run's current row in the table."""
     return table(pilot).rows_by_id[run_id]
 
 
@@ -70,32 +73,34 @@ async def test_new_run_progress_log_miou_stop_and_reopen() -> None:
     async with app.run_test(size=(150, 45)) as pilot:
         (tiny,) = await launch(pilot, "tiny", "process")
         (long,) = await launch(pilot, "tiny-long", "process")
-        assert row(pilot, long)["runtime"] == "process"
+        assert row(pilot, long).runtime == RuntimeKind.PROCESS
 
         # s stops the long run once it trains: confirm, graceful stop, status stopped.
         await wait_until(
-            pilot, lambda: (row(pilot, long)["iteration"] or 0) >= 1, 240, "the long run to train"
+            pilot, lambda: (row(pilot, long).iteration or 0) >= 1, 240, "the long run to train"
         )
         await select_run(pilot, long)
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
-        await wait_until(pilot, lambda: row(pilot, long)["status"] == "stopped", 120, "the stop")
-        assert row(pilot, long)["exit_code"] == 0
+        await wait_until(
+            pilot, lambda: row(pilot, long).status == RunStatus.STOPPED, 120, "the stop"
+        )
+        assert row(pilot, long).exit_code == 0
 
         # The tiny run progresses to the end with a log and a rising mIoU.
         await select_run(pilot, tiny)
         seen: set[int] = set()
 
         def progressed() -> bool:
-            seen.add(row(pilot, tiny)["iteration"] or 0)
-            return bool(row(pilot, tiny)["status"] == "finished")
+            seen.add(row(pilot, tiny).iteration or 0)
+            return bool(row(pilot, tiny).status == RunStatus.FINISHED)
 
         await wait_until(pilot, progressed, 300, "the tiny run to finish", step=0.3)
         assert len(seen - {0}) >= 2, f"progress was seen along the way: {sorted(seen)}"
         final = row(pilot, tiny)
-        assert final["iteration"] == final["total_iterations"] == 8
-        assert final["progress"] == 1.0
+        assert final.iteration == final.total_iterations == 8
+        assert final.progress == 1.0
         assert str(table(pilot).get_cell(tiny, "miou")) == f"{final['best_miou']:.3f}"
 
         chart = app.query_one("#metrics", MetricsChart)
@@ -128,8 +133,8 @@ async def test_new_run_progress_log_miou_stop_and_reopen() -> None:
     again = SeglabApp(poll_s=0.5, follow_logs=False)
     async with again.run_test(size=(150, 45)) as pilot:
         await wait_until(pilot, lambda: table(pilot).row_count == 2, 30, "the runs again")
-        assert row(pilot, tiny)["status"] == "finished"
-        assert row(pilot, long)["status"] == "stopped"
+        assert row(pilot, tiny).status == RunStatus.FINISHED
+        assert row(pilot, long).status == RunStatus.STOPPED
         await pilot.press("q")
 
 
@@ -146,10 +151,10 @@ async def test_new_run_in_a_container(ci_image: str, monkeypatch: pytest.MonkeyP
     app = SeglabApp(poll_s=0.5, recipe_folder=RECIPES)
     async with app.run_test(size=(150, 45)) as pilot:
         (run_id,) = await launch(pilot, "tiny-long", "docker")
-        assert row(pilot, run_id)["runtime"] == "docker"
+        assert row(pilot, run_id).runtime == RuntimeKind.DOCKER
         await wait_until(
             pilot,
-            lambda: (row(pilot, run_id)["iteration"] or 0) >= 1,
+            lambda: (row(pilot, run_id).iteration or 0) >= 1,
             240,
             "the container to train",
         )
@@ -162,7 +167,9 @@ async def test_new_run_in_a_container(ci_image: str, monkeypatch: pytest.MonkeyP
         )
         await select_run(pilot, run_id)
         await pilot.press("s", "y")
-        await wait_until(pilot, lambda: row(pilot, run_id)["status"] == "stopped", 120, "the stop")
+        await wait_until(
+            pilot, lambda: row(pilot, run_id).status == RunStatus.STOPPED, 120, "the stop"
+        )
         await pilot.press("x", "y")
         await wait_until(pilot, lambda: table(pilot).row_count == 0, 60, "the removal")
         await pilot.press("q")

@@ -1,0 +1,27 @@
+"""Runtime kinds: how a run is executed on a host (a domain type, shared by every layer)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from seglab.errors import RunError
+
+
+class RuntimeKind(StrEnum):
+    """A runtime: Docker containers, detached processes or Slurm jobs; ``auto`` asks
+    seglab to choose (slurm on a Slurm host, else docker when an engine answers)."""
+
+    AUTO = "auto"
+    DOCKER = "docker"
+    PROCESS = "process"
+    SLURM = "slurm"
+
+    @classmethod
+    def parse(cls, text: str, *, auto: bool = True) -> RuntimeKind:
+        """The kind named ``text`` (``auto`` only where a choice is requested)."""
+        allowed = [k for k in cls if auto or k is not cls.AUTO]
+        for kind in allowed:
+            if kind.value == text:
+                return kind
+        names = ", ".join(k.value for k in allowed)
+        raise RunError(f"unknown runtime {text!r}; choose one of {names}")

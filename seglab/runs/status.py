@@ -1,0 +1,127 @@
+"""A run's status from its runtime, and its events from its run dir into the registry."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from seglab import multinode
+from seglab.errors import RunError, UnavailableError
+from seglab.hosts import Inventory
+from seglab.kinds import RuntimeKind
+from seglab.registry import FINAL_STATUSES, Registry, RunRecord, RunStatus
+from seglab.runs import members
+from seglab.runs.hostio import HostIO
+from seglab.runs.records import FAILED_TAIL, status_from
+from seglab.runs.runtimes import Runtimes
+from seglab.runtime import (
+    EngineUnavailable,
+    HostUnreachable,
+    RunNotFound,
+    RuntimeFailure,
+    RuntimeState,
+)
+
+UNREACHABLE = "unreachable: "  # the message prefix of a run whose host cannot be reached
+
+
+class StatusReader:
+    """Brings registry records up to date with what the runtimes say."""
+
+    def __init__(
+        self, inventory: Inventory, registry: Registry, runtimes: Runtimes, io: HostIO
+    ) -> None:
+        self.inventory = inventory
+        self.registry = registry
+        self.runtimes = runtimes
+        self.io = io
+
+    def ingest(self, record: RunRecord) -> int:
+        """Copy new events from the run dir's events.jsonl into the registry (idempotent).
+
+        A remote run dir is read over SFTP from the offset already ingested.
+        """
+        if not record.run_dir:
+            return 0
+        host = self.inventory.get(record.host)
+        found = self.io.new_events(host, record.run_id, record.run_dir)
+        return self.registry.add_events(record.run_id, found) if found else 0
+
+    def refresh(self, record: RunRecord) -> RunRecord:
+        """Ask the runtime how the run is, ingest its events, and store the result."""
+        if record.status == RunStatus.QUEUED or not record.handle:
+            return record
+        verdict: multinode.Verdict | None = None
+        try:
+            self.ingest(record)
+            if record.is_final or record.status == RunStatus.LOST:
+                return self.registry.get_run(record.run_id)
+            if record.members:
+                verdict = members.verdict(self.runtimes, record)
+                state = verdict.state
+            else:
+                state = self.runtimes.get(record.host, record.runtime).inspect(record.handle)
+        except RunNotFound:
+            state = RuntimeState("dead", error="the run was removed outside seglab")
+        except (EngineUnavailable, HostUnreachable, RunError) as exc:
+            return self._unreachable(record, exc)
+        except RuntimeFailure:
+            raise  # the runtime answered with an error: not a reachability problem
+        except UnavailableError as exc:  # the SSH link to the host
+            return self._unreachable(record, exc)
+        status = status_from(state, self._ended_as(record.run_id))
+        fields: dict[str, Any] = {"status": status}
+        if record.message and record.message.startswith(UNREACHABLE):
+            fields["message"] = None  # reachable again
+        if record.runtime == RuntimeKind.SLURM and state.active:
+            fields["message"] = state.detail  # pending reason, restarts
+        if verdict is not None and state.active:
+            fields["message"] = verdict.message  # a member failed: the others are ending
+        if status in FINAL_STATUSES or status == RunStatus.LOST:
+            self.ingest(record)  # what was written between the first read and the end
+            fields["exit_code"] = state.exit_code
+            fields["finished_at"] = (
+                state.finished_at.timestamp() if state.finished_at else time.time()
+            )
+            if verdict is not None and verdict.failed is not None:
+                fields["message"] = "\n".join(
+                    filter(None, (self._tail(record, verdict.failed), verdict.message))
+                )
+            elif status in (RunStatus.FAILED, RunStatus.OOM_KILLED, RunStatus.LOST):
+                fields["message"] = state.error or self._tail(record)
+            self.registry.release(record.run_id)
+        return self.registry.update_run(record.run_id, **fields)
+
+    def _unreachable(self, record: RunRecord, exc: Exception) -> RunRecord:
+        """The host cannot be reached now (engine down, SSH link lost): the run is not
+        lost, its status is simply not known; say why and keep the last one."""
+        return self.registry.update_run(record.run_id, message=f"{UNREACHABLE}{exc}")
+
+    def refresh_all(self, include_final: bool = False) -> list[RunRecord]:
+        """Refresh every run that can still change (and list them all if asked)."""
+        out = []
+        for stored in self.registry.list_runs():
+            record = stored if stored.is_final else self.refresh(stored)
+            if include_final or not record.is_final:
+                out.append(record)
+        return out
+
+    def _ended_as(self, run_id: str) -> str | None:
+        """The status the trainer's last attempt ended with (None: it has not said)."""
+        starts = self.registry.events(run_id, kind="start")
+        ends = self.registry.events(run_id, kind="end")
+        if not ends or (starts and ends[-1].seq < starts[-1].seq):
+            return None  # the latest attempt (after a resume) has not ended yet
+        status = ends[-1].data.get("status")
+        return str(status) if status is not None else None
+
+    def _tail(self, record: RunRecord, member: int = 0) -> str | None:
+        host, ref = members.member_ref(record, member)
+        try:
+            lines = [
+                line.text
+                for line in self.runtimes.get(host, record.runtime).logs(ref, tail=FAILED_TAIL)
+            ]
+        except RuntimeFailure as exc:
+            return f"(log unavailable: {exc})"
+        return "\n".join(lines) or None

@@ -1,0 +1,215 @@
+"""Submitting variants: placement, the persistent queue, parallel starts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from seglab import recipes
+from seglab.errors import PlacementError, RunError, SeglabError
+from seglab.hosts import Inventory
+from seglab.kinds import RuntimeKind
+from seglab.registry import Registry, RunRecord, RunStatus
+from seglab.runs.launch import Launcher
+from seglab.runs.records import Submitted, new_run_id, resolved_recipe
+from seglab.runs.runtimes import Runtimes
+from seglab.scheduler import Placement, Pool, Scheduler
+
+
+class Submitter:
+    """Places new runs, queues the ones that find no free GPU, and starts queued ones."""
+
+    def __init__(
+        self, inventory: Inventory, registry: Registry, runtimes: Runtimes, launcher: Launcher
+    ) -> None:
+        self.inventory = inventory
+        self.registry = registry
+        self.runtimes = runtimes
+        self.launcher = launcher
+
+    def submit(
+        self,
+        recipe_file: recipes.RecipeFile,
+        variants: Sequence[recipes.Variant],
+        pools: Sequence[Pool],
+        scheduler: Scheduler,
+        *,
+        runtime: str = RuntimeKind.AUTO,
+        image: str | None = None,
+        queue: bool = True,
+    ) -> list[Submitted]:
+        """Place and start each variant; the ones that find no free GPU are queued.
+
+        With ``queue=False`` a variant that finds no free GPU is an error instead.
+        """
+        if not variants:
+            raise RunError(f"{recipe_file.path}: no variants selected")
+        slurm = [p for p in pools if p.host and self.inventory.get(p.host).kind == "slurm"]
+        if slurm:
+            if len(pools) != 1 or slurm[0].gpus:
+                raise RunError(
+                    f"--on {','.join(map(str, pools))}: a Slurm host is placed "
+                    "whole (--on CLUSTER, or CLUSTER:cpu for no GPUs); Slurm "
+                    "picks the nodes and GPUs"
+                )
+            return self._submit_slurm(recipe_file, variants, slurm[0], runtime, image)
+        gpus_per_run = max(v.recipe.resources.gpus for v in variants)
+        nodes = max(v.recipe.resources.nodes for v in variants)
+        if nodes > 1:
+            scheduler.check_nodes(pools, gpus_per_run, nodes)
+        elif not all(pool.cpu for pool in pools):
+            scheduler.check([p for p in pools if not p.cpu] or pools, gpus_per_run)
+        for pool in pools:
+            if pool.host is not None:
+                self.inventory.get(pool.host)
+        out: list[Submitted | None] = []
+        placed: list[tuple[int, RunRecord, list[Placement]]] = []
+        for variant in variants:
+            record, recipe = _new_record(recipe_file, variant, image, pools[0].host or "", runtime)
+            placement = scheduler.place_members(
+                pools, recipe.resources.gpus, recipe.resources.nodes, record.run_id
+            )
+            if placement is None:
+                reason = scheduler.explain_busy(pools)
+                if not queue:
+                    for _, held, _ in placed:
+                        self.registry.release(held.run_id)
+                    raise RunError(
+                        f"no free GPU for {variant.name} on {','.join(map(str, pools))}: {reason}"
+                    )
+                self.registry.upsert_run(replace(record, message=f"queued: {reason}"))
+                self.registry.enqueue(
+                    record.run_id, {"pools": [p.to_dict() for p in pools], "runtime": runtime}
+                )
+                out.append(Submitted(self.registry.get_run(record.run_id), reason))
+                continue
+            placed.append((len(out), record, placement))
+            out.append(None)
+        for slot, started in self._start_all(placed):
+            out[slot] = Submitted(started)
+        return [item for item in out if item is not None]
+
+    def _start_all(
+        self, placed: Sequence[tuple[int, RunRecord, list[Placement]]]
+    ) -> list[tuple[int, RunRecord]]:
+        """Start placed runs in parallel (a grid on N free GPUs starts at once).
+
+        A run that fails to start leaves nothing behind (see :meth:`Launcher.launch`); the
+        others keep going, and the failures are raised together afterwards.
+        """
+        for host in {member.host for _, _, members in placed for member in members}:
+            for kind in {record.runtime for _, record, _ in placed}:
+                # Connect once, before the threads race to do it.
+                self.runtimes.get(host, self.runtimes.choose(host, kind)).check()
+        started: list[tuple[int, RunRecord]] = []
+        failures: list[tuple[RunRecord, BaseException]] = []
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(placed)))) as pool:
+            futures = {
+                pool.submit(self.launcher.launch, record, members): (slot, record)
+                for slot, record, members in placed
+            }
+        for future, (slot, record) in futures.items():
+            error = future.exception()
+            if error is None:
+                started.append((slot, future.result()))
+            else:
+                failures.append((record, error))
+        if len(failures) == 1 and len(placed) == 1:
+            raise failures[0][1]
+        if failures:
+            ok = ", ".join(record.run_id for _, record in started) or "none"
+            raise RunError(
+                "; ".join(f"{record.variant}: {exc}" for record, exc in failures)
+                + f" (started: {ok})"
+            ) from failures[0][1]
+        return started
+
+    def _submit_slurm(
+        self,
+        recipe_file: recipes.RecipeFile,
+        variants: Sequence[recipes.Variant],
+        pool: Pool,
+        runtime: str,
+        image: str | None,
+    ) -> list[Submitted]:
+        """Variants on a Slurm host: one job array per GPU count (a task per variant)."""
+        host = pool.host or ""
+        self.runtimes.choose(host, runtime)
+        if any(v.recipe.resources.nodes > 1 for v in variants):
+            raise RunError(
+                f"{recipe_file.path}: resources.nodes > 1 places members on SSH "
+                f"hosts (--on lab1:0-7,lab2:0-7); on the Slurm host {host} "
+                "ask for the GPUs of one node (resources.gpus) instead"
+            )
+        groups: dict[int, list[RunRecord]] = {}
+        for variant in variants:
+            record, recipe = _new_record(recipe_file, variant, image, host, RuntimeKind.SLURM)
+            gpus = 0 if pool.cpu else recipe.resources.gpus
+            groups.setdefault(gpus, []).append(record)
+        return [
+            Submitted(record)
+            for gpus, records in groups.items()
+            for record in self.launcher.submit_slurm(records, gpus)
+        ]
+
+    def pump_queue(self, scheduler: Scheduler) -> list[RunRecord]:
+        """Start queued runs whose GPUs are free now, oldest first."""
+        started = []
+        for item in self.registry.pending():
+            claimed = self.registry.claim(item.id)
+            if claimed is None:
+                continue  # another seglab took it
+            record = self.registry.get_run(item.run_id)
+            if record.status != RunStatus.QUEUED:
+                self.registry.drop(item.id)
+                continue
+            pools = [Pool.from_dict(p) for p in item.request["pools"]]
+            resources = resolved_recipe(record).resources
+            try:
+                placement = scheduler.place_members(
+                    pools, resources.gpus, resources.nodes, record.run_id
+                )
+            except PlacementError as exc:
+                self.registry.drop(item.id)
+                self.registry.update_run(
+                    record.run_id, status=RunStatus.FAILED, message=f"cannot be placed: {exc}"
+                )
+                continue
+            if placement is None:
+                self.registry.unclaim(item.id)
+                continue
+            self.registry.drop(item.id)
+            try:
+                started.append(self.launcher.launch(record, placement, known=True))
+            except SeglabError as exc:
+                self.registry.update_run(
+                    record.run_id,
+                    status=RunStatus.FAILED,
+                    message=str(exc),
+                    finished_at=time.time(),
+                )
+        return started
+
+
+def _new_record(
+    recipe_file: recipes.RecipeFile,
+    variant: recipes.Variant,
+    image: str | None,
+    host: str,
+    runtime: str,
+) -> tuple[RunRecord, recipes.Recipe]:
+    """A new queued run of ``variant`` and its recipe (``image`` overrides the recipe's)."""
+    recipe = variant.recipe if image is None else variant.recipe.model_copy(update={"image": image})
+    record = RunRecord(
+        run_id=new_run_id(recipe_file.name, variant),
+        recipe=recipe_file.name,
+        variant=variant.name,
+        recipe_sha=recipe.sha(),
+        resolved_recipe=recipe.to_yaml(),
+        host=host,
+        runtime=runtime,
+        status=RunStatus.QUEUED,
+    )
+    return record, recipe
