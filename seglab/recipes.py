@@ -46,6 +46,7 @@ from seglab.yamlpos import (
     Problem,
     dotted,
     load_file,
+    load_text,
     submodel,
     validation_problems,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "load",
     "load_resolved",
     "num_classes",
+    "parse_resolved",
 ]
 
 
@@ -368,15 +370,24 @@ def load(path: str | Path) -> RecipeFile:
 def load_resolved(path: str | Path) -> Recipe:
     """Load a resolved recipe (a run directory's recipe.yaml): no `extends`, no `ablate`."""
     path = Path(path)
-    doc = load_file(path)
+    return _resolved(load_file(path), path.stem)
+
+
+def parse_resolved(text: str, source: str) -> Recipe:
+    """A resolved recipe from YAML text (one stored in the registry, say), read within the
+    YAML bounds of :mod:`seglab.yamlpos`; `source` names it in errors."""
+    return _resolved(load_text(text, source), "recipe")
+
+
+def _resolved(doc: Located, default_name: str) -> Recipe:
     if not isinstance(doc.data, dict):
         raise ConfigError([doc.problem((), "a recipe must be a mapping of keys")])
     for key in ("extends", "ablate"):
         if key in doc.data:
             raise ConfigError([doc.problem((key,), "not allowed in a resolved recipe")])
     data = dict(doc.data)
-    data.setdefault("name", path.stem)
-    recipe, problems = _validate(data, _origins(doc), str(path))
+    data.setdefault("name", default_name)
+    recipe, problems = _validate(data, _origins(doc), doc.file)
     if recipe is None:
         raise ConfigError(problems)
     return recipe

@@ -394,3 +394,16 @@ def test_the_bounds_admit_the_largest_values(tmp_path: Path) -> None:
     )
     recipe = recipes.load(write(tmp_path, "max.yaml", text)).base
     assert recipe.data.crop == [8192, 8192] and recipe.train.batch_size == 4096
+
+
+def test_a_resolved_recipe_parses_from_text_within_the_yaml_bounds(tmp_path: Path) -> None:
+    recipe = recipes.load(write(tmp_path, "r.yaml", BASE)).base
+    assert recipes.parse_resolved(recipe.to_yaml(), "registry:run-1") == recipe
+    bomb = "a: &a [1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 8)}]\n"
+        for p, c in zip("abcdefg", "bcdefgh", strict=True)
+    )
+    with pytest.raises(ConfigError) as info:
+        recipes.parse_resolved(bomb, "registry:run-1")
+    (problem,) = info.value.problems
+    assert (problem.file, problem.key) == ("registry:run-1", "(yaml)")
