@@ -322,13 +322,13 @@ async def test_unreachable_ssh_host_is_shown_offline_with_the_reason() -> None:
     async with app.run_test(size=(150, 40)) as pilot:
         text = await wait_until(
             pilot,
-            lambda: "Connection refused" in hosts_text(pilot) and hosts_text(pilot),
+            lambda: "connection refused" in hosts_text(pilot) and hosts_text(pilot),
             30,
             "the refused connection",
         )
         header = next(line for line in text.splitlines() if line.startswith("lab9"))
         assert header.startswith("lab9  offline")
-        assert "cannot connect to nobody@127.0.0.1:9: Connection refused" in header
+        assert "cannot connect to nobody@127.0.0.1:9: connection refused by 127.0.0.1" in header
         assert any(line.startswith("local  this machine") for line in text.splitlines())
         await pilot.press("q")
 
