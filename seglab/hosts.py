@@ -263,14 +263,13 @@ def _parse_host(doc: Located, name: str, entry: Any, problems: list[Problem]) ->
     try:
         parsed = HostEntry.model_validate(data, context={"remote": remote})
     except ValidationError as exc:
-        found += validation_problems(exc, HostEntry, doc.where, at=base)
-        parsed = None
-    host = None
-    if parsed is not None and not found:
-        target = _ssh_target(doc, base, parsed.ssh, found) if parsed.ssh is not None else None
-        host = _host(name, parsed, target, remote)
+        problems += found + validation_problems(exc, HostEntry, doc.where, at=base)
+        return None
+    target = None
+    if parsed.ssh is not None and not found:
+        target = _ssh_target(doc, base, parsed.ssh, found)
     problems += found
-    return None if found else host
+    return None if found else _host(name, parsed, target, remote)
 
 
 def _host(name: str, entry: HostEntry, target: SSHTarget | None, remote: bool) -> Host:
