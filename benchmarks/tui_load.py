@@ -110,7 +110,7 @@ def _seed_runs() -> None:
     from seglab.registry import RunRecord, RunStatus
     from seglab.workstation import Workstation
 
-    registry = Workstation().registry()
+    registry = Workstation()._run_registry()
     for i in range(RUNS):
         run_id = f"bench.v{i}.000000"
         registry.upsert_run(

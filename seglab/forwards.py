@@ -176,7 +176,7 @@ def open_notebook(
     host's runs root mounted read-only at /runs."""
     name, gpu = parse_where(where)
     host = ws.inventory().get(name)
-    root = ws.runs().runs_root(host) if host.kind != "slurm" else None
+    root = ws._run_manager().runs_root(host) if host.kind != "slurm" else None
     token = secrets.token_hex(24)
     mounts = () if root is None else (Mount(root, RUNS_MOUNT),)
     name, labels = _identity("notebook", host)
@@ -201,7 +201,7 @@ def open_notebook(
 
 
 def _runs_for(ws: Workstation, target: str) -> list[RunRecord]:
-    registry = ws.registry()
+    registry = ws._run_registry()
     try:
         runs = [registry.get_run(target)]
     except UnknownRunError as unknown:
@@ -237,7 +237,7 @@ def _open(
         raise RunError(
             f"host {host.name} is a Slurm cluster; {kind} runs in a container on a docker host"
         )
-    runtime = ws.runs().runtime(host.name, "docker")
+    runtime = ws._run_manager().runtime(host.name, "docker")
     assert isinstance(runtime, DockerRuntime)
     used = listening_ports(_proc_net_tcp(ws, host))
     if host.is_local and port is not None and port in used:

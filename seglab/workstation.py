@@ -100,8 +100,9 @@ class Workstation:
 
     _registry: Registry | None = None
 
-    def registry(self) -> Registry:
-        """The run registry in the state dir (opened once, shared by this workstation)."""
+    def _run_registry(self) -> Registry:
+        """The run registry in the state dir (opened once). The façade's own helpers use
+        it; the CLI and the dashboard go through the run methods below."""
         if self._registry is None:
             self._registry = Registry(self.state_dir / paths.registry_file().name)
         return self._registry
@@ -119,10 +120,11 @@ class Workstation:
 
     _bridge: RemoteBridge | None = None
 
-    def runs(self) -> RunManager:
-        """The run manager (runtimes per host, backed by the registry)."""
+    def _run_manager(self) -> RunManager:
+        """The run manager (runtimes per host, backed by the registry); for the façade's
+        own helpers, like :meth:`_run_registry`."""
         if self._manager is None:
-            self._manager = RunManager(self.inventory(), self.registry(), self.remote)
+            self._manager = RunManager(self.inventory(), self._run_registry(), self.remote)
         return self._manager
 
     def remote(self) -> RemoteBridge:
@@ -247,7 +249,7 @@ class Workstation:
             states = live
         else:
             states = self.loop().call(self.gpu_states(names, timeout), timeout + 30)
-        return Scheduler(self.inventory(), self.registry(), states)
+        return Scheduler(self.inventory(), self._run_registry(), states)
 
     def launch(
         self,
@@ -263,7 +265,7 @@ class Workstation:
         loaded = self.load_recipe(recipe)
         chosen = [loaded.variant(name) for name in variants] if variants else loaded.variants
         pools = parse_on(on)
-        manager = self.runs()
+        manager = self._run_manager()
         manager.reconcile()
         return manager.submit(
             loaded, chosen, pools, self.scheduler(pools), runtime=runtime, image=image, queue=queue
@@ -271,11 +273,11 @@ class Workstation:
 
     def pump_queue(self) -> list[RunRecord]:
         """Start queued runs whose GPUs have become free."""
-        pending = self.registry().pending()
+        pending = self._run_registry().pending()
         if not pending:
             return []
         pools = [Pool.from_dict(p) for item in pending for p in item.request["pools"]]
-        return self.runs().pump_queue(self.scheduler(pools))
+        return self._run_manager().pump_queue(self.scheduler(pools))
 
     # -- runs: what the CLI and the dashboard do with them ------------------------------
 
@@ -283,7 +285,7 @@ class Workstation:
 
     def _runs_desk(self) -> RunDesk:
         if self._desk is None:
-            self._desk = RunDesk(self.runs, self.registry, self.pump_queue)
+            self._desk = RunDesk(self._run_manager, self._run_registry, self.pump_queue)
         return self._desk
 
     def run_row(self, record: RunRecord) -> RunRow:
@@ -343,7 +345,7 @@ class Workstation:
     def placement_choices(self, states: Iterable[HostState]) -> list[tuple[str, str]]:
         """``(--on value, label)`` pairs: auto, each free GPU, and each host's CPU
         (hosts of the inventory only)."""
-        scheduler = Scheduler(self.inventory(), self.registry())
+        scheduler = Scheduler(self.inventory(), self._run_registry())
         choices = [("auto", "auto: free GPUs on any host")]
         for state in states:
             if state.host not in self.inventory().hosts:
@@ -377,7 +379,7 @@ class Workstation:
 
     def pull(self, run_id: str, what: Literal["export", "best", "all"], dest: Path) -> list[Path]:
         """Copy a run's export folder, best checkpoint or whole run dir into ``dest``."""
-        record = self.registry().get_run(run_id)
+        record = self._run_registry().get_run(run_id)
         if not record.run_dir:
             raise RunError(f"run {run_id} has no run directory yet (status {record.status})")
         host = self.inventory().get(record.host)
@@ -408,7 +410,7 @@ class Workstation:
 
     def shell_command(self, run_id: str) -> tuple[list[str], dict[str, str]]:
         """The `docker exec -it` command (and environment) for a shell in a run's container."""
-        record = self.registry().get_run(run_id)
+        record = self._run_registry().get_run(run_id)
         if record.runtime != RuntimeKind.DOCKER:
             where = record.run_dir or "its run dir"
             raise RunError(
@@ -423,7 +425,7 @@ class Workstation:
             )
         host = self.inventory().get(record.host)
         if host.is_local:
-            url = self.runs().docker_url(host)
+            url = self._run_manager().docker_url(host)
         else:
             from seglab.remote.bridge import RemoteUnavailable
 
@@ -457,7 +459,7 @@ class Workstation:
 
         if not self.inventory().get(host).is_local:
             return None
-        runtime = self.runs().runtime(host, RuntimeKind.DOCKER)
+        runtime = self._run_manager().runtime(host, RuntimeKind.DOCKER)
         if not isinstance(runtime, DockerRuntime):
             return runtime.__class__.__name__
         try:

@@ -175,7 +175,7 @@ def _events(run_id: str, losses: list[float], mious: list[float], end: str | Non
 def seed_runs(ws: Workstation) -> list[str]:
     """Three runs of the tiny-grid ablation (running, finished, failed) with their events."""
     recipe = recipes.load(RECIPES / "tiny-grid.yaml")
-    registry = ws.registry()
+    registry = ws._run_registry()
     spec = [
         (
             "tiny-grid.lr-low.a1b2c3",

@@ -163,7 +163,7 @@ async def test_runs_table_log_pane_and_chart_from_the_registry(
 
         # A poll that changes one value updates that cell in place: cursor and rows stay.
         await select_run(pilot, "tiny-grid.lr-high.d4e5f6")
-        app.workstation.registry().update_run("tiny-grid.lr-low.a1b2c3", last_loss=0.123)
+        app.workstation._run_registry().update_run("tiny-grid.lr-low.a1b2c3", last_loss=0.123)
         await wait_until(
             pilot,
             lambda: str(runs.get_cell("tiny-grid.lr-low.a1b2c3", "loss")) == "0.123",
@@ -245,11 +245,11 @@ async def test_mark_remove_resume_shell_compare_help(monkeypatch: pytest.MonkeyP
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")
         await pilot.pause(0.3)
-        assert len(app.workstation.registry().list_runs()) == 3
+        assert len(app.workstation._run_registry().list_runs()) == 3
         await pilot.press("x")
         await pilot.press("y")
         await wait_until(pilot, lambda: table(pilot).row_count == 1, 15, "the removal")
-        assert [r.run_id for r in app.workstation.registry().list_runs()] == [
+        assert [r.run_id for r in app.workstation._run_registry().list_runs()] == [
             "tiny-grid.lr-low.a1b2c3"
         ]
         # j / t go through the façade; here (a seeded run, no full image) each answers with
@@ -306,7 +306,7 @@ def test_placement_choices_list_free_gpus_and_cpu() -> None:
         HostStatus.OK,
         gpus=(*idle[:2], replace(busy[0], index=2, uuid=idle[2].uuid)),
     )
-    assert ws.registry().reserve("local", [idle[1].uuid], "someone")
+    assert ws._run_registry().reserve("local", [idle[1].uuid], "someone")
     choices = [value for value, _ in ws.placement_choices([local, *states[1:]])]
     # GPU 1 is held by a run, GPU 2 used by others; lab1 and cpubox are not in this
     # hosts.yaml (there is none: this machine alone).
