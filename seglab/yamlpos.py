@@ -219,6 +219,7 @@ _Loader.add_implicit_resolver(
 )
 
 _constructor = _Loader("", "")  # an instance only for its scalar constructor
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 def _build(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str) -> Any:
@@ -226,6 +227,17 @@ def _build(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                raise ConfigError(
+                    [
+                        Problem(
+                            file,
+                            key_node.start_mark.line + 1,
+                            dotted(path),
+                            "merge keys (<<) are not supported; write the keys out",
+                        )
+                    ]
+                )
             key = _constructor.construct_object(key_node, deep=True)
             if not isinstance(key, str):
                 raise ConfigError(
@@ -260,18 +272,17 @@ def load_text(text: str, file: str) -> Located:
     if len(text) > MAX_BYTES:
         raise _too_large(file, text.count("\n", 0, MAX_BYTES) + 1)
     loader = _Loader(text, file)
+    lines: dict[KeyPath, int] = {}
     try:
         node = loader.get_single_node()
-    except yaml.MarkedYAMLError as exc:
+        data = {} if node is None else _build(node, (), lines, file)
+    except yaml.MarkedYAMLError as exc:  # syntax, or a tag or value SafeLoader refuses
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
         raise ConfigError([Problem(file, line, "(syntax)", str(exc.problem or exc))]) from exc
     finally:
         loader.dispose()
-    lines: dict[KeyPath, int] = {}
-    if node is None:
-        return Located(file, {}, {(): 1})
-    return Located(file, _build(node, (), lines, file), lines)
+    return Located(file, data, lines or {(): 1})
 
 
 def load_file(path: Path) -> Located:

@@ -93,3 +93,18 @@ def test_bytes_that_are_not_utf8_are_located(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_file(path)
     assert [str(p) for p in info.value.problems] == [f"{path}:2: (file): not UTF-8 text"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: 1\nb: !!python/object:os.system x\n", "doc.yaml:2: (syntax): could not determine"),
+        ("a: !!binary zzz\n", "doc.yaml:1: (syntax): failed to decode base64 data"),
+        (
+            "base: &b {x: 1}\nother:\n  <<: *b\n",
+            "doc.yaml:3: other: merge keys (<<) are not supported; write the keys out",
+        ),
+    ],
+)
+def test_tags_safeloader_refuses_are_located_not_tracebacks(text: str, expected: str) -> None:
+    assert refusal(text).startswith(expected)
