@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -238,7 +239,7 @@ def _per_core_rates(
     lut = np.asarray(label_lut("cityscapes"), dtype=np.uint8)
     dataset = FileDataset(pairs, list(lut), TrainTransform(crop=crop, scale_range=(0.5, 2.0)))
     rng = random.Random(0)
-    pipelines = {
+    pipelines: dict[str, Callable[[int], object]] = {
         "seglab": lambda i: dataset[i],
         "torchvision_reference": lambda i: _reference_sample(pairs[i], lut, crop, rng),
     }
