@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "seglab.commands.model",
     "seglab.commands.train",
     "seglab.commands.image",
+    "seglab.commands.data",
 )
 
 DESCRIPTION = """\
