@@ -384,13 +384,8 @@ class Workstation:
             raise RunError(f"run {run_id} has no run directory yet (status {record.status})")
         host = self.inventory().get(record.host)
         if not host.is_local:
-            from seglab.remote.bridge import RemoteUnavailable
-
             bridge = self.remote()
-            try:
-                bridge.ensure(host.name)
-            except RemoteUnavailable as exc:
-                raise RunError(str(exc)) from exc
+            bridge.ensure(host.name)
             return bridge.call(bridge.remotes.files(host.name).fetch(record.run_dir, what, dest))
         source = Path(record.run_dir)
         part = {
@@ -423,16 +418,7 @@ class Workstation:
                 "the docker command-line client is not installed on this "
                 "machine; install it (Debian: docker.io or docker-ce-cli)"
             )
-        host = self.inventory().get(record.host)
-        if host.is_local:
-            url = self._run_manager().docker_url(host)
-        else:
-            from seglab.remote.bridge import RemoteUnavailable
-
-            try:
-                url = self.remote().docker_url(host.name)
-            except RemoteUnavailable as exc:
-                raise RunError(str(exc)) from exc
+        url = self._run_manager().docker_url(self.inventory().get(record.host))
         env = {**os.environ, "DOCKER_HOST": url}
         return [docker, "exec", "-it", f"seglab-{run_id}", "/bin/sh"], env
 

@@ -239,10 +239,7 @@ def _summary_targets(args: argparse.Namespace) -> list[tuple[str, Any, int, tupl
         recipe_file = load(args.recipe)
         variants = recipe_file.variants
         if args.variant is not None:
-            try:
-                variants = [recipe_file.variant(args.variant)]
-            except KeyError as exc:
-                raise CommandError(str(exc.args[0])) from exc
+            variants = [recipe_file.variant(args.variant)]
         return [
             (
                 f"{recipe_file.name} [{v.name}]",

@@ -37,6 +37,7 @@ from seglab.tui.metrics_chart import MetricsChart
 from seglab.tui.new_run import NewRunScreen
 from seglab.tui.runs_table import RunsTable
 from seglab.tui.screens import CompareScreen, ConfirmScreen, HelpScreen
+from seglab.tui.styles import ACTION_HELP, APP_CSS
 
 if TYPE_CHECKING:  # imported in a worker: the first frame does not wait for the domain
     from seglab.hosts import Inventory
@@ -67,33 +68,7 @@ class SeglabApp(App[int]):
     """The dashboard."""
 
     TITLE = "seglab"
-    DEFAULT_CSS = """
-    .dialog { width: 80%; height: auto; max-height: 90%; padding: 1 2;
-              border: thick $accent; background: $surface; }
-    .wide-dialog { width: 95%; }
-    ModalScreen { align: center middle; }
-    .buttons { height: auto; align: right middle; }
-    .buttons Button { margin-left: 2; }
-    .row { height: auto; }
-    .hint { color: $text-muted; }
-    #hosts { height: auto; max-height: 50%; padding: 0 1; text-wrap: nowrap;
-             text-overflow: ellipsis; }
-    #runs { height: 1fr; min-height: 4; }
-    #logpane { height: 1fr; }
-    #log-status { height: 1; color: $text-muted; background: $boost; }
-    #log { height: 1fr; }
-    #log-search { height: 3; }
-    #metrics { height: 1fr; min-height: 6; }
-    #new-run-body { height: 14; }
-    #recipes { width: 1fr; height: 100%; }
-    #new-run-right { width: 1fr; height: 100%; }
-    #variants { height: 1fr; }
-    #placement { width: 2fr; }
-    #placement-custom { width: 1fr; }
-    #runtime { width: 1fr; }
-    #new-run-error { height: auto; }
-    #compare { height: auto; max-height: 30; }
-    """
+    DEFAULT_CSS = APP_CSS
     SUB_TITLE = "hosts · runs · logs · metrics"
     BINDINGS = [
         Binding("n", "new_run", "new run"),
@@ -525,24 +500,9 @@ class SeglabApp(App[int]):
                 action = binding.action
                 yield SystemCommand(
                     f"{binding.description} ({self.get_key_display(binding)})",
-                    _DESCRIPTIONS.get(action, binding.description),
+                    ACTION_HELP.get(action, binding.description),
                     lambda action=action: self.run_action(action),
                 )
-
-
-_DESCRIPTIONS = {
-    "new_run": "launch the variants of a recipe",
-    "stop": "stop the selected or marked runs gracefully",
-    "kill": "kill the selected or marked runs",
-    "resume": "resume stopped or failed runs",
-    "remove": "remove ended runs from the registry",
-    "compare": "compare the variants of an ablation",
-    "shell": "open a shell in the run's container",
-    "follow": "toggle log follow mode",
-    "events": "show or hide event lines in the log",
-    "search": "search the log",
-    "help": "show the key bindings",
-}
 
 
 def run(layout: str) -> int:
