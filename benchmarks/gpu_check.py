@@ -283,13 +283,17 @@ def capture(args: argparse.Namespace) -> None:
     out.write_text(header + text)
     sys.path.insert(0, str(REPO))
     from tests.standin.nvidia_smi import Capture
-    from tests.standin.nvml_replay import ReplayNvml
 
     parsed = Capture(out)
     for phase in ("idle", "load"):
         names, _, rows = parsed.table(phase, "query-gpu")
-        ReplayNvml(parsed, phase=phase)  # the NVML stand-in can replay it
-        print(f"{out.name}: {phase} query-gpu {len(names)} fields x {len(rows)} GPU row(s)")
+        apps = parsed.table(phase, "query-compute-apps")[2]
+        print(
+            f"{out.name}: {phase} query-gpu {len(names)} fields x {len(rows)} GPU row(s), "
+            f"{len(apps)} compute app(s)"
+        )
+        if not rows:
+            raise CheckFailed(f"{out}: no GPU rows in the {phase} query-gpu section")
 
 
 # -- mixed-precision training --------------------------------------------------------------
@@ -365,6 +369,10 @@ def export(args: argparse.Namespace) -> None:
     from seglab.train.models import LogitsOnly, build_model
 
     device = _torch_device(args.cpu)
+    # fp32 parity: TF32 convolutions and matmuls (on by default for cuDNN) would differ from
+    # the CPU's fp32 by more than the tolerance.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     recipe = load_resolved(SEED_RECIPE)
     height, width = (64, 128) if args.cpu else tuple(recipe.data.crop)
     torch.manual_seed(0)
@@ -409,6 +417,8 @@ def nccl(args: argparse.Namespace) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     backend = "gloo" if args.cpu else "nccl"
+    if device.type == "cuda":
+        torch.cuda.set_device(0)
     start = time.perf_counter()
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     try:
