@@ -1,0 +1,264 @@
+"""A dataset folder on one machine, as `seglab data sync` reads and writes it.
+
+:class:`LocalTree` is a folder here (plain file calls); :class:`RemoteTree` one on a remote
+host through an SFTP channel of the host's one SSH connection (asyncssh pipelines the
+requests of a large read or write). Both list themselves with the probe's ``manifest``,
+hash with its ``hash``, read and write byte ranges, and land a finished partial file under
+its final name with one atomic rename (``posix-rename@openssh.com`` over SFTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import posixpath
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncssh
+
+from seglab.data.checks import ask
+from seglab.errors import UnavailableError
+from seglab.machines.base import Machine
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of a tree: path relative to the root (``/``-separated), size, mtime (s)."""
+
+    path: str
+    size: int
+    mtime: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A tree's files and the partial files an interrupted sync left, by relative path."""
+
+    present: bool
+    files: dict[str, Entry]
+    parts: dict[str, Entry]
+
+
+def _entries(rows: Sequence[Sequence[Any]]) -> dict[str, Entry]:
+    return {row[0]: Entry(row[0], int(row[1]), int(row[2]) // 10**9) for row in rows}
+
+
+class Tree(ABC):
+    """A dataset root on one machine."""
+
+    def __init__(self, machine: Machine, root: str) -> None:
+        self.machine = machine
+        self.root = root
+
+    def __str__(self) -> str:
+        return f"{self.machine.name}:{self.root}"
+
+    async def manifest(self) -> Manifest:
+        """Every file under the root (one probe command)."""
+        answer = await ask(self.machine, {"op": "manifest", "root": self.root})
+        return Manifest(answer["present"], _entries(answer["files"]), _entries(answer["parts"]))
+
+    async def hashes(self, paths: Sequence[str]) -> dict[str, str | None]:
+        """SHA-256 of each relative path (None where it is missing)."""
+        if not paths:
+            return {}
+        found: dict[str, str | None] = await ask(
+            self.machine, {"op": "hash", "root": self.root, "paths": list(paths)}
+        )
+        return found
+
+    async def free_space(self) -> int:
+        """Free bytes where the root is (or would be)."""
+        free: int = await ask(self.machine, {"op": "space", "path": self.root})
+        return free
+
+    @abstractmethod
+    async def read(self, path: str, offset: int, size: int) -> bytes:
+        """``size`` bytes of file ``path`` from ``offset``."""
+
+    @abstractmethod
+    async def write(self, part: str, offset: int, data: bytes) -> None:
+        """Write ``data`` at ``offset`` of partial file ``part`` (created with its folder)."""
+
+    @abstractmethod
+    async def land(self, part: str, path: str, mtime: int) -> None:
+        """Give ``part`` the mtime ``mtime`` and rename it to ``path`` atomically."""
+
+    @abstractmethod
+    async def touch(self, path: str, mtime: int) -> None:
+        """Set the mtime of ``path``."""
+
+    @abstractmethod
+    async def remove(self, path: str) -> None:
+        """Delete file ``path`` (nothing when it is already gone)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release what the tree holds open."""
+
+
+class LocalTree(Tree):
+    """A folder on this machine."""
+
+    def _abs(self, path: str) -> str:
+        return os.path.join(os.path.expanduser(self.root), path)
+
+    async def read(self, path: str, offset: int, size: int) -> bytes:
+        """Read with one pread."""
+
+        def read() -> bytes:
+            with open(self._abs(path), "rb") as handle:
+                return os.pread(handle.fileno(), size, offset)
+
+        return await asyncio.to_thread(read)
+
+    async def write(self, part: str, offset: int, data: bytes) -> None:
+        """Write with one pwrite."""
+
+        def write() -> None:
+            target = self._abs(part)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.pwrite(fd, data, offset)
+            finally:
+                os.close(fd)
+
+        await asyncio.to_thread(write)
+
+    async def land(self, part: str, path: str, mtime: int) -> None:
+        """utime, then os.replace."""
+        os.utime(self._abs(part), (mtime, mtime))
+        os.replace(self._abs(part), self._abs(path))
+
+    async def touch(self, path: str, mtime: int) -> None:
+        """utime."""
+        os.utime(self._abs(path), (mtime, mtime))
+
+    async def remove(self, path: str) -> None:
+        """unlink."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._abs(path))
+
+    async def close(self) -> None:
+        """Nothing is held open."""
+
+
+class RemoteTree(Tree):
+    """A folder on a remote host, through its own SFTP channel on the host's connection.
+
+    ``machine`` is an :class:`~seglab.remote.machine.SSHMachine`.
+    """
+
+    def __init__(self, machine: Machine, root: str) -> None:
+        super().__init__(machine, root)
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._dirs: set[str] = set()
+        self._handles: dict[str, asyncssh.SFTPClientFile] = {}
+        self._lock = asyncio.Lock()
+
+    def _abs(self, path: str) -> str:
+        root = self.root[2:] if self.root.startswith("~/") else self.root
+        return posixpath.join(root, path)
+
+    async def _client(self) -> asyncssh.SFTPClient:
+        async with self._lock:
+            if self._sftp is None:
+                from seglab.remote.connection import NotConnectedError
+                from seglab.remote.machine import SSHMachine
+
+                machine = self.machine
+                assert isinstance(machine, SSHMachine)
+                await machine.exists("/")  # connects the host if it is not yet
+                try:
+                    conn = await machine.connection.connection(machine.wait_online)
+                    self._sftp = await conn.start_sftp_client()
+                except (NotConnectedError, asyncssh.Error, OSError) as exc:
+                    raise UnavailableError(f"cannot open SFTP to {machine.name}: {exc}") from exc
+            return self._sftp
+
+    async def read(self, path: str, offset: int, size: int) -> bytes:
+        """A parallel SFTP read of the range."""
+        sftp = await self._client()
+        try:
+            async with sftp.open(self._abs(path), "rb") as handle:
+                data: bytes = await handle.read(size, offset)
+        except (asyncssh.SFTPError, OSError) as exc:
+            raise UnavailableError(
+                f"cannot read {self.machine.name}:{self._abs(path)}: {exc}"
+            ) from exc
+        return data
+
+    async def _makedirs(self, sftp: asyncssh.SFTPClient, folder: str) -> None:
+        if folder and folder not in self._dirs:
+            await sftp.makedirs(folder, exist_ok=True)
+            self._dirs.add(folder)
+
+    async def write(self, part: str, offset: int, data: bytes) -> None:
+        """A pipelined SFTP write of the range (the file stays open until it lands)."""
+        sftp = await self._client()
+        target = self._abs(part)
+        try:
+            handle = self._handles.get(part)
+            if handle is None:
+                await self._makedirs(sftp, posixpath.dirname(target))
+                pflags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT
+                handle = await sftp.open(target, pflags)
+                self._handles[part] = handle
+            await handle.write(data, offset)
+        except (asyncssh.SFTPError, OSError) as exc:
+            raise UnavailableError(f"cannot write {self.machine.name}:{target}: {exc}") from exc
+
+    async def land(self, part: str, path: str, mtime: int) -> None:
+        """Close the partial file, set its mtime and posix-rename it over ``path``."""
+        sftp = await self._client()
+        try:
+            handle = self._handles.pop(part, None)
+            if handle is not None:
+                await handle.close()
+            else:  # an empty file: nothing was written
+                await self._makedirs(sftp, posixpath.dirname(self._abs(part)))
+                await (await sftp.open(self._abs(part), "wb")).close()
+            await sftp.utime(self._abs(part), (mtime, mtime))
+            await sftp.posix_rename(self._abs(part), self._abs(path))
+        except (asyncssh.SFTPError, OSError) as exc:
+            raise UnavailableError(
+                f"cannot land {self.machine.name}:{self._abs(path)}: {exc}"
+            ) from exc
+
+    async def touch(self, path: str, mtime: int) -> None:
+        """SFTP setstat of the times."""
+        sftp = await self._client()
+        try:
+            await sftp.utime(self._abs(path), (mtime, mtime))
+        except (asyncssh.SFTPError, OSError) as exc:
+            raise UnavailableError(f"cannot touch {self.machine.name}:{path}: {exc}") from exc
+
+    async def remove(self, path: str) -> None:
+        """SFTP remove."""
+        sftp = await self._client()
+        try:
+            await sftp.remove(self._abs(path))
+        except asyncssh.SFTPNoSuchFile:
+            return
+        except (asyncssh.SFTPError, OSError) as exc:
+            raise UnavailableError(f"cannot delete {self.machine.name}:{path}: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close open partial files and the SFTP channel."""
+        for handle in self._handles.values():
+            with contextlib.suppress(asyncssh.Error, OSError):
+                await handle.close()
+        self._handles.clear()
+        if self._sftp is not None:
+            self._sftp.exit()
+            self._sftp = None
+
+
+def tree(machine: Machine, root: str) -> Tree:
+    """The tree at ``root`` on ``machine``."""
+    return LocalTree(machine, root) if machine.is_local else RemoteTree(machine, root)
