@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import posixpath
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from seglab.data.probe import PART_SUFFIX
 from seglab.data.trees import Entry, Manifest, Tree
@@ -120,6 +121,8 @@ async def _copy(
     source: Tree, target: Tree, entry: Entry, offset: int, done: Callable[[int], None]
 ) -> None:
     part = part_name(entry)
+    if entry.size == 0:
+        await target.write(part, 0, b"")
     while offset < entry.size:
         size = min(CHUNK, entry.size - offset)
         data = await source.read(entry.path, offset, size)
@@ -172,7 +175,7 @@ async def sync(
 
         # Largest first keeps the tail short; each file is independent.
         order = sorted(todo.send, key=lambda item: -item[0].size)
-        await asyncio.gather(*(one(entry, offset) for entry, offset in order))
+        await _all(one(entry, offset) for entry, offset in order)
         for entry in todo.touch:
             await target.touch(entry.path, entry.mtime)
         for path in todo.delete:
@@ -186,6 +189,19 @@ async def sync(
         await asyncio.gather(source.close(), target.close())
     report.seconds = time.monotonic() - start
     return report
+
+
+async def _all(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run ``coros`` concurrently; on the first failure cancel the rest and raise it."""
+    tasks = [asyncio.ensure_future(coro) for coro in coros]
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        task.result()
 
 
 async def verify(source: Tree, target: Tree, want: Manifest, sent: list[str]) -> None:

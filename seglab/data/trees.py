@@ -207,7 +207,7 @@ class RemoteTree(Tree):
             if handle is None:
                 await self._makedirs(sftp, posixpath.dirname(target))
                 pflags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT
-                handle = await sftp.open(target, pflags)
+                handle = await sftp.open(target, pflags, encoding=None)
                 self._handles[part] = handle
             await handle.write(data, offset)
         except (asyncssh.SFTPError, OSError) as exc:
@@ -220,9 +220,6 @@ class RemoteTree(Tree):
             handle = self._handles.pop(part, None)
             if handle is not None:
                 await handle.close()
-            else:  # an empty file: nothing was written
-                await self._makedirs(sftp, posixpath.dirname(self._abs(part)))
-                await (await sftp.open(self._abs(part), "wb")).close()
             await sftp.utime(self._abs(part), (mtime, mtime))
             await sftp.posix_rename(self._abs(part), self._abs(path))
         except (asyncssh.SFTPError, OSError) as exc:
@@ -250,10 +247,10 @@ class RemoteTree(Tree):
 
     async def close(self) -> None:
         """Close open partial files and the SFTP channel."""
-        for handle in self._handles.values():
+        handles, self._handles = list(self._handles.values()), {}
+        for handle in handles:
             with contextlib.suppress(asyncssh.Error, OSError):
                 await handle.close()
-        self._handles.clear()
         if self._sftp is not None:
             self._sftp.exit()
             self._sftp = None
