@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ def _tree_hashes(root: Path) -> dict[str, str]:
     }
 
 
-def _sync(*args: str) -> dict[str, object]:
+def _sync(*args: str) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "seglab", "data", "sync", *args, "--json"],
         capture_output=True,
@@ -43,7 +44,7 @@ def _sync(*args: str) -> dict[str, object]:
         timeout=240,
     )
     assert out.returncode == 0, out.stderr
-    report: dict[str, object] = json.loads(out.stdout[: out.stdout.rindex("}") + 1])
+    report: dict[str, Any] = json.loads(out.stdout[: out.stdout.rindex("}") + 1])
     return report
 
 
