@@ -101,7 +101,7 @@ async def test_new_run_progress_log_miou_stop_and_reopen() -> None:
         final = row(pilot, tiny)
         assert final.iteration == final.total_iterations == 8
         assert final.progress == 1.0
-        assert str(table(pilot).get_cell(tiny, "miou")) == f"{final['best_miou']:.3f}"
+        assert str(table(pilot).get_cell(tiny, "miou")) == f"{final.best_miou:.3f}"
 
         chart = app.query_one("#metrics", MetricsChart)
         curves = await wait_until(
