@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from seglab.errors import SeglabError
 from seglab.train.labels import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_ID_TO_TRAIN_ID,
@@ -51,7 +52,7 @@ GT_SUFFIX = "_gtFine_labelIds.png"
 _IN_FLIGHT_PER_WORKER = 2
 
 
-class EvalInputError(ValueError):
+class EvalInputError(SeglabError):
     """The ground truth or the predictions cannot be evaluated (message names the file)."""
 
 

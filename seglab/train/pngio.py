@@ -18,12 +18,14 @@ import numpy.typing as npt
 import pyspng
 from PIL import Image
 
+from seglab.errors import SeglabError
+
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _GREY = 0
 _RGB = 2
 
 
-class ImageReadError(ValueError):
+class ImageReadError(SeglabError):
     """A file that cannot be decoded (the message names it)."""
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from seglab.errors import ConfigurationError
 from seglab.train.labels import IGNORE_INDEX
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,7 +38,7 @@ _MEAN_255 = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255
 _STD_255 = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255
 
 
-class DatasetError(ValueError):
+class DatasetError(ConfigurationError):
     """Data that cannot be loaded as configured (missing files, wrong layout, batch split)."""
 
 
