@@ -63,7 +63,8 @@ Copy dataset NAME from --from HOST (default: local) to --to HOST over seglab's S
 connections (SFTP): both sides list path, size and mtime; files whose size differs (or
 whose contents differ, by SHA-256, when only the mtime does) are sent, each to a partial
 file that an interrupted sync resumes, then renamed into place; afterwards the target is
-listed again and the files sent are hashed on both sides. Nothing on the target is
+listed again (sizes and mtimes; --checksum also hashes the files sent on both sides).
+Nothing on the target is
 deleted unless --delete. Between two remote hosts the data streams through this machine.
 
 The target path is the --to host's `datasets:` entry for NAME, or --path PATH (then the
@@ -96,6 +97,9 @@ def register(subparsers: Any) -> None:
     sync.add_argument("--from", dest="source", default="local", metavar="HOST")
     sync.add_argument("--path", metavar="PATH", help="target root (default: its hosts.yaml)")
     sync.add_argument("--delete", action="store_true", help="delete target files not in source")
+    sync.add_argument(
+        "--checksum", action="store_true", help="also hash the files sent, on both sides"
+    )
     sync.add_argument("--json", action="store_true", help="print the report as JSON")
     sync.set_defaults(func=_sync)
 
@@ -197,7 +201,9 @@ def _sync(args: argparse.Namespace) -> int:
     source = tree(ws.machine(args.source).machine, source_root)
     target = tree(ws.machine(args.target).machine, target_root)
     meter = _Meter() if sys.stderr.isatty() else None
-    report = ws.loop().call(sync(source, target, delete=args.delete, progress=meter))
+    report = ws.loop().call(
+        sync(source, target, delete=args.delete, checksum=args.checksum, progress=meter)
+    )
     if meter is not None:
         meter.end()
     if args.json:

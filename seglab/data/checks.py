@@ -56,7 +56,7 @@ async def ask(machine: Machine, request: Mapping[str, Any], timeout: float = 600
         except probe.ProbeError as exc:
             raise DataError(str(exc)) from exc
     result = await machine.run(
-        ["python3", "-c", _SOURCE], stdin=json.dumps(request), timeout=timeout
+        ["python3", "-I", "-S", "-c", _SOURCE], stdin=json.dumps(request), timeout=timeout
     )
     if result.returncode == probe.PROBE_FAILED:
         raise DataError(f"{machine.name}: {json.loads(result.stdout)['error']}")

@@ -8,10 +8,9 @@ JSON object whose ``op`` is one of:
 - ``scan``: ``kind`` (cityscapes, ade20k, voc or auto), ``root``, ``deep``, ``sample``: the
   images and labels per split, images without a label, total size, a sampled (or, with
   ``deep``, complete) check of the files' magic bytes and, with ``deep``, a tree hash.
-- ``manifest``: ``root``: every file's relative path, size and mtime (ns), and the partial
-  files an interrupted ``sync`` left.
+- ``manifest``: ``root``: every file's relative path, size and mtime (ns), the partial
+  files an interrupted ``sync`` left, and the free bytes there.
 - ``hash``: ``root``, ``paths``: the SHA-256 of each listed file (null when missing).
-- ``space``: ``path``: free bytes on the file system that holds it (or would).
 - ``prepare``: ``kind``, ``source`` (folder of the downloaded archives), ``target``:
   unpack the official archives into the trainer's layout (:func:`prepare`).
 
@@ -194,14 +193,15 @@ def scan(kind: str, root: str, deep: bool = False, sample: int = 64) -> dict[str
 
 
 def manifest(root: str) -> dict[str, Any]:
-    """Every file under `root` as [path, size, mtime_ns]; partial sync files apart."""
+    """Every file under `root` as [path, size, mtime_ns], partial sync files apart, and the
+    free bytes there."""
     if not os.path.isdir(root):
-        return {"present": False, "files": [], "parts": []}
+        return {"present": False, "files": [], "parts": [], "free": free_space(root)}
     files: list[list[Any]] = []
     parts: list[list[Any]] = []
     for rel, size, mtime in _files(root):
         (parts if rel.endswith(PART_SUFFIX) else files).append([rel, size, mtime])
-    return {"present": True, "files": files, "parts": parts}
+    return {"present": True, "files": files, "parts": parts, "free": free_space(root)}
 
 
 def hashes(root: str, paths: list[str]) -> dict[str, str | None]:
@@ -337,8 +337,6 @@ def answer(request: dict[str, Any]) -> Any:
         return manifest(root)
     if op == "hash":
         return hashes(root, request["paths"])
-    if op == "space":
-        return free_space(request["path"])
     if op == "prepare":
         from_dir = os.path.expanduser(request["source"])
         return prepare(request["kind"], from_dir, os.path.expanduser(request["target"]))

@@ -36,11 +36,13 @@ class Entry:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A tree's files and the partial files an interrupted sync left, by relative path."""
+    """A tree's files and the partial files an interrupted sync left, by relative path, and
+    the free bytes where it is."""
 
     present: bool
     files: dict[str, Entry]
     parts: dict[str, Entry]
+    free: int
 
 
 def _entries(rows: Sequence[Sequence[Any]]) -> dict[str, Entry]:
@@ -60,7 +62,8 @@ class Tree(ABC):
     async def manifest(self) -> Manifest:
         """Every file under the root (one probe command)."""
         answer = await ask(self.machine, {"op": "manifest", "root": self.root})
-        return Manifest(answer["present"], _entries(answer["files"]), _entries(answer["parts"]))
+        files, parts = _entries(answer["files"]), _entries(answer["parts"])
+        return Manifest(answer["present"], files, parts, answer["free"])
 
     async def hashes(self, paths: Sequence[str]) -> dict[str, str | None]:
         """SHA-256 of each relative path (None where it is missing)."""
@@ -70,11 +73,6 @@ class Tree(ABC):
             self.machine, {"op": "hash", "root": self.root, "paths": list(paths)}
         )
         return found
-
-    async def free_space(self) -> int:
-        """Free bytes where the root is (or would be)."""
-        free: int = await ask(self.machine, {"op": "space", "path": self.root})
-        return free
 
     @abstractmethod
     async def read(self, path: str, offset: int, size: int) -> bytes:
@@ -217,11 +215,13 @@ class RemoteTree(Tree):
         """Close the partial file, set its mtime and posix-rename it over ``path``."""
         sftp = await self._client()
         try:
-            handle = self._handles.pop(part, None)
-            if handle is not None:
-                await handle.close()
-            await sftp.utime(self._abs(part), (mtime, mtime))
-            await sftp.posix_rename(self._abs(part), self._abs(path))
+            handle = self._handles.pop(part)
+            # One round trip: OpenSSH's sftp-server answers requests in the order sent.
+            await asyncio.gather(
+                handle.utime((mtime, mtime)),
+                handle.close(),
+                sftp.posix_rename(self._abs(part), self._abs(path)),
+            )
         except (asyncssh.SFTPError, OSError) as exc:
             raise UnavailableError(
                 f"cannot land {self.machine.name}:{self._abs(path)}: {exc}"
