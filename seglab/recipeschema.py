@@ -132,6 +132,9 @@ class TrainConfig(_Section):
     checkpoint_interval: int = Field(default=500, gt=0, le=MAX_ITERATIONS, description="iterations")
     log_interval: int = Field(default=10, gt=0, le=MAX_ITERATIONS, description="iterations")
     grad_clip: float | None = Field(default=None, gt=0)
+    samples: int = Field(
+        default=8, ge=0, le=64, description="validation images drawn at each evaluation (0: none)"
+    )
     seed: int = 0
 
     @model_validator(mode="after")

@@ -40,6 +40,8 @@ from seglab.train.event_writer import EventWriter
 from seglab.train.labels import IGNORE_INDEX, class_names
 from seglab.train.metrics import ConfusionMatrix, SegMetrics
 from seglab.train.models import PretrainedWeightsError, build_model
+from seglab.train.provenance import versions
+from seglab.train.samples import SampleWriter
 from seglab.train.schedule import build_scheduler
 from seglab.yamlpos import ConfigError
 
@@ -145,6 +147,7 @@ class Trainer:
         self.last_eval_iter = -1
         self.iter = 0
         self.tb: Any = None
+        self.samples: SampleWriter | None = None
 
     # -- setup ----------------------------------------------------------------------
 
@@ -168,6 +171,14 @@ class Trainer:
             recipe, root, ctx.rank, ctx.world_size, pin_memory=ctx.device.type == "cuda"
         )
         self.iters_per_epoch = self.loaders.iters_per_epoch
+        if recipe.train.samples:
+            self.samples = SampleWriter(
+                self.loaders.val.dataset,  # type: ignore[arg-type]
+                recipe.data.dataset,
+                len(self.class_names),
+                recipe.train.samples,
+                self.run_dir,
+            )
         if recipe.train.iterations is not None:
             self.total_iters = recipe.train.iterations
         else:
@@ -297,19 +308,25 @@ class Trainer:
         """Metrics over the whole validation split (all ranks, one all-reduced matrix)."""
         self.net.eval()
         matrix = ConfusionMatrix(len(self.class_names), device=self.ctx.device)
-        for batch, labels in self.loaders.val:
+        order, size = list(self.loaders.val.sampler), self.recipe.train.val_batch_size
+        for number, (batch, labels) in enumerate(self.loaders.val):
             images = batch.to(self.ctx.device, non_blocking=True).contiguous(
                 memory_format=self.memory_format
             )
             with self._autocast():
                 logits = self.net(images)["out"]
-            matrix.update(logits.argmax(1), labels.to(self.ctx.device, non_blocking=True))
+            pred = logits.argmax(1)
+            matrix.update(pred, labels.to(self.ctx.device, non_blocking=True))
+            if self.samples is not None:
+                self.samples.capture(order[number * size : (number + 1) * size], pred)
         matrix.all_reduce()
         self.net.train()
         return matrix.compute()
 
     def _eval_and_checkpoint(self) -> None:
+        start = time.perf_counter()
         metrics = self.evaluate()
+        seconds = time.perf_counter() - start
         self.last_eval_iter = self.iter
         best = metrics.miou is not None and (
             self.best_miou is None or metrics.miou > self.best_miou
@@ -327,6 +344,7 @@ class Trainer:
                 mean_acc=values["mean_acc"],
                 per_class_iou=values["per_class_iou"],
                 per_class_acc=values["per_class_acc"],
+                seconds=round(seconds, 6),
             )
             self.events.log(
                 f"eval iter {self.iter}: mIoU {_pct(metrics.miou)} pixel acc "
@@ -335,6 +353,13 @@ class Trainer:
             for key in ("miou", "pixel_acc", "mean_acc"):
                 if values[key] is not None:
                     self.tb.add_scalar(f"val/{key}", values[key], self.iter)
+            for name, iou in zip(self.class_names, values["per_class_iou"], strict=True):
+                if iou is not None:
+                    self.tb.add_scalar(f"val_iou/{name}", iou, self.iter)
+        if self.samples is not None:
+            preds = self.samples.collect(self.ctx)
+            if self.ctx.is_main:
+                self.events.emit("samples", **self.samples.write(self.iter, preds, self.tb))
         self.save_checkpoint(best=best)
 
     def _eval_due(self) -> bool:
@@ -405,6 +430,7 @@ class Trainer:
             resumed_from=resumed_from,
             device=self.ctx.device.type,
             batch_per_rank=recipe.train.batch_size // self.ctx.world_size,
+            **versions(self.ctx.device),
         )
         self.events.log(
             f"{'resuming at iter ' + str(self.iter) if resumed_from else 'start'}:"
