@@ -24,12 +24,13 @@ from seglab.errors import SeglabError
 PREFIX = "@seglab "
 SCHEMA_VERSION = 1
 
-KINDS = ("start", "train", "eval", "checkpoint", "end", "error")
+KINDS = ("start", "train", "eval", "samples", "checkpoint", "end", "error")
 
 REQUIRED: dict[str, tuple[str, ...]] = {
     "start": ("recipe", "variant", "world_size", "class_names", "total_iters"),
     "train": ("iter", "epoch", "loss", "lr"),
     "eval": ("iter", "epoch", "miou", "pixel_acc", "mean_acc", "per_class_iou"),
+    "samples": ("iter", "dir", "images"),
     "checkpoint": ("iter", "path"),
     "end": ("status", "best_miou"),
     "error": ("message",),
