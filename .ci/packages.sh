@@ -2,7 +2,7 @@
 # Debian packages the tests need. Idempotent; skips apt when everything is present.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-PACKAGES=(python3-venv curl ca-certificates procps tmux)
+PACKAGES=(python3-venv curl ca-certificates procps tmux chromium)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
