@@ -9,7 +9,7 @@ Wall time and CPU of the workstation side (the tool and the ssh client it starts
 ``RUSAGE_CHILDREN``) are reported; sshd is the remote side. Every copy is checked (file
 count and bytes). Needs sshd, ssh-keygen, rsync and scp. Never touches the real ~/.ssh.
 
-    .venv/bin/python benchmarks/data_sync.py [--files 200] [--rounds 1]
+    .venv/bin/python benchmarks/data_sync.py [--files 200] [--rounds 1] [--cipher NAME]
 """
 
 from __future__ import annotations
@@ -102,6 +102,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=200, help="files of 1-3 MB (default 200)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the three tools")
+    parser.add_argument(
+        "--cipher", help="the one SSH cipher all three use (default: each tool's own choice)"
+    )
     args = parser.parse_args()
     missing = sshd_missing_reason() or next(
         (f"{tool} is not installed" for tool in ("rsync", "scp") if not shutil.which(tool)), None
@@ -116,6 +119,9 @@ def main() -> int:
     try:
         home.add_host("bench", server)
         home.trust(server)
+        if args.cipher:  # asyncssh and OpenSSH's ssh both read Ciphers from the config
+            with home.config.open("a") as out:
+                out.write(f"Host *\n  Ciphers {args.cipher}\n")
         source = work / "src"
         total = make_tree(source, args.files)
         write_hosts_yaml(
@@ -147,6 +153,7 @@ def main() -> int:
                 results.setdefault(tool, []).append((*first, *again))
                 shutil.rmtree(target)
         load_after = os.getloadavg()
+        print(f"cipher: {args.cipher or 'each tool default (chacha20-poly1305 here)'}")
         _report(args.files, total, results, load_before, load_after)
     finally:
         server.close()

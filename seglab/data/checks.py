@@ -22,7 +22,9 @@ from typing import Any
 
 from seglab.data import probe
 from seglab.errors import SeglabError, UnavailableError
-from seglab.machines.base import Machine
+from seglab.hosts import Host
+from seglab.machines.base import Machine, MachineSync
+from seglab.recipeschema import DataConfig
 
 KINDS = ("cityscapes", "ade20k", "voc")
 OFFICIAL: Mapping[str, Mapping[str, int]] = {
@@ -200,33 +202,56 @@ def compact_row(checks: Sequence[Check]) -> str:
     return " ".join(f"{c.name} {'✓' if c.ok else '✗'}" for c in checks)
 
 
-async def check_for_launch(
-    machine: Machine,
+def check_for_launch(
+    host: Host,
+    data: DataConfig,
     state_dir: Path,
     *,
-    name: str,
-    root: str,
-    kind: str,
+    machine: MachineSync | None = None,
     splits: Sequence[str] = ("train", "val"),
     max_age: float = FRESH_SECONDS,
 ) -> list[str]:
-    """What is missing for a run that reads ``splits`` of dataset ``name`` at ``root`` on
-    ``machine`` (empty when nothing is). Uses the last ``seglab data ls`` result when it
-    is younger than ``max_age`` seconds and was taken at the same root, else scans now
-    (and remembers the result). Counts below the official sizes are reported."""
+    """What is missing on ``host`` for a run that reads ``splits`` of the recipe's dataset
+    (``data``); empty when nothing is, and always for the synthetic dataset.
+
+    Uses the last ``seglab data ls`` result when it is younger than ``max_age`` seconds, was
+    taken at the same root and was fine; else scans now (in this process for a local host,
+    through ``machine``, the host's :class:`MachineSync`, for a remote one) and remembers
+    the result. Splits smaller than the official sizes are reported too. Synchronous, for
+    the launch path."""
+    if data.dataset == "synthetic":
+        return []
+    name = data.root_name
+    root = host.dataset_root(name)
     cache = CheckCache(state_dir)
-    check = cache.get(machine.name, name)
+    check = cache.get(host.name, name)
     fresh = (
         check is not None
         and time.time() - check.checked_at < max_age
         and check.scan.get("root") == root
         and check.ok
     )
-    if not fresh:
-        check = await scan(machine, name, root, kind)
+    if check is None or not fresh:
+        request = {"op": "scan", "kind": data.dataset, "root": root}
+        if host.is_local:
+            answer = probe.answer(request)
+        elif machine is None:
+            raise DataError(f"checking {name} on {host.name} needs the host's machine")
+        else:
+            answer = machine.runner.call(ask(machine.machine, request), 660.0)
+        check = Check(host.name, name, answer, time.time())
         cache.put([check])
-    assert check is not None
     return check.problems(splits)
+
+
+def require_data(
+    host: Host, data: DataConfig, state_dir: Path, *, machine: MachineSync | None = None
+) -> None:
+    """Raise :class:`DataError` (what is missing, and how to fix it) when
+    :func:`check_for_launch` finds anything."""
+    problems = check_for_launch(host, data, state_dir, machine=machine)
+    if problems:
+        raise launch_error(host.name, data.root_name, problems)
 
 
 def launch_error(host: str, name: str, problems: Sequence[str]) -> DataError:

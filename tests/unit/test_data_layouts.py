@@ -20,8 +20,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seglab.data.checks import OFFICIAL, Check, CheckCache, check_for_launch, compact_row, scan
+from seglab.data.checks import (
+    OFFICIAL,
+    Check,
+    CheckCache,
+    DataError,
+    check_for_launch,
+    compact_row,
+    require_data,
+    scan,
+)
+from seglab.hosts import Host
 from seglab.machines import LocalMachine
+from seglab.recipeschema import DataConfig
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = (32, 48)  # height, width
@@ -185,7 +196,8 @@ def test_deep_hashes_the_tree(tmp_path: Path) -> None:
 
 def test_launch_check_uses_a_fresh_result_and_rescans_otherwise(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    machine = LocalMachine()
+    data = DataConfig(dataset="cityscapes", crop=[32, 32])
+    host = Host("local", None, datasets={"cityscapes": "/data/cityscapes"})
     full = {
         "root": "/data/cityscapes",
         "present": True,
@@ -198,28 +210,22 @@ def test_launch_check_uses_a_fresh_result_and_rescans_otherwise(tmp_path: Path) 
     }
     CheckCache(state).put([Check("local", "cityscapes", full, time.time())])
     # The path does not exist here: an answer of [] shows the fresh result was used.
-    found = asyncio.run(
-        check_for_launch(
-            machine, state, name="cityscapes", root="/data/cityscapes", kind="cityscapes"
-        )
-    )
-    assert found == []
+    assert check_for_launch(host, data, state) == []
     # Too old: scanned again, and what is missing is said.
     CheckCache(state).put([Check("local", "cityscapes", full, time.time() - 2 * 86400)])
-    found = asyncio.run(
-        check_for_launch(
-            machine, state, name="cityscapes", root="/data/cityscapes", kind="cityscapes"
-        )
-    )
-    assert found == ["local:/data/cityscapes does not exist"]
+    assert check_for_launch(host, data, state) == ["local:/data/cityscapes does not exist"]
     root = mini_cityscapes(tmp_path / "cs", {"train": 3})
-    found = asyncio.run(
-        check_for_launch(machine, state, name="cityscapes", root=str(root), kind="cityscapes")
+    host = Host("local", None, datasets={"cityscapes": str(root)})
+    with pytest.raises(DataError) as caught:
+        require_data(host, data, state)
+    assert caught.value.message == (
+        "dataset 'cityscapes' on host local is not ready: "
+        "cityscapes train: 3 of the 2975 official images; "
+        f"cityscapes: split 'val' is missing under local:{root}"
     )
-    assert found == [
-        "cityscapes train: 3 of the 2975 official images",
-        f"cityscapes: split 'val' is missing under local:{root}",
-    ]
+    assert "seglab data sync cityscapes --to local" in str(caught.value.hint)
+    synthetic = DataConfig(dataset="synthetic", crop=[32, 32])
+    assert check_for_launch(Host("local", None), synthetic, state) == []
 
 
 def test_ls_command_json_cache_and_compact_row(tmp_path: Path, isolated_xdg: Path) -> None:
