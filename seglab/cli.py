@@ -28,6 +28,8 @@ COMMAND_MODULES = (
     "seglab.commands.train",
     "seglab.commands.image",
     "seglab.commands.data",
+    "seglab.commands.report",
+    "seglab.commands.show",
 )
 
 DESCRIPTION = """\

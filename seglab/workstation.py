@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from seglab.forwards import OpenForward
     from seglab.machines import LoopThread, Machine, MachineSync
     from seglab.remote.bridge import RemoteBridge
+    from seglab.report.gather import RunSummary, SampleImage
+    from seglab.report.select import Selection
     from seglab.runtime import LogLine
     from seglab.telemetry.live import LiveTelemetry
     from seglab.telemetry.sample import HostState
@@ -453,3 +455,44 @@ class Workstation:
         except EngineUnavailable:
             return "no docker engine"
         return f"docker {version}" if version else "docker"
+
+    # -- reports: `seglab report`, `seglab show`, the dashboard's preview ------------------
+
+    def run_summary(self, run_id: str, images: bool = True) -> RunSummary:
+        """A run's provenance and numbers; with ``images``, its latest prediction samples
+        (a remote run's read over its host's connection)."""
+        from seglab.report.gather import gather
+        from seglab.report.provenance import image_digest
+
+        record = self._run_registry().get_run(run_id)
+        digest = None
+        if record.runtime == RuntimeKind.DOCKER and record.handle:
+            runtime = self._run_manager().runtime(record.host, RuntimeKind.DOCKER)
+            digest = image_digest(runtime, record.handle)
+        return gather(
+            self._run_registry(), self.machine, run_id, images=images, image_digest=digest
+        )
+
+    def report_selection(self, targets: Sequence[str]) -> Selection:
+        """The runs `seglab report TARGET...` covers: run ids, or each recipe's latest run of
+        every variant (with the recipe's base for the diffs)."""
+        from seglab.report.select import select
+
+        return select(self._run_registry().list_runs(), targets, self.load_recipe)
+
+    def sample_iterations(self, run_id: str) -> list[int]:
+        """The evaluations of a run that have complete prediction samples, ascending."""
+        from seglab.report.gather import sample_iterations
+
+        record = self._run_registry().get_run(run_id)
+        if not record.run_dir:
+            return []
+        return sample_iterations(self.machine(record.host), record.run_dir)
+
+    def samples(self, run_id: str, iteration: int) -> list[SampleImage]:
+        """The prediction samples of one evaluation of a run (PNG bytes per view)."""
+        from seglab.report.gather import read_index, read_samples
+
+        record = self._run_registry().get_run(run_id)
+        files = self.machine(record.host)
+        return read_samples(files, record.run_dir, read_index(files, record.run_dir, iteration))
