@@ -73,7 +73,7 @@ FINAL_STATUSES = frozenset(
 log = logging.getLogger(__name__)
 
 # The tables and run columns this seglab needs; a file without them is not a registry.
-_TABLES = ("runs", "events", "queue", "reservations")
+_TABLES = ("runs", "events", "queue", "reservations", "intents")
 # SQLite's primary result codes for a damaged file and for a file that is no database.
 _DAMAGE_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
 
@@ -136,6 +136,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # Version 3 adds the status "killed": no statement, but a seglab that does not know it
     # sees a newer schema instead of a status it cannot read.
     (),
+    # Version 4: the write-ahead intents of lifecycle operations (seglab.runs.intents).
+    (
+        """CREATE TABLE intents (
+            run_id TEXT PRIMARY KEY,
+            op TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            detail TEXT NOT NULL
+        ) WITHOUT ROWID""",
+    ),
+    # Version 5: where each run's events.jsonl was ingested up to (inode, byte offset), so
+    # a refresh reads only what was appended since.
+    (
+        """CREATE TABLE cursors (
+            run_id TEXT PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
+            inode INTEGER NOT NULL,
+            offset INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+    ),
 )
 
 
@@ -228,6 +247,17 @@ class QueueItem:
     request: dict[str, Any]
     created_at: float
     state: str
+
+
+@dataclass(frozen=True)
+class IntentRow:
+    """A lifecycle operation's intent: what ``owner`` (a seglab process) set out to do."""
+
+    run_id: str
+    op: str
+    owner: str
+    created_at: float
+    detail: dict[str, Any]
 
 
 class Registry:
@@ -485,7 +515,8 @@ class Registry:
         """A run's events in seq order, optionally of one kind and after a given seq."""
         sql = "SELECT payload FROM events WHERE run_id = ?"
         params: list[Any] = [run_id]
-        if kind is not None:
+        if kind is not None:  # the planner, without statistics, would scan the run's events
+            sql = "SELECT payload FROM events INDEXED BY events_by_kind WHERE run_id = ?"
             sql += " AND kind = ?"
             params.append(kind)
         if after_seq is not None:
@@ -498,6 +529,21 @@ class Registry:
         """The highest stored event seq of a run (None when it has no events)."""
         (value,) = self._rows("SELECT MAX(seq) FROM events WHERE run_id = ?", (run_id,))[0]
         return None if value is None else int(value)
+
+    def cursor(self, run_id: str) -> tuple[int, int]:
+        """``(inode, byte offset)`` up to which the run's events.jsonl was ingested
+        (``(0, 0)``: not read yet; a remote file's inode is 0)."""
+        rows = self._rows("SELECT inode, offset FROM cursors WHERE run_id = ?", (run_id,))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+    def set_cursor(self, run_id: str, inode: int, offset: int) -> None:
+        """Record that the run's events.jsonl was ingested up to ``offset``."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO cursors (run_id, inode, offset) "
+                "SELECT run_id, ?, ? FROM runs WHERE run_id = ?",
+                (inode, offset, run_id),
+            )
 
     # -- queue -------------------------------------------------------------------------------
 
@@ -584,6 +630,51 @@ class Registry:
         """Release every GPU `run_id` holds; returns how many."""
         with self._write() as conn:
             return conn.execute("DELETE FROM reservations WHERE run_id = ?", (run_id,)).rowcount
+
+    # -- intents ----------------------------------------------------------------------------
+
+    def set_intent(self, run_id: str, op: str, owner: str, detail: Mapping[str, Any]) -> None:
+        """Write (or replace) the intent of the operation about to act on ``run_id``."""
+        payload = json.dumps(dict(detail), allow_nan=False)
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO intents (run_id, op, owner, created_at, detail) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (run_id, op, owner, time.time(), payload),
+            )
+
+    def clear_intent(self, run_id: str, owner: str | None = None) -> bool:
+        """Forget the intent on ``run_id`` (only ``owner``'s, if given); False if none."""
+        sql, params = "DELETE FROM intents WHERE run_id = ?", [run_id]
+        if owner is not None:
+            sql += " AND owner = ?"
+            params.append(owner)
+        with self._write() as conn:
+            return conn.execute(sql, params).rowcount > 0
+
+    def intents(self) -> list[IntentRow]:
+        """Every intent not yet cleared, oldest first."""
+        rows = self._rows(
+            "SELECT run_id, op, owner, created_at, detail FROM intents ORDER BY created_at"
+        )
+        return [IntentRow(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    def release_orphans(self, older_than: float) -> list[str]:
+        """Release reservations made over ``older_than`` s ago whose run has ended or is
+        gone with no intent on it (a seglab killed between reserving and launching);
+        returns the run ids."""
+        final = ", ".join(f"'{s}'" for s in sorted(FINAL_STATUSES))
+        where = (
+            "created_at < ? AND run_id NOT IN (SELECT run_id FROM intents) AND ("
+            "run_id NOT IN (SELECT run_id FROM runs) OR "
+            f"run_id IN (SELECT run_id FROM runs WHERE status IN ({final})))"
+        )
+        with self._write() as conn:
+            cutoff = (time.time() - older_than,)
+            rows = conn.execute(f"SELECT DISTINCT run_id FROM reservations WHERE {where}", cutoff)
+            ids = sorted(run_id for (run_id,) in rows)
+            conn.execute(f"DELETE FROM reservations WHERE {where}", cutoff)
+        return ids
 
     def holders(self, host: str | None = None) -> dict[tuple[str, str], str]:
         """`(host, gpu) -> run_id` for every reservation (of one host, if given)."""
@@ -739,19 +830,23 @@ def _refresh_derived(conn: sqlite3.Connection, run_id: str) -> None:
     conn.execute(
         """UPDATE runs SET
             last_iter = COALESCE((SELECT json_extract(payload, '$.iter') FROM events
-                WHERE run_id = :run AND kind = 'train' ORDER BY seq DESC LIMIT 1), last_iter),
+                INDEXED BY events_by_kind WHERE run_id = :run AND kind = 'train'
+                ORDER BY seq DESC LIMIT 1), last_iter),
             last_loss = COALESCE((SELECT json_extract(payload, '$.loss') FROM events
-                WHERE run_id = :run AND kind = 'train' ORDER BY seq DESC LIMIT 1), last_loss),
+                INDEXED BY events_by_kind WHERE run_id = :run AND kind = 'train'
+                ORDER BY seq DESC LIMIT 1), last_loss),
             img_per_s = COALESCE((SELECT json_extract(payload, '$.img_per_s') FROM events
-                WHERE run_id = :run AND kind = 'train' ORDER BY seq DESC LIMIT 1), img_per_s),
+                INDEXED BY events_by_kind WHERE run_id = :run AND kind = 'train'
+                ORDER BY seq DESC LIMIT 1), img_per_s),
             total_iters = COALESCE((SELECT json_extract(payload, '$.total_iters') FROM events
-                WHERE run_id = :run AND kind = 'start' ORDER BY seq DESC LIMIT 1), total_iters),
+                INDEXED BY events_by_kind WHERE run_id = :run AND kind = 'start'
+                ORDER BY seq DESC LIMIT 1), total_iters),
             best_miou = COALESCE((SELECT MAX(value) FROM (
                 SELECT json_extract(payload, '$.miou') AS value FROM events
-                    WHERE run_id = :run AND kind = 'eval'
+                    INDEXED BY events_by_kind WHERE run_id = :run AND kind = 'eval'
                 UNION ALL
                 SELECT json_extract(payload, '$.best_miou') FROM events
-                    WHERE run_id = :run AND kind = 'end')), best_miou)
+                    INDEXED BY events_by_kind WHERE run_id = :run AND kind = 'end')), best_miou)
         WHERE run_id = :run""",
         {"run": run_id},
     )

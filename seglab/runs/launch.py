@@ -3,13 +3,15 @@ starts completely or leaves nothing behind; and Slurm submissions (one job or ar
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from seglab import multinode
 from seglab.errors import RunError
@@ -17,6 +19,7 @@ from seglab.hosts import Host, Inventory
 from seglab.kinds import RuntimeKind
 from seglab.registry import Member, Registry, RunRecord, RunStatus
 from seglab.runs.hostio import HostIO
+from seglab.runs.intents import Journal, Op, fault_point, record_to_json
 from seglab.runs.records import resolved_recipe
 from seglab.runs.runtimes import Runtimes
 from seglab.runs.specs import build_spec
@@ -52,9 +55,15 @@ class Launcher:
         self.runtimes = runtimes
         self.io = io
         self.refresh = refresh
+        self.journal = Journal(registry)
 
     def launch(
-        self, record: RunRecord, placements: Sequence[Placement], *, known: bool = False
+        self,
+        record: RunRecord,
+        placements: Sequence[Placement],
+        *,
+        known: bool = False,
+        queue_request: Mapping[str, Any] | None = None,
     ) -> RunRecord:
         """Start ``record`` (its GPUs already reserved) on one placement, or as a
         multi-node run with one member per placement, joined by a c10d rendezvous served
@@ -63,28 +72,43 @@ class Launcher:
         If the launch fails nothing is left half-created: members already started are
         removed, the reservation is released, run dirs this call made are removed, and the
         registry keeps the run as it was (``known``: a queued or resumed run) or forgets
-        it (a new one).
+        it (a new one). If this seglab is killed instead, its ``launching`` intent tells the
+        next one what to adopt or roll back (``queue_request``: how to queue it again).
         """
         before = record
         made = _Made()
-        try:
-            record, specs = self._prepare(record, placements, made)
+        detail: dict[str, Any] = {
+            "hosts": [p.host for p in placements],
+            "kind": self._kind(record, placements),
+            "before": record_to_json(before) if known else None,
+            "queue": dict(queue_request) if queue_request is not None else None,
+        }
+        with self.journal.intent(record.run_id, Op.LAUNCHING, detail):
+            fault_point("launch.begin")
+            try:
+                record, specs = self._prepare(record, placements, made)
+                detail["dirs"] = [str(d) for d in made.dirs]
+                self.journal.note(record.run_id, Op.LAUNCHING, detail)
+                fault_point("launch.prepared")
+                self.registry.upsert_run(record)
+                fault_point("launch.row")
+                self._start(record, specs, made)
+                fault_point("launch.engine")
+            except BaseException:
+                self._undo(record, made)
+                self.registry.release(record.run_id)
+                if known:
+                    self.registry.upsert_run(before)
+                else:
+                    self.registry.delete_run(record.run_id)
+                raise
+            refs = [ref for _, ref in made.launched]
+            members = record.members
+            if members:
+                members = tuple(replace(m, handle=r) for m, r in zip(members, refs, strict=True))
+            record = replace(record, handle=refs[0], started_at=time.time(), members=members)
             self.registry.upsert_run(record)
-            self._start(record, specs, made)
-        except BaseException:
-            self._undo(record, made)
-            self.registry.release(record.run_id)
-            if known:
-                self.registry.upsert_run(before)
-            else:
-                self.registry.delete_run(record.run_id)
-            raise
-        refs = [ref for _, ref in made.launched]
-        members = record.members
-        if members:
-            members = tuple(replace(m, handle=r) for m, r in zip(members, refs, strict=True))
-        record = replace(record, handle=refs[0], started_at=time.time(), members=members)
-        self.registry.upsert_run(record)
+            fault_point("launch.handle")
         return self.refresh(record)
 
     def _kind(self, record: RunRecord, placements: Sequence[Placement]) -> RuntimeKind:
@@ -162,10 +186,17 @@ class Launcher:
         if len(specs) == 1:
             made.launched.append((runtimes[0], runtimes[0].launch(specs[0][1])))
             return
+
+        def one(index: int, runtime: Runtime, spec: LaunchSpec) -> str:
+            ref = runtime.launch(spec)
+            if index == 0:
+                fault_point("launch.member")  # member 0 up, the others maybe not yet
+            return ref
+
         with ThreadPoolExecutor(max_workers=len(specs)) as pool:
             futures = [
-                pool.submit(runtime.launch, spec)
-                for runtime, (_, spec) in zip(runtimes, specs, strict=True)
+                pool.submit(one, index, runtime, spec)
+                for index, (runtime, (_, spec)) in enumerate(zip(runtimes, specs, strict=True))
             ]
         errors: list[BaseException] = []
         for runtime, future in zip(runtimes, futures, strict=True):
@@ -190,6 +221,20 @@ class Launcher:
     def submit_slurm(self, records: Sequence[RunRecord], gpus: int) -> list[RunRecord]:
         """Submit runs of one Slurm host as one job (one run) or one job array, asking
         ``gpus`` GPUs (GRES) per run; a failed sbatch marks them failed."""
+        with contextlib.ExitStack() as intents:
+            for given in records:
+                known = self.registry.has_run(given.run_id)
+                detail = {
+                    "hosts": [given.host],
+                    "kind": RuntimeKind.SLURM,
+                    "before": record_to_json(given) if known else None,
+                }
+                intents.enter_context(self.journal.intent(given.run_id, Op.LAUNCHING, detail))
+            fault_point("submit.begin")
+            launched = self._submit_slurm(records, gpus)
+        return [self.refresh(record) for record in launched]
+
+    def _submit_slurm(self, records: Sequence[RunRecord], gpus: int) -> list[RunRecord]:
         host = self.inventory.get(records[0].host)
         runtime = self.runtimes.slurm(host.name)
         prepared: list[RunRecord] = []
@@ -215,6 +260,7 @@ class Launcher:
             )
             self.registry.upsert_run(record)
             prepared.append(record)
+        fault_point("submit.rows")
         try:
             refs = runtime.submit(specs, gpus)
         except RuntimeFailure as exc:
@@ -226,9 +272,10 @@ class Launcher:
                     finished_at=time.time(),
                 )
             raise
+        fault_point("submit.sbatch")
         out = []
         for record, ref in zip(prepared, refs, strict=True):
             launched = replace(record, handle=ref, started_at=time.time())
             self.registry.upsert_run(launched)
-            out.append(self.refresh(launched))
+            out.append(launched)
         return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,9 @@ from seglab.kinds import RuntimeKind
 from seglab.registry import Registry, RunRecord, RunStatus
 from seglab.runs import members
 from seglab.runs.hostio import HostIO
+from seglab.runs.intents import Journal, Op, fault_point, record_to_json
 from seglab.runs.launch import Launcher
+from seglab.runs.recover import Recovery, mark_killed
 from seglab.runs.runtimes import Runtimes
 from seglab.runtime import EngineUnavailable, LogCursor, LogLine, RunNotFound
 from seglab.scheduler import Placement
@@ -40,9 +43,24 @@ class Lifecycle:
         self.io = io
         self.launcher = launcher
         self.refresh = refresh
+        self.journal = Journal(registry)
+        self.recovery = Recovery(inventory, registry, runtimes, io, refresh)
+
+    def _current(self, run_id: str) -> RunRecord:
+        """The run refreshed, after finishing what a killed seglab left half done on it;
+        RunError while another seglab is still starting it."""
+        self.recovery.recover_run(run_id)
+        record = self.refresh(self.registry.get_run(run_id))
+        holder = self.journal.holder(run_id)
+        if holder is not None and holder.op == Op.LAUNCHING and not record.handle:
+            raise RunError(
+                f"run {run_id} is being started by seglab process {holder.owner.split(':')[0]}",
+                "run the command again once `seglab ps` shows it started",
+            )
+        return record
 
     def _active(self, run_id: str) -> RunRecord:
-        record = self.refresh(self.registry.get_run(run_id))
+        record = self._current(run_id)
         if record.status == RunStatus.QUEUED:
             return record
         if record.is_final or record.status == RunStatus.LOST or not record.handle:
@@ -64,10 +82,13 @@ class Lifecycle:
             return self.registry.update_run(
                 run_id, status=RunStatus.STOPPED, finished_at=time.time(), message="never started"
             )
-        members.each_member(
-            self.runtimes, record, lambda runtime, ref: runtime.stop(ref, timeout=timeout)
-        )
-        ended = self.refresh(record)
+        with self.journal.intent(run_id, Op.STOPPING):
+            fault_point("stop.begin")
+            members.each_member(
+                self.runtimes, record, lambda runtime, ref: runtime.stop(ref, timeout=timeout)
+            )
+            fault_point("stop.signalled")
+            ended = self.refresh(record)
         if (
             record.runtime == RuntimeKind.SLURM
             and ended.status == RunStatus.FAILED
@@ -84,12 +105,15 @@ class Lifecycle:
         record = self._active(run_id)
         if record.status == RunStatus.QUEUED:
             return self.stop(run_id)
-        members.each_member(self.runtimes, record, lambda runtime, ref: runtime.kill(ref))
-        return self.refresh(record)
+        with self.journal.intent(run_id, Op.KILLING):
+            fault_point("kill.begin")
+            members.each_member(self.runtimes, record, lambda runtime, ref: runtime.kill(ref))
+            fault_point("kill.signalled")
+            return mark_killed(self.registry, self.refresh(record))
 
     def resume(self, run_id: str) -> RunRecord:
         """Start an ended run again in its run dir on its GPUs (the trainer resumes)."""
-        record = self.refresh(self.registry.get_run(run_id))
+        record = self._current(run_id)
         if not (record.is_final or record.status == RunStatus.LOST):
             raise RunError(f"run {run_id} is {record.status}; only ended runs resume")
         if record.status == RunStatus.FINISHED:
@@ -101,6 +125,19 @@ class Lifecycle:
             gpus = slurm.requested_gpus(record.handle)
             slurm.remove(record.handle)
             return self.launcher.submit_slurm([record], gpus)[0]
+        with self.journal.intent(run_id, Op.LAUNCHING, self._resuming(record)):
+            return self._resume(record)
+
+    def _resuming(self, record: RunRecord) -> dict[str, object]:
+        """The intent of a resume: roll back to the ended run, or adopt the new start."""
+        return {
+            "hosts": [p.host for p in members.parts(record)],
+            "kind": record.runtime,
+            "before": record_to_json(record),
+        }
+
+    def _resume(self, record: RunRecord) -> RunRecord:
+        run_id = record.run_id
         parts = members.parts(record)
         for part in parts:  # the same GPUs again (member 0's host holds last.pt)
             if not self.registry.reserve(part.host, part.gpus, run_id):
@@ -112,9 +149,11 @@ class Lifecycle:
                     if (part.host, gpu) in holders
                 ]
                 raise RunError(f"cannot resume {run_id}: its GPUs are busy ({'; '.join(busy)})")
+        fault_point("resume.reserved")
         for part in parts:
             with contextlib.suppress(RunNotFound):  # the container or record is already gone
                 self.runtimes.get(part.host, record.runtime).remove(part.handle or "", force=False)
+        fault_point("resume.removed")
         return self.launcher.launch(
             record,
             [Placement(p.host, p.gpus, tuple(range(len(p.gpus)))) for p in parts],
@@ -123,23 +162,32 @@ class Lifecycle:
 
     def remove(self, run_id: str, purge: bool = False, force: bool = False) -> None:
         """Forget a run: its container/process record goes; the run dir stays unless purged."""
-        record = self.refresh(self.registry.get_run(run_id))
-        self._dequeue(run_id)
+        record = self._current(run_id)
         parts = members.parts(record)
-        if record.handle:
-            if not (record.is_final or record.status == RunStatus.LOST) and not force:
-                raise RunError(f"run {run_id} is {record.status}; stop it first or use --force")
+        if record.handle and not (record.is_final or record.status == RunStatus.LOST or force):
+            raise RunError(f"run {run_id} is {record.status}; stop it first or use --force")
+        detail = {
+            "parts": [dataclasses.asdict(p) for p in parts],
+            "runtime": record.runtime,
+            "purge": purge,
+        }
+        with self.journal.intent(run_id, Op.REMOVING, detail):
+            fault_point("rm.begin")
+            self._dequeue(run_id)
             for part in parts:
-                with contextlib.suppress(RunNotFound):  # already gone on the runtime
-                    self.runtimes.get(part.host, record.runtime).remove(
-                        part.handle or "", force=force
-                    )
-        self.registry.release(run_id)
-        self.registry.delete_run(run_id)
-        if purge:
-            for part in parts:
-                if part.run_dir:
-                    self.io.purge(self.inventory.get(part.host), part.run_dir)
+                if part.handle:
+                    with contextlib.suppress(RunNotFound):  # already gone on the runtime
+                        self.runtimes.get(part.host, record.runtime).remove(
+                            part.handle, force=force
+                        )
+            fault_point("rm.runtime")
+            self.registry.release(run_id)
+            self.registry.delete_run(run_id)
+            fault_point("rm.forgotten")
+            if purge:
+                for part in parts:
+                    if part.run_dir:
+                        self.io.purge(self.inventory.get(part.host), part.run_dir)
 
     def logs(
         self, run_id: str, follow: bool = False, tail: int | None = None, member: int = 0

@@ -9,18 +9,14 @@ from pathlib import Path
 
 from seglab.errors import RunError, UnavailableError
 from seglab.hosts import Inventory
-from seglab.registry import Member, Registry, RunRecord, RunStatus
+from seglab.registry import Member, Registry, RunRecord
 from seglab.runs.hostio import HostIO
+from seglab.runs.recover import Found, Recovery, record_from_labels
+from seglab.runs.recover import gpus_of as _gpus
 from seglab.runs.runtimes import Runtimes, kinds_on
-from seglab.runtime import EngineUnavailable, HostUnreachable, RunInfo
+from seglab.runtime import EngineUnavailable, HostUnreachable
 
 log = logging.getLogger(__name__)
-
-Found = tuple[str, str, RunInfo]  # (host, runtime kind, the run as listed)
-
-
-def _gpus(labels: Mapping[str, str]) -> tuple[str, ...]:
-    return tuple(g for g in labels.get("seglab.gpus", "").split(",") if g)
 
 
 class Reconciler:
@@ -39,13 +35,17 @@ class Reconciler:
         self.runtimes = runtimes
         self.io = io
         self.refresh = refresh
+        self.recovery = Recovery(inventory, registry, runtimes, io, refresh)
 
     def reconcile(self) -> list[str]:
         """Find runs on the runtimes that the registry lacks; returns their ids.
 
         Runs are this workstation's when their run dir lies under the host's runs root, so
         several users (or test sessions) sharing one engine never adopt each other's runs.
+        Lifecycle operations a killed seglab left half done are finished or rolled back
+        first (:class:`seglab.runs.recover.Recovery`).
         """
+        self.recovery.recover_all()
         found = []
         members: dict[str, dict[int, Found]] = {}
         for host in self.inventory.hosts.values():
@@ -116,20 +116,4 @@ class Reconciler:
         return adopted
 
     def _record_from_labels(self, labels: Mapping[str, str], ref: str, kind: str) -> RunRecord:
-        run_dir = labels.get("seglab.run_dir", "")
-        host = labels.get("seglab.host", "local")
-        resolved = self.io.recipe_text(self.inventory.get(host), run_dir) if run_dir else ""
-        return RunRecord(
-            run_id=labels["seglab.run_id"],
-            recipe=labels.get("seglab.recipe", ""),
-            variant=labels.get("seglab.variant", ""),
-            recipe_sha=labels.get("seglab.recipe_sha", ""),
-            resolved_recipe=resolved,
-            host=host,
-            gpus=_gpus(labels),
-            runtime=kind,
-            handle=ref,
-            run_dir=run_dir,
-            status=RunStatus.STARTING,
-            message="found again on the runtime",
-        )
+        return record_from_labels(self.inventory, self.io, labels, ref, kind)

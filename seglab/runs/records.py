@@ -3,6 +3,7 @@ resolved recipe, and the registry status a runtime state maps to."""
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ def labels_for(record: RunRecord) -> dict[str, str]:
         "seglab.version": __version__,
         "seglab.host": record.host,
         "seglab.run_dir": record.run_dir,
+        "seglab.created_at": f"{record.created_at:.3f}",  # recovered by a registry rebuild
     }
 
 
@@ -66,8 +68,14 @@ def trainer_command(python: str, run_dir: str, nproc: int) -> tuple[str, ...]:
 
 
 def resolved_recipe(record: RunRecord) -> recipes.Recipe:
-    """The resolved recipe a run was started with."""
-    return recipes.Recipe.model_validate(yaml.safe_load(record.resolved_recipe))
+    """The resolved recipe a run was started with (frozen; parsed once per run and sha)."""
+    return _parse_recipe(record.run_id, record.recipe_sha, record.resolved_recipe)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_recipe(run_id: str, sha: str, text: str) -> recipes.Recipe:
+    """The recipe of ``text`` (``run_id`` and ``sha`` key the cache with it)."""
+    return recipes.Recipe.model_validate(yaml.safe_load(text))
 
 
 def status_from(state: RuntimeState, ended_as: str | None) -> RunStatus:

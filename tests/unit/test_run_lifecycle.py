@@ -466,7 +466,7 @@ def test_kill_and_remove(lab: Lab) -> None:
     with pytest.raises(RunError, match="stop it first"):
         lab.manager.remove(record.run_id)
     killed = lab.manager.kill(record.run_id)
-    assert (killed.status, killed.exit_code) == (RunStatus.FAILED, 137)
+    assert (killed.status, killed.exit_code) == (RunStatus.KILLED, 137)
     lab.manager.remove(record.run_id, purge=True)
     assert lab.registry.list_runs() == [] and lab.fake.runs == {}
     assert not Path(record.run_dir).exists()
