@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from seglab.train import storage
+
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
@@ -44,24 +46,30 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
-    """Write `payload` to `path` so that a crash leaves either the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write `payload` to `path` so that a crash leaves either the old or the new file.
+
+    A full disk or an I/O error raises StorageError naming the device and `path`; the
+    partial temp file is removed and the previous `path` (if any) is left as it was.
+    """
+    kept = "; the previous checkpoint there is kept" if path.exists() else ""
+    with storage.guard(path, kept):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(payload, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 class CheckpointError(RuntimeError):

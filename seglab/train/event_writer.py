@@ -1,9 +1,11 @@
 """Event output of a training run: `@seglab` lines on stdout plus the run's events.jsonl.
 
 Only rank 0 writes (other ranks hold a writer whose :meth:`EventWriter.emit` does nothing).
-Each record is flushed as soon as it is written; :meth:`EventWriter.sync` fsyncs the file
-(the loop calls it at every eval and checkpoint). `seq` continues across resumes from the
-last record already in events.jsonl.
+Each record is written unbuffered as soon as it is emitted; :meth:`EventWriter.sync` fsyncs
+the file (the loop calls it at every eval and checkpoint). `seq` continues across resumes
+from the last record already in events.jsonl. When the file cannot be written (disk full,
+I/O error) :meth:`EventWriter.emit` raises StorageError once; that record and every later
+one still reach stdout (the run's log), and the file is no longer written.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from seglab.events import PREFIX, Event, read_jsonl
+from seglab.train.storage import StorageError, guard
 
 EVENTS_FILE = "events.jsonl"
 
@@ -36,29 +39,44 @@ class EventWriter:
         self.enabled = enabled
         self.path = run_dir / EVENTS_FILE
         self._stream = stream if stream is not None else sys.stdout
-        self._file: TextIO | None = None
+        self._file: BinaryIO | None = None
         self.seq = -1
         if not enabled:
             return
         self.seq = max(last_seq(self.path), min_seq - 1)
         run_dir.mkdir(parents=True, exist_ok=True)
         needs_newline = self.path.is_file() and _ends_without_newline(self.path)
-        self._file = self.path.open("a", encoding="utf-8")
+        with guard(self.path):
+            self._file = self.path.open("ab", buffering=0)
         if needs_newline:
             # A SIGKILL mid-write left a torn line: start the next record on a fresh line.
-            self._file.write("\n")
+            self._write(self._file, b"\n")
 
     def emit(self, kind: str, **data: Any) -> Event | None:
         """Write one record (stdout line + events.jsonl line); returns it, None when disabled."""
-        if self._file is None:
+        if not self.enabled:
             return None
         self.seq += 1
         event = Event(kind=kind, seq=self.seq, time=time.time(), data=data)
         line = event.to_line()
-        self._file.write(line[len(PREFIX) :] + "\n")
-        self._file.flush()
-        print(line, file=self._stream, flush=True)
+        try:
+            if self._file is not None:
+                self._write(self._file, (line[len(PREFIX) :] + "\n").encode("utf-8"))
+        finally:
+            print(line, file=self._stream, flush=True)  # the log has it even when the file not
         return event
+
+    def _write(self, file: BinaryIO, data: bytes) -> None:
+        """Write all of ``data``; on a storage failure the file is closed and given up."""
+        view = memoryview(data)
+        try:
+            with guard(self.path):
+                while view:  # a raw file may take part of it (a nearly full disk)
+                    view = view[file.write(view) :]
+        except StorageError:
+            file.close()  # unbuffered: nothing is left to flush
+            self._file = None
+            raise
 
     def log(self, message: str) -> None:
         """A human-readable progress line on stdout (rank 0 only)."""
@@ -66,17 +84,19 @@ class EventWriter:
             print(message, file=self._stream, flush=True)
 
     def sync(self) -> None:
-        """Flush and fsync events.jsonl."""
+        """Fsync events.jsonl."""
         if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            with guard(self.path):
+                os.fsync(self._file.fileno())
 
     def close(self) -> None:
         """Sync and close the file."""
         if self._file is not None:
-            self.sync()
-            self._file.close()
-            self._file = None
+            try:
+                self.sync()
+            finally:
+                self._file.close()
+                self._file = None
 
 
 def _ends_without_newline(path: Path) -> bool:

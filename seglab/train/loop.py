@@ -43,10 +43,17 @@ from seglab.train.models import PretrainedWeightsError, build_model
 from seglab.train.provenance import versions
 from seglab.train.samples import SampleWriter
 from seglab.train.schedule import build_scheduler
+from seglab.train.storage import StorageError, failure_of
 from seglab.yamlpos import ConfigError
 
 RECIPE_FILE = "recipe.yaml"
-USER_ERRORS = (ConfigError, DatasetError, PretrainedWeightsError, ckpt.CheckpointError)
+USER_ERRORS = (
+    ConfigError,
+    DatasetError,
+    PretrainedWeightsError,
+    ckpt.CheckpointError,
+    StorageError,
+)
 """Failures caused by the recipe or the environment: reported without a traceback."""
 
 
@@ -499,10 +506,17 @@ class Trainer:
         return results
 
     def close(self) -> None:
-        """Flush TensorBoard and the event file."""
-        if self.tb is not None:
-            self.tb.close()
-        self.events.close()
+        """Flush TensorBoard and the event file (a full disk is said on stderr, once more)."""
+        try:
+            if self.tb is not None:
+                self.tb.close()
+        except OSError as exc:
+            failure = failure_of(exc, self.run_dir / "tb")
+            if failure is None:
+                raise
+            print(f"seglab train: TensorBoard files incomplete: {failure}", file=sys.stderr)
+        finally:
+            self.events.close()
 
 
 def _pct(value: float | None) -> str:
@@ -547,6 +561,11 @@ def run(config: Path, run_dir: Path, data_root: str | None = None) -> int:
         print(f"seglab train: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
+        failure = failure_of(exc, run_dir)  # a write of TensorBoard, samples, ...: disk full
+        if failure is not None:
+            _fail(trainer, run_dir, ctx, str(failure), None)
+            print(f"seglab train: {failure}", file=sys.stderr)
+            return 1
         # Anything else is a bug or a crash: record it with its traceback, then re-raise
         # so the process fails loudly.
         _fail(trainer, run_dir, ctx, f"{type(exc).__name__}: {exc}", traceback.format_exc())
