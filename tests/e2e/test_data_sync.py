@@ -64,7 +64,7 @@ def source(lab1: Lab, tmp_path: Path, isolated_xdg: Path) -> Path:
     return root
 
 
-def test_copy_resync_change_and_copy_back(source: Path, tmp_path: Path) -> None:
+def test_copy_resync_change_and_copy_back(source: Path, tmp_path: Path, lab1: Lab) -> None:
     target = tmp_path / "remote" / "cityscapes"
     files = len(_tree_hashes(source))
     first = _sync("cityscapes", "--to", "lab1", "--path", str(target))
@@ -94,15 +94,25 @@ def test_copy_resync_change_and_copy_back(source: Path, tmp_path: Path) -> None:
     assert _sync("cityscapes", "--to", "lab1", "--path", str(target), "--delete")["deleted"] == 1
     assert _tree_hashes(target) == _tree_hashes(source)
 
-    # Back from the remote host to a new folder here.
+    # Back from the remote host to a new folder here, and from one host to another
+    # (lab2: the same sshd under a second name; the bytes pass through this process).
     back = tmp_path / "back"
+    lab1.home.add_host("lab2", lab1.server)
     write_hosts_yaml(
         Path(os.environ["XDG_CONFIG_HOME"]),
-        {"lab1": {"ssh": "lab1", "datasets": f"{{cityscapes: {target}}}"}},
+        {"lab1": {"ssh": "lab1", "datasets": f"{{cityscapes: {target}}}"}, "lab2": {"ssh": "lab2"}},
     )
     report = _sync("cityscapes", "--from", "lab1", "--to", "local", "--path", str(back))
     assert report["sent"] == files
     assert _tree_hashes(back) == _tree_hashes(source)
+    other = tmp_path / "lab2" / "cityscapes"
+    report = _sync("cityscapes", "--from", "lab1", "--to", "lab2", "--path", str(other))
+    assert (report["sent"], report["source"], report["target"]) == (
+        files,
+        f"lab1:{target}",
+        f"lab2:{other}",
+    )
+    assert _tree_hashes(other) == _tree_hashes(source)
 
 
 def test_a_killed_copy_resumes_from_its_partial_file(source: Path, tmp_path: Path) -> None:
@@ -136,3 +146,31 @@ def test_a_killed_copy_resumes_from_its_partial_file(source: Path, tmp_path: Pat
     assert report["bytes_sent"] < total  # the bytes already in a partial file were kept
     assert _tree_hashes(target) == _tree_hashes(source)
     assert not list(target.rglob(f"*{PART_SUFFIX}"))
+
+
+def test_ls_on_a_remote_host_through_its_connection(lab1: Lab, tmp_path: Path) -> None:
+    root = mini_cityscapes(tmp_path / "remote-cs")
+    (root / "gtFine/val/frankfurt/frankfurt_000000_000001_gtFine_labelIds.png").unlink()
+    write_hosts_yaml(
+        Path(os.environ["XDG_CONFIG_HOME"]),
+        {"lab1": {"ssh": "lab1", "datasets": f"{{cityscapes: {root}, gone: {tmp_path}/gone}}"}},
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "seglab", "data", "ls", "--host", "lab1", "--json", "--deep"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert out.returncode == 1, out.stderr
+    rows = {row["name"]: row for row in json.loads(out.stdout)}
+    assert rows["gone"]["present"] is False
+    assert rows["cityscapes"]["host"] == "lab1"
+    assert {s: v["images"] for s, v in rows["cityscapes"]["splits"].items()} == {
+        "train": 4,
+        "val": 2,
+        "test": 2,
+    }
+    assert rows["cityscapes"]["splits"]["val"]["missing_labels"] == 1
+    assert len(rows["cityscapes"]["tree_sha256"]) == 64
