@@ -13,8 +13,6 @@ import sys
 from collections.abc import Sequence
 
 from seglab import __version__
-from seglab.errors import SeglabError
-from seglab.yamlpos import ConfigError
 
 # Command modules, in the order their commands appear in `seglab --help`.
 COMMAND_MODULES = (
@@ -67,8 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `seglab` console script; returns the exit status."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words == ["--version"]:  # answered before any command module is imported
+        print(f"seglab {__version__}")
+        return 0
+    from seglab.errors import SeglabError
+    from seglab.yamlpos import ConfigError
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     handler = getattr(args, "func", None)
     if handler is None:
         return _open_dashboard(args)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from seglab.remote.bridge import RemoteBridge
 
 MIN_FREE = 256 * 2**20  # bytes a runs root must have free for a new run
+Cursor = tuple[int, int]  # (inode, byte offset) up to which an events.jsonl was read
 
 
 class HostIO:
@@ -27,7 +28,6 @@ class HostIO:
     def __init__(self, remote: Callable[[], RemoteBridge] | None = None) -> None:
         self._remote = remote
         self._roots: dict[str, str] = {}  # remote runs roots, resolved to absolute paths
-        self._offsets: dict[str, int] = {}  # remote events.jsonl bytes already ingested
 
     @property
     def reaches_remote(self) -> bool:
@@ -130,24 +130,20 @@ class HostIO:
             return path.read_text() if path.is_file() else ""
         return self._run(host, ["cat", f"{run_dir}/recipe.yaml"])
 
-    def new_events(self, host: Host, run_id: str, run_dir: str) -> list[events.Event]:
-        """Events of a run dir's events.jsonl: all of a local one (the registry drops the
-        ones it has), a remote one's from the offset already read, over SFTP."""
+    def new_events(
+        self, host: Host, run_dir: str, cursor: Cursor
+    ) -> tuple[list[events.Event], Cursor]:
+        """Events appended to a run dir's events.jsonl since ``cursor``, and the cursor after
+        them (a remote file is read over SFTP; its cursor's inode is 0)."""
         if host.is_local:
-            try:
-                with open(Path(run_dir) / "events.jsonl", encoding="utf-8") as handle:
-                    return list(events.read_jsonl(handle))
-            except FileNotFoundError:
-                return []
+            return read_new_events(Path(run_dir) / "events.jsonl", cursor)
         from seglab.remote.files import RemoteFileError
 
-        offset = self._offsets.get(run_id, 0)
         try:
-            chunk = self.remote().read_events(host.name, run_dir, offset)
+            chunk = self.remote().read_events(host.name, run_dir, cursor[1])
         except RemoteFileError:
-            return []  # no events.jsonl yet
-        self._offsets[run_id] = chunk.offset
-        return list(chunk.events)
+            return [], cursor  # no events.jsonl yet
+        return list(chunk.events), (0, chunk.offset)
 
     def purge(self, host: Host, run_dir: str) -> None:
         """Delete a run dir on its host (only ever one inside the host's runs root)."""
@@ -160,3 +156,24 @@ class HostIO:
             shutil.rmtree(run_dir)
         else:
             self._run(host, ["rm", "-rf", "--", run_dir])
+
+
+def read_new_events(path: Path, cursor: Cursor) -> tuple[list[events.Event], Cursor]:
+    """The whole lines appended to a local events.jsonl since ``cursor`` as events, and the
+    cursor after them: a replaced (other inode) or shorter file is read from its start, and
+    a last line still being written is left for the next read."""
+    try:
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            inode, offset = cursor
+            if stat.st_ino != inode or stat.st_size < offset:
+                offset = 0
+            handle.seek(offset)
+            data = handle.read(stat.st_size - offset)
+    except FileNotFoundError:
+        return [], cursor
+    end = data.rfind(b"\n") + 1
+    if not end:
+        return [], (stat.st_ino, offset)
+    lines = data[:end].decode("utf-8", errors="replace").splitlines()
+    return list(events.read_jsonl(lines)), (stat.st_ino, offset + end)

@@ -61,10 +61,14 @@ class Runtimes:
 
     def _create(self, host: Host, kind: RuntimeKind) -> Runtime:
         if kind is RuntimeKind.DOCKER:
+            url = self.io.docker_url(host)
+            if host.is_local and url.startswith("unix://") and not Path(url[7:]).exists():
+                # No socket, no engine: say so without importing the Docker SDK.
+                raise EngineUnavailable(f"{host.name} ({url})", "no such socket")
             from seglab.runtime.docker import DockerRuntime
 
             # A remote engine is reached through its socket forwarded over SSH.
-            return DockerRuntime.from_env(self.io.docker_url(host), host=host.name)
+            return DockerRuntime.from_env(url, host=host.name)
         if not host.is_local and (kind is RuntimeKind.PROCESS or host.kind != "slurm"):
             raise RunError(
                 f"host {host.name} is remote: it runs containers (docker) or "

@@ -37,15 +37,18 @@ class StatusReader:
         self.io = io
 
     def ingest(self, record: RunRecord) -> int:
-        """Copy new events from the run dir's events.jsonl into the registry (idempotent).
-
-        A remote run dir is read over SFTP from the offset already ingested.
-        """
+        """Copy the events appended to the run dir's events.jsonl since the last ingest
+        into the registry (idempotent); the read starts at the registry's cursor, so its
+        cost follows what is new, not the run's length (a remote file is read over SFTP)."""
         if not record.run_dir:
             return 0
         host = self.inventory.get(record.host)
-        found = self.io.new_events(host, record.run_id, record.run_dir)
-        return self.registry.add_events(record.run_id, found) if found else 0
+        before = self.registry.cursor(record.run_id)
+        found, after = self.io.new_events(host, record.run_dir, before)
+        added = self.registry.add_events(record.run_id, found) if found else 0
+        if after != before:
+            self.registry.set_cursor(record.run_id, *after)
+        return added
 
     def refresh(self, record: RunRecord) -> RunRecord:
         """Ask the runtime how the run is, ingest its events, and store the result."""
