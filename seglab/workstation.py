@@ -274,9 +274,11 @@ class Workstation:
         )
 
     def pump_queue(self) -> list[RunRecord]:
-        """Start queued runs whose GPUs have become free."""
+        """Start queued runs whose GPUs have become free (and learn what the hosts'
+        queue runners started)."""
         pending = self._run_registry().pending()
         if not pending:
+            self._run_manager().submitter.sync_host_queues()
             return []
         pools = [Pool.from_dict(p) for item in pending for p in item.request["pools"]]
         return self._run_manager().pump_queue(self.scheduler(pools))

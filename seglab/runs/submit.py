@@ -9,10 +9,12 @@ from dataclasses import replace
 
 from seglab import recipes
 from seglab.errors import PlacementError, RunError, SeglabError
-from seglab.hosts import Inventory
+from seglab.hosts import Host, Inventory
 from seglab.kinds import RuntimeKind
 from seglab.registry import Registry, RunRecord, RunStatus
+from seglab.runs.hostqueues import HostQueues
 from seglab.runs.launch import Launcher
+from seglab.runs.reconcile import Reconciler
 from seglab.runs.records import Submitted, new_run_id, resolved_recipe
 from seglab.runs.runtimes import Runtimes
 from seglab.scheduler import Placement, Pool, Scheduler
@@ -28,6 +30,8 @@ class Submitter:
         self.registry = registry
         self.runtimes = runtimes
         self.launcher = launcher
+        self.reconciler = Reconciler(inventory, registry, runtimes, launcher.io, launcher.refresh)
+        self.host_queues = HostQueues(inventory, registry, launcher.io, launcher.refresh)
 
     def submit(
         self,
@@ -64,6 +68,18 @@ class Submitter:
         for pool in pools:
             if pool.host is not None:
                 self.inventory.get(pool.host)
+        host = self.host_queues.host_for(pools, nodes)
+        if host is not None:
+            return self._submit_host(
+                recipe_file,
+                variants,
+                pools,
+                scheduler,
+                host,
+                runtime=runtime,
+                image=image,
+                queue=queue,
+            )
         out: list[Submitted | None] = []
         placed: list[tuple[int, RunRecord, list[Placement]]] = []
         for variant in variants:
@@ -89,6 +105,65 @@ class Submitter:
             out.append(None)
         for slot, started in self._start_all(placed):
             out[slot] = Submitted(started)
+        return [item for item in out if item is not None]
+
+    def _submit_host(
+        self,
+        recipe_file: recipes.RecipeFile,
+        variants: Sequence[recipes.Variant],
+        pools: Sequence[Pool],
+        scheduler: Scheduler,
+        host: Host,
+        *,
+        runtime: str,
+        image: str | None,
+        queue: bool,
+    ) -> list[Submitted]:
+        """Variants on one local host, under its booking lock: the ones that fit start now,
+        the others join the host's queue (behind the ones already there) and its runner
+        starts them as GPUs free up."""
+        host_queue = self.host_queues.queue(host)
+        out: list[Submitted | None] = []
+        placed: list[tuple[int, RunRecord, list[Placement]]] = []
+        waiting: list[RunRecord] = []
+        with host_queue.booking():
+            # What the runner (or another workstation) started meanwhile holds its GPUs.
+            self.host_queues.sync()
+            self.reconciler.reconcile()
+            behind = bool(host_queue.items())
+            for variant in variants:
+                record, _ = _new_record(recipe_file, variant, image, host.name, runtime)
+                placement = (
+                    None
+                    if behind
+                    else scheduler.place_members(
+                        pools, resolved_recipe(record).resources.gpus, 1, record.run_id
+                    )
+                )
+                if placement is not None:
+                    placed.append((len(out), record, placement))
+                    out.append(None)
+                    continue
+                reason = (
+                    "behind the runs queued before it" if behind else scheduler.explain_busy(pools)
+                )
+                if not queue:
+                    for _, held, _ in placed:
+                        self.registry.release(held.run_id)
+                    raise RunError(
+                        f"no free GPU for {variant.name} on {','.join(map(str, pools))}: {reason}"
+                    )
+                record = replace(record, message=f"queued on {host.name}: {reason}")
+                self.registry.upsert_run(record)
+                waiting.append(record)
+                out.append(Submitted(record, reason))
+            if waiting:
+                self.host_queues.enqueue(host_queue, host, waiting, pools)
+            started = self._start_all(placed) if placed else []
+        if waiting:
+            self.host_queues.start_runner(host_queue)
+        for slot, record in started:
+            out[slot] = Submitted(record)
         return [item for item in out if item is not None]
 
     def _start_all(
@@ -126,6 +201,10 @@ class Submitter:
             ) from failures[0][1]
         return started
 
+    def sync_host_queues(self) -> list[str]:
+        """Bring queued runs up to date with their hosts' runners (started or failed)."""
+        return self.host_queues.sync()
+
     def _submit_slurm(
         self,
         recipe_file: recipes.RecipeFile,
@@ -155,7 +234,9 @@ class Submitter:
         ]
 
     def pump_queue(self, scheduler: Scheduler) -> list[RunRecord]:
-        """Start queued runs whose GPUs are free now, oldest first."""
+        """Start queued runs whose GPUs are free now, oldest first (the runs in host
+        queues are their runners' to start: see :meth:`sync_host_queues`)."""
+        self.sync_host_queues()
         started = []
         for item in self.registry.pending():
             claimed = self.registry.claim(item.id)
@@ -182,7 +263,9 @@ class Submitter:
                 continue
             self.registry.drop(item.id)
             try:
-                started.append(self.launcher.launch(record, placement, known=True))
+                started.append(
+                    self.launcher.launch(record, placement, known=True, queue_request=item.request)
+                )
             except SeglabError as exc:
                 self.registry.update_run(
                     record.run_id,

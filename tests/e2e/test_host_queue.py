@@ -1,0 +1,105 @@
+"""The host queue end to end: a grid larger than the host's GPUs goes on after the
+workstation is SIGKILLed, started by the host's queue runner (process runtime, stand-in
+GPUs), and the workstation adopts every run afterwards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from seglab.hostqueue.store import HostQueue
+from tests.e2e.runlib import RECIPES, REPO, events_file, ps, wait_for
+from tests.standin import use_standin
+
+pytestmark = pytest.mark.slow
+
+
+def _two_gpu_host(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """hosts.yaml: `local` with two stand-in GPUs and its runs root; that root."""
+    standin = use_standin(monkeypatch, gpus=2, phase="idle")
+    runs = home / "runs"
+    hosts = home / "config" / "seglab" / "hosts.yaml"
+    hosts.parent.mkdir(parents=True, exist_ok=True)
+    hosts.write_text(
+        "hosts:\n  local:\n    telemetry: nvidia-smi\n"
+        f"    nvidia_smi: {standin}\n    runs_root: {runs}\n"
+    )
+    return runs
+
+
+def _ended(runs: Path) -> list[list[dict[str, Any]]]:
+    """The events of every run dir whose run has ended."""
+    found = [events_file(str(p.parent)) for p in runs.glob("*/events.jsonl")]
+    return [e for e in found if e and e[-1]["kind"] == "end"]
+
+
+def _most_at_once(spans: list[tuple[float, float]]) -> int:
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_grid_goes_on_after_the_workstation_is_killed(
+    isolated_xdg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = _two_gpu_host(isolated_xdg, monkeypatch)
+    workstation = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "seglab",
+            "run",
+            str(RECIPES / "tiny-six.yaml"),
+            "--on",
+            "local",
+            "--runtime",
+            "process",
+            "--wait",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert workstation.stdout is not None
+    ids = [workstation.stdout.readline().strip() for _ in range(6)]
+    queue = HostQueue(runs)
+    assert len(queue.items()) == 4, "two start at once, four wait in the host's queue"
+    workstation.send_signal(signal.SIGKILL)
+    workstation.wait()
+
+    # No seglab command from here on: the host's runner alone starts the rest.
+    ended = wait_for(lambda: len(_ended(runs)) == 6 and _ended(runs), 900, "six ended runs")
+    wait_for(lambda: not queue.pid_file.exists(), 60, "the runner to exit")
+    assert queue.items() == []
+    spans = []
+    for records in ended:
+        starts = [r for r in records if r["kind"] == "start"]
+        ends = [r for r in records if r["kind"] == "end"]
+        assert len(starts) == 1 and len(ends) == 1, "each variant ran exactly once"
+        assert ends[0]["status"] == "finished"
+        spans.append((starts[0]["time"], ends[0]["time"]))
+    assert _most_at_once(spans) <= 2, spans
+    journal = queue.journal()
+    started = [e["run_id"] for e in journal if e["kind"] == "started"]
+    assert len(started) == len(set(started)) == 4
+    assert {e["run_id"] for e in journal if e["kind"] == "ended"} == set(started)
+    assert set(started) < set(ids)
+
+    rows = {row["run_id"]: row for row in ps()}
+    assert set(rows) == set(ids)
+    for row in rows.values():
+        assert row["status"] == "finished", row
+        assert row["best_miou"] is not None and 0 < row["best_miou"] <= 1
+        assert row["host"] == "local" and len(row["gpus"]) == 1
+    assert len({row["gpus"][0] for row in rows.values()}) == 2
+    assert not os.path.exists(queue.pid_file)
