@@ -79,7 +79,7 @@ class Runtimes:
             from seglab.runtime.process import ProcessRuntime
 
             return ProcessRuntime(Path(host.runs_root))
-        from seglab.runtime.slurm import CommandFiles, SlurmRuntime
+        from seglab.runtime.slurm import SlurmRuntime
 
         if host.kind != "slurm":
             raise RunError(
@@ -87,18 +87,9 @@ class Runtimes:
             )
         if host.is_local:
             return SlurmRuntime(Path(host.runs_root), host.slurm, host=host.name)
-        from seglab.remote.commands import RemoteCommands
-
         # The login node's Slurm commands and files, over SSH.
-        commands = RemoteCommands(
-            self.io.remote, host.name, host.slurm.env_setup if host.slurm else ()
-        )
         return SlurmRuntime(
-            self.io.runs_root(host),
-            host.slurm,
-            commands,
-            host=host.name,
-            files=CommandFiles(commands),
+            self.io.runs_root(host), host.slurm, self.io.remote().machine(host.name), host=host.name
         )
 
     def choose(self, host_name: str, requested: str) -> RuntimeKind:

@@ -1,8 +1,8 @@
 """The Slurm runtime: runs as batch jobs (a grid as one job array) on one Slurm cluster.
 
-Every Slurm command goes through a :class:`Commands` runner and every file of the runs
-root through a :class:`JobFiles` (locally ``subprocess`` and the file system; for a login
-node reached over SSH, both go through the SSH connection). A run's ``ref`` is
+Every Slurm command and every file of the runs root goes through the login node's
+:class:`~seglab.machines.base.MachineSync` (this machine, or a host over its SSH
+connection, where the host's ``env_setup`` lines run before each Slurm command). A run's ``ref`` is
 ``JOBSPEC:RUN_DIR`` where JOBSPEC is ``JOBID`` or ``ARRAYJOBID_TASK``; the run directory
 holds ``slurm.json`` (labels, job spec) so :meth:`SlurmRuntime.list` finds runs again
 after the controller forgot the job, and ``train.log`` (the job's ``--output``).
@@ -21,15 +21,15 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from seglab.hosts import SlurmOptions
+from seglab.machines import CommandError, CommandResult, LocalMachine, LoopThread, MachineSync
 from seglab.runtime.base import (
     LogCursor,
     LogLine,
@@ -39,15 +39,15 @@ from seglab.runtime.base import (
     wait_for_exit,
 )
 from seglab.runtime.errors import (
+    HostUnreachable,
     LaunchFailed,
     RunNotFound,
     RunStillRunning,
     RuntimeFailure,
     SpecError,
 )
-from seglab.runtime.logfile import read_lines
+from seglab.runtime.jobfiles import JobFiles
 from seglab.runtime.spec import LaunchSpec
-from seglab.machines import CommandResult
 
 RECORD_FILE = "slurm.json"
 LOG_FILE = "train.log"
@@ -71,262 +71,6 @@ _ENDED_WHY = {
     "OUT_OF_MEMORY": "the job ran out of memory",
     "SPECIAL_EXIT": "the job was held after a special exit",
 }
-
-
-class Commands(Protocol):
-    """Runs one command to completion on the cluster's login node."""
-
-    def run(
-        self, argv: Sequence[str], *, stdin: str | None = None, timeout: float = _COMMAND_TIMEOUT
-    ) -> CommandResult:
-        """``argv`` with ``stdin`` as its input; raises RuntimeFailure when it cannot start."""
-        ...
-
-
-class LocalCommands:
-    """:class:`Commands` on this machine (the login node is local)."""
-
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        self.env = dict(env) if env is not None else None
-
-    def run(
-        self, argv: Sequence[str], *, stdin: str | None = None, timeout: float = _COMMAND_TIMEOUT
-    ) -> CommandResult:
-        """Run ``argv`` locally."""
-        try:
-            done = subprocess.run(
-                list(argv),
-                input=stdin,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                env=self.env,
-                check=False,
-            )
-        except FileNotFoundError as exc:
-            raise RuntimeFailure(
-                f"{argv[0]} is not installed here (is this a Slurm login "
-                "node? the Slurm client tools must be on PATH)"
-            ) from exc
-        except subprocess.TimeoutExpired as exc:
-            raise RuntimeFailure(
-                f"{argv[0]} did not answer within {timeout:g} s (is slurmctld up?)"
-            ) from exc
-        return CommandResult(done.returncode, done.stdout, done.stderr)
-
-
-class JobFiles(Protocol):
-    """The runs root's files as the login node sees them."""
-
-    def write_text(self, path: Path, text: str) -> None:
-        """Write a small file."""
-        ...
-
-    def read_text(self, path: Path) -> str:
-        """A small file's text; FileNotFoundError when it is missing."""
-        ...
-
-    def link_tasks(self, folder: Path, run_dirs: Sequence[Path]) -> None:
-        """``folder/0`` -> ``run_dirs[0]``, ``folder/1`` -> ... (the folder is created)."""
-        ...
-
-    def unlink(self, path: Path) -> None:
-        """Remove a file if it is there."""
-        ...
-
-    def records(self, root: Path, name: str) -> list[tuple[Path, str]]:
-        """``(folder, text)`` of every ``root/*/name``."""
-        ...
-
-    def exists(self, path: Path) -> bool:
-        """Whether ``path`` exists."""
-        ...
-
-    def lines(
-        self,
-        path: Path,
-        active: Callable[[], bool],
-        *,
-        follow: bool,
-        since: LogCursor | None,
-        tail: int | None,
-    ) -> Iterator[LogLine]:
-        """Whole lines of a log file (see :func:`seglab.runtime.logfile.read_lines`)."""
-        ...
-
-
-class LocalFiles:
-    """:class:`JobFiles` on this machine."""
-
-    def write_text(self, path: Path, text: str) -> None:
-        """Write a small file."""
-        path.write_text(text)
-
-    def read_text(self, path: Path) -> str:
-        """A small file's text."""
-        return path.read_text()
-
-    def link_tasks(self, folder: Path, run_dirs: Sequence[Path]) -> None:
-        """Task index links to run dirs."""
-        folder.mkdir(parents=True, exist_ok=True)
-        for index, run_dir in enumerate(run_dirs):
-            link = folder / str(index)
-            link.unlink(missing_ok=True)
-            link.symlink_to(run_dir)
-
-    def unlink(self, path: Path) -> None:
-        """Remove a file if it is there."""
-        path.unlink(missing_ok=True)
-
-    def records(self, root: Path, name: str) -> list[tuple[Path, str]]:
-        """``(folder, text)`` of every ``root/*/name``."""
-        out = []
-        for path in sorted(root.glob(f"*/{name}")):
-            try:
-                out.append((path.parent.resolve(), path.read_text()))
-            except FileNotFoundError:
-                continue  # removed between the glob and the read
-        return out
-
-    def exists(self, path: Path) -> bool:
-        """Whether ``path`` exists."""
-        return path.exists()
-
-    def lines(
-        self,
-        path: Path,
-        active: Callable[[], bool],
-        *,
-        follow: bool,
-        since: LogCursor | None,
-        tail: int | None,
-    ) -> Iterator[LogLine]:
-        """Whole lines of a local log file."""
-        yield from read_lines(path, active, follow=follow, since=since, tail=tail, poll=_POLL)
-
-
-class CommandFiles:
-    """:class:`JobFiles` through a :class:`Commands` runner (a login node over SSH)."""
-
-    def __init__(self, commands: Commands) -> None:
-        self.commands = commands
-
-    def _sh(self, script: str, *args: str, stdin: str | None = None) -> CommandResult:
-        return self.commands.run(["sh", "-c", script, "sh", *args], stdin=stdin)
-
-    def _check(self, result: CommandResult, what: str) -> CommandResult:
-        if result.returncode != 0:
-            raise RuntimeFailure(
-                f"{what} failed on the login node: {result.stderr.strip() or result.stdout.strip()}"
-            )
-        return result
-
-    def write_text(self, path: Path, text: str) -> None:
-        """Write a small file."""
-        self._check(self._sh('cat > "$1"', str(path), stdin=text), f"writing {path}")
-
-    def read_text(self, path: Path) -> str:
-        """A small file's text."""
-        result = self._sh('[ -e "$1" ] || exit 3; cat -- "$1"', str(path))
-        if result.returncode == 3:
-            raise FileNotFoundError(str(path))
-        return self._check(result, f"reading {path}").stdout
-
-    def link_tasks(self, folder: Path, run_dirs: Sequence[Path]) -> None:
-        """Task index links to run dirs."""
-        script = (
-            'f=$1; shift; mkdir -p "$f" && i=0 && for t; do ln -sfn "$t" "$f/$i" '
-            "|| exit 1; i=$((i+1)); done"
-        )
-        self._check(
-            self._sh(script, str(folder), *map(str, run_dirs)), f"linking the tasks of {folder}"
-        )
-
-    def unlink(self, path: Path) -> None:
-        """Remove a file if it is there."""
-        self._check(self.commands.run(["rm", "-f", "--", str(path)]), f"removing {path}")
-
-    def records(self, root: Path, name: str) -> list[tuple[Path, str]]:
-        """``(folder, text)`` of every ``root/*/name`` (one-line files), in one call."""
-        script = (
-            'for f in "$1"/*/"$2"; do [ -f "$f" ] && printf "%s\t%s\n" "${f%/*}" '
-            '"$(cat -- "$f")"; done; true'
-        )
-        result = self._check(self._sh(script, str(root), name), f"listing {root}")
-        out = []
-        for line in result.stdout.splitlines():
-            folder, sep, text = line.partition("\t")
-            if sep:
-                out.append((Path(folder), text))
-        return out
-
-    def exists(self, path: Path) -> bool:
-        """Whether ``path`` exists."""
-        return self.commands.run(["test", "-e", str(path)]).returncode == 0
-
-    def lines(
-        self,
-        path: Path,
-        active: Callable[[], bool],
-        *,
-        follow: bool,
-        since: LogCursor | None,
-        tail: int | None,
-    ) -> Iterator[LogLine]:
-        """Whole lines of a log file on the login node, read in chunks from an offset.
-
-        Offsets count the bytes of the UTF-8 text read back, which is the file's own byte
-        count for UTF-8 logs (the trainer writes nothing else).
-        """
-        if since is not None:
-            offset = since.offset
-        elif tail is not None:
-            sizes = self._check(
-                self._sh(
-                    'stat -c %s -- "$1" && tail -n "$2" -- "$1" | wc -c', str(path), str(tail)
-                ),
-                f"reading {path}",
-            )
-            size, tail_bytes = (int(v) for v in sizes.stdout.split())
-            offset = size - tail_bytes
-        else:
-            offset = 0
-        pending = ""
-        while True:
-            chunk = self._check(
-                self.commands.run(
-                    ["tail", "-c", f"+{offset + len(pending.encode()) + 1}", "--", str(path)]
-                ),
-                f"reading {path}",
-            ).stdout
-            if not chunk:
-                if not active():
-                    chunk = self._check(
-                        self.commands.run(
-                            [
-                                "tail",
-                                "-c",
-                                f"+{offset + len(pending.encode()) + 1}",
-                                "--",
-                                str(path),
-                            ]
-                        ),
-                        f"reading {path}",
-                    ).stdout
-                    if not chunk:
-                        break
-                elif not follow:
-                    break
-                else:
-                    time.sleep(_POLL)
-                    continue
-            pending += chunk
-            *whole, pending = pending.split("\n")
-            for line in whole:
-                offset += len(line.encode()) + 1
-                yield LogLine(line, LogCursor(offset=offset))
-        if pending and not active():
-            yield LogLine(pending, LogCursor(offset=offset + len(pending.encode())))
 
 
 @dataclass(frozen=True)
@@ -467,17 +211,15 @@ class SlurmRuntime:
         self,
         runs_root: Path,
         settings: SlurmOptions | None = None,
-        commands: Commands | None = None,
+        machine: MachineSync | None = None,
         host: str = "slurm",
         signal_before_limit: int = 60,
-        *,
-        files: JobFiles | None = None,
     ) -> None:
         self.runs_root = Path(runs_root)
         self.settings = settings or SlurmOptions()
         self.signal_before_limit = signal_before_limit
-        self.commands = commands or LocalCommands()
-        self.files = files or LocalFiles()
+        self.machine = machine or MachineSync(LocalMachine(host), LoopThread("seglab-slurm"))
+        self.files = JobFiles(self.machine)
         self.host = host
         self._jobcomp: Path | None = None
         self._jobcomp_read = False
@@ -485,7 +227,26 @@ class SlurmRuntime:
     # -- commands ---------------------------------------------------------------------
 
     def _run(self, argv: Sequence[str], stdin: str | None = None) -> CommandResult:
-        return self.commands.run(argv, stdin=stdin)
+        """A Slurm command on the login node (a remote one runs ``env_setup`` first: a
+        non-interactive SSH session loads no login profile)."""
+        command = list(argv)
+        if self.settings.env_setup and not self.machine.is_local:
+            setup = "\n".join(self.settings.env_setup)
+            command = ["bash", "-c", setup + '\nexec "$@"', "bash", *command]
+        try:
+            return self.machine.run(command, stdin=stdin, timeout=_COMMAND_TIMEOUT)
+        except CommandError as exc:
+            if exc.not_found:
+                raise RuntimeFailure(
+                    f"{argv[0]} is not installed on {self.host} (is this a Slurm login "
+                    "node? the Slurm client tools must be on PATH)"
+                ) from exc
+            raise HostUnreachable(str(exc)) from exc
+        except TimeoutError as exc:
+            raise RuntimeFailure(
+                f"{argv[0]} did not answer within {_COMMAND_TIMEOUT:g} s on {self.host} "
+                "(is slurmctld up?)"
+            ) from exc
 
     def check(self) -> None:
         """Raise RuntimeFailure unless a controller answers (``scontrol ping``)."""
@@ -818,16 +579,6 @@ class SlurmRuntime:
             return
         if self._wait_ended(ref, 30.0).active:
             raise RuntimeFailure(f"Slurm job {jobspec} survived SIGKILL for 30 s")
-
-    def requeue(self, ref: str) -> None:
-        """Put a running (or ended) job back in the queue; it restarts in its run dir and
-        the trainer resumes from last.pt."""
-        jobspec, _ = split_ref(ref)
-        result = self._run(["scontrol", "requeue", jobspec])
-        if result.returncode != 0:
-            raise RuntimeFailure(
-                f"scontrol requeue {jobspec} failed on {self.host}: {result.stderr.strip()}"
-            )
 
     def wait(self, ref: str, timeout: float | None = None) -> int:
         """The exit code once the job ends; TimeoutError after ``timeout`` seconds."""
