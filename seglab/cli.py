@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "seglab.commands.data",
     "seglab.commands.report",
     "seglab.commands.show",
+    "seglab.commands.queue",
 )
 
 DESCRIPTION = """\

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from seglab.remote.bridge import RemoteBridge
     from seglab.report.gather import RunSummary, SampleImage
     from seglab.report.select import Selection
+    from seglab.runs.hostqueues import QueuedRun
     from seglab.runtime import LogLine
     from seglab.telemetry.live import LiveTelemetry
     from seglab.telemetry.sample import HostState
@@ -310,7 +311,22 @@ class Workstation:
 
     def stop(self, run_id: str, timeout: float = 60.0) -> RunRow:
         """Stop a run gracefully: SIGTERM, ``timeout`` s to checkpoint, then SIGKILL."""
+        self._leave_host_queue(run_id)
         return self._runs_desk().stop(run_id, timeout)
+
+    def host_queue(self) -> list[QueuedRun]:
+        """Every host's queue of runs waiting for its runner, in order."""
+        return self._run_manager().submitter.host_queues.listing()
+
+    def move_queued(self, run_id: str, steps: int) -> QueuedRun:
+        """Move a run ``steps`` places up its host's queue (negative: down)."""
+        return self._run_manager().submitter.host_queues.move(run_id, steps)
+
+    def _leave_host_queue(self, run_id: str) -> None:
+        """Take a run out of its host's queue, then learn if the runner started it first."""
+        submitter = self._run_manager().submitter
+        submitter.host_queues.discard(run_id)
+        submitter.sync_host_queues()
 
     def kill(self, run_id: str) -> RunRow:
         """Kill a run now (work since its last checkpoint is lost)."""
@@ -323,6 +339,7 @@ class Workstation:
     def remove(self, run_id: str, purge: bool = False, force: bool = False) -> None:
         """Forget an ended run (``force``: a running one too); its run dir stays unless
         ``purge``."""
+        self._leave_host_queue(run_id)
         self._runs_desk().remove(run_id, purge, force)
 
     def logs(

@@ -9,19 +9,39 @@ from the runner's journal (started: its handle, GPUs and run dir; failed: why).
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from seglab.errors import RunError
 from seglab.hostqueue.store import HostQueue, host_settings
 from seglab.hosts import Host, Inventory
 from seglab.registry import Registry, RunRecord, RunStatus
 from seglab.runs.hostio import HostIO
 from seglab.scheduler import Pool
 
-log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class QueuedRun:
+    """One run waiting in a host's queue."""
+
+    host: str
+    position: int  # 1 starts first
+    run_id: str
+    variant: str
+    why: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The run as ``seglab queue --json`` prints it."""
+        return {
+            "host": self.host,
+            "position": self.position,
+            "run_id": self.run_id,
+            "variant": self.variant,
+            "why": self.why,
+        }
 
 
 class HostQueues:
@@ -73,15 +93,62 @@ class HostQueues:
                 close_fds=True,
             )
 
+    def _queues(self) -> list[tuple[Host, HostQueue]]:
+        """The hosts that have a queue, with it."""
+        out = []
+        for host in self.inventory:
+            if host.is_local and host.kind != "slurm":
+                queue = self.queue(host)
+                if queue.dir.exists():
+                    out.append((host, queue))
+        return out
+
+    def listing(self) -> list[QueuedRun]:
+        """Every host's queue in order (why each waits, as its submitter was told)."""
+        out = []
+        for host, queue in self._queues():
+            for position, item in enumerate(queue.items(), 1):
+                run_id = item["run_id"]
+                known = self.registry.get_run(run_id) if self.registry.has_run(run_id) else None
+                why = (known.message if known else None) or "queued by another workstation"
+                variant = item["record"]["variant"]
+                out.append(QueuedRun(host.name, position, run_id, variant, why))
+        return out
+
+    def move(self, run_id: str, steps: int) -> QueuedRun:
+        """Move a queued run ``steps`` places towards the front (negative: the back)."""
+        host, queue = self._holder(run_id)
+        with queue.booking():
+            items = queue.items()
+            index = next((i for i, it in enumerate(items) if it["run_id"] == run_id), None)
+            if index is None:
+                raise RunError(f"run {run_id} left the queue of {host.name} (started?)")
+            item = items.pop(index)
+            items.insert(max(0, min(len(items), index - steps)), item)
+            queue.write(items)
+        return next(q for q in self.listing() if q.run_id == run_id)
+
+    def discard(self, run_id: str) -> bool:
+        """Take a run out of its host's queue (False when no queue holds it)."""
+        for _, queue in self._queues():
+            with queue.booking():
+                items = queue.items()
+                kept = [item for item in items if item["run_id"] != run_id]
+                if len(kept) != len(items):
+                    queue.write(kept)
+                    return True
+        return False
+
+    def _holder(self, run_id: str) -> tuple[Host, HostQueue]:
+        for host, queue in self._queues():
+            if any(item["run_id"] == run_id for item in queue.items()):
+                return host, queue
+        raise RunError(f"run {run_id} is in no host's queue", "see `seglab queue`")
+
     def sync(self) -> list[str]:
         """Apply the runners' journals to this registry's queued runs; their ids."""
         changed = []
-        for host in self.inventory:
-            if not host.is_local or host.kind == "slurm":
-                continue
-            queue = self.queue(host)
-            if not queue.journal_file.exists():
-                continue
+        for host, queue in self._queues():
             for entry in queue.journal():
                 if self._apply(host, entry):
                     changed.append(entry["run_id"])

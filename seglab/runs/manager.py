@@ -47,7 +47,10 @@ class RunManager:
         self.runtimes = Runtimes(inventory, self.io, runtimes)
         self.status = StatusReader(inventory, registry, self.runtimes, self.io)
         self.launcher = Launcher(inventory, registry, self.runtimes, self.io, self.refresh)
-        self.submitter = Submitter(inventory, registry, self.runtimes, self.launcher)
+        # Runtimes given in-process (tests' fakes) cannot travel to a host's queue runner.
+        self.submitter = Submitter(
+            inventory, registry, self.runtimes, self.launcher, host_queues=runtimes is None
+        )
         self.reconciler = Reconciler(inventory, registry, self.runtimes, self.io, self.refresh)
         self.lifecycle = Lifecycle(
             inventory,

@@ -24,14 +24,23 @@ class Submitter:
     """Places new runs, queues the ones that find no free GPU, and starts queued ones."""
 
     def __init__(
-        self, inventory: Inventory, registry: Registry, runtimes: Runtimes, launcher: Launcher
+        self,
+        inventory: Inventory,
+        registry: Registry,
+        runtimes: Runtimes,
+        launcher: Launcher,
+        *,
+        host_queues: bool = True,
     ) -> None:
+        """``host_queues``: queue on a host's own queue (see :mod:`seglab.hostqueue`)
+        when the variants name one local host; else in this workstation's registry."""
         self.inventory = inventory
         self.registry = registry
         self.runtimes = runtimes
         self.launcher = launcher
         self.reconciler = Reconciler(inventory, registry, runtimes, launcher.io, launcher.refresh)
         self.host_queues = HostQueues(inventory, registry, launcher.io, launcher.refresh)
+        self.use_host_queues = host_queues
 
     def submit(
         self,
@@ -68,7 +77,7 @@ class Submitter:
         for pool in pools:
             if pool.host is not None:
                 self.inventory.get(pool.host)
-        host = self.host_queues.host_for(pools, nodes)
+        host = self.host_queues.host_for(pools, nodes) if self.use_host_queues else None
         if host is not None:
             return self._submit_host(
                 recipe_file,
