@@ -19,7 +19,7 @@ import pytest
 from seglab.data.probe import PART_SUFFIX
 from seglab.data.sync import CHUNK
 from tests.e2e.sshd import Lab, write_hosts_yaml
-from tests.unit.test_data_layouts import REPO, mini_cityscapes
+from tests.unit.test_data_layouts import REPO, mini_cityscapes, voc_archive
 
 pytestmark = [pytest.mark.sshd, pytest.mark.timeout(300)]
 
@@ -174,3 +174,17 @@ def test_ls_on_a_remote_host_through_its_connection(lab1: Lab, tmp_path: Path) -
     }
     assert rows["cityscapes"]["splits"]["val"]["missing_labels"] == 1
     assert len(rows["cityscapes"]["tree_sha256"]) == 64
+
+
+def test_prepare_runs_on_the_remote_host(lab1: Lab, tmp_path: Path) -> None:
+    downloads = voc_archive(tmp_path / "downloads")
+    target = tmp_path / "lab1-data" / "voc"
+    argv = [sys.executable, "-m", "seglab", "data", "prepare", "voc", "--host", "lab1"]
+    argv += ["--from", str(downloads), "--to", str(target)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert f"hosts:\n  lab1:\n    datasets:\n      voc: {target}" in out.stdout
+    assert (target / "ImageSets" / "Segmentation" / "val.txt").is_file()
+    again = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=REPO)
+    assert again.returncode == 1
+    assert again.stderr.startswith(f"seglab: lab1: {target} already exists and is not empty")
