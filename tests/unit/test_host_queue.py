@@ -1,0 +1,135 @@
+"""The host queue's files, its locks, and the workstation's view of them (real files,
+real SQLite; no runner process)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seglab.errors import RunError
+from seglab.hostqueue.store import HostQueue, host_of, host_settings
+from seglab.hosts import Inventory, local_host
+from seglab.registry import Registry, RunRecord, RunStatus
+from seglab.runs.hostio import HostIO
+from seglab.runs.hostqueues import HostQueues
+from seglab.scheduler import Pool, parse_on
+
+HOLD = """
+import fcntl, sys
+with open(sys.argv[1], "a+") as handle:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit(3)
+"""
+
+
+def _other_process_can_lock(path: Path) -> bool:
+    return subprocess.run([sys.executable, "-c", HOLD, str(path)], check=False).returncode == 0
+
+
+@pytest.fixture
+def queues(tmp_path: Path) -> HostQueues:
+    host = local_host(runs_root=tmp_path / "runs", nvidia_smi="/opt/nv/nvidia-smi")
+    inventory = Inventory({"local": host}, tmp_path / "hosts.yaml")
+    registry = Registry(tmp_path / "registry.sqlite3")
+    return HostQueues(inventory, registry, HostIO(), lambda record: record)
+
+
+def _queued(registry: Registry, name: str) -> RunRecord:
+    record = RunRecord(
+        run_id=f"tiny.{name}.000000",
+        recipe="tiny",
+        variant=name,
+        resolved_recipe="name: tiny\n",
+        host="local",
+        runtime="process",
+        message=f"queued on local: {name} waits",
+    )
+    registry.upsert_run(record)
+    return record
+
+
+def test_the_booking_lock_shuts_out_other_processes(tmp_path: Path) -> None:
+    queue = HostQueue(tmp_path)
+    with queue.booking():
+        assert not _other_process_can_lock(queue.dir / "book.lock")
+    assert _other_process_can_lock(queue.dir / "book.lock")
+
+
+def test_one_runner_per_host(tmp_path: Path) -> None:
+    queue = HostQueue(tmp_path)
+    first = queue.try_runner_lock()
+    assert first is not None and queue.pid_file.read_text().strip().isdigit()
+    assert not _other_process_can_lock(queue.dir / "runner.lock")
+    first.close()
+    assert _other_process_can_lock(queue.dir / "runner.lock")
+
+
+def test_a_torn_journal_line_is_left_out(tmp_path: Path) -> None:
+    queue = HostQueue(tmp_path)
+    queue.note("started", "a", handle="h")
+    with queue.journal_file.open("a") as handle:
+        handle.write('{"kind": "ended", "run_id": "a"')  # still being written
+    assert [(e["kind"], e["run_id"]) for e in queue.journal()] == [("started", "a")]
+
+
+def test_host_settings_travel_to_the_runner(tmp_path: Path) -> None:
+    host = local_host(runs_root=tmp_path, nvidia_smi="/x/smi", datasets={"city": "/d/city"})
+    again = host_of(host_settings(host), tmp_path / "elsewhere")
+    assert again.nvidia_smi == "/x/smi" and again.dataset_root("city") == "/d/city"
+    assert again.is_local and again.runs_root == tmp_path / "elsewhere"
+
+
+def test_list_move_and_discard(queues: HostQueues) -> None:
+    records = [_queued(queues.registry, name) for name in ("a", "b", "c")]
+    host = queues.inventory.get("local")
+    queue = queues.queue(host)
+    with queue.booking():
+        queues.enqueue(queue, host, records, parse_on("local"))
+    assert [(q.position, q.variant) for q in queues.listing()] == [(1, "a"), (2, "b"), (3, "c")]
+    assert queues.listing()[0].why == "queued on local: a waits"
+    assert queues.move(records[2].run_id, 5).position == 1
+    assert queues.move(records[2].run_id, -1).position == 2
+    assert [q.variant for q in queues.listing()] == ["a", "c", "b"]
+    assert queues.discard(records[0].run_id)
+    assert not queues.discard(records[0].run_id)
+    assert [q.variant for q in queues.listing()] == ["c", "b"]
+    with pytest.raises(RunError, match="in no host's queue"):
+        queues.move(records[0].run_id, 1)
+    assert queue.items()[0]["pools"] == [Pool("local").to_dict()]
+
+
+def test_sync_takes_the_runners_starts_and_failures(queues: HostQueues) -> None:
+    started, failed, foreign = (_queued(queues.registry, n) for n in ("a", "b", "c"))
+    queue = queues.queue(queues.inventory.get("local"))
+    queue.note(
+        "started",
+        started.run_id,
+        handle="/runs/a",
+        gpus=["GPU-1"],
+        run_dir="/runs/a",
+        runtime="process",
+        started_at=1.0,
+    )
+    queue.note("failed", failed.run_id, message="cannot be placed: no GPU 7")
+    queue.note("started", "someone-else.x.1", handle="h", gpus=["GPU-2"], run_dir="/r")
+    assert queues.sync() == [started.run_id, failed.run_id]
+    now = queues.registry.get_run(started.run_id)
+    assert now.status == RunStatus.STARTING and now.handle == "/runs/a"
+    assert now.gpus == ("GPU-1",) and now.run_dir == "/runs/a"
+    assert queues.registry.holders("local") == {("local", "GPU-1"): started.run_id}
+    assert queues.registry.get_run(failed.run_id).status == RunStatus.FAILED
+    assert queues.registry.get_run(foreign.run_id).status == RunStatus.QUEUED
+    assert queues.sync() == []  # applied once
+
+
+def test_only_one_local_gpu_host_gets_a_host_queue(queues: HostQueues) -> None:
+    assert queues.host_for(parse_on("local"), 1) is not None
+    assert queues.host_for(parse_on("local:0,1"), 1) is not None
+    assert queues.host_for(parse_on("local:cpu"), 1) is None
+    assert queues.host_for(parse_on("auto"), 1) is None
+    assert queues.host_for(parse_on("local"), 2) is None
