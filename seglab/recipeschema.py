@@ -171,6 +171,13 @@ class ResourcesConfig(_Section):
     )
     memory: str | None = None
     cpus: float | None = Field(default=None, gt=0, le=1024)
+    pids: int = Field(
+        default=4096,
+        ge=64,
+        le=4_194_304,
+        description="most processes and threads the run may hold at once (its container's "
+        "pids limit; DataLoader workers and their threads count)",
+    )
 
     @model_validator(mode="after")
     def _sizes(self) -> ResourcesConfig:

@@ -68,7 +68,7 @@ class Runtimes:
             from seglab.runtime.docker import DockerRuntime
 
             # A remote engine is reached through its socket forwarded over SSH.
-            return DockerRuntime.from_env(url, host=host.name)
+            return DockerRuntime.from_env(url, host=host.name, local=host.is_local)
         if not host.is_local and (kind is RuntimeKind.PROCESS or host.kind != "slurm"):
             raise RunError(
                 f"host {host.name} is remote: it runs containers (docker) or "

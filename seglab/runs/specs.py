@@ -128,6 +128,7 @@ def build_spec(
         "labels": labels,
         "memory": recipe.resources.memory,
         "cpus": recipe.resources.cpus,
+        "pids_limit": recipe.resources.pids,
         "network": network is True,
         "network_mode": "host" if network == "host" else None,
     }

@@ -1,16 +1,16 @@
 """The docker runtime: one container per run on a Docker engine reached by socket.
 
-Containers get seglab's defaults (DESIGN.md "Container defaults"): the run's uid:gid,
-``cap_drop=ALL``, ``no-new-privileges``, no network unless asked, an init process, the
-recipe's shm size, GPUs pinned by UUID through a ``DeviceRequest``, never privileged and
-never the Docker socket. Calls block; async callers run them in threads.
+Containers get seglab's defaults (docs/architecture.md, "Container defaults"): the run's
+uid:gid, ``cap_drop=ALL``, ``no-new-privileges``, no network unless asked, an init process,
+the recipe's shm size and pids limit, GPUs pinned by UUID through a ``DeviceRequest``,
+never privileged and never the Docker socket. Calls block; async callers run them in
+threads.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -23,7 +23,14 @@ from docker.types import Mount as DockerMount
 from urllib3.exceptions import ProtocolError
 
 from seglab.kinds import RuntimeKind
-from seglab.runtime.base import LogCursor, LogLine, RunInfo, RuntimeState, Status, matches
+from seglab.runtime import images
+from seglab.runtime.base import LogCursor, LogLine, RunInfo, RuntimeState, matches
+from seglab.runtime.dockerstate import (
+    EPOCH,
+    datetime_from_ns,
+    parse_timestamp_ns,
+    state_from_attrs,
+)
 from seglab.runtime.errors import (
     EngineUnavailable,
     ImageMissing,
@@ -42,61 +49,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 DEV_MOUNTS_ENV = "SEGLAB_DEV_MOUNTS"
-_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+IMAGE_MOUNTS_LABEL = "seglab.image-mounts"  # what the image got from this machine (SRC:DST,...)
 _NO_GPU_DRIVER = "could not select device driver"  # dockerd has no NVIDIA device driver
 _UNKNOWN_GPU = "unknown device"  # nvidia-container-cli: "device error: GPU-…: unknown device"
 STDOUT, STDERR = 1, 2  # stream ids in the engine's multiplexed log frames
 STREAM_SKEW_NS = 5_000_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_STATUSES: dict[str, Status] = {
-    "created": "created",
-    "running": "running",
-    "restarting": "running",
-    "paused": "paused",
-    "removing": "exited",
-    "exited": "exited",
-    "dead": "dead",
-}
-
-
-def parse_timestamp_ns(text: str) -> int:
-    """Nanoseconds since the epoch of an RFC 3339 timestamp with up to 9 fraction digits."""
-    found = _STAMP.match(text.strip())
-    if not found:
-        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
-    whole, fraction, zone = found.groups()
-    offset = "+00:00" if zone == "Z" else zone
-    seconds = int(datetime.fromisoformat(whole + offset).timestamp())
-    return seconds * 1_000_000_000 + int((fraction or "0").ljust(9, "0")[:9])
-
-
-def datetime_from_ns(ns: int) -> datetime:
-    """A UTC datetime from nanoseconds since the epoch (truncated to microseconds)."""
-    seconds, rest = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(microsecond=rest // 1000)
-
-
-def _time(text: str | None) -> datetime | None:
-    """A container State time, or None for the engine's zero time."""
-    if not text or text.startswith("0001-01-01"):
-        return None
-    return datetime_from_ns(parse_timestamp_ns(text))
-
-
-def state_from_attrs(attrs: Mapping[str, Any]) -> RuntimeState:
-    """A RuntimeState from `docker inspect` output."""
-    state = attrs.get("State") or {}
-    status = _STATUSES.get(str(state.get("Status", "")), "dead")
-    exited = status in ("exited", "dead")
-    return RuntimeState(
-        status=status,
-        exit_code=int(state["ExitCode"]) if exited and "ExitCode" in state else None,
-        oom_killed=bool(state.get("OOMKilled", False)),
-        started_at=_time(state.get("StartedAt")),
-        finished_at=_time(state.get("FinishedAt")) if exited else None,
-        pid=int(state["Pid"]) if state.get("Pid") else None,
-        error=state.get("Error") or None,
-    )
 
 
 def start_failure(host: str, spec: LaunchSpec, detail: str) -> RuntimeFailure:
@@ -127,8 +84,10 @@ class DockerRuntime:
 
     ``base_url`` is the engine's socket (``unix:///path``; default ``$DOCKER_HOST`` or
     the system socket); ``host`` names the host in messages; ``dev_mounts`` are added to
-    every run, read-only (CI and development: the venv's site-packages and the checkout,
-    see docs/runtimes.md).
+    every run, read-only (development: another checkout, see docs/runtimes.md). On an engine
+    of this machine (``local``), an image that needs seglab from the host (the CI image,
+    :func:`images.host_mounts`) gets it mounted read-only, recorded in the container's
+    ``seglab.image-mounts`` label; a dev mount with the same target wins.
     """
 
     kind = RuntimeKind.DOCKER
@@ -140,6 +99,7 @@ class DockerRuntime:
         host: str = "local",
         dev_mounts: Sequence[Mount] = (),
         timeout: int = 60,
+        local: bool = False,
     ) -> None:
         self.base_url = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
         self.host = host
@@ -149,12 +109,17 @@ class DockerRuntime:
             if not mount.read_only:
                 raise SpecError(f"dev mount {mount.source}:{mount.target} must be read-only")
         self.timeout = timeout
+        self.local = local
         self._client: docker.DockerClient | None = None
+        self._image_labels: dict[str, dict[str, str]] = {}
 
     @classmethod
-    def from_env(cls, base_url: str | None = None, *, host: str = "local") -> DockerRuntime:
+    def from_env(
+        cls, base_url: str | None = None, *, host: str = "local", local: bool = False
+    ) -> DockerRuntime:
         """A runtime whose dev mounts come from ``$SEGLAB_DEV_MOUNTS`` (``SRC:DST[:ro],...``)."""
-        return cls(base_url, host=host, dev_mounts=parse_mounts(os.environ.get(DEV_MOUNTS_ENV, "")))
+        dev_mounts = parse_mounts(os.environ.get(DEV_MOUNTS_ENV, ""))
+        return cls(base_url, host=host, dev_mounts=dev_mounts, local=local)
 
     @property
     def client(self) -> docker.DockerClient:
@@ -180,9 +145,26 @@ class DockerRuntime:
 
     # -- launching ------------------------------------------------------------------
 
-    def host_config(self, spec: LaunchSpec) -> dict[str, Any]:
-        """The container's HostConfig for ``spec``: seglab's defaults applied."""
-        mounts = (*spec.mounts, *self.dev_mounts)
+    def image_mounts(self, image: str) -> tuple[Mount, ...]:
+        """What ``image`` needs from this machine (none on a remote engine), less the
+        targets the dev mounts cover. Raises ImageMissing when the engine lacks it."""
+        if not self.local:
+            return ()
+        if image not in self._image_labels:
+            try:
+                found = self.client.images.get(image)
+            except ImageNotFound as exc:
+                raise ImageMissing(image, self.host) from exc
+            except (APIError, OSError) as exc:
+                raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc
+            self._image_labels[image] = dict(found.labels or {})
+        covered = {mount.target for mount in self.dev_mounts}
+        needed = images.host_mounts(self._image_labels[image])
+        return tuple(mount for mount in needed if mount.target not in covered)
+
+    def host_config(self, spec: LaunchSpec, extra: Sequence[Mount] = ()) -> dict[str, Any]:
+        """The container's HostConfig for ``spec`` (and ``extra`` read-only mounts)."""
+        mounts = (*spec.mounts, *self.dev_mounts, *extra)
         targets = [mount.target for mount in mounts]
         if len(set(targets)) != len(targets):
             raise SpecError(f"a run mount and a dev mount share a target in {targets}")
@@ -196,6 +178,7 @@ class DockerRuntime:
             "security_opt": ["no-new-privileges"],
             "privileged": False,
             "init": spec.init,
+            "pids_limit": spec.pids_limit,
         }
         if spec.network_mode is not None:
             options["network_mode"] = spec.network_mode
@@ -213,8 +196,12 @@ class DockerRuntime:
         config: dict[str, Any] = self.client.api.create_host_config(**options)
         return config
 
-    def create_args(self, spec: LaunchSpec) -> dict[str, Any]:
-        """The `create_container` arguments for ``spec``, HostConfig included."""
+    def create_args(self, spec: LaunchSpec, extra: Sequence[Mount] = ()) -> dict[str, Any]:
+        """The `create_container` arguments for ``spec``, HostConfig included; ``extra``
+        are the image's mounts (:meth:`image_mounts`), recorded in a label."""
+        labels = dict(spec.labels)
+        if extra:
+            labels[IMAGE_MOUNTS_LABEL] = ",".join(f"{m.source}:{m.target}:ro" for m in extra)
         env = dict(spec.env)
         if not spec.gpus:
             # Images built on CUDA bases set NVIDIA_VISIBLE_DEVICES=all; CPU-only means none.
@@ -224,22 +211,24 @@ class DockerRuntime:
             "command": list(spec.command),
             "name": spec.container_name,
             "environment": env,
-            "labels": dict(spec.labels),
+            "labels": labels,
             "user": spec.user,
             "working_dir": spec.workdir,
             "detach": True,
-            "host_config": self.host_config(spec),
+            "host_config": self.host_config(spec, extra),
         }
 
     def launch(self, spec: LaunchSpec) -> str:
         """Create and start the container; returns its id. Removes it again on failure.
 
         Two engine calls (create, start), the fewest a container takes, so a grid's
-        launches from parallel threads cost the engine no more than `docker run -d`.
+        launches from parallel threads cost the engine no more than `docker run -d` (on a
+        local engine, one image inspection more per image and runtime).
         """
         api = self.client.api
+        args = self.create_args(spec, self.image_mounts(spec.image))
         try:
-            created = api.create_container(**self.create_args(spec))
+            created = api.create_container(**args)
         except ImageNotFound as exc:
             raise ImageMissing(spec.image, self.host) from exc
         except APIError as exc:
@@ -338,7 +327,7 @@ class DockerRuntime:
         """
         container = self._get(ref)
         if isinstance(since, datetime):
-            stamp = (since.astimezone(timezone.utc) - _EPOCH) // timedelta(microseconds=1) * 1000
+            stamp = (since.astimezone(timezone.utc) - EPOCH) // timedelta(microseconds=1) * 1000
             since = LogCursor(stamp, 0, stamp, 0)
         cursor = since if since is not None and since.timed else LogCursor()
         if follow:

@@ -1,4 +1,5 @@
-"""Building seglab's images (images/base|full|dev Dockerfiles, and the registry-free CI one).
+"""Building seglab's images (images/base|full|dev Dockerfiles, and the registry-free CI one),
+and what the CI image needs from this machine to run a trainer.
 
 The Docker build context is a tar of only the files an image needs (the package, its
 metadata and shipped data), never the whole checkout with its virtual environment.
@@ -9,13 +10,17 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import sys
+import sysconfig
 import tarfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import seglab
 from seglab import __version__, paths
-from seglab.runtime.errors import RuntimeFailure
+from seglab.runtime.errors import RuntimeFailure, SpecError
+from seglab.runtime.spec import Mount
 
 TARGETS = ("base", "full", "dev", "ci")
 PARENT = {"full": "base", "dev": "full"}
@@ -23,6 +28,18 @@ CONTEXT_PATHS = ("pyproject.toml", "README.md", "LICENSE", "seglab", "layouts", 
 _SKIP = ("__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache")
 
 Progress = Callable[[str], None]
+
+IMAGE_LABEL = "seglab.image"
+PYTHON_LABEL = "seglab.python"
+SITE_LABEL = "seglab.mount.site-packages"
+SOURCE_LABEL = "seglab.mount.seglab"
+CI_DEFAULTS = {
+    PYTHON_LABEL: "3.11",
+    SITE_LABEL: "/usr/local/lib/python3.11/dist-packages",
+    SOURCE_LABEL: "/opt/seglab",
+}
+"""Where the CI image expects the trainer's packages and seglab (images/ci/build.sh sets
+these labels; an image built before they existed gets these values)."""
 
 
 class ImageBuildFailed(RuntimeFailure):
@@ -179,3 +196,30 @@ def _present(client: Any, tag: str) -> bool:
     except ImageNotFound:
         return False
     return True
+
+
+def host_mounts(labels: Mapping[str, str]) -> tuple[Mount, ...]:
+    """What an image with ``labels`` needs from this machine to run the trainer, read-only.
+
+    The CI image (``seglab.image=ci``) carries only Debian's python3: it gets this
+    interpreter's site-packages and the folder holding the ``seglab`` package (unless that
+    is the site-packages itself) where its labels say. Other images carry seglab: nothing.
+    Raises SpecError when this Python's packages cannot load in the image's Python.
+    """
+    if labels.get(IMAGE_LABEL) != "ci":
+        return ()
+    wanted = {**CI_DEFAULTS, **labels}
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if wanted[PYTHON_LABEL] != here:
+        raise SpecError(
+            f"the CI image runs Python {wanted[PYTHON_LABEL]} and takes its packages from "
+            f"this seglab's environment, which is Python {here}: run seglab from a Python "
+            f"{wanted[PYTHON_LABEL]} environment, or use an image that carries seglab "
+            "(seglab image build base)"
+        )
+    site = Path(sysconfig.get_paths()["purelib"]).resolve()
+    mounts = [Mount(site, wanted[SITE_LABEL])]
+    source = Path(seglab.__file__).resolve().parent.parent
+    if source != site:
+        mounts.append(Mount(source, wanted[SOURCE_LABEL]))
+    return tuple(mounts)

@@ -13,6 +13,7 @@ from seglab.runtime.errors import SpecError, UnsafeMount
 
 CONTAINER_PREFIX = "seglab-"
 DEFAULT_SHM = "8g"
+DEFAULT_PIDS = 4096  # a container's pids limit unless the recipe says (resources.pids)
 DOCKER_SOCKET = "docker.sock"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -92,9 +93,11 @@ class LaunchSpec:
 
     ``name`` is the run id (the docker runtime names the container ``seglab-<name>``);
     ``network_mode`` names a Docker network mode (``host``) and overrides ``network``;
-    ``gpus`` are GPU UUIDs (empty: CPU-only); ``log_path`` is where the process runtime
-    writes stdout+stderr (its folder, the run dir, also gets ``process.json`` and
-    ``exit_code``); the docker runtime keeps logs in the engine and ignores it.
+    ``gpus`` are GPU UUIDs (empty: CPU-only); ``pids_limit`` caps the processes and
+    threads of a container (a fork bomb in a run's code stops there); ``log_path`` is
+    where the process runtime writes stdout+stderr (its folder, the run dir, also gets
+    ``process.json`` and ``exit_code``); the docker runtime keeps logs in the engine and
+    ignores it.
     """
 
     name: str
@@ -108,6 +111,7 @@ class LaunchSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     memory: str | None = None
     cpus: float | None = None
+    pids_limit: int = DEFAULT_PIDS
     network: bool = False
     network_mode: str | None = None
     workdir: str | None = None
@@ -133,6 +137,8 @@ class LaunchSpec:
                 raise SpecError(f"{key} {value!r}: expected a size such as 8g or 512m")
         if self.cpus is not None and self.cpus <= 0:
             raise SpecError(f"cpus {self.cpus}: must be positive")
+        if self.pids_limit < 1:
+            raise SpecError(f"pids limit {self.pids_limit}: must be positive")
         for gpu in self.gpus:
             if not _GPU_UUID.match(gpu):
                 raise SpecError(

@@ -105,6 +105,7 @@ def test_launch_applies_the_container_defaults(
     assert host["NetworkMode"] == "none"
     assert host["ShmSize"] == 256 * 1024 * 1024
     assert host["Init"] is True
+    assert host["PidsLimit"] == 4096  # the default pids limit (a recipe's resources.pids)
     assert attrs["Config"]["User"] == USER
     assert "NVIDIA_VISIBLE_DEVICES=void" in attrs["Config"]["Env"]
     mounts = {m["Destination"]: m for m in attrs["Mounts"]}

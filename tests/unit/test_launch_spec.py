@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import sysconfig
 from pathlib import Path
 
 import docker
 import pytest
 
+import seglab
 from seglab.runtime import (
     EngineUnavailable,
     LaunchFailed,
@@ -20,14 +22,11 @@ from seglab.runtime import (
     UnknownGpu,
     UnsafeMount,
     default_user,
+    images,
     parse_mounts,
 )
-from seglab.runtime.docker import (
-    DockerRuntime,
-    parse_timestamp_ns,
-    start_failure,
-    state_from_attrs,
-)
+from seglab.runtime.docker import IMAGE_MOUNTS_LABEL, DockerRuntime, start_failure
+from seglab.runtime.dockerstate import parse_timestamp_ns, state_from_attrs
 
 GPU = "GPU-5a1c9e2b-7d34-4f0e-9b6a-1c2d3e4f5a6b"
 
@@ -125,6 +124,7 @@ def test_run_defaults_are_in_the_create_arguments() -> None:
     assert host["ShmSize"] == 8 * 2**30 and host["Init"] is True
     assert host["Memory"] == host["MemorySwap"] == 2**30
     assert host["NanoCpus"] == 1_500_000_000
+    assert host["PidsLimit"] == 4096  # the default; resources.pids changes it
     (request,) = host["DeviceRequests"]
     assert request["DeviceIDs"] == [GPU] and request["Capabilities"] == [["gpu"]]
     assert request["Count"] == 0  # pinned by UUID, never by count
@@ -133,6 +133,9 @@ def test_run_defaults_are_in_the_create_arguments() -> None:
     networked = runtime.create_args(spec(network=True))
     assert networked["host_config"]["NetworkMode"] == "default"
     assert networked["environment"]["NVIDIA_VISIBLE_DEVICES"] == "void"
+    assert runtime.create_args(spec(pids_limit=100))["host_config"]["PidsLimit"] == 100
+    with pytest.raises(SpecError, match="pids limit 0"):
+        spec(pids_limit=0)
     on_host = runtime.create_args(spec(network_mode="host"))
     assert on_host["host_config"]["NetworkMode"] == "host"
     with pytest.raises(SpecError, match="network mode"):
@@ -227,3 +230,37 @@ def test_runs_default_to_the_invoking_user_and_never_to_root(
     assert default_user() == "1234:567"
     monkeypatch.setenv("SEGLAB_CONTAINER_USER", "2000:2000")
     assert default_user() == "2000:2000"
+
+
+def test_the_ci_image_gets_this_environment_and_seglab_mounted_read_only() -> None:
+    site = Path(sysconfig.get_paths()["purelib"]).resolve()
+    source = Path(seglab.__file__).resolve().parent.parent
+    ci = {"seglab.image": "ci"}
+    expected = [(site, "/usr/local/lib/python3.11/dist-packages")]
+    if source != site:  # a checkout (editable install): the .pth file in the image finds it
+        expected.append((source, "/opt/seglab"))
+    assert [(m.source, m.target, m.read_only) for m in images.host_mounts(ci)] == [
+        (src, dst, True) for src, dst in expected
+    ]
+    relabelled = images.host_mounts({**ci, "seglab.mount.site-packages": "/srv/site"})
+    assert relabelled[0].target == "/srv/site"
+    assert images.host_mounts({"seglab.image": "base"}) == images.host_mounts({}) == ()
+    with pytest.raises(SpecError, match=r"the CI image runs Python 3\.9"):
+        images.host_mounts({**ci, "seglab.python": "3.9"})
+
+
+def test_a_local_engine_adds_the_image_mounts_and_records_them() -> None:
+    local = DockerRuntime(local=True, dev_mounts=parse_mounts("/src:/opt/seglab"))
+    local._image_labels["seglab/ci:latest"] = {"seglab.image": "ci"}  # as the engine said
+    site = Path(sysconfig.get_paths()["purelib"]).resolve()
+    (extra,) = local.image_mounts("seglab/ci:latest")  # the dev mount's target wins
+    assert (extra.source, extra.target) == (site, "/usr/local/lib/python3.11/dist-packages")
+    local._client = docker.DockerClient(base_url="unix:///nonexistent", version="1.41")
+    args = local.create_args(spec(image="seglab/ci:latest"), (extra,))
+    recorded = f"{site}:/usr/local/lib/python3.11/dist-packages:ro"
+    assert args["labels"][IMAGE_MOUNTS_LABEL] == recorded
+    mounts = {m["Target"]: (m["Source"], m["ReadOnly"]) for m in args["host_config"]["Mounts"]}
+    assert mounts["/usr/local/lib/python3.11/dist-packages"] == (str(site), True)
+    assert mounts["/opt/seglab"] == ("/src", True)
+    # A remote host's engine cannot see this machine's files: nothing is added there.
+    assert DockerRuntime().image_mounts("seglab/ci:latest") == ()
