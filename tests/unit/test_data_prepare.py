@@ -75,17 +75,21 @@ def test_a_wrong_archive_is_refused(tmp_path: Path) -> None:
     downloads = ade20k_archive(tmp_path / "dl")
     (downloads / "ADEChallengeData2016.zip").rename(downloads / "leftImg8bit_trainvaltest.zip")
     shutil.copy(downloads / "leftImg8bit_trainvaltest.zip", downloads / "gtFine_trainvaltest.zip")
-    out = seglab("data", "prepare", "cityscapes", "--from", str(downloads), "--to", "/tmp/x")
+    target = tmp_path / "cs"
+    out = seglab("data", "prepare", "cityscapes", "--from", str(downloads), "--to", str(target))
     assert out.returncode == 1
     assert "leftImg8bit_trainvaltest.zip holds no leftImg8bit/ folder" in out.stderr
-    assert not Path("/tmp/x").exists()
+    assert not target.exists()
 
 
 def test_a_missing_archive_is_named(tmp_path: Path) -> None:
     downloads = cityscapes_archives(tmp_path / "dl")
     (downloads / "gtFine_trainvaltest.zip").unlink()
-    out = seglab("data", "prepare", "cityscapes", "--from", str(downloads), "--to", "/tmp/y")
+    target = tmp_path / "cs"
+    out = seglab("data", "prepare", "cityscapes", "--from", str(downloads), "--to", str(target))
+    assert out.returncode == 1
     assert "gtFine_trainvaltest.zip is missing" in out.stderr
+    assert not target.exists()
 
 
 @pytest.mark.parametrize("kind", ["ade20k", "voc"])
@@ -99,7 +103,7 @@ def test_a_truncated_download_is_refused_and_leaves_nothing(kind: str, tmp_path:
     assert out.returncode == 1
     assert "a truncated download?" in out.stderr or "is damaged" in out.stderr, out.stderr
     assert not target.exists()
-    assert not list((tmp_path / "data").glob(".*")) if (tmp_path / "data").exists() else True
+    assert list(tmp_path.rglob("*.seglab-unpack-*")) == []
 
 
 def test_a_damaged_member_fails_its_crc(tmp_path: Path) -> None:
