@@ -5,7 +5,7 @@ workstation, as one ``python3 -c`` command over SSH for a remote host). :class:`
 one ``scan`` answer judged against the official split sizes; :class:`CheckCache` keeps the
 last check of each host and dataset in the state dir (``data-checks.json``) for
 ``seglab data ls``, the dashboard's host rows (:func:`compact_row`) and the launch check
-(:func:`check_for_launch`).
+(:func:`require_data`).
 """
 
 from __future__ import annotations
@@ -208,50 +208,61 @@ def check_for_launch(
     state_dir: Path,
     *,
     machine: MachineSync | None = None,
-    splits: Sequence[str] = ("train", "val"),
     max_age: float = FRESH_SECONDS,
-) -> list[str]:
-    """What is missing on ``host`` for a run that reads ``splits`` of the recipe's dataset
-    (``data``); empty when nothing is, and always for the synthetic dataset.
+) -> Check | None:
+    """The check of the recipe's dataset (``data``) on ``host`` a launch decides on (None
+    for the synthetic dataset, which needs none).
 
-    Uses the last ``seglab data ls`` result when it is younger than ``max_age`` seconds, was
-    taken at the same root and was fine; else scans now (in this process for a local host,
-    through ``machine``, the host's :class:`MachineSync`, for a remote one) and remembers
-    the result. Splits smaller than the official sizes are reported too. Synchronous, for
-    the launch path."""
+    It is the last ``seglab data ls`` result when that is younger than ``max_age`` seconds,
+    was taken at the same root and found nothing unusable; else a scan made now (in this
+    process for a local host, through ``machine``, the host's :class:`MachineSync`, for a
+    remote one), which is remembered. Synchronous, for the launch path."""
     if data.dataset == "synthetic":
-        return []
+        return None
     name = data.root_name
     root = host.dataset_root(name)
     cache = CheckCache(state_dir)
     check = cache.get(host.name, name)
-    fresh = (
+    if (
         check is not None
         and time.time() - check.checked_at < max_age
         and check.scan.get("root") == root
-        and check.ok
-    )
-    if check is None or not fresh:
-        request = {"op": "scan", "kind": data.dataset, "root": root}
-        if host.is_local:
-            answer = probe.answer(request)
-        elif machine is None:
-            raise DataError(f"checking {name} on {host.name} needs the host's machine")
-        else:
-            answer = machine.runner.call(ask(machine.machine, request), 660.0)
-        check = Check(host.name, name, answer, time.time())
-        cache.put([check])
-    return check.problems(splits)
+        and not check.problems(counts=False)
+    ):
+        return check
+    request = {"op": "scan", "kind": data.dataset, "root": root}
+    if host.is_local:
+        answer = probe.answer(request)
+    elif machine is None:
+        raise DataError(f"checking {name} on {host.name} needs the host's machine")
+    else:
+        answer = machine.runner.call(ask(machine.machine, request), 660.0)
+    check = Check(host.name, name, answer, time.time())
+    cache.put([check])
+    return check
 
 
 def require_data(
-    host: Host, data: DataConfig, state_dir: Path, *, machine: MachineSync | None = None
-) -> None:
-    """Raise :class:`DataError` (what is missing, and how to fix it) when
-    :func:`check_for_launch` finds anything."""
-    problems = check_for_launch(host, data, state_dir, machine=machine)
+    host: Host,
+    data: DataConfig,
+    state_dir: Path,
+    *,
+    machine: MachineSync | None = None,
+    splits: Sequence[str] = ("train", "val"),
+    strict: bool = False,
+) -> list[str]:
+    """Refuse a launch whose dataset is unusable on ``host``: raise :class:`DataError`
+    naming what is missing (the root, a split of ``splits``, labels, readable files).
+
+    Returns the splits smaller than their official size, for the caller to warn about
+    (a deliberate subset is allowed); with ``strict`` those are refused too."""
+    check = check_for_launch(host, data, state_dir, machine=machine)
+    if check is None:
+        return []
+    problems = check.problems(splits, counts=strict)
     if problems:
         raise launch_error(host.name, data.root_name, problems)
+    return check.problems(splits)
 
 
 def launch_error(host: str, name: str, problems: Sequence[str]) -> DataError:

@@ -209,23 +209,33 @@ def test_launch_check_uses_a_fresh_result_and_rescans_otherwise(tmp_path: Path) 
         "bad_files": [],
     }
     CheckCache(state).put([Check("local", "cityscapes", full, time.time())])
-    # The path does not exist here: an answer of [] shows the fresh result was used.
-    assert check_for_launch(host, data, state) == []
+    # The path does not exist here: nothing refused shows the fresh result was used.
+    assert require_data(host, data, state) == []
     # Too old: scanned again, and what is missing is said.
     CheckCache(state).put([Check("local", "cityscapes", full, time.time() - 2 * 86400)])
-    assert check_for_launch(host, data, state) == ["local:/data/cityscapes does not exist"]
-    root = mini_cityscapes(tmp_path / "cs", {"train": 3})
-    host = Host("local", None, datasets={"cityscapes": str(root)})
     with pytest.raises(DataError) as caught:
         require_data(host, data, state)
     assert caught.value.message == (
-        "dataset 'cityscapes' on host local is not ready: "
-        "cityscapes train: 3 of the 2975 official images; "
-        f"cityscapes: split 'val' is missing under local:{root}"
+        "dataset 'cityscapes' on host local is not ready: local:/data/cityscapes does not exist"
     )
     assert "seglab data sync cityscapes --to local" in str(caught.value.hint)
+    # A missing split is refused; a short one is returned to warn about (or, strict, refused).
+    root = mini_cityscapes(tmp_path / "cs", {"train": 3})
+    host = Host("local", None, datasets={"cityscapes": str(root)})
+    with pytest.raises(DataError, match=r"cityscapes: split 'val' is missing under local:"):
+        require_data(host, data, state)
+    mini_cityscapes(root, {"val": 1})
+    assert require_data(host, data, state) == [
+        "cityscapes train: 3 of the 2975 official images",
+        "cityscapes val: 1 of the 500 official images",
+    ]
+    with pytest.raises(DataError, match="cityscapes train: 3 of the 2975 official images"):
+        require_data(host, data, state, strict=True)
+    check = check_for_launch(host, data, state)
+    assert check is not None and check.splits["val"]["images"] == 1
     synthetic = DataConfig(dataset="synthetic", crop=[32, 32])
-    assert check_for_launch(Host("local", None), synthetic, state) == []
+    assert check_for_launch(Host("local", None), synthetic, state) is None
+    assert require_data(Host("local", None), synthetic, state) == []
 
 
 def test_ls_command_json_cache_and_compact_row(tmp_path: Path, isolated_xdg: Path) -> None:
