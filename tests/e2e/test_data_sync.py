@@ -34,6 +34,14 @@ def _tree_hashes(root: Path) -> dict[str, str]:
     }
 
 
+def _size(path: Path) -> int:
+    """The size of a file that may just have been renamed away (then 0)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _sync(*args: str) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "seglab", "data", "sync", *args, "--json"],
@@ -131,7 +139,7 @@ def test_a_killed_copy_resumes_from_its_partial_file(source: Path, tmp_path: Pat
     deadline = time.monotonic() + 120
     part: list[Path] = []
     while time.monotonic() < deadline and proc.poll() is None:
-        part = [p for p in target.rglob(f"*{PART_SUFFIX}") if p.stat().st_size > CHUNK]
+        part = [p for p in target.rglob(f"*{PART_SUFFIX}") if _size(p) > CHUNK]
         if part:
             break
         time.sleep(0.01)
