@@ -202,6 +202,11 @@ def compact_row(checks: Sequence[Check]) -> str:
     return " ".join(f"{c.name} {'✓' if c.ok else '✗'}" for c in checks)
 
 
+def host_row(state_dir: Path, host: str) -> str:
+    """:func:`compact_row` of the remembered checks of ``host`` (no host is contacted)."""
+    return compact_row(CheckCache(state_dir).host_checks(host))
+
+
 def check_for_launch(
     host: Host,
     data: DataConfig,

@@ -27,6 +27,7 @@ from seglab.data.checks import (
     DataError,
     check_for_launch,
     compact_row,
+    host_row,
     require_data,
     scan,
 )
@@ -268,6 +269,8 @@ def test_ls_command_json_cache_and_compact_row(tmp_path: Path, isolated_xdg: Pat
     cache = CheckCache(isolated_xdg / "state" / "seglab")
     assert [c.name for c in cache.host_checks("local")] == ["ade20k", "cityscapes"]
     assert compact_row(cache.host_checks("local")) == "ade20k ✗ cityscapes ✗"
+    assert host_row(isolated_xdg / "state" / "seglab", "local") == "ade20k ✗ cityscapes ✗"
+    assert host_row(isolated_xdg / "state" / "seglab", "lab9") == ""
     text = subprocess.run(
         [sys.executable, "-m", "seglab", "data", "ls"],
         capture_output=True,
