@@ -120,6 +120,15 @@ class HostQueue:
         self.pid_file.write_text(f"{os.getpid()}\n")
         return handle
 
+    def has_runner(self) -> bool:
+        """Whether a runner holds this host's runner lock now."""
+        with self._lock_file("runner.lock") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+
     def items(self) -> list[dict[str, Any]]:
         """The queued launch requests, first to start first (hold the booking lock)."""
         if not self.queue_file.exists():

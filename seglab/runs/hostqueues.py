@@ -146,9 +146,12 @@ class HostQueues:
         raise RunError(f"run {run_id} is in no host's queue", "see `seglab queue`")
 
     def sync(self) -> list[str]:
-        """Apply the runners' journals to this registry's queued runs; their ids."""
+        """Apply the runners' journals to this registry's queued runs; their ids. A queue
+        whose runner is gone (killed) gets a new one."""
         changed = []
         for host, queue in self._queues():
+            if queue.items() and not queue.has_runner():
+                self.start_runner(queue)  # the last one was killed: its queue goes on
             for entry in queue.journal():
                 if self._apply(host, entry):
                     changed.append(entry["run_id"])

@@ -133,3 +133,13 @@ def test_only_one_local_gpu_host_gets_a_host_queue(queues: HostQueues) -> None:
     assert queues.host_for(parse_on("local:cpu"), 1) is None
     assert queues.host_for(parse_on("auto"), 1) is None
     assert queues.host_for(parse_on("local"), 2) is None
+
+
+def test_has_runner_sees_the_runner_lock(tmp_path: Path) -> None:
+    queue = HostQueue(tmp_path)
+    assert not queue.has_runner()
+    held = queue.try_runner_lock()
+    assert held is not None
+    assert queue.has_runner()
+    held.close()
+    assert not queue.has_runner()
