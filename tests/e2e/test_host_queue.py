@@ -4,6 +4,7 @@ GPUs), and the workstation adopts every run afterwards."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from seglab.hostqueue.store import HostQueue
+from seglab.runtime.procwrap import PROCESS_FILE
 from tests.e2e.runlib import RECIPES, REPO, events_file, ps, wait_for
 from tests.standin import use_standin
 
@@ -103,3 +105,51 @@ def test_grid_goes_on_after_the_workstation_is_killed(
         assert row["host"] == "local" and len(row["gpus"]) == 1
     assert len({row["gpus"][0] for row in rows.values()}) == 2
     assert not os.path.exists(queue.pid_file)
+
+
+def _gpu_of(run_dir: Path) -> str:
+    labels = json.loads((run_dir / PROCESS_FILE).read_text())["labels"]
+    gpu: str = labels["seglab.gpus"]
+    return gpu
+
+
+def test_two_workstations_submitting_at_once_never_share_a_gpu(
+    isolated_xdg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = _two_gpu_host(isolated_xdg, monkeypatch)
+    argv = [
+        sys.executable,
+        "-m",
+        "seglab",
+        "run",
+        str(RECIPES / "tiny-grid.yaml"),
+        "--on",
+        "local",
+        "--runtime",
+        "process",
+    ]
+    submitters = []
+    for name in ("one", "two"):
+        env = {**os.environ, "XDG_STATE_HOME": str(isolated_xdg / f"state-{name}")}
+        submitters.append(
+            subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+        )
+    ids = [line for p in submitters for line in p.communicate(timeout=300)[0].split()]
+    assert all(p.returncode == 0 for p in submitters)
+    assert len(set(ids)) == 4
+
+    queue = HostQueue(runs)
+    ended = wait_for(lambda: len(_ended(runs)) == 4 and _ended(runs), 900, "four ended runs")
+    wait_for(lambda: not queue.pid_file.exists(), 60, "the runner to exit")
+    for records in ended:
+        assert sum(r["kind"] == "start" for r in records) == 1, "each variant ran once"
+    by_gpu: dict[str, list[tuple[float, float]]] = {}
+    for run_dir in runs.glob("*/events.jsonl"):
+        records = events_file(str(run_dir.parent))
+        by_gpu.setdefault(_gpu_of(run_dir.parent), []).append(
+            (records[0]["time"], records[-1]["time"])
+        )
+    assert len(by_gpu) == 2
+    for gpu, used in by_gpu.items():
+        assert _most_at_once(used) == 1, f"{gpu} booked twice: {used}"
+    assert sorted(p.parent.name for p in runs.glob("*/events.jsonl")) == sorted(ids)
