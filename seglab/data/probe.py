@@ -48,15 +48,20 @@ _VOC_SPLITS = (
 
 
 def _files(root: str) -> list[tuple[str, int, int]]:
-    """(relative path, size, mtime_ns) of every regular file under root, sorted."""
+    """(relative path, size, mtime_ns) of every regular file under root (symlinks are
+    not followed), sorted."""
     found = []
-    for folder, dirs, names in os.walk(root):
-        dirs.sort()
-        for name in names:
-            path = os.path.join(folder, name)
-            info = os.lstat(path)
-            if not os.path.islink(path) and os.path.isfile(path):
-                found.append((os.path.relpath(path, root), info.st_size, info.st_mtime_ns))
+    folders = [""]
+    while folders:
+        rel = folders.pop()
+        with os.scandir(os.path.join(root, rel)) as entries:
+            for entry in entries:
+                path = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(path)
+                elif entry.is_file(follow_symlinks=False):
+                    info = entry.stat(follow_symlinks=False)
+                    found.append((path, info.st_size, info.st_mtime_ns))
     return sorted(found)
 
 
