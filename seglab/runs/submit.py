@@ -68,6 +68,7 @@ class Submitter:
                     "picks the nodes and GPUs"
                 )
             return self._submit_slurm(recipe_file, variants, slurm[0], runtime, image)
+        pools = pools_with_data(self.inventory, pools, variants)
         gpus_per_run = max(v.recipe.resources.gpus for v in variants)
         nodes = max(v.recipe.resources.nodes for v in variants)
         if nodes > 1:
@@ -283,6 +284,38 @@ class Submitter:
                     finished_at=time.time(),
                 )
         return started
+
+
+def pools_with_data(
+    inventory: Inventory, pools: Sequence[Pool], variants: Sequence[recipes.Variant]
+) -> list[Pool]:
+    """The pools with ``auto`` (every host) narrowed to the hosts that have the variants'
+    dataset under ``datasets:`` in hosts.yaml (synthetic data needs none). A pool naming
+    its host is kept: the launch check says what it lacks. PlacementError when no host
+    has the dataset."""
+    needed = {v.recipe.data.root_name for v in variants if v.recipe.data.dataset != "synthetic"}
+    if not needed or all(pool.host is not None for pool in pools):
+        return list(pools)
+    having = [
+        host.name
+        for host in inventory
+        if host.kind != "slurm" and all(name in host.datasets for name in needed)
+    ]
+    out: list[Pool] = []
+    for pool in pools:
+        if pool.host is not None:
+            out.append(pool)
+            continue
+        out.extend(replace(pool, host=name) for name in having)
+    if not out:
+        keys = ", ".join(sorted(needed))
+        raise PlacementError(
+            f"no host has the dataset {keys} under `datasets:` in hosts.yaml "
+            f"(hosts: {', '.join(inventory.hosts)})",
+            f"add `datasets: {{{keys}: /absolute/path}}` to a host's entry, "
+            "or name a host with --on",
+        )
+    return out
 
 
 def _new_record(
