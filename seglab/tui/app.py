@@ -29,7 +29,8 @@ from textual.widgets import DataTable, Footer, Header, Input
 from seglab.errors import ConfigurationError, SeglabError
 from seglab.kinds import RuntimeKind
 from seglab.registry import RunStatus
-from seglab.tui.feeds import LiveFeed, StatesFeed
+from seglab.telemetry.sample import HostStatus
+from seglab.tui.feeds import EarlyStart, LiveFeed, StatesFeed
 from seglab.tui.hosts_panel import HostsPanel, render_hosts
 from seglab.tui.layouts import LayoutError, resolve_layout
 from seglab.tui.log_pane import LogPane, text_lines
@@ -77,6 +78,8 @@ class SeglabApp(App[int]):
         Binding("r", "resume", "resume"),
         Binding("x", "remove", "remove"),
         Binding("c", "compare", "compare"),
+        Binding("p", "preview", "preview", show=False),
+        Binding("i", "class_iou", "per-class IoU", show=False),
         Binding("e", "shell", "shell"),
         Binding("j", "notebook", "notebook", show=False),
         Binding("t", "tensorboard", "tensorboard", show=False),
@@ -97,10 +100,12 @@ class SeglabApp(App[int]):
         poll_s: float = 1.0,
         recipe_folder: Path | None = None,
         follow_logs: bool = True,
+        early: EarlyStart | None = None,
     ) -> None:
         css = layout if isinstance(layout, Path) else resolve_layout(layout)
         super().__init__(css_path=css)
         self._workstation = workstation
+        self._early = early
         self._workstation_lock = threading.Lock()
         self._forwards: list[Forward] = []
         self.feed = feed
@@ -120,6 +125,8 @@ class SeglabApp(App[int]):
     def workstation(self) -> Workstation:
         """The façade (created on first use, in a worker thread)."""
         with self._workstation_lock:
+            if self._workstation is None and self._early is not None:
+                self._workstation = self._early.workstation()
             if self._workstation is None:
                 from seglab.workstation import Workstation
 
@@ -167,13 +174,15 @@ class SeglabApp(App[int]):
         return self.workstation.inventory()
 
     def _tick_telemetry(self) -> None:
-        """Redraw the hosts panel from the latest states, then schedule the next tick."""
+        """Redraw the hosts panel from the latest states, then schedule the next tick (in
+        0.1 s while a host still waits for its first reading, so it shows at once)."""
         if not self.screen_stack or not self.query("#hosts"):
             return  # quitting: the dashboard is gone
-        self._redraw_hosts()
-        self.set_timer(1.0, self._tick_telemetry)
+        waiting = self._redraw_hosts()
+        self.set_timer(0.1 if waiting else 1.0, self._tick_telemetry)
 
-    def _redraw_hosts(self) -> None:
+    def _redraw_hosts(self) -> bool:
+        """Redraw the hosts panel; whether a host still waits for its first reading."""
         feed = self.feed
         states = feed.states() if feed is not None else []
         links = feed.links() if feed is not None else {}
@@ -181,6 +190,7 @@ class SeglabApp(App[int]):
         self.query_one("#hosts", HostsPanel).show(
             render_hosts(states, history, links, self.hint, self.engines)
         )
+        return any(state.status is HostStatus.STARTING for state in states)
 
     # -- runs ------------------------------------------------------------------------
 
@@ -391,6 +401,24 @@ class SeglabApp(App[int]):
         title = f"{first.recipe if first else 'runs'}: {len(rows)} variant(s)"
         self.call_from_thread(self.push_screen, CompareScreen(title, rows, names))
 
+    def action_preview(self) -> None:
+        """Prediction samples of the selected run (the marked runs side by side)."""
+        from seglab.tui.preview import PreviewScreen, chosen_runs  # images: not at start
+
+        runs, variants = chosen_runs(self.query_one("#runs", RunsTable))
+        if runs:
+            self.push_screen(PreviewScreen(self.workstation, runs, variants))
+
+    def action_class_iou(self) -> None:
+        """Per-class IoU of the marked runs, else of the selected run's recipe's variants."""
+        from seglab.tui.class_iou import ClassIouScreen
+        from seglab.tui.preview import chosen_runs
+
+        runs, variants = chosen_runs(self.query_one("#runs", RunsTable))
+        ids = [run_id for run_id, _ in (runs if len(runs) > 1 else variants)]
+        if ids:
+            self.push_screen(ClassIouScreen(self.workstation, ids, self.clock()))
+
     def action_shell(self) -> None:
         """A shell in the selected run's container (the dashboard is suspended meanwhile)."""
         ids = self._chosen()
@@ -505,10 +533,11 @@ class SeglabApp(App[int]):
                 )
 
 
-def run(layout: str) -> int:
-    """Open the dashboard with ``layout``; the exit status of `seglab`."""
+def run(layout: str, early: EarlyStart | None = None) -> int:
+    """Open the dashboard with ``layout`` (``early``: the workstation begun before this
+    module was imported); the exit status of `seglab`."""
     try:
-        app = SeglabApp(layout=layout)
+        app = SeglabApp(layout=layout, early=early)
     except LayoutError as exc:
         print(f"seglab: {exc}", file=sys.stderr)
         return 2
