@@ -3,8 +3,9 @@
 Images are drawn by ``textual-image``: Kitty graphics or Sixel where the terminal answers
 for them, coloured half-block cells everywhere else (tmux, SSH, and when the output is not
 a terminal at all), so the preview works in every terminal. ``textual_image`` asks the
-terminal what it supports when it is imported, so this module is imported before the app
-starts.
+terminal what it supports when it is first imported (and imports numpy): the dashboard
+imports this module when ``p`` is first pressed, so its first frame does not wait for it;
+a terminal's answer that Textual's input reader takes first leaves the half-block cells.
 """
 
 from __future__ import annotations
