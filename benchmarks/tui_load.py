@@ -1,14 +1,19 @@
 """The dashboard under load: CPU share, peak RSS and event-loop lag of a headless app.
 
-Load: 8 hosts x 8 GPUs whose states change every second (with history for the
-sparklines), 32 runs in a real registry polled every second, and 1,000 log lines/s
-written into the visible log pane. Baseline, measured in the same run: the same app
-with one GPU-less host, no runs and no log lines. Each mode runs in its own process so
-that peak RSS is its own.
+Modes, each in its own process (so peak RSS is its own) with its own workstation:
 
-    .venv/bin/python benchmarks/tui_load.py --seconds 60
+- ``load``: 8 hosts x 8 GPUs whose states change every second (with history for the
+  sparklines), 32 real running runs (process runtime, each appending one train event a
+  second to its events.jsonl, 1,000 events of history) refreshed every second, and 1,000
+  log lines/s written into the visible log pane;
+- ``idle32``: the same 32 running runs, one GPU-less host, no log lines (an idle screen);
+- ``done1000``: 1,000 finished runs in the registry, nothing running, no log lines;
+- ``baseline``: one GPU-less host, no runs, no log lines.
 
-Targets (issue 7): at most 10 % of one core, at most 150 MB peak RSS, p99 lag <= 50 ms.
+    .venv/bin/python benchmarks/tui_load.py --seconds 30
+
+Targets (issues 7 and 15): ``load`` at most 10 % of one core, at most 150 MB peak RSS, p99
+lag <= 50 ms; ``idle32`` and ``done1000`` under 5 % of a core each.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from typing import Any
 HOSTS = 8
 GPUS = 8
 RUNS = 32
+HISTORY = 1000  # events each running run has written before the measurement
+FINISHED = 1000
+MODES = ("baseline", "load", "idle32", "done1000")
 LINES_PER_S = 1000
 TICK_S = 0.01  # the lag probe's sleep
 
@@ -87,7 +95,7 @@ def _states(step: int, loaded: bool) -> list[Any]:
                             uuid,
                             1024.0,
                             "python",
-                            run_id=f"bench.v{(h * GPUS + g) % RUNS}.000000",
+                            run_id=_run_id((h * GPUS + g) % RUNS),
                         ),
                     ),
                 )
@@ -105,45 +113,26 @@ def _states(step: int, loaded: bool) -> list[Any]:
     return states
 
 
-def _seed_runs() -> None:
-    from seglab.events import Event
-    from seglab.registry import RunRecord, RunStatus
-    from seglab.workstation import Workstation
-
-    registry = Workstation()._run_registry()
-    for i in range(RUNS):
-        run_id = f"bench.v{i}.000000"
-        registry.upsert_run(
-            RunRecord(
-                run_id=run_id,
-                recipe="bench",
-                variant=f"v={i}",
-                host=f"gpu{i % HOSTS}",
-                gpus=(f"GPU-{i % HOSTS:04d}{i % GPUS:04d}-bench",),
-                runtime="process",
-                status=RunStatus.RUNNING,
-                last_iter=100 + i,
-                total_iters=1000,
-                last_loss=0.5,
-                best_miou=0.4,
-                created_at=time.time() - 600,
-            )
-        )
-        registry.add_events(
-            run_id,
-            [
-                Event(
-                    "train",
-                    n,
-                    time.time(),
-                    {"iter": n, "epoch": 1 + n // 50, "loss": 1 / n, "lr": 0.01},
-                )
-                for n in range(1, 101)
-            ],
-        )
+def _run_id(i: int) -> str:
+    return f"bench.v{i}.{i:06x}"  # as live_runs names them
 
 
-async def _measure(seconds: float, loaded: bool) -> dict[str, Any]:
+async def _measure(seconds: float, mode: str) -> dict[str, Any]:
+    import live_runs
+
+    loaded = mode == "load"
+    running = (
+        live_runs.start_runs(RUNS, HISTORY, 1.0, "bench") if mode in ("load", "idle32") else []
+    )
+    if mode == "done1000":
+        live_runs.seed_finished(FINISHED)
+    try:
+        return await _run_app(seconds, mode, loaded)
+    finally:
+        live_runs.stop_runs(running)
+
+
+async def _run_app(seconds: float, mode: str, loaded: bool) -> dict[str, Any]:
     import psutil
 
     from seglab.telemetry.history import HistoryStore
@@ -151,8 +140,6 @@ async def _measure(seconds: float, loaded: bool) -> dict[str, Any]:
     from seglab.tui.feeds import FixedFeed
     from seglab.tui.log_pane import LogPane
 
-    if loaded:
-        _seed_runs()
     history = HistoryStore()
     feed = FixedFeed(_states(0, loaded), history)
     app = SeglabApp(layout="default", feed=feed, follow_logs=False)
@@ -211,7 +198,7 @@ async def _measure(seconds: float, loaded: bool) -> dict[str, Any]:
         await pilot.press("q")
     lags.sort()
     return {
-        "mode": "load" if loaded else "baseline",
+        "mode": mode,
         "seconds": wall1 - wall0,
         "cpu_share": (cpu1 - cpu0) / (wall1 - wall0),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -227,8 +214,13 @@ async def _measure(seconds: float, loaded: bool) -> dict[str, Any]:
 
 def _child(mode: str, seconds: float) -> None:
     _isolate()
-    result = asyncio.run(_measure(seconds, loaded=mode == "load"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    result = asyncio.run(_measure(seconds, mode))
     print(json.dumps(result))
+
+
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main() -> int:
@@ -236,13 +228,13 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per mode")
-    parser.add_argument("--mode", choices=("load", "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
         _child(args.mode, args.seconds)
         return 0
     results = {}
-    for mode in ("baseline", "load"):
+    for mode in MODES:
         out = subprocess.run(
             [sys.executable, __file__, "--mode", mode, "--seconds", str(args.seconds)],
             capture_output=True,
@@ -259,7 +251,7 @@ def main() -> int:
         f"{'mode':<9} {'cpu %core':>9} {'peak MB':>8} {'lag p50':>8} {'lag p99':>8} "
         f"{'lag max':>8} {'lines fed':>10} {'in pane':>8} {'runs':>5} {'GPUs':>5}"
     )
-    for r in (base, load):
+    for r in results.values():
         print(
             f"{r['mode']:<9} {100 * r['cpu_share']:>9.1f} {r['peak_rss_mb']:>8.1f} "
             f"{r['lag_p50_ms']:>7.1f}ms {r['lag_p99_ms']:>7.1f}ms {r['lag_max_ms']:>7.1f}ms "
@@ -281,6 +273,9 @@ def main() -> int:
         f"(target <= 150 MB: {verdict(load['peak_rss_mb'] <= 150)}); p99 lag "
         f"{load['lag_p99_ms']:.1f} ms (target <= 50 ms: {verdict(load['lag_p99_ms'] <= 50)})"
     )
+    for mode in ("idle32", "done1000"):
+        share = results[mode]["cpu_share"]
+        print(f"{mode}: {100 * share:.1f} % of a core (target < 5 %: {verdict(share < 0.05)})")
     return 0
 
 

@@ -7,12 +7,15 @@ Each group of subcommands lives in a module of :mod:`seglab.commands` that expos
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from seglab import __version__
+
+if TYPE_CHECKING:
+    import argparse
 
 # Command modules, in the order their commands appear in `seglab --help`.
 COMMAND_MODULES = (
@@ -46,6 +49,8 @@ $XDG_STATE_HOME/seglab. `seglab COMMAND --help` explains each command.
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every command module registered."""
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="seglab",
         description=DESCRIPTION,
@@ -70,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if words == ["--version"]:  # answered before any command module is imported
         print(f"seglab {__version__}")
         return 0
+    if not words:  # the dashboard: no command parser needed
+        return _open_dashboard("default")
     from seglab.errors import SeglabError
     from seglab.yamlpos import ConfigError
 
@@ -77,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(words)
     handler = getattr(args, "func", None)
     if handler is None:
-        return _open_dashboard(args)
+        return _open_dashboard(args.layout)
     try:
         return int(handler(args))
     except ConfigError as exc:  # FILE:LINE: key: message lines, printed as they are
@@ -90,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _open_dashboard(args: argparse.Namespace) -> int:
+def _open_dashboard(layout: str) -> int:
+    # The workstation and its telemetry start now, in a thread, while Textual is imported
+    # and the first frame drawn: the first GPU sample is then on its way.
+    early = importlib.import_module("seglab.tui.feeds").EarlyStart()
     tui = importlib.import_module("seglab.tui.app")
-    return int(tui.run(layout=args.layout))
+    return int(tui.run(layout=layout, early=early))

@@ -94,21 +94,41 @@ class RunDesk:
             ],
         )
 
-    def curves(self, run_id: str) -> Curves:
-        """The loss and mIoU curves of a run, from its ingested events."""
+    def curves(self, run_id: str, since: Curves | None = None) -> Curves:
+        """The loss and mIoU curves of a run, from its ingested events; ``since`` (the
+        run's curves from an earlier call) is extended by the events after it only."""
         registry = self._registry()
         record = registry.get_run(run_id)
+        after = (None, None) if since is None else (since.train_seq, since.eval_seq)
+        trains = registry.events(run_id, kind="train", after_seq=after[0])
+        evals = registry.events(run_id, kind="eval", after_seq=after[1])
         loss = [
             (int(e.data["iter"]), float(e.data["loss"]))
-            for e in registry.events(run_id, kind="train")
+            for e in trains
             if e.data.get("loss") is not None
         ]
         miou = [
             (int(e.data["iter"]), float(e.data["miou"]))
-            for e in registry.events(run_id, kind="eval")
+            for e in evals
             if e.data.get("miou") is not None
         ]
-        return Curves(run_id, record.variant, loss, miou)
+        if since is None:
+            return Curves(
+                run_id,
+                record.variant,
+                loss,
+                miou,
+                trains[-1].seq if trains else None,
+                evals[-1].seq if evals else None,
+            )
+        return Curves(
+            run_id,
+            record.variant,
+            since.loss + loss,
+            since.miou + miou,
+            trains[-1].seq if trains else since.train_seq,
+            evals[-1].seq if evals else since.eval_seq,
+        )
 
     def comparison(self, run_ids: Iterable[str], now: float | None = None) -> list[Comparison]:
         """Per run: best mIoU with the pixel accuracy and per-class IoU of that evaluation,

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 PUMP_EVERY = 5  # polls between attempts to start queued runs
 ENGINE_EVERY = 30  # polls between checks of the local Docker engines
 MAX_CURVES = 8  # runs of the selected recipe whose curves are drawn
+CURVES_EVERY = 5  # polls between loss-curve updates (a new evaluation shows at once)
 
 
 class Poller:
@@ -21,7 +22,8 @@ class Poller:
     def __init__(self, workstation: Workstation) -> None:
         self.workstation = workstation
         self.polls = 0
-        self._curves: dict[str, tuple[tuple[object, ...], Curves]] = {}
+        # Per run: (best mIoU, status), the poll of the last read, and the curves read.
+        self._curves: dict[str, tuple[tuple[object, ...], int, Curves]] = {}
 
     def poll(self, selected: str | None) -> Snapshot:
         """Every run as a row, with the curves of the selected run's recipe (the first
@@ -43,10 +45,15 @@ class Poller:
         chosen = next((r for r in rows if r.run_id == selected), rows[0] if rows else None)
         if chosen is not None:
             for row in [r for r in rows if r.recipe == chosen.recipe][-MAX_CURVES:]:
-                key = (row.iteration, row.best_miou, row.status)
-                cached = self._curves.get(row.run_id)
-                if cached is None or cached[0] != key:
-                    cached = (key, ws.curves(row.run_id))
-                    self._curves[row.run_id] = cached
-                curves.append(cached[1])
+                curves.append(self._curves_of(row.run_id, (row.best_miou, row.status)))
         return Snapshot(rows, curves, engines)
+
+    def _curves_of(self, run_id: str, key: tuple[object, ...]) -> Curves:
+        """A run's curves, read again (its new events only) when an evaluation or its
+        status changed, and every CURVES_EVERY polls while it trains."""
+        cached = self._curves.get(run_id)
+        if cached is not None and cached[0] == key and self.polls - cached[1] < CURVES_EVERY:
+            return cached[2]
+        curves = self.workstation.curves(run_id, cached[2] if cached else None)
+        self._curves[run_id] = (key, self.polls, curves)
+        return curves

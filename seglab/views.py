@@ -151,6 +151,8 @@ class Curves:
     variant: str
     loss: list[tuple[int, float]]
     miou: list[tuple[int, float]]
+    train_seq: int | None = None  # the last train event read (None: none yet)
+    eval_seq: int | None = None  # the last eval event read
 
 
 @dataclass(frozen=True)

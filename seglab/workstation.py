@@ -383,9 +383,10 @@ class Workstation:
             choices.append((f"{state.host}:cpu", f"{state.host}:cpu (no GPU)"))
         return choices
 
-    def curves(self, run_id: str) -> Curves:
-        """The loss and mIoU curves of a run, from its ingested events."""
-        return self._runs_desk().curves(run_id)
+    def curves(self, run_id: str, since: Curves | None = None) -> Curves:
+        """The loss and mIoU curves of a run, from its ingested events (``since``: the
+        run's curves from an earlier call, extended by the newer events only)."""
+        return self._runs_desk().curves(run_id, since)
 
     def comparison(self, run_ids: Iterable[str], now: float | None = None) -> list[Comparison]:
         """Per run of an ablation: best mIoU with that evaluation's pixel accuracy and
@@ -462,14 +463,15 @@ class Workstation:
         """``docker <version>`` of a local host's engine, or ``no docker engine`` (blocking;
         None for a remote host: its engine is reached through its SSH link)."""
         from seglab.runtime import EngineUnavailable
-        from seglab.runtime.docker import DockerRuntime
 
         if not self.inventory().get(host).is_local:
             return None
-        runtime = self._run_manager().runtime(host, RuntimeKind.DOCKER)
-        if not isinstance(runtime, DockerRuntime):
-            return runtime.__class__.__name__
         try:
+            runtime = self._run_manager().runtime(host, RuntimeKind.DOCKER)
+            from seglab.runtime.docker import DockerRuntime  # an engine socket is there
+
+            if not isinstance(runtime, DockerRuntime):
+                return runtime.__class__.__name__
             version = runtime.client.version().get("Version")
         except EngineUnavailable:
             return "no docker engine"

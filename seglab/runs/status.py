@@ -56,7 +56,7 @@ class StatusReader:
             return record
         verdict: multinode.Verdict | None = None
         try:
-            self.ingest(record)
+            added = self.ingest(record)
             if record.is_final or record.status == RunStatus.LOST:
                 return self.registry.get_run(record.run_id)
             if record.members:
@@ -93,6 +93,9 @@ class StatusReader:
             elif status in (RunStatus.FAILED, RunStatus.OOM_KILLED, RunStatus.LOST):
                 fields["message"] = state.error or self._tail(record)
             self.registry.release(record.run_id)
+        elif all(getattr(record, name) == value for name, value in fields.items()):
+            # Nothing to write (the usual poll of a run that goes on).
+            return self.registry.get_run(record.run_id) if added else record
         return self.registry.update_run(record.run_id, **fields)
 
     def _unreachable(self, record: RunRecord, exc: Exception) -> RunRecord:

@@ -2,11 +2,15 @@
 
 The live feed is the workstation's own telemetry: it runs on the façade's loop thread over
 the same machines and SSH connections as launches, logs and forwards (one connection per
-remote host in the whole process); the panel reads ``states()`` once a second.
+remote host in the whole process); the panel reads ``states()`` once a second (every
+0.1 s until each host has its first reading). :class:`EarlyStart` begins it before the
+dashboard's first frame.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -17,6 +21,43 @@ if TYPE_CHECKING:  # imported when used: the first frame must not wait for async
     from seglab.workstation import Workstation
 
 Links = dict[str, tuple[str, str | None]]
+
+
+class EarlyStart:
+    """The workstation and its live telemetry, begun in a thread before the dashboard is
+    imported, so the first GPU sample is on its way while the first frame is drawn."""
+
+    def __init__(self) -> None:
+        self._workstation: Workstation | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._begin, name="seglab-early", daemon=True)
+        self._thread.start()
+
+    def _begin(self) -> None:
+        from seglab.errors import ConfigurationError
+        from seglab.workstation import Workstation
+
+        try:
+            workstation = Workstation()
+        except Exception as exc:  # re-raised where the dashboard asks for the workstation
+            self._error = exc
+            return
+        self._workstation = workstation
+        try:
+            workstation.inventory()
+            asyncio.run(workstation.telemetry().start())
+        except ConfigurationError:
+            return  # hosts.yaml: the dashboard reads it again and shows what is wrong
+        except Exception as exc:
+            self._error = exc
+
+    def workstation(self) -> Workstation:
+        """The workstation (waits for the thread; re-raises what stopped it)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._workstation is not None
+        return self._workstation
 
 
 class StatesFeed(Protocol):

@@ -1,4 +1,7 @@
-"""`seglab` in a real terminal (tmux): first frame within 1 s, `q` quits and restores it."""
+"""`seglab` in a real terminal (tmux): it reaches its first frame, `q` quits and restores it.
+
+How soon the first frame and the GPU rows come is measured by benchmarks/dashboard_start.py
+(timing is no pass/fail matter for a test on a shared machine)."""
 
 from __future__ import annotations
 
@@ -19,7 +22,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 SESSION = "seglab"
-FIRST_FRAME_S = 1.0
 
 
 @pytest.fixture
@@ -46,9 +48,7 @@ def _screen(tmux: list[str]) -> str:
     ).stdout
 
 
-def test_first_frame_within_a_second_and_q_restores_the_terminal(
-    tmux: list[str], tmp_path: Path
-) -> None:
+def test_the_dashboard_draws_and_q_restores_the_terminal(tmux: list[str], tmp_path: Path) -> None:
     status = tmp_path / "exit-status"
     # The shell stays a few seconds after seglab exits, so the terminal state it left
     # behind can be read (a dead pane no longer reports it).
@@ -59,15 +59,12 @@ def test_first_frame_within_a_second_and_q_restores_the_terminal(
         check=True,
         env={**os.environ, "TERM": "xterm-256color"},
     )
-    first_frame = None
-    while time.monotonic() - start < 10:
+    drawn = False
+    while not drawn and time.monotonic() - start < 30:
         lines = _screen(tmux).splitlines()
-        if lines and "seglab" in lines[0] and "▦" in lines[0]:
-            first_frame = time.monotonic() - start
-            break
-        time.sleep(0.02)
-    assert first_frame is not None, f"no dashboard header after 10 s:\n{_screen(tmux)}"
-    assert first_frame <= FIRST_FRAME_S, f"first frame after {first_frame:.2f} s"
+        drawn = bool(lines) and "seglab" in lines[0] and "▦" in lines[0]
+        time.sleep(0.05)
+    assert drawn, f"no dashboard header after 30 s:\n{_screen(tmux)}"
     time.sleep(0.5)  # let it mount fully before quitting
     assert _show(tmux, "#{alternate_on}") == "1"  # the dashboard draws on the alternate screen
     assert _show(tmux, "#{mouse_any_flag}") == "1"
