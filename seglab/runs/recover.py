@@ -70,7 +70,8 @@ def record_from_labels(
 
 def mark_killed(registry: Registry, record: RunRecord) -> RunRecord:
     """A run ended by ``seglab kill`` is ``killed`` (not ``failed`` with exit 137)."""
-    if record.status not in (RunStatus.FAILED, RunStatus.LOST):
+    signalled = record.status == RunStatus.STOPPED and record.exit_code not in (0, None)
+    if record.status not in (RunStatus.FAILED, RunStatus.LOST) and not signalled:
         return record  # it finished, stopped or ran out of memory before the signal
     registry.release(record.run_id)
     return registry.update_run(
