@@ -277,6 +277,8 @@ class Workstation:
     def pump_queue(self) -> list[RunRecord]:
         """Start queued runs whose GPUs have become free (and learn what the hosts'
         queue runners started)."""
+        host_queues = self._run_manager().submitter.host_queues
+        host_queues.notify(self.config_dir / "hooks" / "run-end", self.state_dir / "notified")
         pending = self._run_registry().pending()
         if not pending:
             self._run_manager().submitter.sync_host_queues()
@@ -351,6 +353,18 @@ class Workstation:
     def metrics(self, run_id: str) -> RunMetrics:
         """A run's evaluations and training progress."""
         return self._runs_desk().metrics(run_id)
+
+    def run_exports(self, run_id: str) -> list[str]:
+        """``FORMAT: PATH`` (or ``FORMAT failed: why``) of each export a run's end event lists."""
+        ends = self._run_registry().events(run_id, kind="end")
+        exports = ends[-1].data.get("exports") or [] if ends else []
+        return [
+            f"{e.get('format', '?')}: {e['path']}"
+            if e.get("path")
+            else f"{e.get('format', '?')} failed: {e.get('error', 'unknown error')}"
+            for e in exports
+            if isinstance(e, dict)
+        ]
 
     _poller: Poller | None = None
 

@@ -9,10 +9,13 @@ from the runner's journal (started: its handle, GPUs and run dir; failed: why).
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from seglab.errors import RunError
@@ -21,6 +24,10 @@ from seglab.hosts import Host, Inventory
 from seglab.registry import Registry, RunRecord, RunStatus
 from seglab.runs.hostio import HostIO
 from seglab.scheduler import Pool
+
+log = logging.getLogger(__name__)
+
+HOOK_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,30 @@ class HostQueues:
                     changed.append(entry["run_id"])
         return changed
 
+    def notify(self, hook: Path, seen: Path) -> list[str]:
+        """Run the user's run-end ``hook`` once per run of this registry whose end a
+        runner journalled (``seen`` keeps a mark per run); the ids it ran for.
+
+        The hook gets SEGLAB_RUN_ID, SEGLAB_RUN_STATUS, SEGLAB_RUN_HOST and
+        SEGLAB_RUN_BEST_MIOU (empty when unknown) in its environment.
+        """
+        if not hook.is_file():
+            return []
+        fired = []
+        for host, queue in self._queues():
+            for entry in queue.journal():
+                run_id = entry["run_id"]
+                if entry["kind"] != "ended" or not self.registry.has_run(run_id):
+                    continue
+                mark = seen / run_id
+                if mark.exists():
+                    continue
+                seen.mkdir(parents=True, exist_ok=True)
+                mark.touch()
+                _run_hook(hook, host.name, entry)
+                fired.append(run_id)
+        return fired
+
     def _apply(self, host: Host, entry: dict[str, Any]) -> bool:
         run_id = entry["run_id"]
         if entry["kind"] not in ("started", "failed") or not self.registry.has_run(run_id):
@@ -182,6 +213,27 @@ class HostQueues:
         )
         self.refresh(record)
         return True
+
+
+def _run_hook(hook: Path, host: str, entry: dict[str, Any]) -> None:
+    """Run the hook for one ended run; a failing or slow hook is logged, not fatal."""
+    best = entry.get("best_miou")
+    env = {
+        **os.environ,
+        "SEGLAB_RUN_ID": entry["run_id"],
+        "SEGLAB_RUN_STATUS": str(entry.get("status", "")),
+        "SEGLAB_RUN_HOST": host,
+        "SEGLAB_RUN_BEST_MIOU": "" if best is None else str(best),
+    }
+    try:
+        done = subprocess.run(
+            [str(hook)], env=env, stdin=subprocess.DEVNULL, timeout=HOOK_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("run-end hook %s for %s: %s", hook, entry["run_id"], exc)
+        return
+    if done.returncode != 0:
+        log.warning("run-end hook %s for %s exited %d", hook, entry["run_id"], done.returncode)
 
 
 def _request(record: RunRecord, pools: Sequence[Pool]) -> dict[str, Any]:

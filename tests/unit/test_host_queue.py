@@ -143,3 +143,24 @@ def test_has_runner_sees_the_runner_lock(tmp_path: Path) -> None:
     assert queue.has_runner()
     held.close()
     assert not queue.has_runner()
+
+
+def test_the_run_end_hook_fires_once_per_journalled_end(queues: HostQueues, tmp_path: Path) -> None:
+    mine = _queued(queues.registry, "a")
+    queue = queues.queue(queues.inventory.get("local"))
+    queue.note("ended", mine.run_id, status="finished", best_miou=0.5)
+    queue.note("ended", "someone-else.x.1", status="failed", best_miou=None)
+    told = tmp_path / "told.txt"
+    hook = tmp_path / "hooks" / "run-end"
+    seen = tmp_path / "notified"
+    assert queues.notify(hook, seen) == []  # no hook configured
+    hook.parent.mkdir()
+    hook.write_text(
+        "#!/bin/sh\n"
+        'echo "$SEGLAB_RUN_ID $SEGLAB_RUN_STATUS $SEGLAB_RUN_HOST $SEGLAB_RUN_BEST_MIOU"'
+        f" >> {told}\n"
+    )
+    hook.chmod(0o755)
+    assert queues.notify(hook, seen) == [mine.run_id]
+    assert queues.notify(hook, seen) == []
+    assert told.read_text() == f"{mine.run_id} finished local 0.5\n"
