@@ -21,10 +21,12 @@ from seglab.registry import Member, Registry, RunRecord, RunStatus
 from seglab.runs.hostio import HostIO
 from seglab.runs.intents import Journal, Op, fault_point, record_to_json
 from seglab.runs.records import resolved_recipe
+from seglab.runs.resources import check_disk, check_memory
 from seglab.runs.runtimes import Runtimes
 from seglab.runs.specs import build_spec
 from seglab.runtime import LaunchSpec, Runtime, RuntimeFailure
 from seglab.scheduler import Placement
+from seglab.telemetry.sample import HostState
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class Launcher:
         self.io = io
         self.refresh = refresh
         self.journal = Journal(registry)
+        self.gpu_states: Mapping[str, HostState] = {}  # telemetry of the latest placement
 
     def launch(
         self,
@@ -135,6 +138,10 @@ class Launcher:
                 self.io.run_dir(host, multinode.member_name(record.run_id, index))
                 for index, host in enumerate(hosts)
             ]
+        check_memory(recipe, placements, self.gpu_states, {h.name: h.is_local for h in hosts})
+        for host, folder in zip(hosts, dirs, strict=True):
+            if host.is_local:
+                check_disk(recipe, host.name, folder)
         made.dirs = [d for d, h in zip(dirs, hosts, strict=True) if h.is_local and not d.exists()]
         record = replace(
             record,

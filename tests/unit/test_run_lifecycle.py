@@ -24,6 +24,7 @@ from seglab.events import Event
 from seglab.hosts import Inventory, load_inventory
 from seglab.registry import Registry, RunRecord, RunStatus
 from seglab.runs import RunManager
+from seglab.runs.intents import record_to_json, this_owner
 from seglab.runtime import LaunchFailed, LaunchSpec, Runtime
 from seglab.scheduler import Pool, Scheduler, parse_on
 from seglab.telemetry.sample import GpuSample, HostState, HostStatus
@@ -494,3 +495,101 @@ def test_pools_are_stored_with_queued_runs(lab: Lab) -> None:
     assert [Pool.from_dict(p) for p in item.request["pools"]] == [Pool("local", gpus=("1",))]
     (started,) = lab.manager.pump_queue(lab.scheduler("idle"))
     assert started.gpus == (replayed_gpus("idle")[1].uuid,)
+
+
+# -- crash consistency: write-ahead intents, and launch-time resource checks --------------
+
+DEAD_OWNER = "1:1:another-boot"  # the owner of an intent whose seglab has died
+
+
+def test_a_launch_cut_short_after_the_engine_call_is_adopted(lab: Lab) -> None:
+    (record,) = lab.submit(grid(lab.tmp, 1))
+    ref = lab.ref(record)
+    # As a seglab killed between the engine call and recording the ref leaves it:
+    lab.registry.update_run(record.run_id, handle=None, status=RunStatus.STARTING)
+    detail = {"hosts": ["local"], "kind": "process", "before": None}
+    lab.registry.set_intent(record.run_id, "launching", DEAD_OWNER, detail)
+    lab.new_manager().reconcile()
+    adopted = lab.registry.get_run(record.run_id)
+    assert (adopted.handle, adopted.status) == (ref, RunStatus.RUNNING)
+    assert lab.registry.intents() == []
+    assert lab.held() == {adopted.gpus[0]: record.run_id}
+    killed = lab.manager.kill(record.run_id)
+    assert killed.status == RunStatus.KILLED and lab.held() == {}
+
+
+def test_a_launch_cut_short_before_the_engine_call_is_rolled_back(lab: Lab) -> None:
+    (record,) = lab.submit(grid(lab.tmp, 1))
+    lab.fake.remove(lab.ref(record), force=True)  # the engine never got the call
+    lab.registry.update_run(record.run_id, handle=None, status=RunStatus.STARTING)
+    detail = {"hosts": ["local"], "kind": "process", "before": None}
+    lab.registry.set_intent(record.run_id, "launching", DEAD_OWNER, detail)
+    assert lab.held() != {}
+    lab.new_manager().reconcile()
+    assert not lab.registry.has_run(record.run_id)
+    assert lab.held() == {} and lab.registry.intents() == []
+
+
+def test_a_starting_run_without_handle_or_intent_is_failed_not_left_starting(lab: Lab) -> None:
+    (record,) = lab.submit(grid(lab.tmp, 1))
+    lab.fake.remove(lab.ref(record), force=True)
+    lab.registry.update_run(record.run_id, handle=None, status=RunStatus.STARTING)
+    lab.new_manager().reconcile()
+    failed = lab.registry.get_run(record.run_id)
+    assert failed.status == RunStatus.FAILED and "killed while starting" in (failed.message or "")
+    assert lab.held() == {}
+    lab.manager.remove(record.run_id)
+    assert not lab.registry.has_run(record.run_id)
+
+
+def test_a_live_launch_is_not_touched_and_stop_says_why(lab: Lab) -> None:
+    (record,) = lab.submit(grid(lab.tmp, 1))
+    lab.registry.update_run(record.run_id, handle=None, status=RunStatus.STARTING)
+    lab.registry.set_intent(record.run_id, "launching", this_owner(), {"hosts": ["local"]})
+    lab.new_manager().reconcile()
+    assert lab.registry.get_run(record.run_id).status == RunStatus.STARTING
+    with pytest.raises(RunError, match="is being started by seglab process"):
+        lab.manager.stop(record.run_id)
+
+
+def test_a_queued_run_whose_start_was_cut_short_is_queued_again(lab: Lab) -> None:
+    (queued,) = lab.submit(grid(lab.tmp, 1), phase="load")
+    (item,) = lab.registry.pending()
+    lab.registry.drop(item.id)  # pump_queue took it, then its seglab was killed
+    lab.registry.update_run(queued.run_id, status=RunStatus.STARTING)
+    detail = {
+        "hosts": ["local"],
+        "kind": "process",
+        "before": record_to_json(queued),
+        "queue": item.request,
+    }
+    lab.registry.set_intent(queued.run_id, "launching", DEAD_OWNER, detail)
+    lab.new_manager().reconcile()
+    assert lab.registry.get_run(queued.run_id).status == RunStatus.QUEUED
+    assert [i.run_id for i in lab.registry.pending()] == [queued.run_id]
+    (started,) = lab.manager.pump_queue(lab.scheduler("idle"))
+    assert started.run_id == queued.run_id and lab.registry.pending() == []
+    assert len(lab.fake.launched) == 1  # started once
+
+
+def test_an_rm_cut_short_is_finished(lab: Lab) -> None:
+    (record,) = lab.submit(grid(lab.tmp, 1))
+    lab.manager.kill(record.run_id)
+    parts = [{"host": "local", "gpus": list(record.gpus), "handle": lab.ref(record)}]
+    detail = {"parts": parts, "runtime": "process", "purge": False}
+    lab.registry.set_intent(record.run_id, "removing", DEAD_OWNER, detail)
+    lab.new_manager().reconcile()
+    assert not lab.registry.has_run(record.run_id)
+    assert lab.fake.list() == []
+
+
+def test_a_recipe_whose_activations_cannot_fit_the_gpu_is_refused(lab: Lab) -> None:
+    path = lab.tmp / "huge.yaml"
+    path.write_text(
+        f"extends: {RECIPES / 'tiny.yaml'}\nname: huge\n"
+        "data: {crop: [8192, 8192]}\ntrain: {batch_size: 64}\n"
+    )
+    with pytest.raises(RunError, match=r"cannot fit: .* GiB of activations .* GPU local:0 has"):
+        lab.submit(path)
+    assert lab.registry.list_runs() == [] and lab.held() == {}
+    assert lab.fake.launched == []
