@@ -11,10 +11,9 @@
 # Python packages come from the workstation's virtual environment, mounted read-only at
 # /usr/local/lib/python3.11/dist-packages (a site dir of Debian's python3, searched after
 # the standard library), and the seglab checkout mounted read-only at /opt/seglab, which a
-# .pth file in the image puts on sys.path. The docker runtime adds both mounts when
-# SEGLAB_DEV_MOUNTS says so (docs/images.md):
-#
-#   SEGLAB_DEV_MOUNTS="$VENV/lib/python3.11/site-packages:/usr/local/lib/python3.11/dist-packages,$REPO:/opt/seglab"
+# .pth file in the image puts on sys.path. The docker runtime adds both mounts itself to
+# runs of an image labelled seglab.image=ci on a local engine, where the labels below say
+# (docs/images.md); no variable is needed.
 set -euo pipefail
 
 image=${SEGLAB_CI_IMAGE:-seglab/ci:latest}
@@ -48,7 +47,8 @@ echo "[2/2] docker import -> $image" >&2
 docker import \
     --change 'LABEL org.opencontainers.image.title="seglab CI image"' \
     --change 'LABEL org.opencontainers.image.description="Debian python3 for seglab tests; trainer packages mounted from the host"' \
-    --change 'LABEL seglab.image="ci"' \
+    --change 'LABEL seglab.image="ci" seglab.python="3.11"' \
+    --change 'LABEL seglab.mount.site-packages="/usr/local/lib/python3.11/dist-packages" seglab.mount.seglab="/opt/seglab"' \
     --change 'ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp' \
     --change 'WORKDIR /tmp' \
     --change 'USER 65534:65534' \

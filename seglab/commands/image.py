@@ -20,8 +20,8 @@ progress as it runs:
   full   base + Jupyter, OpenCV, scikit-image, TensorBoard   (builds base if missing)
   dev    full + debuggers, profilers, NVTX                   (builds full if missing)
   ci     Debian python3 only, made on this machine with mmdebstrap from its own apt
-         sources and `docker import`ed: no registry needed (needs root). Runs mount
-         the trainer's packages from the host (SEGLAB_DEV_MOUNTS, docs/images.md).
+         sources and `docker import`ed: no registry needed (needs root). Its runs on
+         this machine get the trainer's packages and seglab mounted (docs/images.md).
 
 Images are tagged seglab/<name>:latest. The engine is the host's (--host, default
 local: $DOCKER_HOST or the socket hosts.yaml names); a remote host's engine is
