@@ -78,9 +78,8 @@ class Reconciler:
                         self.registry.reserve(host.name, _gpus(info.labels), run_id)
                     found.append(run_id)
         found.extend(self._adopt_members(members))
-        for record in self.registry.list_runs():
-            if not record.is_final:
-                self.refresh(record)
+        for record in self.registry.list_runs(include_finished=False):
+            self.refresh(record)
         return found
 
     def _adopt_members(self, found: Mapping[str, Mapping[int, Found]]) -> list[str]:

@@ -106,7 +106,7 @@ class StatusReader:
     def refresh_all(self, include_final: bool = False) -> list[RunRecord]:
         """Refresh every run that can still change (and list them all if asked)."""
         out = []
-        for stored in self.registry.list_runs():
+        for stored in self.registry.list_runs(include_finished=include_final):
             record = stored if stored.is_final else self.refresh(stored)
             if include_final or not record.is_final:
                 out.append(record)
