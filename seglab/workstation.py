@@ -356,15 +356,22 @@ class Workstation:
 
     def run_exports(self, run_id: str) -> list[str]:
         """``FORMAT: PATH`` (or ``FORMAT failed: why``) of each export a run's end event lists."""
+        record = self._run_registry().get_run(run_id)
         ends = self._run_registry().events(run_id, kind="end")
         exports = ends[-1].data.get("exports") or [] if ends else []
-        return [
-            f"{e.get('format', '?')}: {e['path']}"
-            if e.get("path")
-            else f"{e.get('format', '?')} failed: {e.get('error', 'unknown error')}"
-            for e in exports
-            if isinstance(e, dict)
-        ]
+        out = []
+        for export in exports:
+            if not isinstance(export, dict):
+                continue
+            fmt = export.get("format", "?")
+            if not export.get("path"):
+                out.append(f"{fmt} failed: {export.get('error', 'unknown error')}")
+                continue
+            path = Path(str(export["path"]))
+            if not path.is_absolute() and record.run_dir:
+                path = Path(record.run_dir) / path
+            out.append(f"{fmt}: {path}")
+        return out
 
     _poller: Poller | None = None
 

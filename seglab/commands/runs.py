@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 from seglab.commands import add_command, print_json
 from seglab.kinds import RuntimeKind
 from seglab.registry import RunStatus
+from seglab.safetext import safe_line
 from seglab.views import EXPLAINED
 
 if TYPE_CHECKING:
-    from seglab.views import RunRow
     from seglab.workstation import Workstation
 
 RUN_HELP = """\
@@ -208,33 +207,13 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"  queued: {item.queued_because}", file=sys.stderr)
     if not args.wait:
         return 0
-    ids = [s.record.run_id for s in submitted]
-    return _wait(ws, ids, args.json)
+    from seglab.commands.waiting import wait
 
-
-def _wait(ws: Workstation, ids: list[str], as_json: bool) -> int:
-    """Keep starting queued runs and refreshing until every run in ``ids`` has ended."""
-    last: dict[str, str] = {}
-    while True:
-        rows = ws.watch(ids)
-        for row in rows:
-            line = _progress_line(row)
-            if last.get(row.run_id) != line:
-                last[row.run_id] = line
-                print(line, file=sys.stderr, flush=True)
-        if all(row.ended for row in rows):
-            break
-        time.sleep(2.0)
-    if as_json:
+    rows = wait(ws, [s.record.run_id for s in submitted])
+    if args.json:
         print_json([row.to_json() for row in rows])
     ok = all(r.status in (RunStatus.FINISHED, RunStatus.STOPPED) for r in rows)
     return 0 if ok else 1
-
-
-def _progress_line(row: RunRow) -> str:
-    miou = "-" if row.best_miou is None else f"{row.best_miou:.4f}"
-    done = "-" if row.iteration is None else f"{row.iteration}/{row.total_iterations or '?'}"
-    return f"{row.run_id}: {row.status} iter {done} best mIoU {miou}"
 
 
 # -- ps -------------------------------------------------------------------------------
@@ -281,7 +260,7 @@ def _ps(args: argparse.Namespace) -> int:
         )
         if row.status in EXPLAINED and row.message:
             last = row.message.strip().splitlines()[-1]
-            print(f"  {last}")
+            print(f"  {safe_line(last)}")
     return 0
 
 
@@ -296,7 +275,7 @@ def _logs(args: argparse.Namespace) -> int:
     for line in ws.logs(args.run_id, follow=args.follow, tail=args.tail, member=args.member):
         if args.no_events and PREFIX in line.text:
             continue
-        print(line.text, flush=args.follow)
+        print(safe_line(line.text), flush=args.follow)
     return 0
 
 
