@@ -264,3 +264,24 @@ def test_a_local_engine_adds_the_image_mounts_and_records_them() -> None:
     assert mounts["/opt/seglab"] == ("/src", True)
     # A remote host's engine cannot see this machine's files: nothing is added there.
     assert DockerRuntime().image_mounts("seglab/ci:latest") == ()
+
+
+def test_run_and_resume_get_the_same_local_runtime_from_any_shell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run` and `resume` both take the host's runtime from Runtimes: on this machine's
+    engine it adds the image's mounts itself, whatever the shell holds."""
+    from seglab.hosts import load_inventory
+    from seglab.runs.hostio import HostIO
+    from seglab.runs.runtimes import Runtimes
+
+    monkeypatch.delenv("SEGLAB_DEV_MOUNTS", raising=False)
+    engine = tmp_path / "engine.sock"
+    engine.touch()  # only its existence is checked before the first call
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{engine}")
+    runtime = Runtimes(load_inventory(), HostIO()).get("local", "docker")
+    assert isinstance(runtime, DockerRuntime)
+    assert runtime.local and runtime.dev_mounts == ()
+    runtime._image_labels["seglab/ci:latest"] = {"seglab.image": "ci"}
+    site, *_ = runtime.image_mounts("seglab/ci:latest")
+    assert site.target == "/usr/local/lib/python3.11/dist-packages"
