@@ -67,6 +67,8 @@ def main() -> int:
     argv = [sys.executable, "-m", "seglab", "run", args.recipe, "--on", "local"]
     subprocess.run([*argv, "--runtime", "process"], env=env, cwd=REPO, check=True)
     queue = HostQueue(runs)
+    while not queue.pid_file.exists():  # the runner starts detached
+        time.sleep(0.05)
     pid = int(queue.pid_file.read_text())
     samples: list[tuple[float, float, int]] = []
     while (now := _cpu_and_rss(pid)) is not None and queue.pid_file.exists():
