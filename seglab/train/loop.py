@@ -580,13 +580,16 @@ def _fail(
     trainer: Trainer | None, run_dir: Path, ctx: DistContext, message: str, trace: str | None
 ) -> None:
     events = trainer.events if trainer is not None else EventWriter(run_dir, enabled=ctx.is_main)
-    events.emit("error", message=message, traceback=trace)
     best = trainer.best_miou if trainer is not None else None
-    events.emit(
-        "end",
-        status="failed",
-        best_miou=best,
-        iter=trainer.iter if trainer is not None else None,
-        exports=[],
+    done = trainer.iter if trainer is not None else None
+    records: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("error", {"message": message, "traceback": trace}),
+        ("end", {"status": "failed", "best_miou": best, "iter": done, "exports": []}),
     )
-    events.close()
+    for kind, data in records:
+        # On a full disk a record may not fit in events.jsonl either: emit has then printed
+        # it to stdout (the run's log) and given the file up; the next one goes there too.
+        with contextlib.suppress(StorageError):
+            events.emit(kind, **data)
+    with contextlib.suppress(StorageError):  # the fsync of a file on a failing disk
+        events.close()
