@@ -14,7 +14,7 @@ from seglab import paths
 from seglab.registry import Registry
 from seglab.runs.intents import FAULT_ENV
 from seglab.runtime.process import ProcessRuntime
-from tests.e2e.runlib import REPO, ps, wait_for
+from tests.e2e.runlib import REPO, events_file, ps, wait_for
 
 INJECTED: list[str] = []  # the steps killed at in this session (the figures in docs)
 
@@ -104,6 +104,16 @@ def only_run() -> str:
     ids = set(rows()) | {run_id for run_id, _ in process_runs()}
     assert len(ids) == 1, ids
     return ids.pop()
+
+
+def events_whole(run_id: str, run_dir: str) -> int:
+    """Check that the registry holds each event of the run's events.jsonl exactly once
+    (none lost, none doubled by the crash and the recovery); returns how many."""
+    with Registry() as registry:
+        stored = [event.seq for event in registry.events(run_id)]
+    written = [record["seq"] for record in events_file(run_dir)]
+    assert stored == sorted(set(written)) == written, (stored, written)
+    return len(stored)
 
 
 def leftovers(run_id: str) -> list[Path]:

@@ -17,6 +17,7 @@ from tests.e2e.runlib import RECIPES, events_file, seglab, wait_for
 from tests.faults.crashlib import (
     consistent,
     crash,
+    events_whole,
     held,
     leftovers,
     only_run,
@@ -56,8 +57,10 @@ def _running() -> str:
 def _kill_and_remove(run_id: str) -> None:
     """The run is manageable: kill ends it as killed, rm forgets it and its process."""
     assert seglab("kill", run_id).stdout.strip() == f"{run_id}: killed"
-    assert consistent()[run_id]["status"] == "killed"
+    row = consistent()[run_id]
+    assert row["status"] == "killed"
     assert held() == {}
+    assert events_whole(run_id, row["run_dir"]) > 0
     seglab("rm", run_id)
     assert run_id not in consistent()
     assert leftovers(run_id) == []
@@ -79,7 +82,7 @@ def test_a_run_killed_after_its_process_started_is_adopted(step: str) -> None:
     run_id = only_run()
     assert found[run_id]["status"] in ("starting", "running")
     assert list(held().values()) == [run_id]
-    wait_status(run_id, "running")
+    wait_for(lambda: (rows()[run_id]["iteration"] or 0) >= 1, 180, f"{run_id} to train")
     _kill_and_remove(run_id)
 
 
@@ -101,6 +104,7 @@ def test_a_stop_killed_after_its_signal_ends_the_run_stopped() -> None:
     assert row["status"] == "stopped"
     assert consistent()[run_id]["status"] == "stopped"
     assert held() == {}
+    assert events_whole(run_id, row["run_dir"]) > 0
     seglab("rm", run_id)
 
 
@@ -110,6 +114,7 @@ def test_a_kill_killed_midway_is_finished_and_the_run_is_killed(step: str) -> No
     crash(step, "kill", run_id)
     row = consistent()[run_id]
     assert (row["status"], row["exit_code"]) == ("killed", 137)
+    assert events_whole(run_id, row["run_dir"]) > 0
     assert held() == {}
     assert [state for _, state in process_runs()] == ["exited"]
     seglab("rm", run_id)
