@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -114,18 +116,49 @@ def split_csv(line: str) -> list[str]:
     return next(csv.reader((line,), skipinitialspace=True), [])
 
 
+def split_gpu_line(plan: FieldPlan, line: str) -> list[str]:
+    """The cells of one ``--query-gpu`` line: a plain ``, `` split when that gives the plan's
+    columns and nothing is quoted, else the CSV reader's (the stream's per-sample path)."""
+    if '"' not in line:
+        cells = line.split(", ")
+        if len(cells) == len(plan.attributes):
+            return cells
+    return split_csv(line)
+
+
+def _number(cell: str) -> float | None:
+    try:
+        value = float(cell)
+    except ValueError:
+        return values.number(cell)  # a unit, or an absent-value token
+    return value if math.isfinite(value) else None
+
+
+def _integer(cell: str) -> int | None:
+    try:
+        return int(cell)
+    except ValueError:
+        return values.integer(cell)  # hexadecimal, a unit, or an absent-value token
+
+
+@functools.lru_cache(maxsize=16)
+def _converters(attributes: tuple[str, ...]) -> tuple[Callable[[str], Any], ...]:
+    """How each column of a plan is read (decided once per plan, not per cell)."""
+    return tuple(
+        values.text if a in _TEXT else _integer if a in _INT else _number for a in attributes
+    )
+
+
 def parse_gpu_row(plan: FieldPlan, cells: Sequence[str], host: str, now: float) -> ParsedRow:
     """A sample from the cells of one ``--query-gpu`` line (raises ValueError if partial)."""
     if len(cells) != len(plan.attributes):
         raise ValueError(f"expected {len(plan.attributes)} columns, got {len(cells)}")
-    kwargs: dict[str, Any] = {}
-    for attribute, cell in zip(plan.attributes, cells, strict=True):
-        if attribute in _TEXT:
-            kwargs[attribute] = values.text(cell)
-        elif attribute in _INT:
-            kwargs[attribute] = values.integer(cell)
-        else:
-            kwargs[attribute] = values.number(cell)
+    kwargs: dict[str, Any] = {
+        attribute: convert(cell)
+        for attribute, convert, cell in zip(
+            plan.attributes, _converters(plan.attributes), cells, strict=True
+        )
+    }
     if kwargs["index"] is None or kwargs["uuid"] is None:
         raise ValueError("line has no GPU index or UUID")
     count = kwargs.pop("count", None)
@@ -138,7 +171,7 @@ def parse_csv_table(plan: FieldPlan, text: str, host: str, now: float) -> list[G
     """Every GPU of a whole ``--query-gpu`` output (header lines are skipped)."""
     samples = []
     for line in text.splitlines():
-        cells = split_csv(line)
+        cells = split_gpu_line(plan, line) if line.strip() else []
         if not cells or cells[0] == plan.fields[0]:
             continue
         samples.append(parse_gpu_row(plan, cells, host, now).sample)
@@ -420,19 +453,28 @@ class SmiSource:
         raise SmiError(f"the nvidia-smi stream ended ({detail}){suffix}")
 
     async def _read(self, stream: Stream, noise: list[str]) -> None:
+        try:
+            async with asyncio.timeout(self.stall_after) as stall:
+                await self._read_lines(stream, noise, stall)
+        except TimeoutError as exc:
+            raise SmiError(f"nvidia-smi sent nothing for {self.stall_after:g} s") from exc
+
+    async def _read_lines(self, stream: Stream, noise: list[str], stall: asyncio.Timeout) -> None:
+        """Read samples until the stream ends; ``stall`` is pushed back once per complete
+        tick (one timer per tick, not one task per line as ``wait_for`` would make)."""
         assert self.plan is not None
+        loop = asyncio.get_running_loop()
         seen: set[int] = set()
         while True:
-            try:
-                line = await asyncio.wait_for(stream.readline(), self.stall_after)
-            except asyncio.TimeoutError as exc:
-                raise SmiError(f"nvidia-smi sent nothing for {self.stall_after:g} s") from exc
+            line = await stream.readline()
             if line is None:
                 return
             if not line.strip():
                 continue
             try:
-                row = parse_gpu_row(self.plan, split_csv(line), self.host, time.time())
+                row = parse_gpu_row(
+                    self.plan, split_gpu_line(self.plan, line), self.host, time.time()
+                )
             except ValueError:
                 self.partial_lines += 1
                 noise.append(line)
@@ -449,6 +491,7 @@ class SmiSource:
                 seen.clear()
                 self._updated = sample.time
                 self._set(HostStatus.OK, None)
+                stall.reschedule(loop.time() + self.stall_after)
 
     async def _poll_apps(self) -> None:
         """Processes (and MIG devices) at the lower rate, while the stream runs."""
