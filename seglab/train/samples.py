@@ -90,28 +90,36 @@ def shrink_grid(height: int, width: int) -> tuple[npt.NDArray[np.intp], npt.NDAr
     return np.minimum(rows, height - 1), np.minimum(cols, width - 1)
 
 
-def error_map(pred: U8, label: U8) -> tuple[U8, dict[str, int]]:
-    """Error-map colours of `pred` against `label` and the pixel count of each outcome."""
+def error_counts(pred: U8, label: U8) -> dict[str, int]:
+    """Pixels predicted correctly, wrongly, and ignored (label 255) in `label`."""
     ignored = label == IGNORE_INDEX
-    correct = (pred == label) & ~ignored
-    wrong = ~correct & ~ignored
-    out = np.empty((*label.shape, 3), dtype=np.uint8)
-    counts = {}
-    for name, mask in (("correct", correct), ("wrong", wrong), ("ignored", ignored)):
-        out[mask] = ERROR_COLOURS[name]
-        counts[name] = int(mask.sum())
-    return out, counts
+    correct = int(np.count_nonzero((pred == label) & ~ignored))
+    skipped = int(np.count_nonzero(ignored))
+    return {"correct": correct, "wrong": label.size - correct - skipped, "ignored": skipped}
+
+
+_ERROR_TABLE = np.array(
+    [ERROR_COLOURS["correct"], ERROR_COLOURS["wrong"], ERROR_COLOURS["ignored"]], dtype=np.uint8
+)
+
+
+def error_map(pred: U8, label: U8) -> U8:
+    """The error map's colours of `pred` against `label` (:data:`ERROR_COLOURS`)."""
+    code = np.where(label == IGNORE_INDEX, 2, (pred != label).astype(np.uint8))
+    return _ERROR_TABLE[code]
 
 
 @dataclass
 class Reference:
-    """One sample's image and ground truth (full resolution) and its display grid."""
+    """One sample's ground truth (full resolution), its display grid, and the image and
+    ground truth on that grid."""
 
     index: int
     name: str
-    image: U8
     label: U8
     grid: tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]
+    small_image: U8
+    small_label: U8
 
 
 class SampleWriter:
@@ -138,8 +146,10 @@ class SampleWriter:
         ref = self._refs.get(index)
         if ref is None:
             image, label = self.dataset.read(index)
-            grid = shrink_grid(*label.shape)
-            ref = Reference(index, sample_id(self.dataset, index), image, label, grid)
+            rows, cols = grid = shrink_grid(*label.shape)
+            name = sample_id(self.dataset, index)
+            small = (image[np.ix_(rows, cols)], label[np.ix_(rows, cols)])
+            ref = Reference(index, name, label, grid, *small)
             self._refs[index] = ref
         return ref
 
@@ -175,11 +185,12 @@ class SampleWriter:
             self._write_reference(ref)
             rows, cols = ref.grid
             pred = preds[index]
-            error, counts = error_map(pred, ref.label)
-            small_pred = colourise(pred[np.ix_(rows, cols)], self.table)
-            small_image = ref.image[np.ix_(rows, cols)]
-            overlay = ((small_image.astype(np.uint16) + small_pred) // 2).astype(np.uint8)
-            views = {"pred": small_pred, "overlay": overlay, "error": error[np.ix_(rows, cols)]}
+            counts = error_counts(pred, ref.label)
+            small = pred[np.ix_(rows, cols)]
+            small_pred = colourise(small, self.table)
+            overlay = ((ref.small_image.astype(np.uint16) + small_pred) // 2).astype(np.uint8)
+            error = error_map(small, ref.small_label)
+            views = {"pred": small_pred, "overlay": overlay, "error": error}
             for view, rgb in views.items():
                 write_atomic(folder / f"{ref.name}_{view}.png", encode_png(rgb))
             if tb is not None:
@@ -210,7 +221,6 @@ class SampleWriter:
         if image_path.is_file():
             return
         folder.mkdir(parents=True, exist_ok=True)
-        rows, cols = ref.grid
-        gt = colourise(ref.label[np.ix_(rows, cols)], self.table)
+        gt = colourise(ref.small_label, self.table)
         write_atomic(folder / f"{ref.name}_gt.png", encode_png(gt))
-        write_atomic(image_path, encode_png(ref.image[np.ix_(rows, cols)]))
+        write_atomic(image_path, encode_png(ref.small_image))
