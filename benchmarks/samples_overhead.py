@@ -40,7 +40,7 @@ CLASSES = 19
 
 
 class Frames(SegDataset):
-    """Cityscapes-sized frames: blocky labels (some ignored), a textured image."""
+    """Cityscapes-sized frames: blocky labels (some ignored), a shaded, noisy image."""
 
     def __init__(self, count: int) -> None:
         self.count = count
@@ -53,7 +53,12 @@ class Frames(SegDataset):
         blocks = rng.integers(0, CLASSES + 1, (32, 64))
         label = blocks.repeat(32, 0).repeat(32, 1).astype(np.uint8)
         label[label == CLASSES] = 255
-        image = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+        # A street-scene stand-in: each class region its own colour, a vertical gradient,
+        # sensor noise (incompressible noise alone would make PNG encoding the worst case).
+        tint = rng.integers(40, 220, (CLASSES + 1, 3))[np.minimum(label, CLASSES)]
+        shade = np.linspace(0.7, 1.1, HEIGHT)[:, None, None]
+        noise = rng.normal(0.0, 6.0, (HEIGHT, WIDTH, 3))
+        image = np.clip(tint * shade + noise, 0, 255).astype(np.uint8)
         return image, label
 
     def image_size(self, index: int) -> tuple[int, int]:

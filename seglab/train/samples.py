@@ -78,7 +78,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 def encode_png(rgb: U8) -> bytes:
     """An HxWx3 uint8 array as PNG bytes."""
     buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=3)
+    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

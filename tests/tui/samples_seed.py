@@ -82,8 +82,9 @@ def write_samples(run_dir: Path, quality: float) -> None:
         (folder / "index.json").write_text(json.dumps(index))
 
 
-def seed_sample_runs(state_dir: Path, runs_root: Path) -> list[str]:
-    """The two runs in the registry at `state_dir`, their run dirs under `runs_root`."""
+def seed_sample_runs(state_dir: Path, runs_root: Path, host: str = "local") -> list[str]:
+    """The two runs (on `host`) in the registry at `state_dir`, their run dirs under
+    `runs_root`."""
     ids = []
     with Registry(state_dir / "registry.sqlite3") as registry:
         for order, (run_id, variant, quality) in enumerate(RUNS):
@@ -95,7 +96,7 @@ def seed_sample_runs(state_dir: Path, runs_root: Path) -> list[str]:
                     recipe="abl",
                     variant=variant,
                     recipe_sha="0" * 12,
-                    host="local",
+                    host=host,
                     runtime="process",
                     run_dir=str(run_dir),
                     status=RunStatus.FINISHED,
