@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, cast
 
 from PIL import Image as PILImage
 from rich.text import Text
@@ -70,8 +70,8 @@ class PreviewScreen(ModalScreen[None]):
         Binding("escape,q,p", "dismiss", "close"),
         Binding("left", "image(-1)", "previous image"),
         Binding("right", "image(1)", "next image"),
-        Binding("up", "iteration(-1)", "earlier evaluation"),
-        Binding("down", "iteration(1)", "later evaluation"),
+        Binding("up,shift+left", "iteration(-1)", "earlier evaluation"),
+        Binding("down,shift+right", "iteration(1)", "later evaluation"),
         Binding("v", "variants", "all variants"),
         Binding("e", "view", "overlay/prediction/error"),
     ]
@@ -223,6 +223,20 @@ class PreviewScreen(ModalScreen[None]):
     async def action_dismiss(self, result: None = None) -> None:
         """Close."""
         self.dismiss(result)
+
+
+class HasWorkstation(Protocol):
+    """An app that holds a workstation (the dashboard)."""
+
+    @property
+    def workstation(self) -> Workstation:
+        """The façade."""
+
+
+def compare_samples(app: object, runs: Sequence[tuple[str, str]]) -> PreviewScreen:
+    """A preview of `runs` side by side (the comparison's `p`), on `app`'s workstation."""
+    holder = cast("HasWorkstation", app)
+    return PreviewScreen(holder.workstation, runs, runs)
 
 
 def _panel(caption: str, png: bytes) -> Vertical:

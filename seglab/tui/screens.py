@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Static
 
@@ -73,14 +73,20 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "close")]
 
     def compose(self) -> ComposeResult:
-        """One line per key."""
-        text = Text("seglab keys\n\n", style="bold")
+        """One line per key, in a scrolling dialog that says how to scroll and close."""
+        text = Text()
         for key, what in KEYS:
             text.append(f"{key:>8}  ", style="bold cyan")
             text.append(f"{what}\n")
         text.append("\nescape closes this help", style="dim")
-        with Vertical(classes="dialog"):
+        with VerticalScroll(classes="dialog", id="help") as dialog:
+            dialog.border_title = "seglab keys"
+            dialog.border_subtitle = "↑↓ pgup pgdn scroll · escape closes"
             yield Static(text, id="help-text")
+
+    def on_mount(self) -> None:
+        """Focus the text's scroller, so that the arrow keys scroll it."""
+        self.query_one("#help", VerticalScroll).focus()
 
     async def action_dismiss(self, result: None = None) -> None:
         """Close."""
@@ -128,7 +134,10 @@ def comparison_table(
 class CompareScreen(ModalScreen[None]):
     """Variants of an ablation side by side."""
 
-    BINDINGS = [Binding("escape,q,c", "dismiss", "close")]
+    BINDINGS = [
+        Binding("escape,q,c", "dismiss", "close"),
+        Binding("p", "samples", "samples side by side"),
+    ]
 
     def __init__(
         self, title: str, rows: Sequence[Comparison], class_names: Sequence[str] | None
@@ -139,15 +148,17 @@ class CompareScreen(ModalScreen[None]):
         self.class_names = class_names
 
     def compose(self) -> ComposeResult:
-        """Title, table, hint."""
-        with Vertical(classes="dialog wide-dialog"):
-            yield Static(Text(self.title_text, style="bold"), id="compare-title")
-            yield DataTable(id="compare", cursor_type="row")
-            yield Static("best value per column in green · escape closes", classes="hint")
+        """The table, titled, with the hint in its border (it scrolls when it does not fit)."""
+        table: DataTable[Text] = DataTable(
+            id="compare", cursor_type="row", classes="dialog wide-dialog"
+        )
+        table.border_title = self.title_text
+        table.border_subtitle = "best value per column in green · arrows scroll · escape closes"
+        yield table
 
     def on_mount(self) -> None:
         """Fill the table."""
-        table = self.query_one("#compare", DataTable)
+        table: DataTable[Text] = self.query_one("#compare", DataTable)
         header, body = comparison_table(self.rows, self.class_names)
         for label in header:
             table.add_column(label)
@@ -157,3 +168,10 @@ class CompareScreen(ModalScreen[None]):
     async def action_dismiss(self, result: None = None) -> None:
         """Close."""
         self.dismiss(result)
+
+    def action_samples(self) -> None:
+        """The same prediction sample across these runs, side by side (docs/report.md)."""
+        from seglab.tui.preview import compare_samples  # images: imported when opened
+
+        runs = [(row.run_id, row.variant) for row in self.rows]
+        self.app.push_screen(compare_samples(self.app, runs))

@@ -107,6 +107,28 @@ async def test_preview_steps_through_images_iterations_and_variants(
 
 
 @sync
+async def test_comparison_shows_one_image_across_variants(
+    make_app: Callable[[], SeglabApp],
+) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _rows(pilot)
+        await select_run(pilot, "abl.half.aaaaaa")
+        await pilot.press("c")
+        await wait_until(pilot, lambda: app.screen.query("#compare"), 10, "the comparison")
+        await pilot.press("p")
+        screen = await wait_until(
+            pilot, lambda: isinstance(app.screen, PreviewScreen) and app.screen, 10, "samples"
+        )
+        captions = await wait_until(
+            pilot, lambda: len(_captions(screen)) == 4 and _captions(screen), 20, "panels"
+        )
+        assert sorted(captions[2:]) == ["res=full: overlay", "res=half: overlay"]
+        await pilot.press("shift+left")
+        await wait_until(pilot, lambda: "iter 4 (1/2)" in _title(screen), 10, "earlier eval")
+
+
+@sync
 async def test_class_iou_heat_table_worst_classes_first(make_app: Callable[[], SeglabApp]) -> None:
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
@@ -160,12 +182,12 @@ def _wait_screen(tmux: list[str], predicate: Callable[[str], bool], what: str) -
     raise AssertionError(f"no {what} after 30 s:\n{_screen(tmux)}")
 
 
-@pytest.mark.docker  # the dashboard's runs poll asks the local Docker engine for its version
 def test_preview_in_tmux_at_80x24(tmux: list[str], tmp_path: Path) -> None:
     state = paths.state_dir()
     state.mkdir(parents=True, exist_ok=True)
     seed_sample_runs(state, tmp_path / "runs")
-    env = {**os.environ, "TERM": "xterm-256color"}
+    # No Docker engine: runs a shared engine holds must not show up.
+    env = {**os.environ, "TERM": "xterm-256color", "DOCKER_HOST": "unix:///nonexistent/s.sock"}
     command = f"cd {REPO} && {sys.executable} -m seglab"
     subprocess.run(
         [*tmux, "new-session", "-d", "-s", "seglab", "-x", "80", "-y", "24", command],
