@@ -2,9 +2,9 @@
 
 `seglab --version`, `seglab ps --json` and `seglab gpus --json` on a fresh local-only
 workstation (isolated XDG dirs, no Docker engine socket, the stand-in nvidia-smi on PATH),
-against `python3 -c pass` (the venv's interpreter, no shim) and `docker ps` (when a docker CLI and engine answer), and `ps`
-with 10, 1,000 and 10,000 finished runs in the registry. All commands interleaved,
-``--rounds`` times each; median, min and max.
+against `python3 -c pass` (the venv's interpreter, no shim) and `docker ps` (when a
+docker CLI and engine answer), and `ps` with 10, 1,000 and 10,000 finished runs in the
+registry. All commands interleaved, ``--rounds`` times each; median, min and max.
 
     .venv/bin/python benchmarks/cli_latency.py --rounds 7
 
