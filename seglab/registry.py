@@ -181,6 +181,19 @@ class UnknownRunError(SeglabError):
         )
 
 
+class AmbiguousRunError(SeglabError):
+    """A run id prefix that more than one run starts with."""
+
+    def __init__(self, prefix: str, matches: Sequence[str]) -> None:
+        self.prefix = prefix
+        self.matches = list(matches)
+        shown = ", ".join(self.matches[:10]) + (", ..." if len(self.matches) > 10 else "")
+        super().__init__(
+            f"{prefix!r} names {len(self.matches)} runs: {shown}",
+            "type more of the run id",
+        )
+
+
 @dataclass(frozen=True)
 class Member:
     """One host's part of a multi-node run: its GPUs, its container/process, its run dir."""
@@ -428,6 +441,34 @@ class Registry:
     def has_run(self, run_id: str) -> bool:
         """Whether the registry holds a run with this id."""
         return bool(self._rows("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)))
+
+    def resolve(self, text: str) -> str:
+        """The full id of the run ``text`` names: the run of that id, else the one run whose
+        id starts with ``text``, else the one whose short id (the hex after the last dot)
+        does. Raises AmbiguousRunError listing the matches, or UnknownRunError."""
+        if self.has_run(text):
+            return text
+        pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        ids = [
+            str(row[0])
+            for row in self._rows(
+                "SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\' ORDER BY run_id",
+                (f"{pattern}%",),
+            )
+            if str(row[0]).startswith(text)  # LIKE ignores ASCII case
+        ]
+        if not ids and text:
+            ids = [
+                str(row[0])
+                for row in self._rows("SELECT run_id FROM runs ORDER BY run_id")
+                if str(row[0]).rsplit(".", 1)[-1].startswith(text)
+            ]
+        if len(ids) == 1:
+            return ids[0]
+        if ids:
+            raise AmbiguousRunError(text, ids)
+        known = [r[0] for r in self._rows("SELECT run_id FROM runs")]
+        raise UnknownRunError(text, known)
 
     def get_run(self, run_id: str) -> RunRecord:
         """The run with this id (UnknownRunError, with a did-you-mean, if there is none)."""

@@ -311,8 +311,14 @@ class Workstation:
         """Start queued runs whose GPUs are free, then the named runs, refreshed."""
         return self._runs_desk().watch(run_ids)
 
+    def resolve_run(self, text: str) -> str:
+        """The full id of the run ``text`` names (a whole id, a unique prefix, or a unique
+        short id); every method here that takes a run id accepts those."""
+        return self._run_registry().resolve(text)
+
     def stop(self, run_id: str, timeout: float = 60.0) -> RunRow:
         """Stop a run gracefully: SIGTERM, ``timeout`` s to checkpoint, then SIGKILL."""
+        run_id = self.resolve_run(run_id)
         self._leave_host_queue(run_id)
         return self._runs_desk().stop(run_id, timeout)
 
@@ -322,6 +328,7 @@ class Workstation:
 
     def move_queued(self, run_id: str, steps: int) -> QueuedRun:
         """Move a run ``steps`` places up its host's queue (negative: down)."""
+        run_id = self.resolve_run(run_id)
         return self._run_manager().submitter.host_queues.move(run_id, steps)
 
     def _leave_host_queue(self, run_id: str) -> None:
@@ -332,15 +339,18 @@ class Workstation:
 
     def kill(self, run_id: str) -> RunRow:
         """Kill a run now (work since its last checkpoint is lost)."""
+        run_id = self.resolve_run(run_id)
         return self._runs_desk().kill(run_id)
 
     def resume(self, run_id: str) -> RunRow:
         """Start a stopped or failed run again from its last checkpoint."""
+        run_id = self.resolve_run(run_id)
         return self._runs_desk().resume(run_id)
 
     def remove(self, run_id: str, purge: bool = False, force: bool = False) -> None:
         """Forget an ended run (``force``: a running one too); its run dir stays unless
         ``purge``."""
+        run_id = self.resolve_run(run_id)
         self._leave_host_queue(run_id)
         self._runs_desk().remove(run_id, purge, force)
 
@@ -348,14 +358,17 @@ class Workstation:
         self, run_id: str, follow: bool = False, tail: int | None = None, member: int = 0
     ) -> Iterator[LogLine]:
         """A run's log as whole lines (of member ``member``), followed if asked."""
+        run_id = self.resolve_run(run_id)
         return self._runs_desk().logs(run_id, follow, tail, member)
 
     def metrics(self, run_id: str) -> RunMetrics:
         """A run's evaluations and training progress."""
+        run_id = self.resolve_run(run_id)
         return self._runs_desk().metrics(run_id)
 
     def run_exports(self, run_id: str) -> list[str]:
         """``FORMAT: PATH`` (or ``FORMAT failed: why``) of each export a run's end event lists."""
+        run_id = self.resolve_run(run_id)
         record = self._run_registry().get_run(run_id)
         ends = self._run_registry().events(run_id, kind="end")
         exports = ends[-1].data.get("exports") or [] if ends else []
@@ -416,12 +429,14 @@ class Workstation:
 
     def class_names(self, run_id: str) -> list[str] | None:
         """The class names a run's trainer announced in its start event."""
+        run_id = self.resolve_run(run_id)
         return self._runs_desk().class_names(run_id)
 
     # -- run files and shells --------------------------------------------------------
 
     def pull(self, run_id: str, what: Literal["export", "best", "all"], dest: Path) -> list[Path]:
         """Copy a run's export folder, best checkpoint or whole run dir into ``dest``."""
+        run_id = self.resolve_run(run_id)
         record = self._run_registry().get_run(run_id)
         if not record.run_dir:
             raise RunError(f"run {run_id} has no run directory yet (status {record.status})")
@@ -448,6 +463,7 @@ class Workstation:
 
     def shell_command(self, run_id: str) -> tuple[list[str], dict[str, str]]:
         """The `docker exec -it` command (and environment) for a shell in a run's container."""
+        run_id = self.resolve_run(run_id)
         record = self._run_registry().get_run(run_id)
         if record.runtime != RuntimeKind.DOCKER:
             where = record.run_dir or "its run dir"
@@ -503,6 +519,7 @@ class Workstation:
     def run_summary(self, run_id: str, images: bool = True) -> RunSummary:
         """A run's provenance and numbers; with ``images``, its latest prediction samples
         (a remote run's read over its host's connection)."""
+        run_id = self.resolve_run(run_id)
         from seglab.report.gather import gather
         from seglab.report.provenance import image_digest
 
@@ -524,6 +541,7 @@ class Workstation:
 
     def sample_iterations(self, run_id: str) -> list[int]:
         """The evaluations of a run that have complete prediction samples, ascending."""
+        run_id = self.resolve_run(run_id)
         from seglab.report.gather import sample_iterations
 
         record = self._run_registry().get_run(run_id)
@@ -533,6 +551,7 @@ class Workstation:
 
     def samples(self, run_id: str, iteration: int) -> list[SampleImage]:
         """The prediction samples of one evaluation of a run (PNG bytes per view)."""
+        run_id = self.resolve_run(run_id)
         from seglab.report.gather import read_index, read_samples
 
         record = self._run_registry().get_run(run_id)
