@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -102,13 +103,18 @@ def register(subparsers: Any) -> None:
         "logs",
         "show a run's log",
         "Print a run's log (its trainer's output, whole lines). With -f, keep\n"
-        "following until the run ends. Event lines (@seglab {...}) are shown\n"
-        "unless --no-events.",
+        "following until the run ends. The trainer's event lines (@seglab {...},\n"
+        "what `seglab metrics` and the dashboard read) are hidden unless --events.\n"
+        "Control sequences in a run's output never reach the terminal; --json prints\n"
+        "one JSON object per line with the raw text.",
     )
     logs.add_argument("run_id", metavar="RUN")
     logs.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
     logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
-    logs.add_argument("--no-events", action="store_true", help="hide @seglab event lines")
+    logs.add_argument("--events", action="store_true", help="show the @seglab event lines too")
+    logs.add_argument(
+        "--json", action="store_true", help="one JSON object per line: text (raw), time"
+    )
     logs.add_argument(
         "--member",
         type=int,
@@ -273,9 +279,13 @@ def _logs(args: argparse.Namespace) -> int:
     ws = _workstation()
     ws.find_runs()
     for line in ws.logs(args.run_id, follow=args.follow, tail=args.tail, member=args.member):
-        if args.no_events and PREFIX in line.text:
+        if not args.events and PREFIX in line.text:
             continue
-        print(safe_line(line.text), flush=args.follow)
+        if args.json:  # the raw text, escaped by JSON: safe for any terminal
+            stamp = None if line.time is None else line.time.isoformat()
+            print(json.dumps({"text": line.text, "time": stamp}), flush=args.follow)
+        else:
+            print(safe_line(line.text), flush=args.follow)
     return 0
 
 

@@ -58,7 +58,7 @@ def test_grid_on_the_remote_engine(
                 docker_client.containers.get(f"seglab-{run_id}")
             assert container.labels["seglab.run_dir"].startswith(str(remote_lab))
 
-        followed = seglab("logs", "-f", ids[0], timeout=600).stdout.splitlines()
+        followed = seglab("logs", "--events", "-f", ids[0], timeout=600).stdout.splitlines()
         kinds = [e.kind for e in (parse_line(x) for x in followed if PREFIX in x) if e]
         assert kinds[0] == "start" and kinds[-1] == "end" and "eval" in kinds
 

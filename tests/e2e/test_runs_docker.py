@@ -180,7 +180,7 @@ ablate:
     for path in (Path(os.environ["XDG_STATE_HOME"]) / "seglab").glob("registry.sqlite3*"):
         path.unlink()
 
-    followed = seglab("logs", "-f", ids[0], timeout=600).stdout.splitlines()
+    followed = seglab("logs", "--events", "-f", ids[0], timeout=600).stdout.splitlines()
     events = [parse_line(line) for line in followed if PREFIX in line]
     assert events[0] is not None and events[0].kind == "start"
     assert events[-1] is not None and events[-1].kind == "end"

@@ -108,7 +108,7 @@ def test_grid_in_parallel_reattached_after_seglab_is_sigkilled(isolated_xdg: Pat
     for path in state.glob("registry.sqlite3*"):
         path.unlink()
 
-    followed = seglab("logs", "-f", ids[0], timeout=600).stdout.splitlines()
+    followed = seglab("logs", "--events", "-f", ids[0], timeout=600).stdout.splitlines()
     event_lines = [line for line in followed if PREFIX in line]
     kinds = [parse_line(line).kind for line in event_lines]  # type: ignore[union-attr]
     assert kinds[0] == "start" and kinds[-1] == "end" and "eval" in kinds

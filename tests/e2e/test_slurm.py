@@ -168,7 +168,7 @@ def test_grid_is_one_job_array_pending_running_finished(cluster: Path) -> None:
     for path in (Path(os.environ["XDG_STATE_HOME"]) / "seglab").glob("registry.sqlite3*"):
         path.unlink()
     assert {r["run_id"] for r in ps() if r["runtime"] == "slurm"} == {*ids, extra}
-    followed = seglab("logs", "-f", ids[0], timeout=600).stdout.splitlines()
+    followed = seglab("logs", "--events", "-f", ids[0], timeout=600).stdout.splitlines()
     kinds = [json.loads(line.split(PREFIX, 1)[1])["kind"] for line in followed if PREFIX in line]
     assert kinds[0] == "start" and kinds[-1] == "end" and "eval" in kinds
     rows = {
@@ -183,7 +183,7 @@ def test_grid_is_one_job_array_pending_running_finished(cluster: Path) -> None:
         records = events_file(row["run_dir"])
         assert max(r["miou"] for r in records if r["kind"] == "eval") == row["best_miou"]
         assert records[-1]["kind"] == "end" and records[-1]["status"] == "finished"
-        log = seglab("logs", run_id).stdout
+        log = seglab("logs", "--events", run_id).stdout
         assert "@seglab" in log  # the job's --output is the run dir's train.log
         assert _job(spec)["JobState"] == "COMPLETED"
     assert seglab("ps", "--json").stdout.strip() == "[]"
@@ -374,7 +374,7 @@ def test_a_login_node_reached_over_ssh(
         for run_id in ids:
             assert rows[run_id]["status"] == "finished", rows[run_id]
             assert rows[run_id]["best_miou"] is not None
-            log = seglab("logs", "--tail", "3", run_id).stdout.splitlines()
+            log = seglab("logs", "--events", "--tail", "3", run_id).stdout.splitlines()
             assert len(log) == 3 and '"kind":"end"' in log[-1]  # read over SSH
         # Without the registry, the runs are found again by listing the login node's files.
         for path in (Path(os.environ["XDG_STATE_HOME"]) / "seglab").glob("registry.sqlite3*"):

@@ -4,6 +4,7 @@ longer than the cap."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -103,3 +104,52 @@ def test_logs_puts_only_safe_bytes_on_the_terminal() -> None:
     assert lines[6] == "end"
     assert lines[7].startswith("␍ 42%|####") and lines[7].endswith(" bytes cut]")
     assert all(len(line.encode()) < 4 * MAX_LINE_BYTES for line in lines)
+
+
+EVENTFUL = textwrap.dedent(
+    r"""
+    import sys
+    print("epoch 1 \x1b]0;title\x07done")
+    print('@seglab {"v":1,"kind":"train","seq":1,"time":0,"iter":1}')
+    print("bye")
+    """
+)
+
+
+def test_logs_hides_event_lines_unless_asked_and_json_keeps_the_raw_text() -> None:
+    run_id = "eventful.default.d4e5f6"
+    runtime = ProcessRuntime(paths.default_runs_root())
+    ref = runtime.launch(
+        LaunchSpec(
+            name=run_id,
+            image="unused",
+            command=(sys.executable, "-c", EVENTFUL),
+            labels={"seglab.run_id": run_id, "seglab.recipe": "eventful"},
+            log_path=paths.default_runs_root() / run_id / "train.log",
+        )
+    )
+    assert runtime.wait(ref, 60) == 0
+    with Registry() as registry:
+        registry.upsert_run(
+            RunRecord(
+                run_id=run_id,
+                recipe="eventful",
+                variant="default",
+                host="local",
+                runtime="process",
+                handle=ref,
+                run_dir=str(Path(ref)),
+                status=RunStatus.FINISHED,
+                started_at=time.time(),
+            )
+        )
+
+    def logs(*flags: str) -> list[str]:
+        argv = [sys.executable, "-m", "seglab", "logs", *flags, "d4e5"]  # a short id
+        out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120)
+        return out.stdout.splitlines()
+
+    assert logs() == ["epoch 1 ␛done", "bye"]
+    assert logs("--events")[1].startswith("@seglab ")
+    raw = [json.loads(line)["text"] for line in logs("--json", "--events")]
+    assert raw[0] == "epoch 1 \x1b]0;title\x07done" and len(raw) == 3
