@@ -32,8 +32,8 @@ from seglab.runtime import EngineUnavailable, HostUnreachable, RunInfo, RunNotFo
 log = logging.getLogger(__name__)
 
 # A reservation this old whose run has ended or is gone, with no intent on it, is released
-# (younger ones may belong to a launch between placement and its intent).
-ORPHAN_RESERVATION_S = 60.0
+# (younger ones may belong to a grid whose later variants wait for a launch slot).
+ORPHAN_RESERVATION_S = 900.0
 
 Found = tuple[str, str, RunInfo]  # (host, runtime kind, the run as listed)
 
