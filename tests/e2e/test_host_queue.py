@@ -16,7 +16,7 @@ import pytest
 
 from seglab.hostqueue.store import HostQueue
 from seglab.runtime.procwrap import PROCESS_FILE
-from tests.e2e.runlib import RECIPES, REPO, events_file, ps, wait_for
+from tests.e2e.runlib import RECIPES, REPO, events_file, ps, seglab, wait_for
 from tests.standin import use_standin
 
 pytestmark = pytest.mark.slow
@@ -75,7 +75,11 @@ def test_grid_goes_on_after_the_workstation_is_killed(
     assert workstation.stdout is not None
     ids = [workstation.stdout.readline().strip() for _ in range(6)]
     queue = HostQueue(runs)
-    assert len(queue.items()) == 4, "two start at once, four wait in the host's queue"
+    waiting = json.loads(seglab("queue", "--json").stdout)
+    assert [(w["host"], w["position"]) for w in waiting] == [("local", i) for i in (1, 2, 3, 4)]
+    assert [w["run_id"] for w in waiting] == ids[2:], "two start at once, four wait"
+    assert "queued on local: local:0 held by seglab run" in waiting[0]["why"]
+    assert "position 1 on local" in seglab("queue", "up", ids[5], "3").stdout
     workstation.send_signal(signal.SIGKILL)
     workstation.wait()
 
@@ -94,6 +98,7 @@ def test_grid_goes_on_after_the_workstation_is_killed(
     journal = queue.journal()
     started = [e["run_id"] for e in journal if e["kind"] == "started"]
     assert len(started) == len(set(started)) == 4
+    assert started[0] == ids[5], "moved to the front, started first"
     assert {e["run_id"] for e in journal if e["kind"] == "ended"} == set(started)
     assert set(started) < set(ids)
 
