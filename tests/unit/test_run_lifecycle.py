@@ -593,3 +593,11 @@ def test_a_recipe_whose_activations_cannot_fit_the_gpu_is_refused(lab: Lab) -> N
         lab.submit(path)
     assert lab.registry.list_runs() == [] and lab.held() == {}
     assert lab.fake.launched == []
+
+
+def test_a_rebuilt_registry_keeps_each_runs_creation_time(lab: Lab) -> None:
+    (record,) = lab.submit(grid(lab.tmp, 1))
+    created = lab.registry.get_run(record.run_id).created_at
+    lab.registry.delete_run(record.run_id)  # as a registry set aside and started afresh
+    assert lab.new_manager().reconcile() == [record.run_id]
+    assert lab.registry.get_run(record.run_id).created_at == pytest.approx(created, abs=0.001)
