@@ -130,6 +130,7 @@ class Runner:
     ) -> list[dict[str, Any]]:
         """Start the requests that fit now; the ones left waiting, in order."""
         scheduler = Scheduler(manager.inventory, self.registry, self._states(host))
+        manager.launcher.gpu_states = scheduler.states  # the launch-time memory check
         waiting = []
         for item in items:
             record = record_of(item)
