@@ -59,6 +59,7 @@ class Submitter:
         """
         if not variants:
             raise RunError(f"{recipe_file.path}: no variants selected")
+        self.launcher.gpu_states = scheduler.states  # the launch-time memory check reads it
         slurm = [p for p in pools if p.host and self.inventory.get(p.host).kind == "slurm"]
         if slurm:
             if len(pools) != 1 or slurm[0].gpus:
@@ -248,6 +249,7 @@ class Submitter:
         queues are their runners' to start: see :meth:`sync_host_queues`)."""
         self.sync_host_queues()
         started = []
+        self.launcher.gpu_states = scheduler.states
         for item in self.registry.pending():
             claimed = self.registry.claim(item.id)
             if claimed is None:
