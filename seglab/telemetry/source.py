@@ -217,7 +217,7 @@ class Telemetry:
     def _decorate(self, state: HostState) -> HostState:
         if state.host in self._crashed:
             state = replace(state, status=HostStatus.ERROR, message=self._crashed[state.host])
-        if state.host in self._local and state.host_sample is None:
+        if state.host in self._local:  # read now: a no-GPU host's state is otherwise fixed
             state = replace(state, host_sample=local_host_sample())
         return state
 

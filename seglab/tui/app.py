@@ -49,10 +49,7 @@ if TYPE_CHECKING:  # imported in a worker: the first frame does not wait for the
 
 log = logging.getLogger(__name__)
 
-NO_HOSTS_HINT = (
-    "no hosts.yaml yet: this machine only · add servers under `hosts:` in "
-    "hosts.yaml in the seglab config dir (`seglab hosts --help`)"
-)
+NO_HOSTS_HINT = "no hosts.yaml yet: this machine only · `seglab hosts --help` adds servers"
 LOG_TAIL = 500
 
 

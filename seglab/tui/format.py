@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from rich.cells import cell_len
 from rich.text import Text
 
 from seglab.registry import RunStatus
@@ -50,6 +51,22 @@ def sparkline(values: Sequence[float | None], width: int, top: float = 100.0) ->
             level = max(0.0, min(1.0, value / top)) if top > 0 else 0.0
             cells.append(SPARKS[min(len(SPARKS) - 1, int(level * len(SPARKS)))])
     return "".join(cells).rjust(width)
+
+
+def clip_words(text: Text, width: int) -> Text:
+    """``text`` cut to ``width`` cells with an ellipsis, at a word boundary when one lies in
+    the second half (a long single word is cut where it must)."""
+    if width <= 0 or cell_len(text.plain) <= width:
+        return text
+    keep = width - 1
+    while keep > 0 and cell_len(text.plain[:keep]) > width - 1:
+        keep -= 1
+    space = text.plain.rfind(" ", 0, keep + 1)
+    if space > keep // 2:
+        keep = space
+    out = text[: len(text.plain[:keep].rstrip(" ·"))]  # no separator before the ellipsis
+    out.append("…", style="dim")
+    return out
 
 
 def duration(seconds: float | None) -> str:

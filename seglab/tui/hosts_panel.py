@@ -9,7 +9,7 @@ from textual.widgets import Static
 
 from seglab.telemetry.history import HistoryStore
 from seglab.telemetry.sample import GpuSample, HostState, HostStatus
-from seglab.tui.format import DASH, bar, level_style, num, sparkline
+from seglab.tui.format import DASH, bar, clip_words, level_style, num, sparkline
 
 BAR = 8
 SPARK = 8
@@ -38,8 +38,11 @@ def host_header(
         out.append("  this machine", style="green")
     else:
         out.append(f"  {link[0]}", style=LINK_STYLES.get(link[0], ""))
-    out.append(f" · {state.source} ", style="dim")
-    out.append(state.status.value, style=HOST_STYLES.get(state.status, ""))
+    if state.status is HostStatus.NO_GPU:  # the reason is on the line below
+        out.append(" · no NVIDIA GPU: CPU only", style=HOST_STYLES[HostStatus.NO_GPU])
+    else:
+        out.append(f" · {state.source} ", style="dim")
+        out.append(state.status.value, style=HOST_STYLES.get(state.status, ""))
     if state.driver_version:
         out.append(f" · driver {state.driver_version}", style="dim")
     if engine:
@@ -53,7 +56,7 @@ def host_header(
             f" ram {num(used, '.1f')}/{num(total, '.1f')}G"
         )
     message = link[1] if link is not None and link[0] != "online" and link[1] else state.message
-    if message:
+    if message and state.status is not HostStatus.NO_GPU:
         out.append(
             f"  {message.strip().splitlines()[0]}",
             style="red" if state.status == HostStatus.ERROR else "yellow",
@@ -103,7 +106,8 @@ def render_hosts(
     for state in states:
         lines.append(host_header(state, links.get(state.host), (engines or {}).get(state.host)))
         if not state.gpus and state.status == HostStatus.NO_GPU:
-            lines.append(Text("    no NVIDIA GPU here: runs use the CPU (HOST:cpu)", style="dim"))
+            why = f" · {state.message}" if state.message else ""
+            lines.append(Text(f"    runs here use the CPU ({state.host}:cpu){why}", style="dim"))
         for gpu in sorted(state.gpus, key=lambda g: g.index):
             gpu_history = history.get(state.host, gpu.uuid) if history is not None else None
             values = gpu_history.tail("utilization_gpu", SPARK) if gpu_history else []
@@ -119,11 +123,13 @@ def render_hosts(
 
 
 class HostsPanel(Static):
-    """Hosts and their GPUs; a new layout only when the number of lines changes."""
+    """Hosts and their GPUs, each line cut on a word boundary to the panel's width; a new
+    layout only when the number of lines changes."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__("", id=id)
         self._shown: tuple[str, list[Span]] | None = None
+        self._text = Text()
         self._lines = 0
 
     def show(self, text: Text) -> None:
@@ -133,5 +139,17 @@ class HostsPanel(Static):
             return
         lines = text.plain.count("\n") + 1
         self._shown = shown
-        self.update(text, layout=lines != self._lines)
+        self._text = text
+        self._draw(layout=lines != self._lines)
         self._lines = lines
+
+    def on_resize(self) -> None:
+        """Cut the lines again for the new width."""
+        self._draw(layout=False)
+
+    def _draw(self, layout: bool) -> None:
+        width = self.content_size.width
+        panel = Text("\n").join(clip_words(line, width) for line in self._text.split("\n"))
+        panel.no_wrap = True
+        panel.overflow = "ellipsis"
+        self.update(panel, layout=layout)

@@ -6,6 +6,7 @@ the dashboard's first frame does not wait for it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,17 @@ if TYPE_CHECKING:
     from textual_plotext import PlotextPlot
 
     from seglab.views import Curves
+
+
+def curve_labels(curves: Sequence[Curves]) -> dict[str, str]:
+    """A legend label per run: its variant, with the run id's tail when two runs of one
+    variant are drawn together (a resubmitted variant, say)."""
+    counts = Counter(item.variant for item in curves)
+    return {
+        item.run_id: f"mIoU {item.variant}"
+        + (f" ({item.run_id.rsplit('.', 1)[-1]})" if counts[item.variant] > 1 else "")
+        for item in curves
+    }
 
 
 class MetricsChart(Vertical):
@@ -49,12 +61,13 @@ class MetricsChart(Vertical):
         plt.clear_figure()
         plt.title("mIoU per variant · loss of the selected run")
         drawn = False
+        labels = curve_labels(curves)
         for item in curves:
             if item.miou:
                 plt.plot(
                     [p[0] for p in item.miou],
                     [p[1] for p in item.miou],
-                    label=f"mIoU {item.variant}",
+                    label=labels[item.run_id],
                     marker="braille",
                 )
                 drawn = True

@@ -11,7 +11,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, OptionList, Select, SelectionList, Static
 from textual.widgets.option_list import Option
@@ -27,10 +27,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNTIMES = (
-    ("auto (docker when an engine answers)", RuntimeKind.AUTO),
+    ("auto", RuntimeKind.AUTO),
     ("process", RuntimeKind.PROCESS),
     ("docker", RuntimeKind.DOCKER),
 )
+
+
+def default_placement(placements: Sequence[tuple[str, str]]) -> str:
+    """The first choice, unless no GPU is free anywhere: then the first host's CPU."""
+    if any(value != "auto" and not value.endswith(":cpu") for value, _ in placements):
+        return placements[0][0]
+    return next((value for value, _ in placements if value.endswith(":cpu")), placements[0][0])
 
 
 def recipe_files(shipped: Sequence[Path], folder: Path | None) -> list[Path]:
@@ -55,6 +62,12 @@ class NewRunScreen(ModalScreen[list[RunRecord] | None]):
         super().__init__()
         self.workstation = workstation
         self.placements = list(placements)
+        self.placement = default_placement(self.placements)
+        if self.placement != self.placements[0][0]:  # say why auto is not the default
+            self.placements = [
+                (value, f"{label} (none free now)" if value == "auto" else label)
+                for value, label in self.placements
+            ]
         self.folder = folder
         self.files: list[Path] = []
         self.recipe: RecipeFile | None = None
@@ -62,8 +75,10 @@ class NewRunScreen(ModalScreen[list[RunRecord] | None]):
 
     def compose(self) -> ComposeResult:
         """Recipe list, variants, placement, runtime, buttons."""
-        with Vertical(classes="dialog wide-dialog", id="new-run"):
-            yield Static(Text("New run", style="bold"))
+        with VerticalScroll(classes="dialog wide-dialog", id="new-run") as dialog:
+            dialog.border_title = "New run"
+            dialog.border_subtitle = "tab: next field (scrolls) · ctrl+s launch · esc cancel"
+            dialog.can_focus = False  # tab goes to the fields, which scroll into view
             yield Input(
                 value=str(self.folder or ""),
                 id="recipe-folder",
@@ -77,12 +92,14 @@ class NewRunScreen(ModalScreen[list[RunRecord] | None]):
             with Horizontal(classes="row"):
                 yield Select(
                     [(label, value) for value, label in self.placements],
-                    value=self.placements[0][0],
+                    value=self.placement,
                     allow_blank=False,
                     id="placement",
                 )
                 yield Input(placeholder="or type HOST:0,1 / HOST:cpu", id="placement-custom")
-                yield Select(RUNTIMES, value=RuntimeKind.AUTO, allow_blank=False, id="runtime")
+                runtime = Select(RUNTIMES, value=RuntimeKind.AUTO, allow_blank=False, id="runtime")
+                runtime.tooltip = "auto: docker when an engine answers, else a process"
+                yield runtime
             yield Static("", id="new-run-error")
             with Horizontal(classes="buttons"):
                 yield Button("Launch (ctrl+s)", id="launch", variant="primary")

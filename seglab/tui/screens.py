@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -74,11 +75,13 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         """One line per key, in a scrolling dialog that says how to scroll and close."""
-        text = Text()
+        text = Table.grid(padding=(0, 2))  # a wrapped description keeps its indent
+        text.add_column(justify="right", style="bold cyan", no_wrap=True)
+        text.add_column()
         for key, what in KEYS:
-            text.append(f"{key:>8}  ", style="bold cyan")
-            text.append(f"{what}\n")
-        text.append("\nescape closes this help", style="dim")
+            text.add_row(key, what)
+        text.add_row("", "")
+        text.add_row("escape", Text("closes this help", style="dim"))
         with VerticalScroll(classes="dialog", id="help") as dialog:
             dialog.border_title = "seglab keys"
             dialog.border_subtitle = "↑↓ pgup pgdn scroll · escape closes"

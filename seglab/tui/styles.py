@@ -23,11 +23,12 @@ APP_CSS = """
     #recipes { width: 1fr; height: 100%; }
     #new-run-right { width: 1fr; height: 100%; }
     #variants { height: 1fr; }
-    #placement { width: 2fr; }
+    #placement { width: 1fr; }
     #placement-custom { width: 1fr; }
-    #runtime { width: 1fr; }
+    #runtime { width: 16; }
     #new-run-error { height: auto; }
-    #compare { height: auto; max-height: 30; }
+    #compare { height: auto; max-height: 90%; }
+    #help, #new-run { padding: 0 1; }
     """
 
 ACTION_HELP = {

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import SelectionList
+from textual.widgets import Button, SelectionList
 from textual.widgets.data_table import ColumnKey
 
 from seglab.tui.app import SeglabApp
@@ -21,7 +21,9 @@ from seglab.tui.log_pane import LogPane
 from seglab.tui.metrics_chart import MetricsChart
 from seglab.tui.new_run import NewRunScreen
 from seglab.tui.runs_table import RunsTable
+from seglab.tui.screens import HelpScreen
 from seglab.workstation import Workstation
+from tests.tui.pilotlib import wait_until
 from tests.tui.replay import RECIPES, T0, TRAIN_LOG, replayed_states, seed_runs
 
 Snap = Callable[..., bool]
@@ -122,3 +124,70 @@ def test_comparison_table(snap_compare: Snap, app_factory: Callable[..., SeglabA
         await pilot.pause(0.2)
 
     assert snap_compare(app_factory("default"), terminal_size=(120, 30), run_before=compare)
+
+
+# -- 80x24: everything the dashboard does fits or scrolls into view -----------------------
+
+
+def test_default_layout_at_80x24(snap_compare: Snap, app_factory: Callable[..., SeglabApp]) -> None:
+    assert snap_compare(app_factory("default"), terminal_size=(80, 24), run_before=_settled)
+
+
+def test_new_run_launch_reachable_at_80x24(
+    snap_compare: Snap, app_factory: Callable[..., SeglabApp]
+) -> None:
+    """Tab walks the dialog down to the Launch button, which scrolls into view."""
+
+    async def tab_to_launch(pilot: Pilot[Any]) -> None:
+        await _settled(pilot)
+        await pilot.press("n")
+        screen = await wait_until(
+            pilot,
+            lambda: (
+                isinstance(pilot.app.screen, NewRunScreen)
+                and pilot.app.screen.query_one("#variants", SelectionList).option_count
+                and pilot.app.screen
+            ),
+            10,
+            "the new-run dialog with a recipe loaded",
+        )
+        for _ in range(12):
+            focused = pilot.app.focused
+            if isinstance(focused, Button) and focused.id == "launch":
+                break
+            await pilot.press("tab")
+        launch = screen.query_one("#launch", Button)
+        assert pilot.app.focused is launch
+        await pilot.pause(0.3)  # the scroll to the focused button is animated
+        assert launch.region.bottom <= screen.query_one("#new-run").region.bottom
+
+    assert snap_compare(
+        app_factory("compact", recipe_folder=None), terminal_size=(80, 24), run_before=tab_to_launch
+    )
+
+
+def test_help_scrolls_to_its_end_at_80x24(
+    snap_compare: Snap, app_factory: Callable[..., SeglabApp]
+) -> None:
+    """The whole help is reachable: scrolled to its end it shows `q` and how to close."""
+
+    async def help_end(pilot: Pilot[Any]) -> None:
+        await _settled(pilot)
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, HelpScreen), 10, "the help")
+        await pilot.press("end")
+        await pilot.pause(0.3)
+        scroller = pilot.app.screen.query_one("#help")
+        assert 0 < scroller.max_scroll_y == scroller.scroll_y  # it did scroll, to the end
+
+    assert snap_compare(app_factory("compact"), terminal_size=(80, 24), run_before=help_end)
+
+
+def test_comparison_at_80x24(snap_compare: Snap, app_factory: Callable[..., SeglabApp]) -> None:
+    async def compare(pilot: Pilot[Any]) -> None:
+        await _settled(pilot)
+        await pilot.press("c")
+        await wait_until(pilot, lambda: pilot.app.screen.query("#compare"), 10, "the comparison")
+        await pilot.pause(0.2)
+
+    assert snap_compare(app_factory("compact"), terminal_size=(80, 24), run_before=compare)
