@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,15 @@ import pytest
 from PIL import Image
 
 from seglab.cli import main
-from tests.unit.grid_runs import VAL_SIZE, events_of, register, start_grid, wait_all
+from tests.unit.grid_runs import (
+    VAL_SIZE,
+    events_of,
+    grid_recipes,
+    register,
+    start_grid,
+    wait_all,
+)
+from tests.unit.test_train_run import train_env
 
 pytest.importorskip("torch", reason="the trainer needs the train extra (torch)")
 
@@ -134,6 +143,30 @@ def test_samples_every_eval_match_the_confusion_matrix(
     first, *others = ids_by_variant.values()
     assert all(other == first for other in others), ids_by_variant
     assert len(set(first[0])) == VAL_SIZE
+
+
+def test_two_ranks_gather_every_sample(
+    grid: tuple[dict[str, Path], PngWatcher], tmp_path: Path
+) -> None:
+    """Under torchrun (two gloo ranks) each rank evaluates half the split; the main rank
+    writes all K samples, the same images as the single-process run."""
+    recipe = grid_recipes(tmp_path)["lr=low"]
+    run_dir = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "seglab.train", "--config", str(recipe), "--run-dir", str(run_dir)]
+    env = train_env()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = events_of(run_dir)
+    single = [e for e in events_of(grid[0]["lr=low"]) if e.kind == "samples"]
+    evals = {e.data["iter"]: e.data for e in events if e.kind == "eval"}
+    for index in (e.data for e in events if e.kind == "samples"):
+        assert [i["id"] for i in index["images"]] == [i["id"] for i in single[0].data["images"]]
+        correct = sum(i["correct"] for i in index["images"])
+        counted = sum(i["correct"] + i["wrong"] for i in index["images"])
+        assert correct / counted == pytest.approx(evals[index["iter"]]["pixel_acc"], abs=1e-12)
+        for item in index["images"]:
+            assert (run_dir / index["dir"] / f"{item['id']}_overlay.png").is_file()
 
 
 def test_a_reader_during_training_only_sees_whole_pngs(
