@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,15 +23,18 @@ from tests.e2e.runlib import RECIPES, events_file, final, ps, run_row, seglab, w
 pytestmark = [pytest.mark.system, pytest.mark.faults]
 
 # The tiny recipe's checkpoint is about 190 MiB (ResNet-18 DeepLabV3+ with AdamW state).
-# 300 MiB passes the launch check (256 MiB free) and holds one checkpoint but not a second
-# one written next to it: the first save (iteration 2) fits, the next (iteration 4) fails.
-SMALL = "300m"
+# 700 MiB passes the launch check (room for last.pt, best.pt and logs). Right after the
+# launch, while the trainer is still importing torch, another writer fills the disk up to
+# 1.5 checkpoints of free space: the first save (iteration 2) fits, the next one (iteration
+# 4, written beside the first) does not.
+CHECKPOINT = 190 * 2**20
+SMALL = "700m"
 ROOMY = "1200m"
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 300 MiB tmpfs, always unmounted afterwards."""
+    """A 700 MiB tmpfs, always unmounted afterwards."""
     if os.getuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
     mount = tmp_path / "small"
@@ -57,14 +61,16 @@ def _hosts(runs_root: Path) -> None:
 
 def test_disk_full_during_a_checkpoint(small_disk: Path) -> None:
     _hosts(small_disk)
-    out = seglab(
-        "run", str(RECIPES / "tiny.yaml"), "--on", "local:cpu", "--runtime", "process", "--wait",
-        check=False,
-    )  # fmt: skip
-    assert "Traceback" not in out.stderr
+    seglab("run", str(RECIPES / "tiny.yaml"), "--on", "local:cpu", "--runtime", "process")
+    filler = small_disk / "filler"
+    with filler.open("wb") as handle:
+        os.posix_fallocate(
+            handle.fileno(), 0, shutil.disk_usage(small_disk).free - 3 * CHECKPOINT // 2
+        )
     (row,) = ps()
     run_id, run_dir = row["run_id"], Path(row["run_dir"])
-    assert row["status"] == "failed", row
+    wait_for(lambda: final(run_id), 600, f"{run_id} to end", interval=2.0)
+    assert run_row(run_id)["status"] == "failed", run_row(run_id)
 
     last = run_dir / ckpt.CHECKPOINT_DIR / ckpt.LAST
     expected = f"no space left on tmpfs (mounted at {small_disk}) at {last}"
@@ -88,7 +94,9 @@ def test_disk_full_during_a_checkpoint(small_disk: Path) -> None:
     state = ckpt.load(last)
     assert state["iter"] == 2
 
-    # With room again, the run resumes from it and finishes.
+    # With room again (the filler gone, and room for the launch check), the run resumes
+    # from it and finishes.
+    filler.unlink()
     subprocess.run(["mount", "-o", f"remount,size={ROOMY}", str(small_disk)], check=True)
     seglab("resume", run_id)
     wait_for(lambda: final(run_id), 600, f"{run_id} to end", interval=2.0)
