@@ -32,7 +32,7 @@ LINK_STYLES = {
 def host_header(
     state: HostState, link: tuple[str, str | None] | None, engine: str | None = None
 ) -> Text:
-    """``name  link · telemetry status · driver · engine · cpu/ram`` and the problem."""
+    """``name  link · telemetry status · cpu/ram · driver · engine`` and the problem."""
     out = Text(state.host, style="bold")
     if link is None:
         out.append("  this machine", style="green")
@@ -43,18 +43,18 @@ def host_header(
     else:
         out.append(f" · {state.source} ", style="dim")
         out.append(state.status.value, style=HOST_STYLES.get(state.status, ""))
-    if state.driver_version:
-        out.append(f" · driver {state.driver_version}", style="dim")
-    if engine:
-        out.append(f" · {engine}", style="dim")
     sample = state.host_sample
-    if sample is not None:
+    if sample is not None:  # before the slow-changing words: a narrow panel keeps it
         used = None if sample.memory_used_mib is None else sample.memory_used_mib / 1024
         total = None if sample.memory_total_mib is None else sample.memory_total_mib / 1024
         out.append(
             f" · cpu {num(sample.cpu_percent, '.0f', '%')}"
             f" ram {num(used, '.1f')}/{num(total, '.1f')}G"
         )
+    if state.driver_version:
+        out.append(f" · driver {state.driver_version}", style="dim")
+    if engine:
+        out.append(f" · {engine}", style="dim")
     message = link[1] if link is not None and link[0] != "online" and link[1] else state.message
     if message and state.status is not HostStatus.NO_GPU:
         out.append(

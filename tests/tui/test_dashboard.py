@@ -78,7 +78,7 @@ async def test_first_start_without_hosts_yaml_shows_local_and_a_hint() -> None:
             "this machine and the hint",
         )
         assert text.splitlines()[0].startswith("local  this machine")
-        if "no_gpu" in text:  # this machine has no NVIDIA GPU: CPU and RAM, and why
+        if "no NVIDIA GPU: CPU only" in text:  # no NVIDIA GPU here: CPU and RAM, and why
             assert "cpu " in text and "ram " in text
             assert "no NVIDIA GPU" in text
         assert table(pilot).row_count == 0

@@ -6,11 +6,13 @@ and review the SVGs under ``__snapshots__``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.widgets import Button, SelectionList
 from textual.widgets.data_table import ColumnKey
@@ -191,3 +193,45 @@ def test_comparison_at_80x24(snap_compare: Snap, app_factory: Callable[..., Segl
         await pilot.pause(0.2)
 
     assert snap_compare(app_factory("compact"), terminal_size=(80, 24), run_before=compare)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+@pytest.mark.parametrize("layout", ["default", "compact"])
+def test_small_terminals_reach_launch_help_and_every_action(
+    app_factory: Callable[..., SeglabApp], layout: str, size: tuple[int, int]
+) -> None:
+    """What 120x34 offers is reachable: Launch by tab, the help's end by scrolling, and
+    every footer key by name in the command palette."""
+
+    async def main() -> None:
+        app = app_factory(layout, recipe_folder=None)
+        async with app.run_test(size=size) as pilot:
+            await _settled(pilot)
+            titles = {command.title for command in app.get_system_commands(app.screen)}
+            for binding in SeglabApp.BINDINGS:
+                assert isinstance(binding, Binding)
+                if binding.action != "quit":
+                    assert f"{binding.description} ({app.get_key_display(binding)})" in titles
+            await pilot.press("n")
+            screen = await wait_until(
+                pilot, lambda: isinstance(app.screen, NewRunScreen) and app.screen, 10, "new run"
+            )
+            for _ in range(12):
+                if app.focused is screen.query_one("#launch"):
+                    break
+                await pilot.press("tab")
+            await pilot.pause(0.3)
+            dialog = screen.query_one("#new-run").region
+            launch = screen.query_one("#launch").region
+            assert app.focused is screen.query_one("#launch")
+            assert dialog.y <= launch.y and launch.bottom <= dialog.bottom
+            await pilot.press("escape")
+            await pilot.press("question_mark")
+            await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), 10, "the help")
+            await pilot.press("end")
+            await pilot.pause(0.3)
+            scroller = app.screen.query_one("#help")
+            assert scroller.scroll_y == scroller.max_scroll_y
+            assert scroller.max_scroll_y > 0 or size != (80, 24)
+
+    asyncio.run(main())
