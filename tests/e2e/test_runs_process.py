@@ -67,7 +67,7 @@ def test_stop_writes_last_checkpoint_and_resume_continues() -> None:
     assert seqs == sorted(set(seqs)), "seq strictly increases across the resume"
 
     killed = seglab("kill", run_id)
-    assert f"{run_id}: failed" in killed.stdout
+    assert f"{run_id}: killed" in killed.stdout
     seglab("rm", run_id, "--purge")
     assert not run_dir.exists()
     assert all(r["run_id"] != run_id for r in ps())
