@@ -100,7 +100,9 @@ class Check:
         with ``counts``, a split smaller than the official size is a problem too."""
         where = f"{self.host}:{self.scan.get('root')}"
         if not self.scan.get("present"):
-            return [f"{where} does not exist"]
+            return [
+                f"dataset root {self.scan.get('root')} ({self.name}) does not exist on {self.host}"
+            ]
         if self.kind is None:
             return [f"{where} is not in a known layout ({', '.join(KINDS)})"]
         wanted = list(splits) if splits is not None else list(REQUIRED[self.kind])

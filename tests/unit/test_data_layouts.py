@@ -181,7 +181,9 @@ def test_a_missing_label_a_missing_split_and_a_broken_file_are_named(tmp_path: P
 
 
 def test_a_missing_root_and_an_unknown_layout(tmp_path: Path) -> None:
-    assert _scan("x", tmp_path / "nope").problems() == [f"local:{tmp_path / 'nope'} does not exist"]
+    assert _scan("x", tmp_path / "nope").problems() == [
+        f"dataset root {tmp_path / 'nope'} (x) does not exist on local"
+    ]
     (tmp_path / "other").mkdir()
     assert "not in a known layout" in _scan("x", tmp_path / "other").problems()[0]
 
@@ -217,7 +219,8 @@ def test_launch_check_uses_a_fresh_result_and_rescans_otherwise(tmp_path: Path) 
     with pytest.raises(DataError) as caught:
         require_data(host, data, state)
     assert caught.value.message == (
-        "dataset 'cityscapes' on host local is not ready: local:/data/cityscapes does not exist"
+        "dataset 'cityscapes' on host local is not ready: "
+        "dataset root /data/cityscapes (cityscapes) does not exist on local"
     )
     assert "seglab data sync cityscapes --to local" in str(caught.value.hint)
     # A missing split is refused; a short one is returned to warn about (or, strict, refused).
