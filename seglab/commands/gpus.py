@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -44,7 +45,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host", metavar="H", help="only this host (a name from hosts.yaml)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
-        "--watch", action="store_true", help="keep refreshing until Ctrl-C (live view)"
+        "--watch", action="store_true", help="keep refreshing until Ctrl-C or SIGTERM (live view)"
     )
     parser.add_argument(
         "--timeout",
@@ -65,12 +66,16 @@ def _gpus(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()  # SIGTERM ends --watch like Ctrl-C, but with exit status 0
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with open_telemetry(args.host) as telemetry:
         states = await telemetry.wait_ready(args.timeout)
         _show(states, args.json, args.watch, clear=False)
-        while args.watch:
-            await asyncio.sleep(_refresh_interval(telemetry))
-            _show(telemetry.states(), args.json, args.watch, clear=True)
+        while args.watch and not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _refresh_interval(telemetry))
+            if not stop.is_set():
+                _show(telemetry.states(), args.json, args.watch, clear=True)
     return 0
 
 

@@ -1,7 +1,10 @@
-"""Prometheus metrics for every GPU on every host and every active run.
+"""Prometheus metrics for every GPU on every host and every recent run.
 
-A custom collector (the official ``prometheus_client``) reads the latest host states and
-the registry's active runs at scrape time. GPU series are labelled ``host``, ``index``,
+A custom collector (the official ``prometheus_client``) reads the latest host states at
+scrape time, and the runs a :class:`RunBook` holds (the exporter fills it on its own
+cadence; ended runs stay for :data:`ENDED_RETENTION_S`). Names follow Prometheus
+conventions: base units, ``_ratio`` for 0-1 values, ``_total`` for counters, label sets
+that do not change over a series' life. GPU series are labelled ``host``, ``index``,
 ``uuid`` and ``name``; a value the driver does not give is left out, never exported as 0.
 
 The HTTP server answers each scrape in its own thread and listens with a backlog of
@@ -10,7 +13,6 @@ The HTTP server answers each scrape in its own thread and listens with a backlog
 
 from __future__ import annotations
 
-import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -19,75 +21,120 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from seglab.telemetry.sample import GpuSample, HostState, HostStatus
-
-log = logging.getLogger(__name__)
+from seglab.telemetry.values import THROTTLE_BITS
 
 GPU_LABELS = ("host", "index", "uuid", "name")
 MIB = 1024 * 1024
 LISTEN_BACKLOG = 1024  # the kernel caps it at net.core.somaxconn
+ENDED_RETENTION_S = 3600.0
+MAX_POWER_GAP_S = 60.0  # a longer gap between power readings is not integrated
 
 # (metric name, help, sample attribute, scale)
 GPU_GAUGES: tuple[tuple[str, str, str, float], ...] = (
-    ("seglab_gpu_utilization_percent", "GPU utilisation (%)", "utilization_gpu", 1.0),
+    ("seglab_gpu_utilization_ratio", "GPU utilisation (0-1)", "utilization_gpu", 0.01),
     (
-        "seglab_gpu_memory_utilization_percent",
-        "GPU memory controller utilisation (%)",
+        "seglab_gpu_memory_utilization_ratio",
+        "GPU memory controller utilisation (0-1)",
         "utilization_memory",
-        1.0,
+        0.01,
     ),
     ("seglab_gpu_memory_used_bytes", "GPU memory in use", "memory_used_mib", MIB),
     ("seglab_gpu_memory_total_bytes", "GPU memory in total", "memory_total_mib", MIB),
     ("seglab_gpu_temperature_celsius", "GPU temperature", "temperature_c", 1.0),
     ("seglab_gpu_power_draw_watts", "GPU power draw", "power_draw_w", 1.0),
     ("seglab_gpu_power_limit_watts", "GPU power limit", "power_limit_w", 1.0),
-    ("seglab_gpu_fan_speed_percent", "GPU fan speed (%)", "fan_percent", 1.0),
+    ("seglab_gpu_fan_speed_ratio", "GPU fan speed (0-1)", "fan_percent", 0.01),
     ("seglab_gpu_sm_clock_hertz", "GPU SM clock", "clock_sm_mhz", 1e6),
     ("seglab_gpu_memory_clock_hertz", "GPU memory clock", "clock_memory_mhz", 1e6),
-    (
-        "seglab_gpu_ecc_volatile_uncorrected_errors",
-        "Uncorrected ECC errors since the driver loaded",
-        "ecc_volatile_uncorrected",
-        1.0,
-    ),
 )
+THROTTLE_REASONS = tuple(name for _, name in THROTTLE_BITS)
+HOST_STATUSES = tuple(status.value for status in HostStatus)
 
 
 @dataclass(frozen=True, slots=True)
 class RunMetrics:
-    """The latest training numbers of one active run."""
+    """The latest training numbers of one run."""
 
     run_id: str
     host: str
     loss: float | None
-    miou: float | None
+    best_miou: float | None
     img_per_s: float | None
     iteration: int | None
+    ended: bool = False
+    age_s: float = 0.0
 
 
-def registry_runs() -> list[RunMetrics]:
-    """Active runs from the seglab registry (the last train and eval events of each)."""
-    from seglab.registry import Registry
+class RunBook:
+    """The runs to export: active ones as last ingested, ended ones for ``retention`` s.
 
-    with Registry() as registry:
-        out = []
-        for run in registry.list_runs(include_finished=False):
-            evals = registry.events(run.run_id, kind="eval")
-            miou = evals[-1].data.get("miou") if evals else None
-            out.append(
-                RunMetrics(
-                    run_id=run.run_id,
-                    host=run.host,
-                    loss=run.last_loss,
-                    miou=float(miou) if isinstance(miou, (int, float)) else None,
-                    img_per_s=run.img_per_s,
-                    iteration=run.last_iter,
-                )
-            )
-        return out
+    A run seen ending stays ``retention`` s from then; one already ended when first seen
+    stays until ``retention`` s after it was created. Thread-safe.
+    """
+
+    def __init__(self, retention: float = ENDED_RETENTION_S) -> None:
+        self.retention = retention
+        self._runs: dict[str, tuple[RunMetrics, float | None]] = {}
+        self._lock = threading.Lock()
+
+    def update(self, runs: Iterable[RunMetrics], now: float) -> None:
+        """Record one ingestion of ``runs`` (at ``now``) and drop expired ended runs."""
+        with self._lock:
+            for run in runs:
+                known = self._runs.get(run.run_id)
+                expires: float | None = None
+                if run.ended:
+                    if known is not None and known[1] is not None:
+                        expires = known[1]
+                    elif known is not None:
+                        expires = now + self.retention
+                    else:
+                        expires = now + self.retention - run.age_s
+                self._runs[run.run_id] = (run, expires)
+            self._runs = {
+                run_id: entry
+                for run_id, entry in self._runs.items()
+                if entry[1] is None or entry[1] > now
+            }
+
+    def runs(self) -> list[RunMetrics]:
+        """The runs to export now."""
+        with self._lock:
+            return [run for run, _ in self._runs.values()]
+
+
+class EnergyMeter:
+    """Energy per GPU uuid (J), integrated from successive power readings (trapezoids)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, float]] = {}
+        self._joules: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, states: Iterable[HostState]) -> None:
+        """Integrate every GPU reading newer than the last one seen for its uuid."""
+        with self._lock:
+            for gpu in (gpu for state in states for gpu in state.gpus):
+                if gpu.power_draw_w is None or not gpu.time:
+                    continue
+                last = self._last.get(gpu.uuid)
+                if last is not None and last[0] >= gpu.time:
+                    continue
+                self._joules.setdefault(gpu.uuid, 0.0)
+                if last is not None and gpu.time - last[0] <= MAX_POWER_GAP_S:
+                    self._joules[gpu.uuid] += (
+                        (gpu.time - last[0]) * (gpu.power_draw_w + last[1]) / 2
+                    )
+                self._last[gpu.uuid] = (gpu.time, gpu.power_draw_w)
+
+    def joules(self, uuid: str) -> float | None:
+        """The energy integrated so far for ``uuid`` (None before its first reading)."""
+        with self._lock:
+            return self._joules.get(uuid)
 
 
 class TelemetryCollector:
@@ -97,26 +144,20 @@ class TelemetryCollector:
         self,
         states: Callable[[], Iterable[HostState]],
         runs: Callable[[], Iterable[RunMetrics]] | None = None,
+        energy: EnergyMeter | None = None,
     ) -> None:
         self.states = states
         self.runs = runs
+        self.energy = energy
 
     def describe(self) -> list[Any]:
         """Nothing up front: the series depend on the hosts found at scrape time."""
         return []
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        """Every host's status, every GPU's readings, every active run's numbers."""
+    def collect(self) -> Iterator[Metric]:
+        """Every host's status, every GPU's readings, every exported run's numbers."""
         states = list(self.states())
-        up = GaugeMetricFamily(
-            "seglab_host_telemetry_up",
-            "1 when the host's GPU telemetry is current, 0 when degraded or failing",
-            labels=("host", "source", "status"),
-        )
-        for state in states:
-            ok = state.status in (HostStatus.OK, HostStatus.NO_GPU)
-            up.add_metric((state.host, state.source, state.status.value), 1.0 if ok else 0.0)
-        yield up
+        yield from _host_families(states)
         gpus = [gpu for state in states for gpu in state.gpus]
         for name, help_text, attribute, scale in GPU_GAUGES:
             family = GaugeMetricFamily(name, help_text, labels=GPU_LABELS)
@@ -125,37 +166,99 @@ class TelemetryCollector:
                 if value is not None:
                     family.add_metric(_labels(gpu), float(value) * scale)
             yield family
-        processes = GaugeMetricFamily(
-            "seglab_gpu_processes", "Processes holding memory on the GPU", labels=GPU_LABELS
-        )
-        for gpu in gpus:
-            processes.add_metric(_labels(gpu), float(len(gpu.processes)))
-        yield processes
+        yield from _gpu_extras(gpus, self.energy)
         if self.runs is not None:
-            yield from self._run_families()
+            yield from _run_families(list(self.runs()))
 
-    def _run_families(self) -> Iterator[GaugeMetricFamily]:
-        assert self.runs is not None
-        try:
-            runs = list(self.runs())
-        except Exception as exc:
-            # A scrape must still return the GPU metrics when the registry is unreadable.
-            log.warning("run metrics unavailable: %s", exc)
-            return
-        labels = ("run_id", "host")
-        families = (
-            ("seglab_run_loss", "Training loss of the last logged iteration", "loss"),
-            ("seglab_run_miou", "mIoU (0-1) of the last evaluation", "miou"),
-            ("seglab_run_images_per_second", "Training throughput", "img_per_s"),
-            ("seglab_run_iteration", "Last logged training iteration", "iteration"),
-        )
-        for name, help_text, attribute in families:
-            family = GaugeMetricFamily(name, help_text, labels=labels)
-            for run in runs:
-                value = getattr(run, attribute)
-                if value is not None:
-                    family.add_metric((run.run_id, run.host), float(value))
-            yield family
+
+def _host_families(states: list[HostState]) -> Iterator[Metric]:
+    up = GaugeMetricFamily(
+        "seglab_host_telemetry_up",
+        "1 when the host's GPU telemetry is current, 0 when degraded or failing",
+        labels=("host", "source"),
+    )
+    status = GaugeMetricFamily(
+        "seglab_host_telemetry_status",
+        "1 for the host's telemetry status, 0 for the others (one series per status)",
+        labels=("host", "source", "status"),
+    )
+    for state in states:
+        ok = state.status in (HostStatus.OK, HostStatus.NO_GPU)
+        up.add_metric((state.host, state.source), 1.0 if ok else 0.0)
+        for value in HOST_STATUSES:
+            status.add_metric(
+                (state.host, state.source, value), 1.0 if state.status.value == value else 0.0
+            )
+    yield up
+    yield status
+
+
+def _gpu_extras(gpus: list[GpuSample], energy: EnergyMeter | None) -> Iterator[Metric]:
+    ecc = CounterMetricFamily(
+        "seglab_gpu_ecc_volatile_uncorrected_errors",
+        "Uncorrected ECC errors since the driver loaded",
+        labels=GPU_LABELS,
+    )
+    joules = CounterMetricFamily(
+        "seglab_gpu_energy_joules",
+        "GPU energy since the exporter started (integrated power draw)",
+        labels=GPU_LABELS,
+    )
+    throttle = GaugeMetricFamily(
+        "seglab_gpu_throttle_reason",
+        "1 while the clocks-event (throttle) reason is active, else 0",
+        labels=(*GPU_LABELS, "reason"),
+    )
+    processes = GaugeMetricFamily(
+        "seglab_gpu_processes", "Processes holding memory on the GPU", labels=GPU_LABELS
+    )
+    info = GaugeMetricFamily(
+        "seglab_gpu_process_info",
+        "1 for each (GPU uuid, seglab run, container) with a process on the GPU",
+        labels=("uuid", "run_id", "container"),
+    )
+    for gpu in gpus:
+        labels = _labels(gpu)
+        if gpu.ecc_volatile_uncorrected is not None:
+            ecc.add_metric(labels, float(gpu.ecc_volatile_uncorrected))
+        total = energy.joules(gpu.uuid) if energy is not None else None
+        if total is not None:
+            joules.add_metric(labels, total)
+        if gpu.throttle_reasons is not None:
+            for reason in THROTTLE_REASONS:
+                throttle.add_metric((*labels, reason), float(reason in gpu.throttle_reasons))
+        processes.add_metric(labels, float(len(gpu.processes)))
+        owners = {
+            (p.run_id or "", p.container_name or p.container_id or "")
+            for p in gpu.processes
+            if p.run_id or p.container_name or p.container_id
+        }
+        for run_id, container in sorted(owners):
+            info.add_metric((gpu.uuid, run_id, container), 1.0)
+    yield from (ecc, joules, throttle, processes, info)
+
+
+def _run_families(runs: list[RunMetrics]) -> Iterator[Metric]:
+    labels = ("run_id", "host")
+    families = (
+        ("seglab_run_loss", "Training loss of the last logged iteration", "loss"),
+        ("seglab_run_best_miou_ratio", "Best mIoU (0-1) of the run's evaluations", "best_miou"),
+        ("seglab_run_images_per_second", "Training throughput", "img_per_s"),
+        ("seglab_run_iteration", "Last logged training iteration", "iteration"),
+    )
+    for name, help_text, attribute in families:
+        family = GaugeMetricFamily(name, help_text, labels=labels)
+        for run in runs:
+            value = getattr(run, attribute)
+            if value is not None:
+                family.add_metric((run.run_id, run.host), float(value))
+        yield family
+    ended = GaugeMetricFamily(
+        "seglab_run_ended", "1 once the run has ended (kept for an hour), else 0", labels=labels
+    )
+    for run in runs:
+        ended.add_metric((run.run_id, run.host), float(run.ended))
+    yield ended
 
 
 def _labels(gpu: GpuSample) -> tuple[str, str, str, str]:

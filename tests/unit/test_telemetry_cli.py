@@ -90,9 +90,9 @@ def test_gpus_watch_json_streams_one_document_per_refresh(
         assert process.stdout is not None
         docs = [json.loads(process.stdout.readline()) for _ in range(3)]
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)  # SIGINT is ignored by background jobs
         process.wait(timeout=20)
-    assert process.returncode == 130
+    assert process.returncode == 0
     assert all(doc[0]["status"] == "ok" for doc in docs)
     assert [doc[0]["gpus"][0]["memory_used_mib"] for doc in docs] == [19818] * 3
     times = [doc[0]["gpus"][0]["time"] for doc in docs]
@@ -172,6 +172,13 @@ def _fetch(url: str, timeout: float = 10) -> str:
     return body.decode()
 
 
+def _ready(text: str) -> bool:
+    """Whether a scrape has both GPUs' readings and the run the exporter reads itself."""
+    return 'seglab_gpu_power_draw_watts{host="local",index="1"' in text and (
+        'seglab_run_loss{host="local",run_id="seed.default.ab12"}' in text
+    )
+
+
 def test_exporter_serves_parseable_prometheus_text(monkeypatch: pytest.MonkeyPatch) -> None:
     _configure(use_standin(monkeypatch, gpus=2))
     _add_running_run()
@@ -191,7 +198,7 @@ def test_exporter_serves_parseable_prometheus_text(monkeypatch: pytest.MonkeyPat
         deadline = time.monotonic() + 20
         while True:
             text = _fetch(url)
-            if 'seglab_gpu_power_draw_watts{host="local",index="1"' in text:
+            if _ready(text):
                 break
             assert time.monotonic() < deadline, text
             time.sleep(0.2)
@@ -203,15 +210,26 @@ def test_exporter_serves_parseable_prometheus_text(monkeypatch: pytest.MonkeyPat
         assert power["0"].labels["uuid"] != power["1"].labels["uuid"]
         used = families["seglab_gpu_memory_used_bytes"].samples[0]
         assert used.value == 19818 * 1024 * 1024
-        assert families["seglab_gpu_fan_speed_percent"].samples == []  # N/A is not 0
+        assert families["seglab_gpu_fan_speed_ratio"].samples == []  # N/A is not 0
         (up,) = families["seglab_host_telemetry_up"].samples
-        assert (up.value, up.labels["status"]) == (1.0, "ok")
+        assert (up.value, up.labels) == (1.0, {"host": "local", "source": "nvidia-smi"})
+        status = {
+            s.labels["status"]: s.value for s in families["seglab_host_telemetry_status"].samples
+        }
+        assert status["ok"] == 1.0 and status["degraded"] == 0.0
+        util = families["seglab_gpu_utilization_ratio"].samples[0]
+        assert util.value == 1.0  # 100 % as a ratio
+        assert families["seglab_gpu_ecc_volatile_uncorrected_errors"].type == "counter"
         runs = {
             name: families[name].samples[0]
-            for name in ("seglab_run_loss", "seglab_run_miou", "seglab_run_images_per_second")
+            for name in (
+                "seglab_run_loss",
+                "seglab_run_best_miou_ratio",
+                "seglab_run_images_per_second",
+            )
         }
         assert runs["seglab_run_loss"].value == 0.75
-        assert runs["seglab_run_miou"].value == 0.61
+        assert runs["seglab_run_best_miou_ratio"].value == 0.61
         assert runs["seglab_run_images_per_second"].value == 12.5
         assert runs["seglab_run_loss"].labels == {"run_id": "seed.default.ab12", "host": "local"}
         if shutil.which("curl"):
@@ -219,15 +237,15 @@ def test_exporter_serves_parseable_prometheus_text(monkeypatch: pytest.MonkeyPat
                 ["curl", "-sf", url], capture_output=True, text=True, check=True, timeout=20
             )
             assert any(
-                f.name == "seglab_gpu_utilization_percent"
+                f.name == "seglab_gpu_utilization_ratio"
                 for f in text_string_to_metric_families(curl.stdout)
             )
         children = psutil.Process(process.pid).children(recursive=True)
         assert children, "the exporter streams nvidia-smi in a child process"
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)  # SIGINT is ignored by background jobs
         process.wait(timeout=20)
-    assert process.returncode == 130
+    assert process.returncode == 0
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == [], "stopping the exporter stops its nvidia-smi stream"
 
@@ -257,8 +275,8 @@ def test_exporter_answers_200_concurrent_scrapes(monkeypatch: pytest.MonkeyPatch
         assert process.stdout is not None
         url = process.stdout.readline().split()[3]
         deadline = time.monotonic() + 20
-        while 'seglab_gpu_power_draw_watts{host="local",index="1"' not in _fetch(url):
-            assert time.monotonic() < deadline, "the exporter never had GPU readings"
+        while not _ready(_fetch(url)):
+            assert time.monotonic() < deadline, "the exporter never had GPU and run readings"
             time.sleep(0.2)
         backlog = _listen_backlog(int(url.rsplit(":", 1)[1].split("/")[0]))
         assert backlog is None or backlog >= 128, f"listen backlog {backlog}"
@@ -285,9 +303,9 @@ def test_exporter_answers_200_concurrent_scrapes(monkeypatch: pytest.MonkeyPatch
             assert len(families["seglab_gpu_power_draw_watts"].samples) == 2
             assert families["seglab_run_loss"].samples[0].value == 0.75
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)  # SIGINT is ignored by background jobs
         process.wait(timeout=20)
-    assert process.returncode == 130
+    assert process.returncode == 0
 
 
 def test_exporter_rejects_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
