@@ -240,6 +240,16 @@ def test_exporter_serves_parseable_prometheus_text(monkeypatch: pytest.MonkeyPat
                 f.name == "seglab_gpu_utilization_ratio"
                 for f in text_string_to_metric_families(curl.stdout)
             )
+        if shutil.which("promtool"):  # Debian's prometheus package
+            check = subprocess.run(
+                ["promtool", "check", "metrics"],
+                input=text,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+            )
+            assert (check.returncode, check.stdout + check.stderr) == (0, "")
         children = psutil.Process(process.pid).children(recursive=True)
         assert children, "the exporter streams nvidia-smi in a child process"
     finally:
