@@ -127,7 +127,7 @@ class Workstation:
         """The run manager (runtimes per host, backed by the registry); for the façade's
         own helpers, like :meth:`_run_registry`."""
         if self._manager is None:
-            self._manager = RunManager(self.inventory(), self._run_registry(), self.remote)
+            self._manager = RunManager(self.inventory(), self._run_registry(), self.machine)
         return self._manager
 
     def remote(self) -> RemoteBridge:

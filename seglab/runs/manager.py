@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from seglab import recipes
 from seglab.hosts import Host, Inventory
 from seglab.kinds import RuntimeKind
 from seglab.registry import Registry, RunRecord
-from seglab.runs.hostio import HostIO
+from seglab.runs.hostio import HostIO, MachineGetter
 from seglab.runs.launch import Launcher
 from seglab.runs.lifecycle import Lifecycle
 from seglab.runs.reconcile import Reconciler
@@ -20,9 +19,6 @@ from seglab.runs.status import StatusReader
 from seglab.runs.submit import Submitter
 from seglab.runtime import LogLine, Runtime
 from seglab.scheduler import Placement, Pool, Scheduler
-
-if TYPE_CHECKING:
-    from seglab.remote.bridge import RemoteBridge
 
 
 class RunManager:
@@ -37,13 +33,14 @@ class RunManager:
         self,
         inventory: Inventory,
         registry: Registry,
-        remote: Callable[[], RemoteBridge] | None = None,
+        machine: MachineGetter | None = None,
         runtimes: Mapping[tuple[str, str], Runtime] | None = None,
     ) -> None:
-        """``runtimes`` pre-sets the runtime of ``(host, kind)`` pairs (tests give a fake)."""
+        """``machine`` gives a host's machine by name (without it, local hosts only);
+        ``runtimes`` pre-sets the runtime of ``(host, kind)`` pairs (tests give a fake)."""
         self.inventory = inventory
         self.registry = registry
-        self.io = HostIO(remote)
+        self.io = HostIO(machine)
         self.runtimes = Runtimes(inventory, self.io, runtimes)
         self.status = StatusReader(inventory, registry, self.runtimes, self.io)
         self.launcher = Launcher(inventory, registry, self.runtimes, self.io, self.refresh)

@@ -89,7 +89,7 @@ class Runtimes:
             return SlurmRuntime(Path(host.runs_root), host.slurm, host=host.name)
         # The login node's Slurm commands and files, over SSH.
         return SlurmRuntime(
-            self.io.runs_root(host), host.slurm, self.io.remote().machine(host.name), host=host.name
+            self.io.runs_root(host), host.slurm, self.io.machine(host), host=host.name
         )
 
     def choose(self, host_name: str, requested: str) -> RuntimeKind:

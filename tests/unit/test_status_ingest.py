@@ -4,11 +4,14 @@ bytes appended since the last one, on the real SQLite registry and real files.""
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from seglab import recipes
 from seglab.events import Event
+from seglab.machines import LocalMachine, LoopThread, MachineSync
 from seglab.registry import Registry, RunRecord, RunStatus
 from seglab.runs.hostio import read_new_events
 from seglab.runs.records import _parse_recipe, resolved_recipe
@@ -43,31 +46,43 @@ def _line(seq: int, kind: str = "train") -> str:
     return json.dumps(Event(kind, seq, 1.0 + seq, data).to_dict()) + "\n"
 
 
-def test_a_read_starts_at_the_cursor_and_leaves_a_partial_line(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def machine() -> Iterator[MachineSync]:
+    loop = LoopThread("test-ingest")
+    yield MachineSync(LocalMachine(), loop)
+    loop.close()
+
+
+def test_a_read_starts_at_the_cursor_and_leaves_a_partial_line(
+    tmp_path: Path, machine: MachineSync
+) -> None:
     path = tmp_path / "events.jsonl"
     path.write_text(_line(0, "start") + _line(1) + '{"v": 1, "ki')
-    found, cursor = read_new_events(path, (0, 0))
+    found, cursor = read_new_events(machine, str(path), (0, 0))
     assert [e.seq for e in found] == [0, 1]
-    assert cursor == (os.stat(path).st_ino, len(_line(0, "start") + _line(1)))
+    assert cursor == (0, len(_line(0, "start") + _line(1)))
     with open(path, "a") as handle:
         handle.write(_line(2)[len('{"v": 1, "ki') :] + _line(3))
-    found, after = read_new_events(path, cursor)
+    found, after = read_new_events(machine, str(path), cursor)
     assert [e.seq for e in found] == [2, 3]
     assert after[1] == path.stat().st_size
-    assert read_new_events(path, after) == ([], after)  # nothing new: nothing read
+    assert read_new_events(machine, str(path), after) == ([], after)  # nothing new
 
 
-def test_a_replaced_or_shorter_file_is_read_from_its_start(tmp_path: Path) -> None:
+def test_a_rewritten_or_shorter_file_is_read_from_its_start(
+    tmp_path: Path, machine: MachineSync
+) -> None:
     path = tmp_path / "events.jsonl"
     path.write_text(_line(0, "start") + _line(1) + _line(2))
-    _, cursor = read_new_events(path, (0, 0))
+    _, cursor = read_new_events(machine, str(path), (0, 0))
     replacement = tmp_path / "new.jsonl"
-    replacement.write_text(_line(0, "start") + _line(1) + _line(2) + _line(3))
-    replacement.replace(path)  # another inode
-    assert [e.seq for e in read_new_events(path, cursor)[0]] == [0, 1, 2, 3]
-    path.write_text(_line(0, "start"))  # same inode, shorter than the cursor
-    assert [e.seq for e in read_new_events(path, (path.stat().st_ino, 10**6))[0]] == [0]
-    assert read_new_events(tmp_path / "missing.jsonl", (5, 7)) == ([], (5, 7))
+    replacement.write_text(_line(0, "start") + _line(10) + _line(11) + _line(12))
+    replacement.replace(path)  # no newline where the cursor expects the last one
+    assert [e.seq for e in read_new_events(machine, str(path), cursor)[0]] == [0, 10, 11, 12]
+    path.write_text(_line(0, "start"))  # shorter than the cursor
+    assert [e.seq for e in read_new_events(machine, str(path), (0, 10**6))[0]] == [0]
+    missing = str(tmp_path / "missing.jsonl")
+    assert read_new_events(machine, missing, (0, 7)) == ([], (0, 7))
 
 
 def test_the_registry_keeps_the_cursor_per_run(tmp_path: Path) -> None:
