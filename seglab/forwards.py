@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from seglab.errors import RunError
+from seglab.forwards_local import open_local_tensorboard
 from seglab.hosts import Host
 from seglab.registry import RunRecord, UnknownRunError
 from seglab.runs import resolved_recipe
@@ -119,12 +121,15 @@ class OpenForward:
     remote_port: int
     local_port: int
     url: str
-    runtime: DockerRuntime
+    runtime: DockerRuntime | None  # None for a local process (``process``)
     _undo: list[Callable[[], None]] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
 
     def alive(self) -> bool:
-        """Whether the container still runs (True while its engine cannot be reached: a
-        remote host's forward comes back by itself after a reconnect)."""
+        """Whether the container (or local process) still runs (True while its engine
+        cannot be reached: a remote host's forward comes back by itself after a reconnect)."""
+        if self.runtime is None:
+            return self.process is not None and self.process.poll() is None
         try:
             return self.runtime.inspect(self.container).active
         except RunNotFound:
@@ -148,6 +153,13 @@ def open_tensorboard(ws: Workstation, target: str, port: int | None = None) -> O
     host of its newest run; ``port`` is the local port of the URL (default: a free one)."""
     runs = _runs_for(ws, target)
     host = ws.inventory().get(runs[0].host)
+    if host.is_local and (
+        runs[0].runtime == "process" or ws.engine(host.name) == "no docker engine"
+    ):
+        used = listening_ports(_proc_net_tcp(ws, host))
+        if port is not None and port in used:
+            raise RunError(f"port {port} is in use on this machine; choose another --port")
+        return open_local_tensorboard(host.name, runs, port or pick_port(used))
     image = resolved_recipe(runs[0]).image
     mounts = tuple(Mount(Path(r.run_dir), f"{RUNS_MOUNT}/{r.run_id}") for r in runs)
     ids = [r.run_id for r in runs]
@@ -258,7 +270,7 @@ def _open(
     try:
         opened.local_port = _forward(ws, host.name, remote_port, port or 0, opened)
         opened.url = f"http://127.0.0.1:{opened.local_port}/{path}"
-        _wait_ready(opened, spec.image)
+        _wait_ready(opened, runtime, spec.image)
     except BaseException:
         opened.close()
         raise
@@ -288,14 +300,16 @@ def _forward(
     return forward.local_port
 
 
-def _wait_ready(opened: OpenForward, image: str, timeout: float = READY_TIMEOUT) -> None:
+def _wait_ready(
+    opened: OpenForward, runtime: DockerRuntime, image: str, timeout: float = READY_TIMEOUT
+) -> None:
     """Until the server answers HTTP on the URL; a container that exits first is an error."""
     base = f"http://127.0.0.1:{opened.local_port}/"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = opened.runtime.inspect(opened.container)
+        state = runtime.inspect(opened.container)
         if not state.active:
-            raise RunError(_exit_message(opened, image, state.exit_code))
+            raise RunError(_exit_message(opened, runtime, image, state.exit_code))
         try:
             with urllib.request.urlopen(base, timeout=5):
                 return
@@ -309,8 +323,8 @@ def _wait_ready(opened: OpenForward, image: str, timeout: float = READY_TIMEOUT)
     )
 
 
-def _exit_message(opened: OpenForward, image: str, code: int | None) -> str:
-    tail = [line.text for line in opened.runtime.logs(opened.container, tail=8)]
+def _exit_message(opened: OpenForward, runtime: DockerRuntime, image: str, code: int | None) -> str:
+    tail = [line.text for line in runtime.logs(opened.container, tail=8)]
     message = f"{opened.kind} on {opened.host} exited (code {code}) before answering"
     if code in (126, 127):
         message = (

@@ -65,7 +65,9 @@ def register(subparsers: Any) -> None:
         "Start TensorBoard over the tb/ folders of one run, or of every run of a recipe\n"
         "(on the host of its newest run), in a container on that host bound to its\n"
         "loopback; a remote host's port is forwarded over SSH. Prints the URL to open\n"
-        "here and keeps it up until Ctrl-C (or SIGTERM), then removes the container.",
+        "here and keeps it up until Ctrl-C (or SIGTERM), then removes the container.\n"
+        "On this machine, for process-runtime runs or when no Docker engine answers, it\n"
+        "runs this Python's TensorBoard (the train extra) as a local process instead.",
     )
     board.add_argument("target", metavar="RUN|RECIPE", help="a run id or a recipe name")
     board.add_argument(

@@ -1,0 +1,110 @@
+"""TensorBoard as a plain process on this machine's loopback, for hosts without Docker.
+
+Used when the run's host is this machine and its runtime is ``process``, or when no Docker
+engine answers here: the train extra's ``tensorboard`` in this Python, over each run's
+``tb/`` folder. :meth:`OpenForward.close` stops the process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from seglab.errors import RunError
+
+if TYPE_CHECKING:
+    from seglab.forwards import OpenForward
+    from seglab.registry import RunRecord
+
+READY_TIMEOUT = 120.0
+STOP_TIMEOUT = 10.0
+
+
+def local_tensorboard_command(runs: Sequence[RunRecord], port: int) -> tuple[str, ...]:
+    """This Python's TensorBoard over each run's ``tb/`` folder on 127.0.0.1:``port``."""
+    spec = ",".join(f"{run.run_id}:{Path(run.run_dir) / 'tb'}" for run in runs)
+    return (
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir_spec",
+        spec,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    )
+
+
+def open_local_tensorboard(
+    host: str, runs: Sequence[RunRecord], port: int, timeout: float = READY_TIMEOUT
+) -> OpenForward:
+    """Start TensorBoard as a process on ``port`` and wait until it answers HTTP."""
+    from seglab.forwards import OpenForward
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise RunError(
+            "tensorboard is not installed in this Python and no Docker engine is used",
+            hint="install the train extra: pip install 'seglab[train]'",
+        )
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the forward
+    process = subprocess.Popen(
+        local_tensorboard_command(runs, port),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    opened = OpenForward(
+        "tensorboard", host, f"pid {process.pid}", port, port, "", None, process=process
+    )
+    opened._undo.extend([log.close, lambda: _stop(process)])
+    opened.url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_ready(process, opened.url, log, timeout)
+    except BaseException:
+        opened.close()
+        raise
+    return opened
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _wait_ready(
+    process: subprocess.Popen[bytes],
+    url: str,
+    log: IO[bytes],
+    timeout: float,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            log.seek(0)
+            tail = log.read().decode(errors="replace").splitlines()[-8:]
+            raise RunError(
+                f"tensorboard exited (code {code}) before answering"
+                + ("\n  " + "\n  ".join(tail) if tail else "")
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            time.sleep(0.5)  # not listening yet
+    raise RunError(f"tensorboard did not answer on {url} within {timeout:.0f} s")
