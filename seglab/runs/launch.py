@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from seglab import multinode
+from seglab.data.checks import require_data
 from seglab.errors import RunError
 from seglab.hosts import Host, Inventory
 from seglab.kinds import RuntimeKind
@@ -142,6 +143,11 @@ class Launcher:
         for host, folder in zip(hosts, dirs, strict=True):
             if host.is_local:
                 check_disk(recipe, host.name, folder)
+        state_dir = self.registry.path.parent
+        unique = {host.name: host for host in hosts}.values()
+        for host in unique:  # the dataset, once per host, before any side effect
+            for note in require_data(host, recipe.data, state_dir, machine=self.io.machine(host)):
+                log.warning("%s (host %s)", note, host.name)
         made.dirs = [d for d, h in zip(dirs, hosts, strict=True) if h.is_local and not d.exists()]
         record = replace(
             record,
