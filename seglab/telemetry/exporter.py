@@ -201,7 +201,8 @@ def _gpu_extras(gpus: list[GpuSample], energy: EnergyMeter | None) -> Iterator[M
     )
     joules = CounterMetricFamily(
         "seglab_gpu_energy_joules",
-        "GPU energy since the exporter started (integrated power draw)",
+        "GPU energy: NVML's total since the driver loaded, else the power draw the "
+        "exporter integrated since it started",
         labels=GPU_LABELS,
     )
     throttle = GaugeMetricFamily(
@@ -221,7 +222,9 @@ def _gpu_extras(gpus: list[GpuSample], energy: EnergyMeter | None) -> Iterator[M
         labels = _labels(gpu)
         if gpu.ecc_volatile_uncorrected is not None:
             ecc.add_metric(labels, float(gpu.ecc_volatile_uncorrected))
-        total = energy.joules(gpu.uuid) if energy is not None else None
+        total = gpu.energy_mj / 1000 if gpu.energy_mj is not None else None
+        if total is None and energy is not None:
+            total = energy.joules(gpu.uuid)
         if total is not None:
             joules.add_metric(labels, total)
         if gpu.throttle_reasons is not None:

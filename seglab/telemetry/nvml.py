@@ -266,6 +266,7 @@ class NvmlSource:
         reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
         if reasons is None:  # drivers before the "clocks event" renaming
             reasons = nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        energy = getattr(nvml, "nvmlDeviceGetTotalEnergyConsumption", None)  # Volta and later
         return GpuSample(
             host=self.host,
             index=device.index,
@@ -280,6 +281,7 @@ class NvmlSource:
             clock_memory_mhz=g(nvml, nvml.nvmlDeviceGetClockInfo, h, nvml.NVML_CLOCK_MEM),
             pstate=f"P{pstate}" if pstate is not None and pstate < 32 else None,
             throttle_reasons=values.throttle_reasons(g(nvml, reasons, h)),
+            energy_mj=g(nvml, energy, h) if energy is not None else None,
             processes=device.processes,
             mig_instances=device.migs,
             **device.slow,

@@ -73,6 +73,7 @@ class GpuSample:
     ecc_volatile_uncorrected: int | None = None
     mig_mode: str | None = None
     throttle_reasons: tuple[str, ...] | None = None
+    energy_mj: float | None = None  # NVML's total energy since the driver loaded
     time: float = 0.0
     processes: tuple[ProcessSample, ...] = ()
     mig_instances: tuple[MigInstance, ...] = ()

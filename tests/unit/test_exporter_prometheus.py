@@ -11,6 +11,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,14 @@ def test_ended_runs_stay_an_hour_then_go() -> None:
     assert len(book.runs()) == 1
     book.update([], 3701.0)
     assert book.runs() == []
+
+
+def test_nvml_total_energy_wins_over_the_integrated_one() -> None:
+    now = time.time()
+    meter = EnergyMeter()
+    meter.add([_state(now - 10, 300.0), _state(now, 500.0)])
+    state = _state(now, 500.0)
+    gpu = replace(state.gpus[0], energy_mj=7_500_000.0)
+    collector = TelemetryCollector(lambda: [replace(state, gpus=(gpu,))], None, meter)
+    (family,) = [f for f in collector.collect() if f.name == "seglab_gpu_energy_joules"]
+    assert [s.value for s in family.samples] == [7500.0]
