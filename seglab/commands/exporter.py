@@ -102,9 +102,12 @@ async def _main(args: argparse.Namespace) -> int:
         tasks = [
             asyncio.create_task(_ingest_runs(workstation, worker, book, args.runs_interval)),
             asyncio.create_task(_integrate_energy(telemetry, energy)),
+            asyncio.create_task(stop.wait()),
         ]
         try:
-            await stop.wait()
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # an ingestion loop ends only by a bug: raise it here
         finally:
             for task in tasks:
                 task.cancel()
