@@ -96,8 +96,9 @@ class Machine(ABC):
         """Start a long-lived command (raises :class:`CommandError` when it cannot start)."""
 
     @abstractmethod
-    async def read_bytes(self, path: str, offset: int = 0) -> bytes:
-        """File ``path`` from byte ``offset`` to its end (FileNotFoundError when missing)."""
+    async def read_bytes(self, path: str, offset: int = 0, size: int = -1) -> bytes:
+        """File ``path`` from byte ``offset``: ``size`` bytes at most, or to its end when
+        ``size`` is negative (FileNotFoundError when missing)."""
 
     @abstractmethod
     async def write_bytes(self, path: str, data: bytes) -> None:
@@ -164,9 +165,9 @@ class MachineSync:
             self.machine.run(argv, stdin=stdin, env=env, timeout=timeout), timeout + 30
         )
 
-    def read_bytes(self, path: str, offset: int = 0) -> bytes:
+    def read_bytes(self, path: str, offset: int = 0, size: int = -1) -> bytes:
         """:meth:`Machine.read_bytes`."""
-        return self.runner.call(self.machine.read_bytes(path, offset))
+        return self.runner.call(self.machine.read_bytes(path, offset, size))
 
     def read_text(self, path: str) -> str:
         """A whole file as text (invalid UTF-8 replaced)."""

@@ -121,13 +121,13 @@ class LocalMachine(Machine):
         """Start ``argv`` with stdout and stderr piped."""
         return LocalStream(await self._start(argv, asyncio.subprocess.DEVNULL, None))
 
-    async def read_bytes(self, path: str, offset: int = 0) -> bytes:
-        """The file's bytes from ``offset``."""
+    async def read_bytes(self, path: str, offset: int = 0, size: int = -1) -> bytes:
+        """The file's bytes from ``offset`` (``size`` at most when not negative)."""
 
         def read() -> bytes:
             with Path(path).expanduser().open("rb") as handle:
                 handle.seek(offset)
-                return handle.read()
+                return handle.read(size)
 
         return await asyncio.to_thread(read)
 

@@ -77,13 +77,14 @@ class RemoteFiles:
                 self._sftp_conn = conn
             return self._sftp
 
-    async def read_bytes(self, path: str, offset: int = 0) -> bytes:
-        """The bytes of remote file `path` from `offset` to its current end."""
+    async def read_bytes(self, path: str, offset: int = 0, size: int = -1) -> bytes:
+        """The bytes of remote file `path` from `offset` to its current end (`size` at
+        most when not negative)."""
         sftp = await self._client()
         try:
             async with sftp.open(sftp_path(path), "rb") as handle:
                 await handle.seek(offset)
-                data: bytes = await handle.read()
+                data: bytes = await handle.read(size)
                 return data
         except asyncssh.SFTPNoSuchFile as exc:
             raise RemoteFileMissing(f"{self.connection.name}:{path} does not exist") from exc

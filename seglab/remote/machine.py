@@ -151,11 +151,12 @@ class SSHMachine(Machine):
         self.channels_opened += 1
         return RemoteStream(process)
 
-    async def read_bytes(self, path: str, offset: int = 0) -> bytes:
-        """The remote file's bytes from ``offset`` (over SFTP)."""
+    async def read_bytes(self, path: str, offset: int = 0, size: int = -1) -> bytes:
+        """The remote file's bytes from ``offset`` (over SFTP; ``size`` at most when not
+        negative)."""
         await self._start()
         try:
-            return await self.files.read_bytes(path, offset)
+            return await self.files.read_bytes(path, offset, size)
         except RemoteFileMissing as exc:
             raise FileNotFoundError(str(exc)) from exc
 

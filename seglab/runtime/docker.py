@@ -44,6 +44,7 @@ from seglab.runtime.errors import (
     UnknownGpu,
 )
 from seglab.runtime.spec import CONTAINER_PREFIX, LaunchSpec, Mount, parse_mounts
+from seglab.safetext import MAX_LINE_BYTES, cut_marker, whole_chars
 
 log = logging.getLogger(__name__)
 
@@ -392,6 +393,9 @@ class DockerRuntime:
     ) -> Iterator[LogLine]:
         given = {STDOUT: (start.time_ns, start.seen), STDERR: (start.err_time_ns, start.err_seen)}
         pending = {STDOUT: b"", STDERR: b""}
+        # Bytes of a stream's unfinished line beyond MAX_LINE_BYTES: counted, not kept, so a
+        # newline-less stream (a progress bar redrawn with CR) holds bounded memory.
+        dropped = {STDOUT: 0, STDERR: 0}
         last_ns, ordinal = 0, 0
         # Records per timestamp; the pieces of a long line share one and may be interleaved
         # with the other stream's records, so this counts non-adjacent ones too.
@@ -409,8 +413,13 @@ class DockerRuntime:
                 continue  # given out before this cursor
             pending[stream] += payload
             if not pending[stream].endswith(b"\n"):
+                if len(pending[stream]) > MAX_LINE_BYTES:
+                    dropped[stream] += len(pending[stream]) - MAX_LINE_BYTES
+                    pending[stream] = pending[stream][:MAX_LINE_BYTES]
                 continue  # a partial record: the rest of the line follows
             text, pending[stream] = pending[stream][:-1], b""
+            if dropped[stream]:
+                text, dropped[stream] = _cut(text, dropped[stream]), 0
             given[stream] = position
             for key, done in given.items():
                 if key != stream and not pending[key]:
@@ -429,6 +438,8 @@ class DockerRuntime:
                 for key in (STDOUT, STDERR):
                     if pending[key]:
                         text, pending[key] = pending[key], b""
+                        if dropped[key]:
+                            text, dropped[key] = _cut(text, dropped[key]), 0
                         given[key] = (last_ns, ordinal)
                         yield LogLine(
                             text.decode("utf-8", "replace"),
@@ -485,3 +496,11 @@ class DockerRuntime:
             raise RuntimeFailure(f"{self.host}: could not remove {ref}: {exc}") from exc
         except OSError as exc:
             raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc
+
+
+def _cut(raw: bytes, dropped: int) -> bytes:
+    """A line's first MAX_LINE_BYTES (whole characters) and a marker for the rest."""
+    dropped += max(0, len(raw) - MAX_LINE_BYTES)
+    raw = raw[:MAX_LINE_BYTES]
+    keep = whole_chars(raw)
+    return raw[:keep] + cut_marker(dropped + len(raw) - keep).encode()

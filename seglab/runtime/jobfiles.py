@@ -16,8 +16,10 @@ from seglab.machines import CommandResult, MachineSync
 from seglab.runtime.base import LogCursor, LogLine
 from seglab.runtime.errors import RuntimeFailure
 from seglab.runtime.logfile import read_lines
+from seglab.safetext import MAX_LINE_BYTES, cut_marker, whole_chars
 
 POLL = 1.0
+READ_CHUNK = 1 << 20  # bytes read from a remote log at a time (memory stays bounded)
 
 
 class JobFiles:
@@ -114,22 +116,45 @@ class JobFiles:
         else:
             offset = 0
         pending = b""
+        dropped = 0  # bytes of the current line beyond MAX_LINE_BYTES: counted, not kept
         while True:
-            chunk = self.machine.read_bytes(str(path), offset + len(pending))
+            at = offset + len(pending) + dropped
+            chunk = self.machine.read_bytes(str(path), at, READ_CHUNK)
             if not chunk:
                 ended = not active()
-                chunk = self.machine.read_bytes(str(path), offset + len(pending))
+                chunk = self.machine.read_bytes(str(path), at, READ_CHUNK)
                 if not chunk:
                     if ended or not follow:
                         break
                     time.sleep(POLL)
                     continue
+            if dropped:  # skip to the end of the over-long line
+                end = chunk.find(b"\n")
+                if end < 0:
+                    dropped += len(chunk)
+                    continue
+                dropped += end
+                offset += len(pending) + dropped + 1
+                yield LogLine(_cut(pending, dropped), LogCursor(offset=offset))
+                pending, dropped, chunk = b"", 0, chunk[end + 1 :]
             pending += chunk
             *whole, pending = pending.split(b"\n")
             for line in whole:
                 offset += len(line) + 1
-                yield LogLine(line.decode("utf-8", "replace"), LogCursor(offset=offset))
-        if pending and not active():
-            yield LogLine(
-                pending.decode("utf-8", "replace"), LogCursor(offset=offset + len(pending))
-            )
+                yield LogLine(_cut(line, 0), LogCursor(offset=offset))
+            if len(pending) > MAX_LINE_BYTES:
+                dropped, pending = len(pending) - MAX_LINE_BYTES, pending[:MAX_LINE_BYTES]
+        if (pending or dropped) and not active():
+            end_at = offset + len(pending) + dropped
+            yield LogLine(_cut(pending, dropped), LogCursor(offset=end_at))
+
+
+def _cut(raw: bytes, dropped: int) -> str:
+    """A line as text: its first MAX_LINE_BYTES (whole characters) and a marker for the
+    bytes cut, counting ``dropped`` bytes already skipped."""
+    dropped += max(0, len(raw) - MAX_LINE_BYTES)
+    raw = raw[:MAX_LINE_BYTES]
+    if not dropped:
+        return raw.decode("utf-8", "replace")
+    keep = whole_chars(raw)
+    return raw[:keep].decode("utf-8", "replace") + cut_marker(dropped + len(raw) - keep)

@@ -158,6 +158,27 @@ def test_logs_are_whole_lines_and_resume_without_gap_or_duplicate(
     assert [line.text for line in runtime.logs(ref, tail=3)] == texts[-3:]
 
 
+def test_a_newline_less_stream_is_read_with_bounded_lines(
+    runtime: DockerRuntime, ci_image: str, tmp_path: Path
+) -> None:
+    """A 2 MB progress bar redrawn with CR and no newline (the engine splits it into 16 KiB
+    records) comes out as one line cut at 64 KiB with a marker saying how much was cut."""
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.stdout.write("\\r 42%|####  | 4200/10000" * 80000)
+        sys.stdout.write("\\nafter\\n")
+        sys.stdout.flush()
+        """
+    )
+    ref = runtime.launch(make_spec("progress", ci_image, code, tmp_path))
+    texts = [line.text for line in runtime.logs(ref, follow=True)]
+    assert texts[-1] == "after" and len(texts) == 2
+    total = len("\r 42%|####  | 4200/10000") * 80000
+    assert texts[0].endswith(f"… [{total - 64 * 1024} bytes cut]")
+    assert len(texts[0].encode()) < 64 * 1024 + 64
+
+
 def test_stop_kill_and_exit_codes(runtime: DockerRuntime, ci_image: str, tmp_path: Path) -> None:
     graceful = (
         "import signal, sys, time\n"
