@@ -18,6 +18,7 @@ from seglab.scheduler import Pool, Scheduler, parse_on
 from seglab.telemetry.sample import HostState, HostStatus
 from tests.e2e.runlib import REPO
 from tests.fakes.runtime import FakeRuntime
+from tests.unit.test_data_layouts import mini_cityscapes
 from tests.unit.test_run_lifecycle import replayed_gpus
 
 CITYSCAPES = REPO / "recipes" / "cityscapes-deeplabv3plus-r50-resolution.yaml"
@@ -36,8 +37,7 @@ def _two_hosts(tmp_path: Path, data: Path | None) -> Inventory:
 
 
 def test_auto_places_every_variant_on_the_host_with_the_dataset(tmp_path: Path) -> None:
-    data = tmp_path / "cityscapes"
-    data.mkdir()
+    data = mini_cityscapes(tmp_path / "cityscapes")  # launches check the dataset first
     inventory = _two_hosts(tmp_path, data)
     registry = Registry(tmp_path / "registry.sqlite3")
     runtimes: dict[tuple[str, str], Runtime] = {
