@@ -7,7 +7,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,14 +16,13 @@ from typing import Any
 from seglab import multinode
 from seglab.data.checks import require_data
 from seglab.errors import RunError
-from seglab.hosts import Host, Inventory
+from seglab.hosts import Host
 from seglab.kinds import RuntimeKind
-from seglab.registry import Member, Registry, RunRecord, RunStatus
-from seglab.runs.hostio import HostIO
+from seglab.registry import Member, RunRecord, RunStatus
+from seglab.runs.context import Part, RunContext
 from seglab.runs.intents import Journal, Op, fault_point, record_to_json
 from seglab.runs.records import resolved_recipe
 from seglab.runs.resources import check_disk, check_memory
-from seglab.runs.runtimes import Runtimes
 from seglab.runs.specs import build_spec
 from seglab.runtime import LaunchSpec, Runtime, RuntimeFailure
 from seglab.scheduler import Placement
@@ -42,23 +41,12 @@ class _Made:
     launched: list[tuple[Runtime, str]] = field(default_factory=list)
 
 
-class Launcher:
+class Launcher(Part):
     """Starts placed runs and Slurm submissions; ``refresh`` reads a run's first state."""
 
-    def __init__(
-        self,
-        inventory: Inventory,
-        registry: Registry,
-        runtimes: Runtimes,
-        io: HostIO,
-        refresh: Callable[[RunRecord], RunRecord],
-    ) -> None:
-        self.inventory = inventory
-        self.registry = registry
-        self.runtimes = runtimes
-        self.io = io
-        self.refresh = refresh
-        self.journal = Journal(registry)
+    def __init__(self, ctx: RunContext) -> None:
+        super().__init__(ctx)
+        self.journal = Journal(ctx.registry)
         self.gpu_states: Mapping[str, HostState] = {}  # telemetry of the latest placement
 
     def launch(

@@ -5,46 +5,31 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from seglab.errors import RunError
-from seglab.hosts import Inventory
 from seglab.kinds import RuntimeKind
-from seglab.registry import Registry, RunRecord, RunStatus
+from seglab.registry import RunRecord, RunStatus
 from seglab.runs import members
-from seglab.runs.hostio import HostIO
+from seglab.runs.context import Part, RunContext
 from seglab.runs.intents import Journal, Op, fault_point, record_to_json
 from seglab.runs.launch import Launcher
 from seglab.runs.recover import Recovery, mark_killed
-from seglab.runs.runtimes import Runtimes
 from seglab.runtime import EngineUnavailable, LogCursor, LogLine, RunNotFound
 from seglab.scheduler import Placement
 
 LOG_RECONNECT_S = 300.0  # how long `logs -f` waits for a lost engine to come back
 
 
-class Lifecycle:
+class Lifecycle(Part):
     """Stop, kill, resume, remove and logs of runs that have started."""
 
-    def __init__(
-        self,
-        inventory: Inventory,
-        registry: Registry,
-        runtimes: Runtimes,
-        io: HostIO,
-        *,
-        launcher: Launcher,
-        refresh: Callable[[RunRecord], RunRecord],
-    ) -> None:
-        self.inventory = inventory
-        self.registry = registry
-        self.runtimes = runtimes
-        self.io = io
+    def __init__(self, ctx: RunContext, *, launcher: Launcher) -> None:
+        super().__init__(ctx)
         self.launcher = launcher
-        self.refresh = refresh
-        self.journal = Journal(registry)
-        self.recovery = Recovery(inventory, registry, runtimes, io, refresh)
+        self.journal = Journal(ctx.registry)
+        self.recovery = Recovery(ctx)
 
     def _current(self, run_id: str) -> RunRecord:
         """The run refreshed, after finishing what a killed seglab left half done on it;

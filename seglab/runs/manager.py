@@ -9,6 +9,7 @@ from seglab import recipes
 from seglab.hosts import Host, Inventory
 from seglab.kinds import RuntimeKind
 from seglab.registry import Registry, RunRecord
+from seglab.runs.context import RunContext
 from seglab.runs.hostio import HostIO, MachineGetter
 from seglab.runs.launch import Launcher
 from seglab.runs.lifecycle import Lifecycle
@@ -43,20 +44,14 @@ class RunManager:
         self.io = HostIO(machine)
         self.runtimes = Runtimes(inventory, self.io, runtimes)
         self.status = StatusReader(inventory, registry, self.runtimes, self.io)
-        self.launcher = Launcher(inventory, registry, self.runtimes, self.io, self.refresh)
+        ctx = RunContext(inventory, registry, self.runtimes, self.io, self.refresh)
+        self.launcher = Launcher(ctx)
         # Runtimes given in-process (tests' fakes) cannot travel to a host's queue runner.
         self.submitter = Submitter(
             inventory, registry, self.runtimes, self.launcher, host_queues=runtimes is None
         )
-        self.reconciler = Reconciler(inventory, registry, self.runtimes, self.io, self.refresh)
-        self.lifecycle = Lifecycle(
-            inventory,
-            registry,
-            self.runtimes,
-            self.io,
-            launcher=self.launcher,
-            refresh=self.refresh,
-        )
+        self.reconciler = Reconciler(ctx)
+        self.lifecycle = Lifecycle(ctx, launcher=self.launcher)
 
     # -- runtimes and hosts -----------------------------------------------------------
 

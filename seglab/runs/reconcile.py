@@ -3,39 +3,27 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
 from seglab.errors import RunError, UnavailableError
-from seglab.hosts import Inventory
-from seglab.registry import Member, Registry, RunRecord
-from seglab.runs.hostio import HostIO
+from seglab.registry import Member, RunRecord
+from seglab.runs.context import Part, RunContext
 from seglab.runs.recover import Found, Recovery, record_from_labels
 from seglab.runs.recover import gpus_of as _gpus
-from seglab.runs.runtimes import Runtimes, kinds_on
+from seglab.runs.runtimes import kinds_on
 from seglab.runtime import EngineUnavailable, HostUnreachable
 
 log = logging.getLogger(__name__)
 
 
-class Reconciler:
+class Reconciler(Part):
     """Adopts the runs of this workstation that the registry does not know."""
 
-    def __init__(
-        self,
-        inventory: Inventory,
-        registry: Registry,
-        runtimes: Runtimes,
-        io: HostIO,
-        refresh: Callable[[RunRecord], RunRecord],
-    ) -> None:
-        self.inventory = inventory
-        self.registry = registry
-        self.runtimes = runtimes
-        self.io = io
-        self.refresh = refresh
-        self.recovery = Recovery(inventory, registry, runtimes, io, refresh)
+    def __init__(self, ctx: RunContext) -> None:
+        super().__init__(ctx)
+        self.recovery = Recovery(ctx)
 
     def reconcile(self) -> list[str]:
         """Find runs on the runtimes that the registry lacks; returns their ids.

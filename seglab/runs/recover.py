@@ -14,7 +14,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,10 @@ from seglab.hosts import Inventory
 from seglab.kinds import RuntimeKind
 from seglab.registry import FINAL_STATUSES, IntentRow, Member, Registry, RunRecord, RunStatus
 from seglab.runs import members
+from seglab.runs.context import Part, RunContext
 from seglab.runs.hostio import HostIO
 from seglab.runs.intents import Journal, Op, record_from_json
-from seglab.runs.runtimes import Runtimes, kinds_on
+from seglab.runs.runtimes import kinds_on
 from seglab.runtime import EngineUnavailable, HostUnreachable, RunInfo, RunNotFound
 
 log = logging.getLogger(__name__)
@@ -82,23 +83,12 @@ def mark_killed(registry: Registry, record: RunRecord) -> RunRecord:
     )
 
 
-class Recovery:
+class Recovery(Part):
     """Reconciles orphaned intents (and intent-less ``starting`` rows) with the runtimes."""
 
-    def __init__(
-        self,
-        inventory: Inventory,
-        registry: Registry,
-        runtimes: Runtimes,
-        io: HostIO,
-        refresh: Callable[[RunRecord], RunRecord],
-    ) -> None:
-        self.inventory = inventory
-        self.registry = registry
-        self.runtimes = runtimes
-        self.io = io
-        self.refresh = refresh
-        self.journal = Journal(registry)
+    def __init__(self, ctx: RunContext) -> None:
+        super().__init__(ctx)
+        self.journal = Journal(ctx.registry)
 
     def recover_all(self) -> list[str]:
         """Reconcile every orphaned intent and stray reservation; the run ids dealt with."""

@@ -38,7 +38,7 @@ class Submitter:
         self.registry = registry
         self.runtimes = runtimes
         self.launcher = launcher
-        self.reconciler = Reconciler(inventory, registry, runtimes, launcher.io, launcher.refresh)
+        self.reconciler = Reconciler(launcher.ctx)
         self.host_queues = HostQueues(inventory, registry, launcher.io, launcher.refresh)
         self.use_host_queues = host_queues
 
