@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from seglab.errors import RunError
-from seglab.forwards_local import open_local_tensorboard
+from seglab.forwards_local import start_local_tensorboard
 from seglab.hosts import Host
 from seglab.registry import RunRecord, UnknownRunError
 from seglab.runs import resolved_recipe
@@ -159,7 +159,20 @@ def open_tensorboard(ws: Workstation, target: str, port: int | None = None) -> O
         used = listening_ports(_proc_net_tcp(ws, host))
         if port is not None and port in used:
             raise RunError(f"port {port} is in use on this machine; choose another --port")
-        return open_local_tensorboard(host.name, runs, port or pick_port(used))
+        port = port or pick_port(used)
+        process, stop = start_local_tensorboard(runs, port)
+        opened = OpenForward(
+            "tensorboard",
+            host.name,
+            f"pid {process.pid}",
+            port,
+            port,
+            f"http://127.0.0.1:{port}/",
+            None,
+            process=process,
+        )
+        opened._undo.append(stop)
+        return opened
     image = resolved_recipe(runs[0]).image
     mounts = tuple(Mount(Path(r.run_dir), f"{RUNS_MOUNT}/{r.run_id}") for r in runs)
     ids = [r.run_id for r in runs]

@@ -2,7 +2,7 @@
 
 Used when the run's host is this machine and its runtime is ``process``, or when no Docker
 engine answers here: the train extra's ``tensorboard`` in this Python, over each run's
-``tb/`` folder. :meth:`OpenForward.close` stops the process.
+``tb/`` folder, stopped by the function :func:`start_local_tensorboard` returns.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from seglab.errors import RunError
 
 if TYPE_CHECKING:
-    from seglab.forwards import OpenForward
     from seglab.registry import RunRecord
 
 READY_TIMEOUT = 120.0
@@ -44,12 +43,11 @@ def local_tensorboard_command(runs: Sequence[RunRecord], port: int) -> tuple[str
     )
 
 
-def open_local_tensorboard(
-    host: str, runs: Sequence[RunRecord], port: int, timeout: float = READY_TIMEOUT
-) -> OpenForward:
-    """Start TensorBoard as a process on ``port`` and wait until it answers HTTP."""
-    from seglab.forwards import OpenForward
-
+def start_local_tensorboard(
+    runs: Sequence[RunRecord], port: int, timeout: float = READY_TIMEOUT
+) -> tuple[subprocess.Popen[bytes], Callable[[], None]]:
+    """Start TensorBoard as a process on ``port`` and wait until it answers HTTP; the
+    process, and the function that stops it (and drops its log)."""
     if importlib.util.find_spec("tensorboard") is None:
         raise RunError(
             "tensorboard is not installed in this Python and no Docker engine is used",
@@ -62,17 +60,17 @@ def open_local_tensorboard(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    opened = OpenForward(
-        "tensorboard", host, f"pid {process.pid}", port, port, "", None, process=process
-    )
-    opened._undo.extend([log.close, lambda: _stop(process)])
-    opened.url = f"http://127.0.0.1:{port}/"
+
+    def stop() -> None:
+        _stop(process)
+        log.close()
+
     try:
-        _wait_ready(process, opened.url, log, timeout)
+        _wait_ready(process, f"http://127.0.0.1:{port}/", log, timeout)
     except BaseException:
-        opened.close()
+        stop()
         raise
-    return opened
+    return process, stop
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
