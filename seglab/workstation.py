@@ -130,7 +130,7 @@ class Workstation:
             self._manager = RunManager(self.inventory(), self._run_registry(), self.machine)
         return self._manager
 
-    def remote(self) -> RemoteBridge:
+    def _remote(self) -> RemoteBridge:
         """The SSH connections to remote hosts (opened on first use, closed by
         :meth:`close`): the one SSH stack of this workstation, on :meth:`loop`."""
         with self._stack_lock:
@@ -166,7 +166,7 @@ class Workstation:
             from seglab.machines import LocalMachine
 
             return LocalMachine(name, host.docker_socket)
-        return self.remote().remotes.machine(name)
+        return self._remote().remotes.machine(name)
 
     def telemetry(self, names: Sequence[str] | None = None) -> LiveTelemetry:
         """Live telemetry of every host: one per workstation, shared (the dashboard's feed,
@@ -238,7 +238,7 @@ class Workstation:
             from seglab.remote.bridge import RemoteUnavailable
         for name in list(remote):
             try:
-                self.remote().ensure(name)
+                self._remote().ensure(name)
             except RemoteUnavailable:
                 if name in named:
                     raise
@@ -442,7 +442,7 @@ class Workstation:
             raise RunError(f"run {run_id} has no run directory yet (status {record.status})")
         host = self.inventory().get(record.host)
         if not host.is_local:
-            bridge = self.remote()
+            bridge = self._remote()
             bridge.ensure(host.name)
             return bridge.call(bridge.remotes.files(host.name).fetch(record.run_dir, what, dest))
         source = Path(record.run_dir)
