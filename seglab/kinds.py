@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
+import sys
+
+if sys.version_info >= (3, 11):
+    from enum import StrEnum
+else:  # pragma: no cover - Python 3.10
+    from seglab.runstate import StrEnum
 
 from seglab.errors import RunError
 

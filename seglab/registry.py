@@ -16,261 +16,63 @@ refills it from the hosts.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import logging
 import os
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from seglab import paths
-from seglab.errors import SeglabError, did_you_mean
+from seglab.errors import did_you_mean
 from seglab.events import Event, from_dict
-
-if sys.version_info >= (3, 11):
-    from enum import StrEnum
-else:  # pragma: no cover - Python 3.10
-
-    class StrEnum(str, Enum):
-        """`enum.StrEnum` for Python 3.10."""
-
-        def __str__(self) -> str:
-            return str(self.value)
-
-
-class RunStatus(StrEnum):
-    """Where a run is in its life."""
-
-    QUEUED = "queued"
-    STARTING = "starting"
-    RUNNING = "running"
-    FINISHED = "finished"
-    FAILED = "failed"
-    OOM_KILLED = "oom_killed"
-    STOPPED = "stopped"
-    KILLED = "killed"
-    LOST = "lost"
-
-
-FINAL_STATUSES = frozenset(
-    {
-        RunStatus.FINISHED,
-        RunStatus.FAILED,
-        RunStatus.OOM_KILLED,
-        RunStatus.STOPPED,
-        RunStatus.KILLED,
-    }
+from seglab.registry_file import (
+    MIGRATIONS,
+    aside_name,
+    enable_wal,
+    identity,
+    is_damage,
+    locked,
+    migrate,
+    schema_problem,
+    version_problem,
+)
+from seglab.runstate import (
+    FINAL_STATUSES,
+    RUN_FIELDS,
+    AmbiguousRunError,
+    IntentRow,
+    Member,
+    QueueItem,
+    RegistryError,
+    RunRecord,
+    RunStatus,
+    UnknownRunError,
+    UnusableRegistryError,
 )
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "FINAL_STATUSES",
+    "MIGRATIONS",
+    "RUN_FIELDS",
+    "AmbiguousRunError",
+    "IntentRow",
+    "Member",
+    "QueueItem",
+    "Registry",
+    "RegistryError",
+    "RunRecord",
+    "RunStatus",
+    "UnknownRunError",
+    "UnusableRegistryError",
+]
 
-# The tables and run columns this seglab needs; a file without them is not a registry.
-_TABLES = ("runs", "events", "queue", "reservations", "intents")
-# SQLite's primary result codes for a damaged file and for a file that is no database.
-_DAMAGE_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
-
-# Each entry upgrades the schema by one version: entry i takes user_version i to i + 1.
-# Never edit a released entry; append a new one.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE runs (
-            run_id TEXT PRIMARY KEY,
-            recipe TEXT NOT NULL,
-            variant TEXT NOT NULL,
-            recipe_sha TEXT NOT NULL,
-            resolved_recipe TEXT NOT NULL,
-            host TEXT NOT NULL,
-            gpus TEXT NOT NULL,
-            runtime TEXT NOT NULL,
-            handle TEXT,
-            run_dir TEXT NOT NULL,
-            status TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            started_at REAL,
-            finished_at REAL,
-            exit_code INTEGER,
-            best_miou REAL,
-            last_iter INTEGER,
-            total_iters INTEGER,
-            last_loss REAL,
-            img_per_s REAL,
-            message TEXT
-        )""",
-        "CREATE INDEX runs_by_status ON runs (status, created_at)",
-        """CREATE TABLE events (
-            run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
-            seq INTEGER NOT NULL,
-            kind TEXT NOT NULL,
-            time REAL NOT NULL,
-            payload TEXT NOT NULL,
-            PRIMARY KEY (run_id, seq)
-        ) WITHOUT ROWID""",
-        "CREATE INDEX events_by_kind ON events (run_id, kind, seq)",
-        """CREATE TABLE queue (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            run_id TEXT NOT NULL,
-            request TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            state TEXT NOT NULL,
-            claimed_at REAL
-        )""",
-        "CREATE INDEX queue_by_state ON queue (state, id)",
-        """CREATE TABLE reservations (
-            host TEXT NOT NULL,
-            gpu TEXT NOT NULL,
-            run_id TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            PRIMARY KEY (host, gpu)
-        ) WITHOUT ROWID""",
-        "CREATE INDEX reservations_by_run ON reservations (run_id)",
-    ),
-    ("ALTER TABLE runs ADD COLUMN members TEXT NOT NULL DEFAULT '[]'",),
-    # Version 3 adds the status "killed": no statement, but a seglab that does not know it
-    # sees a newer schema instead of a status it cannot read.
-    (),
-    # Version 4: the write-ahead intents of lifecycle operations (seglab.runs.intents).
-    (
-        """CREATE TABLE intents (
-            run_id TEXT PRIMARY KEY,
-            op TEXT NOT NULL,
-            owner TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            detail TEXT NOT NULL
-        ) WITHOUT ROWID""",
-    ),
-    # Version 5: where each run's events.jsonl was ingested up to (inode, byte offset), so
-    # a refresh reads only what was appended since.
-    (
-        """CREATE TABLE cursors (
-            run_id TEXT PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
-            inode INTEGER NOT NULL,
-            offset INTEGER NOT NULL
-        ) WITHOUT ROWID""",
-    ),
-)
-
-
-class RegistryError(SeglabError):
-    """The registry file cannot be used (for example, a newer seglab wrote it)."""
-
-
-class UnusableRegistryError(RegistryError):
-    """A registry file that cannot be opened as this seglab's registry; ``reason`` says why."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"the registry {path} cannot be used: {reason}")
-
-
-class UnknownRunError(SeglabError):
-    """A run id that the registry does not hold."""
-
-    def __init__(self, run_id: str, known: Iterable[str] = ()) -> None:
-        self.run_id = run_id
-        super().__init__(
-            f"no run {run_id!r} in the registry{did_you_mean(run_id, known)}",
-            "`seglab ps --all` lists every run",
-        )
-
-
-class AmbiguousRunError(SeglabError):
-    """A run id prefix that more than one run starts with."""
-
-    def __init__(self, prefix: str, matches: Sequence[str]) -> None:
-        self.prefix = prefix
-        self.matches = list(matches)
-        shown = ", ".join(self.matches[:10]) + (", ..." if len(self.matches) > 10 else "")
-        super().__init__(
-            f"{prefix!r} names {len(self.matches)} runs: {shown}",
-            "type more of the run id",
-        )
-
-
-@dataclass(frozen=True)
-class Member:
-    """One host's part of a multi-node run: its GPUs, its container/process, its run dir."""
-
-    host: str
-    gpus: tuple[str, ...] = ()
-    handle: str | None = None
-    run_dir: str = ""
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Member:
-        """Inverse of :func:`dataclasses.asdict`."""
-        return cls(
-            str(data["host"]),
-            tuple(data.get("gpus") or ()),
-            data.get("handle"),
-            str(data.get("run_dir") or ""),
-        )
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunRecord:
-    """One run as the registry knows it (times are Unix seconds; unknown values None)."""
-
-    run_id: str
-    recipe: str
-    variant: str
-    recipe_sha: str = ""
-    resolved_recipe: str = ""
-    host: str
-    gpus: tuple[str, ...] = ()
-    runtime: str
-    handle: str | None = None
-    run_dir: str = ""
-    status: RunStatus = RunStatus.QUEUED
-    created_at: float = field(default_factory=time.time)
-    started_at: float | None = None
-    finished_at: float | None = None
-    exit_code: int | None = None
-    best_miou: float | None = None
-    last_iter: int | None = None
-    total_iters: int | None = None
-    last_loss: float | None = None
-    img_per_s: float | None = None
-    message: str | None = None
-    members: tuple[Member, ...] = ()  # a multi-node run's members, member 0 first
-
-    @property
-    def is_final(self) -> bool:
-        """True once the run has ended and will not change by itself."""
-        return self.status in FINAL_STATUSES
-
-
-RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord))
 _RUN_COLUMNS = ", ".join(RUN_FIELDS)
-
-
-@dataclass(frozen=True)
-class QueueItem:
-    """A pending (or claimed) launch: the run and its placement request."""
-
-    id: int
-    run_id: str
-    request: dict[str, Any]
-    created_at: float
-    state: str
-
-
-@dataclass(frozen=True)
-class IntentRow:
-    """A lifecycle operation's intent: what ``owner`` (a seglab process) set out to do."""
-
-    run_id: str
-    op: str
-    owner: str
-    created_at: float
-    detail: dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 class Registry:
@@ -292,19 +94,19 @@ class Registry:
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
-            if self._local.file == _identity(self.path):
+            if self._local.file == identity(self.path):
                 return conn
             self._drop()  # the file was set aside (or deleted) since: open the new one
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        seen = _identity(self.path)
+        seen = identity(self.path)
         try:
             conn = self._open()
         except UnusableRegistryError as exc:
             self._set_aside(exc.reason, seen)
-            seen = _identity(self.path)
+            seen = identity(self.path)
             conn = self._open()
         self._local.conn, self._local.pid = conn, os.getpid()
-        self._local.file = seen or _identity(self.path)  # None: SQLite has just created it
+        self._local.file = seen or identity(self.path)  # None: SQLite has just created it
         with self._lock:
             self._opened.append((os.getpid(), conn))
         return conn
@@ -316,16 +118,16 @@ class Registry:
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            _enable_wal(conn, self.timeout)
+            enable_wal(conn, self.timeout)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
-            problem = _version_problem(conn)
+            problem = version_problem(conn)
             if problem is None:
-                _migrate(conn, MIGRATIONS)
-                problem = _schema_problem(conn)
+                migrate(conn, MIGRATIONS)
+                problem = schema_problem(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
-            if _is_damage(exc):
+            if is_damage(exc):
                 raise UnusableRegistryError(self.path, str(exc)) from exc
             raise
         except BaseException:
@@ -351,10 +153,10 @@ class Registry:
         set aside by another seglab process or thread already, and is left alone.
         """
         self._drop()
-        with _locked(self.path.with_name(self.path.name + ".lock")):
-            if _identity(self.path) != seen:
+        with locked(self.path.with_name(self.path.name + ".lock")):
+            if identity(self.path) != seen:
                 return
-            aside = _aside_name(self.path)
+            aside = aside_name(self.path)
             for suffix in ("-wal", "-shm", ""):  # the WAL first: a fresh file must not find it
                 source = self.path.with_name(self.path.name + suffix)
                 if source.exists():
@@ -369,7 +171,7 @@ class Registry:
 
     def _recovering(self, exc: sqlite3.DatabaseError) -> None:
         """Set the file aside when ``exc`` says it is damaged; otherwise re-raise ``exc``."""
-        if not _is_damage(exc):
+        if not is_damage(exc):
             raise exc
         self._set_aside(str(exc), getattr(self._local, "file", None))
 
@@ -729,114 +531,6 @@ class Registry:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _user_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA user_version").fetchone()[0])
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    """Which file is at ``path`` now (device, inode), or None when there is none."""
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return stat.st_dev, stat.st_ino
-
-
-def _is_damage(exc: sqlite3.DatabaseError) -> bool:
-    """Whether SQLite says the file is damaged or no database at all."""
-    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
-    if code is not None:
-        return (code & 0xFF) in _DAMAGE_CODES
-    return "file is not a database" in str(exc) or "malformed" in str(exc)
-
-
-def _version_problem(conn: sqlite3.Connection) -> str | None:
-    """Why the file's schema version rules it out (newer, or another program's tables)."""
-    version = _user_version(conn)
-    if version > len(MIGRATIONS):
-        return f"its schema version {version} is newer than this seglab knows ({len(MIGRATIONS)})"
-    if version == 0 and conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
-        return "it holds tables that seglab did not create"
-    return None
-
-
-def _schema_problem(conn: sqlite3.Connection) -> str | None:
-    """What a migrated file lacks of the tables and run columns seglab reads."""
-    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-    tables = {name for (name,) in rows}
-    missing = [name for name in _TABLES if name not in tables]
-    if missing:
-        return f"it lacks the table(s) {', '.join(missing)}"
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-    missing = [name for name in RUN_FIELDS if name not in columns]
-    if missing:
-        return f"its runs table lacks the column(s) {', '.join(missing)}"
-    return None
-
-
-def _aside_name(path: Path) -> Path:
-    """``registry.sqlite3.corrupt-<UTC time>``, numbered if that name is taken."""
-    stem = f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    aside, number = path.with_name(stem), 1
-    while aside.exists():
-        aside, number = path.with_name(f"{stem}.{number}"), number + 1
-    return aside
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on the file ``path`` (created if needed) for the block."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
-    """Switch the file to WAL mode (a no-op once it is).
-
-    Changing the journal mode does not wait on the busy handler, so processes that open a
-    new file together retry here until the first one has switched it.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-            break
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-    if mode.lower() != "wal":
-        raise RegistryError(
-            f"the registry needs SQLite WAL mode, but its file system gives journal mode {mode!r}"
-        )
-
-
-def _migrate(conn: sqlite3.Connection, migrations: Sequence[Sequence[str]]) -> None:
-    """Bring the schema to `len(migrations)`; safe when several processes race to do it."""
-    if _user_version(conn) == len(migrations):
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = _user_version(conn)  # re-read under the write lock
-        if version > len(migrations):
-            raise RegistryError(
-                f"registry schema version {version} is newer than this seglab knows "
-                f"({len(migrations)}); upgrade seglab"
-            )
-        for number in range(version, len(migrations)):
-            for statement in migrations[number]:
-                conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {len(migrations)}")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def _to_row(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from seglab.runtime.process import process_alive
 if sys.version_info >= (3, 11):
     from enum import StrEnum
 else:  # pragma: no cover - Python 3.10
-    from seglab.registry import StrEnum
+    from seglab.runstate import StrEnum
 
 FAULT_ENV = "SEGLAB_FAULT"
 
