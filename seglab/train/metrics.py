@@ -80,14 +80,6 @@ class ConfusionMatrix:
         counts = torch.bincount(row * (n + 1) + col, minlength=(n + 1) * (n + 1))
         return counts.reshape(n + 1, n + 1)[:n]
 
-    def update_counts(self, other: ConfusionMatrix) -> None:
-        """Add the counts of another matrix of the same size."""
-        if other.num_classes != self.num_classes:
-            raise ValueError(
-                f"cannot add a {other.num_classes}-class matrix to a {self.num_classes}-class one"
-            )
-        self._counts += other._counts.to(self._counts.device)
-
     def all_reduce(self) -> None:
         """Sum the counts over all ranks when torch.distributed is initialised (else no-op).
 
