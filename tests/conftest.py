@@ -30,14 +30,22 @@ ENGINES_SKIP = (
 )
 
 
+# Tests that train on the CPU for tens of seconds each run when this is "1" (or when a
+# `-m` expression names them); `bash .ci/run` sets it, so CI runs the whole suite.
+SLOW_ENV = "SEGLAB_TEST_SLOW"
+SLOW_SKIP = f"slow (trains on the CPU): set {SLOW_ENV}=1 to run it (bash .ci/run does)"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip engine, sshd and Slurm tests unless the user opted in."""
-    if engines_allowed():
-        return
-    skip = pytest.mark.skip(reason=ENGINES_SKIP)
+    """Skip engine, sshd and Slurm tests unless the user opted in; slow ones likewise
+    (unless a ``-m`` expression selects tests by marker)."""
+    engines = engines_allowed()
+    slow = os.environ.get(SLOW_ENV) == "1" or bool(config.getoption("markexpr", ""))
     for item in items:
-        if any(item.get_closest_marker(name) for name in ENGINE_MARKERS):
-            item.add_marker(skip)
+        if not engines and any(item.get_closest_marker(name) for name in ENGINE_MARKERS):
+            item.add_marker(pytest.mark.skip(reason=ENGINES_SKIP))
+        elif not slow and item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.skip(reason=SLOW_SKIP))
 
 
 @pytest.fixture(autouse=True)
