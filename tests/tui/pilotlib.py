@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from textual.css.query import NoMatches
 from textual.pilot import Pilot
 
 from seglab.tui.hosts_panel import HostsPanel
@@ -17,11 +18,17 @@ from seglab.tui.runs_table import RunsTable
 async def wait_until(
     pilot: Pilot[Any], predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.1
 ) -> Any:
-    """Let the app run until ``predicate()`` is truthy; its value, or AssertionError."""
+    """Let the app run until ``predicate()`` is truthy; its value, or AssertionError.
+
+    A widget the predicate queries may not be mounted yet (the main screen composes after
+    the app starts): that counts as "not yet"."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        last = predicate()
+        try:
+            last = predicate()
+        except NoMatches:
+            last = None
         if last:
             return last
         await pilot.pause(step)
