@@ -64,32 +64,38 @@ def _pty_output(argv: list[str]) -> bytes:
     return b"".join(chunks)
 
 
-def test_logs_puts_only_safe_bytes_on_the_terminal() -> None:
+def _ran(run_id: str, code: str, status: RunStatus) -> None:
+    """A process-runtime run of ``code`` that has exited, known to the registry."""
+    recipe = run_id.split(".", maxsplit=1)[0]
     runtime = ProcessRuntime(paths.default_runs_root())
     ref = runtime.launch(
         LaunchSpec(
-            name=RUN_ID,
+            name=run_id,
             image="unused",
-            command=(sys.executable, "-c", HOSTILE),
-            labels={"seglab.run_id": RUN_ID, "seglab.recipe": "hostile"},
-            log_path=paths.default_runs_root() / RUN_ID / "train.log",
+            command=(sys.executable, "-c", code),
+            labels={"seglab.run_id": run_id, "seglab.recipe": recipe},
+            log_path=paths.default_runs_root() / run_id / "train.log",
         )
     )
     assert runtime.wait(ref, 60) == 0
     with Registry() as registry:
         registry.upsert_run(
             RunRecord(
-                run_id=RUN_ID,
-                recipe="hostile",
+                run_id=run_id,
+                recipe=recipe,
                 variant="default",
                 host="local",
                 runtime="process",
                 handle=ref,
                 run_dir=str(Path(ref)),
-                status=RunStatus.RUNNING,
+                status=status,
                 started_at=time.time(),
             )
         )
+
+
+def test_logs_puts_only_safe_bytes_on_the_terminal() -> None:
+    _ran(RUN_ID, HOSTILE, RunStatus.RUNNING)
     shown = _pty_output([sys.executable, "-m", "seglab", "logs", RUN_ID])
     text = shown.decode("utf-8")  # valid UTF-8, whatever the run wrote
     assert "\x1b" not in text
@@ -117,32 +123,7 @@ EVENTFUL = textwrap.dedent(
 
 
 def test_logs_hides_event_lines_unless_asked_and_json_keeps_the_raw_text() -> None:
-    run_id = "eventful.default.d4e5f6"
-    runtime = ProcessRuntime(paths.default_runs_root())
-    ref = runtime.launch(
-        LaunchSpec(
-            name=run_id,
-            image="unused",
-            command=(sys.executable, "-c", EVENTFUL),
-            labels={"seglab.run_id": run_id, "seglab.recipe": "eventful"},
-            log_path=paths.default_runs_root() / run_id / "train.log",
-        )
-    )
-    assert runtime.wait(ref, 60) == 0
-    with Registry() as registry:
-        registry.upsert_run(
-            RunRecord(
-                run_id=run_id,
-                recipe="eventful",
-                variant="default",
-                host="local",
-                runtime="process",
-                handle=ref,
-                run_dir=str(Path(ref)),
-                status=RunStatus.FINISHED,
-                started_at=time.time(),
-            )
-        )
+    _ran("eventful.default.d4e5f6", EVENTFUL, RunStatus.FINISHED)
 
     def logs(*flags: str) -> list[str]:
         argv = [sys.executable, "-m", "seglab", "logs", *flags, "d4e5"]  # a short id
