@@ -1,4 +1,5 @@
-"""TensorBoard and JupyterLab next to the runs: a container on a host's loopback, reached here.
+"""TensorBoard and JupyterLab next to the runs: a container on a host's loopback, reached here
+(or, on this machine without Docker, a local process: :mod:`seglab.forwards_local`).
 
 The container uses host networking (the only way a container can bind the host's own
 loopback) and listens on a free port of that host; for a remote host that port is forwarded
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from seglab.errors import RunError
-from seglab.forwards_local import start_local_tensorboard
+from seglab.forwards_local import start_local_notebook, start_local_tensorboard
 from seglab.hosts import Host
 from seglab.registry import RunRecord, UnknownRunError
 from seglab.runs import resolved_recipe
@@ -153,26 +154,10 @@ def open_tensorboard(ws: Workstation, target: str, port: int | None = None) -> O
     host of its newest run; ``port`` is the local port of the URL (default: a free one)."""
     runs = _runs_for(ws, target)
     host = ws.inventory().get(runs[0].host)
-    if host.is_local and (
-        runs[0].runtime == "process" or ws.engine(host.name) == "no docker engine"
-    ):
-        used = listening_ports(_proc_net_tcp(ws, host))
-        if port is not None and port in used:
-            raise RunError(f"port {port} is in use on this machine; choose another --port")
-        port = port or pick_port(used)
+    if host.is_local and (runs[0].runtime == "process" or _no_engine(ws, host)):
+        port = _local_port(ws, host, port)
         process, stop = start_local_tensorboard(runs, port)
-        opened = OpenForward(
-            "tensorboard",
-            host.name,
-            f"pid {process.pid}",
-            port,
-            port,
-            f"http://127.0.0.1:{port}/",
-            None,
-            process=process,
-        )
-        opened._undo.append(stop)
-        return opened
+        return _local_forward("tensorboard", host, process, stop, port=port, path="")
     image = resolved_recipe(runs[0]).image
     mounts = tuple(Mount(Path(r.run_dir), f"{RUNS_MOUNT}/{r.run_id}") for r in runs)
     ids = [r.run_id for r in runs]
@@ -195,14 +180,21 @@ def open_tensorboard(ws: Workstation, target: str, port: int | None = None) -> O
 
 
 def open_notebook(
-    ws: Workstation, where: str, image: str = DEFAULT_NOTEBOOK_IMAGE, port: int | None = None
+    ws: Workstation, where: str, image: str | None = None, port: int | None = None
 ) -> OpenForward:
-    """JupyterLab in ``image`` on a host (pinned to a GPU by UUID, or CPU-only), with the
-    host's runs root mounted read-only at /runs."""
+    """JupyterLab on a host (pinned to a GPU by UUID, or CPU-only) over the host's runs
+    root: in ``image`` (default :data:`DEFAULT_NOTEBOOK_IMAGE`) with the root read-only at
+    /runs, or, on this machine when no Docker engine answers and no image is asked for, as
+    this Python's JupyterLab (the notebook extra) in a local process."""
     name, gpu = parse_where(where)
     host = ws.inventory().get(name)
     root = ws._run_manager().runs_root(host) if host.kind != "slurm" else None
     token = secrets.token_hex(24)
+    if root is not None and host.is_local and image is None and _no_engine(ws, host):
+        port = _local_port(ws, host, port)
+        process, stop = start_local_notebook(root, port, token, gpu)
+        return _local_forward("notebook", host, process, stop, port=port, path=f"lab?token={token}")
+    image = image or DEFAULT_NOTEBOOK_IMAGE
     mounts = () if root is None else (Mount(root, RUNS_MOUNT),)
     name, labels = _identity("notebook", host)
     return _open(
@@ -223,6 +215,36 @@ def open_notebook(
             workdir="/tmp",
         ),
     )
+
+
+def _no_engine(ws: Workstation, host: Host) -> bool:
+    return ws.engine(host.name) == "no docker engine"
+
+
+def _local_port(ws: Workstation, host: Host, port: int | None) -> int:
+    """``port`` if it is free on this machine (else an error), or a free one."""
+    used = listening_ports(_proc_net_tcp(ws, host))
+    if port is not None and port in used:
+        raise RunError(f"port {port} is in use on this machine; choose another --port")
+    return port or pick_port(used)
+
+
+def _local_forward(
+    kind: Kind,
+    host: Host,
+    process: subprocess.Popen[bytes],
+    stop: Callable[[], None],
+    *,
+    port: int,
+    path: str,
+) -> OpenForward:
+    """The forward of a local process serving on ``port``; closing it calls ``stop``."""
+    url = f"http://127.0.0.1:{port}/{path}"
+    opened = OpenForward(
+        kind, host.name, f"pid {process.pid}", port, port, url, None, process=process
+    )
+    opened._undo.append(stop)
+    return opened
 
 
 def _runs_for(ws: Workstation, target: str) -> list[RunRecord]:

@@ -1,20 +1,22 @@
-"""TensorBoard as a plain process on this machine's loopback, for hosts without Docker.
+"""TensorBoard and JupyterLab as plain processes on this machine's loopback, without Docker.
 
 Used when the run's host is this machine and its runtime is ``process``, or when no Docker
-engine answers here: the train extra's ``tensorboard`` in this Python, over each run's
-``tb/`` folder, stopped by the function :func:`start_local_tensorboard` returns.
+engine answers here: the train extra's ``tensorboard`` in this Python over each run's
+``tb/`` folder (:func:`start_local_tensorboard`), or the notebook extra's JupyterLab over
+the runs root (:func:`start_local_notebook`); each is stopped by the function returned.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -53,12 +55,73 @@ def start_local_tensorboard(
             "tensorboard is not installed in this Python and no Docker engine is used",
             hint="install the train extra: pip install 'seglab[train]'",
         )
+    return _start(
+        "tensorboard",
+        local_tensorboard_command(runs, port),
+        f"http://127.0.0.1:{port}/",
+        timeout,
+    )
+
+
+def local_notebook_command(root: Path, port: int) -> tuple[str, ...]:
+    """This Python's JupyterLab on 127.0.0.1:``port`` with ``root`` as its root folder
+    (the token travels in the environment, not on the command line other users can read)."""
+    return (
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={root}",
+        *(("--allow-root",) if os.geteuid() == 0 else ()),
+    )
+
+
+def start_local_notebook(
+    root: Path,
+    port: int,
+    token: str,
+    gpu: str | None = None,
+    timeout: float = READY_TIMEOUT,
+) -> tuple[subprocess.Popen[bytes], Callable[[], None]]:
+    """Start JupyterLab as a process on ``port`` over ``root``, guarded by ``token`` and
+    seeing only GPU ``gpu`` (none when None); the process and the function that stops it."""
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise RunError(
+            "JupyterLab is not installed in this Python and no Docker engine is used",
+            hint="install the notebook extra: pip install 'seglab[notebook]'",
+        )
+    env = {
+        **os.environ,
+        "JUPYTER_TOKEN": token,
+        "CUDA_VISIBLE_DEVICES": gpu or "",
+    }
+    return _start(
+        "JupyterLab",
+        local_notebook_command(root, port),
+        f"http://127.0.0.1:{port}/api",
+        timeout,
+        env,
+    )
+
+
+def _start(
+    name: str,
+    argv: Sequence[str],
+    url: str,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], Callable[[], None]]:
+    """Start ``argv`` with its output in a temporary file and wait until ``url`` answers."""
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the forward
     process = subprocess.Popen(
-        local_tensorboard_command(runs, port),
+        argv,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
+        env=env,
     )
 
     def stop() -> None:
@@ -66,7 +129,7 @@ def start_local_tensorboard(
         log.close()
 
     try:
-        _wait_ready(process, f"http://127.0.0.1:{port}/", log, timeout)
+        _wait_ready(name, process, url, log, timeout)
     except BaseException:
         stop()
         raise
@@ -83,6 +146,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def _wait_ready(
+    name: str,
     process: subprocess.Popen[bytes],
     url: str,
     log: IO[bytes],
@@ -95,7 +159,7 @@ def _wait_ready(
             log.seek(0)
             tail = log.read().decode(errors="replace").splitlines()[-8:]
             raise RunError(
-                f"tensorboard exited (code {code}) before answering"
+                f"{name} exited (code {code}) before answering"
                 + ("\n  " + "\n  ".join(tail) if tail else "")
             )
         try:
@@ -105,4 +169,4 @@ def _wait_ready(
             return  # it answered
         except OSError:
             time.sleep(0.5)  # not listening yet
-    raise RunError(f"tensorboard did not answer on {url} within {timeout:.0f} s")
+    raise RunError(f"{name} did not answer on {url} within {timeout:.0f} s")

@@ -491,10 +491,11 @@ class Workstation:
     def notebook(
         self, where: str, image: str | None = None, port: int | None = None
     ) -> OpenForward:
-        """JupyterLab on ``HOST[:cpu|:<GPU UUID>]``, on 127.0.0.1 here (URL with its token)."""
-        from seglab.forwards import DEFAULT_NOTEBOOK_IMAGE, open_notebook
+        """JupyterLab on ``HOST[:cpu|:<GPU UUID>]``, on 127.0.0.1 here (URL with its token):
+        in ``image`` (default: the full image), or a local process when no engine answers."""
+        from seglab.forwards import open_notebook
 
-        return open_notebook(self, where, image or DEFAULT_NOTEBOOK_IMAGE, port)
+        return open_notebook(self, where, image, port)
 
     def engine(self, host: str) -> str | None:
         """``docker <version>`` of a local host's engine, or ``no docker engine`` (blocking;

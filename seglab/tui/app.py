@@ -453,7 +453,8 @@ class SeglabApp(App[int]):
             subprocess.run(argv, env=env, check=False)
 
     def action_notebook(self) -> None:
-        """JupyterLab (the `full` image) on the selected run's host, forwarded here."""
+        """JupyterLab (the `full` image, or a local process without Docker) on the selected
+        run's host, forwarded here."""
         ids = self._chosen()
         host = self._row(ids[0]).host if ids else "local"
         self.notify(f"starting JupyterLab on {host}…", timeout=4)
