@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import enum
 import errno
+import functools
+import getpass
 import logging
 import socket
 import time
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+from asyncssh.config import SSHClientConfig, SSHConfig
+from asyncssh.encryption import get_default_encryption_algs
 
 from seglab.errors import UnavailableError
 from seglab.hosts import SSHTarget, ssh_config_path
@@ -151,8 +155,54 @@ class _Client(asyncssh.SSHClient):
         self.closed.set()
 
 
+AES_GCM = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+"""The ciphers offered first where the CPU has AES instructions (see :func:`ciphers`)."""
+
+
+@functools.cache
+def cpu_has_aes() -> bool:
+    """Whether this CPU has AES instructions (True where /proc/cpuinfo cannot tell)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:  # not Linux: every Mac and current x86/arm64 CPU has them
+        return True
+    flags = (line.split(":", 1)[1].split() for line in info.splitlines() if ":" in line)
+    return any("aes" in words for words in flags)
+
+
+def ciphers(target: SSHTarget, config: Path) -> list[str] | None:
+    """The ciphers to offer `target`, most wanted first; None leaves asyncssh's choice.
+
+    asyncssh encrypts every packet in Python; with AES-GCM that is one call into
+    `cryptography` (AES-NI) per packet, with its default chacha20-poly1305 several, so a
+    bulk copy (``seglab data sync``) runs about 1.5x faster with AES-GCM. Where the CPU
+    has AES instructions and the user's ssh config names no ``Ciphers`` for the host,
+    AES-GCM is offered first and asyncssh's other defaults after it: a server without
+    AES-GCM picks one of those, as before.
+    """
+    if not cpu_has_aes():
+        return None
+    if config.exists():
+
+        def load(final: bool) -> SSHConfig:
+            user = target.user or ()
+            return SSHClientConfig.load(
+                None, [config], False, False, final, getpass.getuser(), user, target.hostname,
+                target.port,
+            )  # fmt: skip
+
+        parsed = load(final=False)
+        if parsed.has_match_final():  # as asyncssh reads it when it connects
+            parsed = load(final=True)
+        if parsed.get("Ciphers") is not None:
+            return None
+    defaults = [alg.decode() for alg in get_default_encryption_algs()]
+    return [*AES_GCM, *(alg for alg in defaults if alg not in AES_GCM)]
+
+
 def connect_kwargs(target: SSHTarget, options: ConnectOptions) -> dict[str, Any]:
-    """The asyncssh.connect arguments for `target`: key-based auth only, strict host keys."""
+    """The asyncssh.connect arguments for `target`: key-based auth only, strict host keys,
+    AES-GCM first where it is fast (:func:`ciphers`)."""
     config = ssh_config_path()
     kwargs: dict[str, Any] = {
         "host": target.hostname,
@@ -174,6 +224,9 @@ def connect_kwargs(target: SSHTarget, options: ConnectOptions) -> dict[str, Any]
         kwargs["client_keys"] = existing
     if target.proxy_jump:
         kwargs["tunnel"] = target.proxy_jump
+    preferred = ciphers(target, config)
+    if preferred is not None:
+        kwargs["encryption_algs"] = preferred
     return kwargs
 
 
