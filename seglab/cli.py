@@ -34,6 +34,16 @@ COMMAND_MODULES = (
     "seglab.commands.queue",
 )
 
+# The module that registers each of the commands scripts call most, so that their parser
+# is built from that module alone (the others' imports cost start-up); any other first word
+# gets the full parser. tests/unit/test_cli_imports.py checks this against the full parser.
+QUICK_COMMANDS = {
+    **dict.fromkeys(
+        ("run", "ps", "logs", "metrics", "stop", "kill", "resume", "rm"), "seglab.commands.runs"
+    ),
+    "gpus": "seglab.commands.gpus",
+}
+
 DESCRIPTION = """\
 seglab: a terminal workstation manager for semantic-segmentation training.
 
@@ -47,8 +57,8 @@ $XDG_STATE_HOME/seglab. `seglab COMMAND --help` explains each command.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, with every command module registered."""
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    """The argument parser with ``modules`` registered (default: every command module)."""
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -64,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="dashboard layout: default, compact, wide, or a user layout name",
     )
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         importlib.import_module(name).register(subparsers)
     return parser
 
@@ -80,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from seglab.errors import SeglabError
     from seglab.yamlpos import ConfigError
 
-    parser = build_parser()
+    quick = QUICK_COMMANDS.get(words[0])
+    parser = build_parser() if quick is None else build_parser((quick,))
     args = parser.parse_args(words)
     handler = getattr(args, "func", None)
     if handler is None:

@@ -18,13 +18,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seglab.data import probe
 from seglab.errors import SeglabError, UnavailableError
 from seglab.hosts import Host
 from seglab.machines.base import Machine, MachineSync
-from seglab.recipeschema import DataConfig
+
+if TYPE_CHECKING:
+    from seglab.recipeschema import DataConfig
 
 KINDS = ("cityscapes", "ade20k", "voc")
 OFFICIAL: Mapping[str, Mapping[str, int]] = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from seglab import recipes
 from seglab.hosts import Host, Inventory
 from seglab.kinds import RuntimeKind
 from seglab.registry import Registry, RunRecord
@@ -20,6 +20,9 @@ from seglab.runs.status import StatusReader
 from seglab.runs.submit import Submitter
 from seglab.runtime import LogLine, Runtime
 from seglab.scheduler import Placement, Pool, Scheduler
+
+if TYPE_CHECKING:
+    from seglab import recipes
 
 
 class RunManager:

@@ -6,12 +6,16 @@ from __future__ import annotations
 import functools
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import yaml
 
-from seglab import __version__, recipes
+from seglab import __version__
 from seglab.registry import RunRecord, RunStatus
 from seglab.runtime import RuntimeState
+
+if TYPE_CHECKING:
+    from seglab import recipes
 
 FAILED_TAIL = 20  # log lines kept in the registry for a failed run
 
@@ -75,6 +79,8 @@ def resolved_recipe(record: RunRecord) -> recipes.Recipe:
 @functools.lru_cache(maxsize=256)
 def _parse_recipe(run_id: str, sha: str, text: str) -> recipes.Recipe:
     """The recipe of ``text`` (``run_id`` and ``sha`` key the cache with it)."""
+    from seglab import recipes  # its pydantic models cost start-up; `ps` may need none
+
     return recipes.Recipe.model_validate(yaml.safe_load(text))
 
 

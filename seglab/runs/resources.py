@@ -13,11 +13,14 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from seglab import recipes
 from seglab.errors import RunError
 from seglab.scheduler import Placement
 from seglab.telemetry.sample import HostState
+
+if TYPE_CHECKING:
+    from seglab import recipes
 
 # Parameters of seglab's networks by backbone (DeepLabV3/V3+ heads included), rounded up.
 _PARAMETERS = {"resnet18": 16_000_000, "resnet34": 26_000_000, "resnet50": 42_000_000}
@@ -82,6 +85,8 @@ def check_memory(
     local: Mapping[str, bool],
 ) -> None:
     """RunError when the activations of one training rank cannot fit where it is placed."""
+    from seglab import recipes
+
     need = recipes.estimate_activation_bytes(recipe)
     for placement in placements:
         state = states.get(placement.host)

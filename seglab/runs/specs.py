@@ -7,9 +7,9 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from seglab import multinode, recipes
+from seglab import multinode
 from seglab.errors import RunError
 from seglab.hosts import Host
 from seglab.kinds import RuntimeKind
@@ -17,6 +17,9 @@ from seglab.registry import RunRecord
 from seglab.runs.hostio import HostIO
 from seglab.runs.records import labels_for, trainer_command
 from seglab.runtime import LaunchSpec, Mount
+
+if TYPE_CHECKING:
+    from seglab import recipes
 
 RUN_MOUNT = "/seglab/run"  # the run directory inside a container
 DATA_MOUNT = "/seglab/data"  # the dataset root inside a container (read-only)

@@ -6,8 +6,8 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from seglab import recipes
 from seglab.errors import PlacementError, RunError, SeglabError
 from seglab.hosts import Host, Inventory
 from seglab.kinds import RuntimeKind
@@ -18,6 +18,9 @@ from seglab.runs.reconcile import Reconciler
 from seglab.runs.records import Submitted, new_run_id, resolved_recipe
 from seglab.runs.runtimes import Runtimes
 from seglab.scheduler import Placement, Pool, Scheduler
+
+if TYPE_CHECKING:
+    from seglab import recipes
 
 
 class Submitter:

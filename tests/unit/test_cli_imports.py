@@ -1,8 +1,10 @@
 """What a CLI call imports: only what it uses (asyncssh and the Docker SDK cost a quarter
-to half a second of start-up each). Run in a fresh interpreter, on an empty workstation."""
+to half a second of start-up each). Run in a fresh interpreter, on an empty workstation;
+the assertions are on the set of modules loaded, not on timings."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -17,7 +19,7 @@ PROBE = """
 import sys
 from seglab.cli import main
 status = main(sys.argv[1:])
-print("MODULES", " ".join(sorted(m for m in sys.modules if "." not in m)))
+print("MODULES", " ".join(sorted(sys.modules)))
 raise SystemExit(status)
 """
 
@@ -44,6 +46,8 @@ def test_ps_on_a_local_only_workstation_imports_no_ssh_and_no_docker_sdk(
     assert "asyncssh" not in modules
     assert "docker" not in modules
     assert "textual" not in modules and "torch" not in modules
+    # No run needs its recipe: the recipe schema's models are not built.
+    assert "seglab.recipes" not in modules and "seglab.recipeschema" not in modules
 
 
 def test_gpus_on_a_local_only_workstation_imports_no_ssh_and_no_docker_sdk(
@@ -57,4 +61,22 @@ def test_gpus_on_a_local_only_workstation_imports_no_ssh_and_no_docker_sdk(
 def test_version_is_answered_before_any_command_module_is_imported(tmp_path: Path) -> None:
     printed, modules = _run(tmp_path, "--version")
     assert printed.startswith("seglab ")
-    assert not {"argparse", "pydantic", "yaml", "asyncssh", "docker"} & modules
+    assert not {"argparse", "pydantic", "yaml", "asyncssh", "docker", "textual"} & modules
+    assert not any(name.startswith("seglab.") for name in modules - {"seglab.cli"})
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (found,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    choices: dict[str, argparse.ArgumentParser] = found.choices
+    return choices
+
+
+def test_each_quick_command_is_registered_by_the_module_it_names() -> None:
+    """`seglab ps` builds only the parser of the module QUICK_COMMANDS names for it."""
+    from seglab.cli import QUICK_COMMANDS, build_parser
+
+    full = _commands(build_parser())
+    for command, module in QUICK_COMMANDS.items():
+        alone = _commands(build_parser((module,)))
+        assert command in alone, f"{module} does not register {command}"
+        assert alone[command].get_default("func") is full[command].get_default("func")
