@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from seglab import paths
+from seglab import paths, recipes
 from seglab.desk import RunDesk
 from seglab.errors import RunError, did_you_mean
 from seglab.hosts import Inventory, load_inventory
@@ -31,7 +31,7 @@ from seglab.yamlpos import ConfigError, Problem
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from seglab import recipes
+    from seglab.data.checks import HostRows
     from seglab.forwards import OpenForward
     from seglab.machines import LoopThread, Machine, MachineSync
     from seglab.remote.bridge import RemoteBridge
@@ -57,8 +57,6 @@ class Workstation:
 
         `path` is a file, or the name of a shipped recipe (`synthetic-smoke`).
         """
-        from seglab import recipes  # pydantic models: only for commands that read recipes
-
         return recipes.load(self.find_recipe(path))
 
     def find_recipe(self, path: str | Path) -> Path:
@@ -517,6 +515,18 @@ class Workstation:
         except EngineUnavailable:
             return "no docker engine"
         return f"docker {version}" if version else "docker"
+
+    _data_rows: HostRows | None = None
+
+    def data_rows(self) -> dict[str, str]:
+        """Each host's datasets as the dashboard shows them (``cityscapes ✓ ade20k ✗``), from
+        the last ``seglab data ls``: no host is contacted, and the stored results are read
+        again only when they change (one ``stat`` a call otherwise)."""
+        if self._data_rows is None:
+            from seglab.data.checks import HostRows
+
+            self._data_rows = HostRows(self.state_dir)
+        return self._data_rows.rows()
 
     # -- reports: `seglab report`, `seglab show`, the dashboard's preview ------------------
 

@@ -4,7 +4,7 @@
 workstation, as one ``python3 -c`` command over SSH for a remote host). :class:`Check` is
 one ``scan`` answer judged against the official split sizes; :class:`CheckCache` keeps the
 last check of each host and dataset in the state dir (``data-checks.json``) for
-``seglab data ls``, the dashboard's host rows (:func:`compact_row`) and the launch check
+``seglab data ls``, the dashboard's host rows (:class:`HostRows`) and the launch check
 (:func:`require_data`).
 """
 
@@ -178,10 +178,12 @@ class CheckCache:
             return None
         return Check(host, name, entry["scan"], entry["checked_at"])
 
-    def host_checks(self, host: str) -> list[Check]:
-        """Every remembered check of ``host``, by dataset name."""
-        entries = self._read().get(host, {})
-        return [Check(host, n, e["scan"], e["checked_at"]) for n, e in sorted(entries.items())]
+    def by_host(self) -> dict[str, list[Check]]:
+        """Every remembered check, per host by dataset name (one read of the file)."""
+        return {
+            host: [Check(host, n, e["scan"], e["checked_at"]) for n, e in sorted(entries.items())]
+            for host, entries in self._read().items()
+        }
 
     def put(self, checks: Sequence[Check]) -> None:
         """Remember ``checks`` (written atomically)."""
@@ -206,9 +208,34 @@ def compact_row(checks: Sequence[Check]) -> str:
     return " ".join(f"{c.name} {'✓' if c.ok else '✗'}" for c in checks)
 
 
-def host_row(state_dir: Path, host: str) -> str:
-    """:func:`compact_row` of the remembered checks of ``host`` (no host is contacted)."""
-    return compact_row(CheckCache(state_dir).host_checks(host))
+class HostRows:
+    """Every host's :func:`compact_row` from the stored checks (no host is contacted).
+
+    The file is read again only when it changed (its inode, mtime or size; a write replaces
+    it), so a call costs one ``stat``: cheap enough for each dashboard tick."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._cache = CheckCache(state_dir)
+        self._stamp: tuple[int, int, int] | None = None
+        self._rows: dict[str, str] = {}
+
+    def rows(self) -> dict[str, str]:
+        """Host name -> ``cityscapes ✓ ade20k ✗`` (hosts without checks are absent)."""
+        try:
+            info = self._cache.path.stat()
+        except FileNotFoundError:
+            self._stamp, self._rows = None, {}
+            return {}
+        except OSError as exc:
+            raise DataError(f"cannot read {self._cache.path}: {exc}") from exc
+        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+        if stamp != self._stamp:
+            found = self._cache.by_host()
+            self._rows = {
+                host: row for host, checks in found.items() if (row := compact_row(checks))
+            }
+            self._stamp = stamp
+        return dict(self._rows)
 
 
 def check_for_launch(

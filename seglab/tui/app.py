@@ -113,6 +113,7 @@ class SeglabApp(App[int]):
         self.hint: str | None = None
         self.last_error: str | None = None
         self.engines: dict[str, str] = {}
+        self._data_error: str | None = None
         self._polling = False
         self._poll_again = False
         self._poll_timer: Timer | None = None
@@ -185,9 +186,23 @@ class SeglabApp(App[int]):
         links = feed.links() if feed is not None else {}
         history = feed.history if feed is not None else None
         self.query_one("#hosts", HostsPanel).show(
-            render_hosts(states, history, links, self.hint, self.engines)
+            render_hosts(states, history, links, self.hint, self.engines, data=self._data_rows())
         )
         return any(state.status is HostStatus.STARTING for state in states)
+
+    def _data_rows(self) -> dict[str, str]:
+        """Each host's datasets from the last `seglab data ls` (none before the workstation
+        exists); a damaged record of the checks is said once, not at every tick."""
+        workstation = self._workstation
+        if workstation is None:
+            return {}
+        try:
+            return workstation.data_rows()
+        except SeglabError as exc:
+            if str(exc) != self._data_error:
+                self._data_error = str(exc)
+                self.notify(str(exc), severity="warning", timeout=8)
+            return {}
 
     # -- runs ------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The hosts & GPUs panel: a header per host and an nvidia-smi-style row per GPU."""
+"""The hosts & GPUs panel: a header per host, its datasets as the last ``seglab data ls``
+found them, and an nvidia-smi-style row per GPU."""
 
 from __future__ import annotations
 
@@ -66,6 +67,25 @@ def host_header(
     return out
 
 
+DATA_MARKS = {"✓": "green", "✗": "bold red"}
+
+
+def data_line(row: str) -> Text:
+    """``    data  cityscapes ✓ ade20k ✗`` from a host's compact dataset row.
+
+    Each name is tied to its mark by a no-break space, so a line cut to a narrow panel
+    (:func:`~seglab.tui.format.clip_words`) ends between datasets, never between a name
+    and its mark."""
+    out = Text("    data  ", style="dim")
+    words = row.split(" ")
+    for i, (name, mark) in enumerate(zip(words[::2], words[1::2], strict=True)):
+        out.append(f"{' ' if i else ''}{name}\u00a0")
+        out.append(mark, style=DATA_MARKS.get(mark, ""))
+    out.no_wrap = True
+    out.overflow = "ellipsis"
+    return out
+
+
 def gpu_row(gpu: GpuSample, history: Sequence[float | None]) -> Text:
     """One GPU: index, name, util bar + sparkline, memory bar, temperature, power, holder."""
     util = gpu.utilization_gpu
@@ -100,11 +120,17 @@ def render_hosts(
     links: Mapping[str, tuple[str, str | None]],
     hint: str | None,
     engines: Mapping[str, str] | None = None,
+    *,
+    data: Mapping[str, str] | None = None,
 ) -> Text:
-    """The whole panel as one text (one render per telemetry tick)."""
+    """The whole panel as one text (one render per telemetry tick); ``data`` holds each
+    host's compact dataset row (``cityscapes ✓ ade20k ✗``)."""
     lines: list[Text] = []
     for state in states:
         lines.append(host_header(state, links.get(state.host), (engines or {}).get(state.host)))
+        row = (data or {}).get(state.host)
+        if row:
+            lines.append(data_line(row))
         if not state.gpus and state.status == HostStatus.NO_GPU:
             why = f" · {state.message}" if state.message else ""
             lines.append(Text(f"    runs here use the CPU ({state.host}:cpu){why}", style="dim"))

@@ -15,6 +15,7 @@ import tarfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,13 +28,13 @@ from seglab.data.checks import (
     DataError,
     check_for_launch,
     compact_row,
-    host_row,
     require_data,
     scan,
 )
 from seglab.hosts import Host
 from seglab.machines import LocalMachine
 from seglab.recipeschema import DataConfig
+from seglab.workstation import Workstation
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = (32, 48)  # height, width
@@ -270,10 +271,12 @@ def test_ls_command_json_cache_and_compact_row(tmp_path: Path, isolated_xdg: Pat
         in (rows["ade20k"]["problems"])
     )
     cache = CheckCache(isolated_xdg / "state" / "seglab")
-    assert [c.name for c in cache.host_checks("local")] == ["ade20k", "cityscapes"]
-    assert compact_row(cache.host_checks("local")) == "ade20k ✗ cityscapes ✗"
-    assert host_row(isolated_xdg / "state" / "seglab", "local") == "ade20k ✗ cityscapes ✗"
-    assert host_row(isolated_xdg / "state" / "seglab", "lab9") == ""
+    checks = cache.by_host()
+    assert list(checks) == ["local"]
+    assert [c.name for c in checks["local"]] == ["ade20k", "cityscapes"]
+    assert compact_row(checks["local"]) == "ade20k ✗ cityscapes ✗"
+    ws = Workstation(isolated_xdg / "config" / "seglab", isolated_xdg / "state" / "seglab")
+    assert ws.data_rows() == {"local": "ade20k ✗ cityscapes ✗"}
     text = subprocess.run(
         [sys.executable, "-m", "seglab", "data", "ls"],
         capture_output=True,
@@ -285,16 +288,37 @@ def test_ls_command_json_cache_and_compact_row(tmp_path: Path, isolated_xdg: Pat
     assert "! ade20k val: 1 image(s) without a label" in text
 
 
-def test_compact_row_marks_complete_datasets() -> None:
-    ok = {
+def complete_voc(root: str) -> dict[str, Any]:
+    """A probe's scan answer for a VOC tree with every official image and label."""
+    return {
         "present": True,
         "kind": "voc",
-        "root": "/v",
+        "root": root,
         "splits": {
             s: {"images": n, "labels": n, "missing_labels": 0, "examples": []}
             for s, n in OFFICIAL["voc"].items()
         },
     }
+
+
+def test_compact_row_marks_complete_datasets() -> None:
+    ok = complete_voc("/v")
     checks = [Check("h", "voc", ok, 0.0), Check("h", "ade20k", {"present": False}, 0.0)]
     assert compact_row(checks) == "voc ✓ ade20k ✗"
     assert compact_row([]) == ""
+
+
+def test_workstation_data_rows_follow_the_stored_checks(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    ws = Workstation(tmp_path / "config", state)
+    assert ws.data_rows() == {}  # no `data ls` yet: no file, no rows
+    cache = CheckCache(state)
+    missing = asyncio.run(scan(LocalMachine("lab1"), "cityscapes", str(tmp_path / "none")))
+    cache.put([missing, Check("lab1", "voc", complete_voc("/data/voc"), time.time())])
+    assert ws.data_rows() == {"lab1": "cityscapes ✗ voc ✓"}
+    assert ws.data_rows() == {"lab1": "cityscapes ✗ voc ✓"}  # unchanged file: kept rows
+    cache.put([Check("local", "ade20k", {"present": False}, time.time())])
+    assert ws.data_rows() == {"lab1": "cityscapes ✗ voc ✓", "local": "ade20k ✗"}
+    (state / "data-checks.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"data-checks\.json"):
+        ws.data_rows()
