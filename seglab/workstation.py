@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from seglab import paths, recipes
+from seglab import paths
 from seglab.desk import RunDesk
 from seglab.errors import RunError, did_you_mean
 from seglab.hosts import Inventory, load_inventory
@@ -31,6 +31,7 @@ from seglab.yamlpos import ConfigError, Problem
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from seglab import recipes
     from seglab.data.checks import HostRows
     from seglab.forwards import OpenForward
     from seglab.machines import LoopThread, Machine, MachineSync
@@ -57,6 +58,8 @@ class Workstation:
 
         `path` is a file, or the name of a shipped recipe (`synthetic-smoke`).
         """
+        from seglab import recipes  # pydantic models: only for commands that read recipes
+
         return recipes.load(self.find_recipe(path))
 
     def find_recipe(self, path: str | Path) -> Path:
