@@ -3,8 +3,10 @@
 `seglab --version`, `seglab ps --json` and `seglab gpus --json` on a fresh local-only
 workstation (isolated XDG dirs, no Docker engine socket, the stand-in nvidia-smi on PATH),
 against `python3 -c pass` (the venv's interpreter, no shim) and `docker ps` (when a
-docker CLI and engine answer), and `ps` with 10, 1,000 and 10,000 finished runs in the
-registry. All commands interleaved, ``--rounds`` times each; median, min and max.
+docker CLI and engine answer), and `ps` (and `ps --all`, which lists every run) with 10,
+1,000 and 10,000 finished runs in the registry, made with the real Registry API. All
+commands interleaved, ``--rounds`` times each, after one untimed warm-up round; median,
+min and max, the ratio to `python3 -c pass`, and the load average before and after.
 
     .venv/bin/python benchmarks/cli_latency.py --rounds 7
 
@@ -28,6 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 SEGLAB = str(Path(sys.executable).with_name("seglab"))
 STANDIN_DIR = REPO / "tests" / "standin"
 SIZES = (10, 1_000, 10_000)
+TARGETS = {  # issue 15, on an idle two-core machine
+    "seglab --version": 0.1,
+    "seglab ps --json": 0.3,
+    "seglab ps --json, 1,000 runs": 0.4,
+}
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -60,6 +67,7 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
+    before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="seglab-cli-") as tmp:
         empty = _env(Path(tmp) / "empty")
         cases: dict[str, tuple[list[str], dict[str, str]]] = {
@@ -79,13 +87,14 @@ def main() -> int:
             env = _env(Path(tmp) / f"runs{size}")
             _seed(env, size)
             cases[f"seglab ps --json, {size:,} runs"] = ([SEGLAB, "ps", "--json"], env)
+            cases[f"seglab ps --all --json, {size:,}"] = ([SEGLAB, "ps", "--all", "--json"], env)
         for argv, env in cases.values():  # warm the page cache and .pyc files
             _time(argv, env)
         times: dict[str, list[float]] = {label: [] for label in cases}
         for _ in range(args.rounds):
             for label, (argv, env) in cases.items():
                 times[label].append(_time(argv, env))
-    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    load = " -> ".join(" ".join(f"{v:.2f}" for v in avg) for avg in (before, os.getloadavg()))
     print(
         f"whole commands, {args.rounds} interleaved rounds, {os.cpu_count()} CPUs, "
         f"load average {load}"
@@ -98,6 +107,10 @@ def main() -> int:
             f"{label:<34} {median:>7.3f}s {min(values):>6.3f}s {max(values):>6.3f}s "
             f"{median / base:>8.1f}x"
         )
+    for label, target in TARGETS.items():
+        median = statistics.median(times[label])
+        verdict = "met" if median < target else "NOT met"
+        print(f"{label}: {median:.3f} s (target under {target} s on an idle machine: {verdict})")
     return 0
 
 
