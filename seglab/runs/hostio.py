@@ -102,13 +102,18 @@ class HostIO:
         """Whether ``path`` is a folder on ``host``."""
         return self.machine(host).run(["test", "-d", path]).returncode == 0
 
-    def prepare_run_dir(self, host: Host, run_dir: Path, user: str, recipe_yaml: str) -> None:
-        """Write the run dir's recipe.yaml (once) and, when seglab runs as root there,
-        give the folder to the run's user (runs never run as root)."""
+    def prepare_run_dir(
+        self, host: Host, run_dir: Path, user: str | None, recipe_yaml: str
+    ) -> None:
+        """Write the run dir's recipe.yaml (once) and, when seglab runs as root there and
+        the run runs as another ``user`` (a container), give the folder to that user;
+        ``user`` None (a process or Slurm job: the launching user's) leaves the owner."""
         machine = self.machine(host)
         recipe = str(run_dir / "recipe.yaml")
         if not machine.exists(recipe):
             machine.write_text(recipe, recipe_yaml)
+        if user is None:
+            return
         self._run(
             host,
             ["sh", "-c", f'[ "$(id -u)" != 0 ] || chown -R {user} {shlex.quote(str(run_dir))}'],

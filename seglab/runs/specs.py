@@ -143,5 +143,8 @@ def build_spec(
         return member[0].command(python, folder, nproc, member[1])
 
     spec = SPEC_BUILDERS[kind](SpecParts(host, run_dir, dataset, env, common, command))
-    io.prepare_run_dir(host, run_dir, spec.user, record.resolved_recipe)
+    # Only a container runs as another user (spec.user); a process or Slurm job runs as
+    # the user who launched it, so its run dir stays theirs.
+    owner = spec.user if kind is RuntimeKind.DOCKER else None
+    io.prepare_run_dir(host, run_dir, owner, record.resolved_recipe)
     return spec

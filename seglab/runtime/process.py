@@ -6,7 +6,8 @@ to find the run again: ``train.log`` (stdout+stderr), ``process.json`` (pid and 
 start time, labels, command) and, once the run ends, ``exit_code`` written by a small
 wrapper (:mod:`seglab.runtime.procwrap`) that outlives the launcher. A pid counts as the
 run only while /proc shows the same start time (and boot), so a reused pid is never
-mistaken for it.
+mistaken for it. The run is a process of the user running seglab (``spec.user`` is a
+container's): its files and its run dir are that user's, root's under root.
 """
 
 from __future__ import annotations
