@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
 DESCRIPTION = """\
 List the hosts in the inventory: the local machine (always there, as `local`) and
 every machine in $XDG_CONFIG_HOME/seglab/hosts.yaml, with how seglab reaches it
-(SSH target after ~/.ssh/config), its Docker socket, runs root, dataset roots and
+(SSH target after ~/.ssh/config), its Docker engine (for this machine DOCKER_HOST
+overrides the default socket, and says so), runs root, dataset roots and
 where its GPU telemetry comes from, and each host's status: online, offline,
 auth-failed or host-key-refused (with the reason), SSH latency, NVIDIA driver and
 CUDA version, GPU count, Docker engine version and whether its NVIDIA container
@@ -28,7 +30,9 @@ one at once, and the command exits 1. docs/hosts.md documents every key.
 
 --json prints {"file", "file_exists", "hosts": [...]}; each host has name, kind
 (docker | slurm), local (true for this machine), ssh (null, or target, user,
-hostname, port, alias, identity_files, proxy_jump), docker_socket, runs_root,
+hostname, port, alias, identity_files, proxy_jump), docker_socket, docker_url (the
+engine seglab uses on this machine; null for remote hosts), docker_url_from_env,
+runs_root,
 datasets (name -> path), telemetry, telemetry_interval (seconds), nvidia_smi,
 gpu_memory_threshold_mib, node_address, node_interface (multi-node runs), slurm
 (null, or its keys), checked and (when checked) status: state, message,
@@ -87,6 +91,8 @@ def host_json(host: Host) -> dict[str, Any]:
         "local": host.is_local,
         "ssh": ssh,
         "docker_socket": host.docker_socket,
+        "docker_url": engine_url(host)[0],
+        "docker_url_from_env": engine_url(host)[1],
         "runs_root": str(host.runs_root),
         "datasets": dict(host.datasets),
         "telemetry": host.telemetry,
@@ -140,23 +146,29 @@ def _hosts(args: argparse.Namespace) -> int:
 
 async def _check(inventory: Inventory, timeout: float) -> dict[str, HostReport]:
     """Status of every host: remote ones over SSH, the local one on this machine."""
-    import os
-
-    from seglab.hosts import DEFAULT_DOCKER_SOCKET
     from seglab.remote.manager import check_hosts
     from seglab.remote.status import probe_local
 
     out: dict[str, HostReport] = {}
     for host in inventory:
         if host.is_local:
-            socket = host.docker_socket
-            env = os.environ.get("DOCKER_HOST", "")
-            if socket == DEFAULT_DOCKER_SOCKET and env.startswith("unix://"):
-                socket = env.removeprefix("unix://")
-            out[host.name] = await probe_local(host.name, host.nvidia_smi, Path(socket))
+            url, _ = engine_url(host)
+            out[host.name] = await probe_local(host.name, host.nvidia_smi, url)
     for report in await check_hosts(inventory, timeout=timeout):
         out[report.name] = report
     return out
+
+
+def engine_url(host: Host) -> tuple[str | None, bool]:
+    """The URL of a local host's Docker engine as seglab uses it (``DOCKER_HOST`` overrides
+    the default socket, as for the docker CLI) and whether ``DOCKER_HOST`` gave it; None for
+    a remote host (its socket is reached through SSH)."""
+    if not host.is_local:
+        return None, False
+    from seglab.machines import LocalMachine
+
+    url = LocalMachine(host.name, host.docker_socket).docker_url
+    return url, url == os.environ.get("DOCKER_HOST")
 
 
 def _status_line(status: dict[str, Any]) -> str:
@@ -197,8 +209,12 @@ def _print_text(inventory: Inventory) -> None:
         datasets = ", ".join(f"{name}={root}" for name, root in host.datasets.items())
         print()
         print(f"{host.name}  [{host.kind}]  {where}")
+        url, from_env = engine_url(host)
+        engine = f"{host.docker_socket} on the host, reached through SSH"
+        if url is not None:
+            engine = f"{url} (from DOCKER_HOST)" if from_env else url
         rows = [
-            ("docker socket", host.docker_socket),
+            ("docker engine", engine),
             ("runs root", str(host.runs_root)),
             ("datasets", datasets or "none (add `datasets:` to run on real data)"),
             (

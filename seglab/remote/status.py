@@ -8,6 +8,7 @@ fact that cannot be read is None and the reason is listed in ``problems``.
 from __future__ import annotations
 
 import asyncio
+import errno
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -53,7 +54,12 @@ async def probe(machine: SSHMachine, nvidia_smi: str, docker_socket: Path | None
     driver, count, cuda = await _gpus(machine, nvidia_smi, problems)
     docker_version, nvidia = (None, None)
     if docker_socket is not None:
-        docker_version, nvidia = await asyncio.to_thread(_docker, docker_socket, problems)
+        docker_version, nvidia = await asyncio.to_thread(
+            _docker,
+            f"unix://{docker_socket}",
+            f"{connection.name}'s Docker socket (through SSH)",
+            problems,
+        )
     status = connection.status
     return HostReport(
         name=connection.name,
@@ -69,13 +75,14 @@ async def probe(machine: SSHMachine, nvidia_smi: str, docker_socket: Path | None
     )
 
 
-async def probe_local(name: str, nvidia_smi: str, docker_socket: Path | None) -> HostReport:
-    """The same facts for this machine (nvidia-smi run locally, the local engine)."""
+async def probe_local(name: str, nvidia_smi: str, docker_url: str | None) -> HostReport:
+    """The same facts for this machine (nvidia-smi run locally, the engine at
+    ``docker_url``)."""
     problems: list[str] = []
     driver, count, cuda = await _gpus(LocalMachine(name), nvidia_smi, problems)
     docker_version, nvidia = (None, None)
-    if docker_socket is not None:
-        docker_version, nvidia = await asyncio.to_thread(_docker, docker_socket, problems)
+    if docker_url is not None:
+        docker_version, nvidia = await asyncio.to_thread(_docker, docker_url, docker_url, problems)
     return HostReport(
         name=name,
         state="online",
@@ -135,22 +142,70 @@ async def _gpus(
     return driver, count, match.group(1) if match else None
 
 
-def _docker(socket_path: Path, problems: list[str]) -> tuple[str | None, bool | None]:
-    """(engine version, NVIDIA runtime present) through the forwarded socket (blocking)."""
+def _docker(url: str, where: str, problems: list[str]) -> tuple[str | None, bool | None]:
+    """(engine version, NVIDIA runtime present) of the engine at ``url`` (blocking); a
+    failure is listed in plain words naming ``where``."""
     import docker
     from docker.errors import DockerException
 
     try:
-        client = docker.DockerClient(base_url=f"unix://{socket_path}", timeout=_TIMEOUT)
+        client = docker.DockerClient(base_url=url, timeout=_TIMEOUT)
     except (DockerException, OSError) as exc:  # requests' errors are OSErrors
-        problems.append(f"docker engine: {exc}")
+        problems.append(engine_reason(exc, where))
         return None, None
     try:
         version = client.version().get("Version")
         runtimes = client.info().get("Runtimes") or {}
     except (DockerException, OSError) as exc:  # requests' errors are OSErrors
-        problems.append(f"docker engine: {exc}")
+        problems.append(engine_reason(exc, where))
         return None, None
     finally:
         client.close()
     return (str(version) if version else None), "nvidia" in runtimes
+
+
+def engine_reason(exc: BaseException, where: str) -> str:
+    """Why the Docker engine at ``where`` did not answer, in plain words (from the OS
+    error under the Docker SDK's wrapping, else its last line)."""
+    causes = _causes(exc)
+    code = next((c.errno for c in reversed(causes) if isinstance(c, OSError) and c.errno), None)
+    if code == errno.ENOENT:
+        return (
+            f"no Docker engine: nothing at {where} (the Docker daemon is not installed or "
+            "not running, or DOCKER_HOST / docker_socket names the wrong socket)"
+        )
+    if code == errno.ECONNREFUSED:
+        return f"no Docker engine: nothing accepts connections at {where} (dockerd is not running)"
+    if code in (errno.EACCES, errno.EPERM):
+        return (
+            f"no permission to use the Docker engine at {where} (add your user to the "
+            "docker group and log in again)"
+        )
+    if code in (errno.ECONNRESET, errno.EPIPE) or any(
+        isinstance(c, ConnectionResetError) for c in causes
+    ):
+        return (
+            f"no Docker engine: {where} closed the connection without answering (is dockerd "
+            "running there, and is docker_socket right?)"
+        )
+    if any(isinstance(c, TimeoutError) or "timed out" in str(c) for c in causes):
+        return f"the Docker engine at {where} did not answer within {_TIMEOUT:g} s"
+    text = str(exc).strip().splitlines()
+    return (
+        f"the Docker engine at {where} cannot be asked: {text[-1] if text else type(exc).__name__}"
+    )
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc``, what it was raised from, and the exceptions in their arguments (the Docker
+    SDK wraps requests' error, which wraps urllib3's, which wraps the OS error)."""
+    out: list[BaseException] = []
+    todo = [exc]
+    while todo and len(out) < 20:
+        current = todo.pop(0)
+        if any(current is seen for seen in out):
+            continue
+        out.append(current)
+        todo += [arg for arg in current.args if isinstance(arg, BaseException)]
+        todo += [c for c in (current.__cause__, current.__context__) if c is not None]
+    return out

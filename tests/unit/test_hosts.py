@@ -540,6 +540,8 @@ def test_cli_json_lists_the_inventory(
             "proxy_jump": None,
         },
         "docker_socket": "/var/run/docker.sock",
+        "docker_url": None,
+        "docker_url_from_env": False,
         "runs_root": "~/seglab/runs",
         "datasets": {"voc": "/data/voc"},
         "telemetry": "auto",
@@ -638,10 +640,46 @@ def test_cli_checks_each_host_status(
     assert local["checked"] is True and local["status"]["state"] == "online"
     assert local["status"]["gpu_count"] is None and local["status"]["docker_version"] is None
     assert any("/nonexistent/nvidia-smi" in p for p in local["status"]["problems"])
-    assert any("docker engine" in p for p in local["status"]["problems"])
+    engine = f"unix://{isolated_xdg / 'no-engine.sock'}"
+    assert (local["docker_url"], local["docker_url_from_env"]) == (engine, True)
+    assert f"no Docker engine: nothing at {engine} (" in local["status"]["problems"][-1]
     assert lab1["checked"] is True
     assert lab1["status"]["state"] in ("offline", "connecting")
     assert lab1["status"]["message"]
+
+
+def test_cli_text_names_the_engine_from_docker_host_and_why_it_is_down(
+    isolated_xdg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    dead = isolated_xdg / "dead.sock"
+    with socket.socket(socket.AF_UNIX) as listener:  # a socket file nobody listens on
+        listener.bind(str(dead))
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{dead}")
+    _write(
+        isolated_xdg / "config" / "seglab" / "hosts.yaml",
+        "hosts:\n  local: {nvidia_smi: /nonexistent/nvidia-smi}\n",
+    )
+    assert main(["hosts"]) == 0
+    out = capsys.readouterr().out
+    assert f"  docker engine  unix://{dead} (from DOCKER_HOST)\n" in out
+    assert "/var/run/docker.sock" not in out
+    assert (
+        f"  - no Docker engine: nothing accepts connections at unix://{dead} "
+        "(dockerd is not running)\n" in out
+    )
+    assert "Error while fetching" not in out and "ConnectionRefusedError" not in out
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{isolated_xdg / 'missing.sock'}")
+    assert main(["hosts"]) == 0
+    out = capsys.readouterr().out
+    assert f"nothing at unix://{isolated_xdg / 'missing.sock'} (the Docker daemon" in out
+    assert "FileNotFoundError" not in out
+
+    monkeypatch.delenv("DOCKER_HOST")
+    assert main(["hosts", "--no-check"]) == 0
+    assert "  docker engine  unix:///var/run/docker.sock\n" in capsys.readouterr().out
 
 
 def test_multi_node_addresses_and_interfaces(tmp_path: Path) -> None:
