@@ -6,10 +6,13 @@ bytes, 1-3 MB each (``--files``, default 200; a few thousand is the real scale).
 copies it to a fresh folder on a real OpenSSH sshd on 127.0.0.1 (first copy), then copies
 it again unchanged (re-sync; ``scp -r`` has no notion of it and copies everything again).
 Wall time and CPU of the workstation side (the tool and the ssh client it starts, from
-``RUSAGE_CHILDREN``) are reported; sshd is the remote side. Every copy is checked (file
-count and bytes). Needs sshd, ssh-keygen, rsync and scp. Never touches the real ~/.ssh.
+``RUSAGE_CHILDREN``) are reported; sshd is the remote side. The tools run in interleaved
+rounds (``--rounds``, each round starting with the next tool); the table gives the median
+and range of each, the ratios of the medians (and the range of the per-round ratios) vs
+rsync and scp, and the load average before and after. Every copy is checked (file count
+and bytes). Needs sshd, ssh-keygen, rsync and scp. Never touches the real ~/.ssh.
 
-    .venv/bin/python benchmarks/data_sync.py [--files 200] [--rounds 1] [--cipher NAME]
+    .venv/bin/python benchmarks/data_sync.py [--files 200] [--rounds 3] [--cipher NAME]
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -36,6 +41,22 @@ from tests.e2e.sshd import (  # noqa: E402
     sshd_missing_reason,
     write_hosts_yaml,
 )
+
+TOOLS = ("seglab", "rsync", "scp")
+DEFAULT_CIPHERS = (
+    "each tool's default (seglab: aes128-gcm@openssh.com where the CPU has AES "
+    "instructions; rsync -e ssh and scp: OpenSSH's chacha20-poly1305@openssh.com)"
+)
+
+
+class Round(NamedTuple):
+    """One tool's round: wall and CPU seconds of the first copy, then of the re-sync."""
+
+    wall: float
+    cpu: float
+    wall2: float
+    cpu2: float
+
 
 CITIES = ("aachen", "bochum", "bremen", "cologne", "darmstadt", "dusseldorf", "erfurt")
 
@@ -101,7 +122,9 @@ def main() -> int:
     """Run the three tools and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=200, help="files of 1-3 MB (default 200)")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the three tools")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of the three tools (default 3)"
+    )
     parser.add_argument(
         "--cipher", help="the one SSH cipher all three use (default: each tool's own choice)"
     )
@@ -130,9 +153,11 @@ def main() -> int:
         )
         ssh = f"ssh -F {home.config} -o UserKnownHostsFile={home.known_hosts} -o BatchMode=yes"
         load_before = os.getloadavg()
-        results: dict[str, list[tuple[float, float, float, float]]] = {}
+        results: dict[str, list[Round]] = {tool: [] for tool in TOOLS}
         for round_ in range(args.rounds):
-            for tool in ("seglab", "rsync", "scp"):
+            # Interleaved, and each round starts with the next tool: no tool always runs
+            # first (cold caches) or last (after the others heated the CPU).
+            for tool in TOOLS[round_ % 3 :] + TOOLS[: round_ % 3]:
                 target = work / "dst" / f"{tool}-{round_}"
                 target.parent.mkdir(exist_ok=True)
                 if tool == "seglab":
@@ -150,10 +175,10 @@ def main() -> int:
                     argv[-2:] = [*map(str, sorted(source.iterdir())), f"bench:{target}/"]
                 again = timed(argv)
                 _check(target, args.files, total)
-                results.setdefault(tool, []).append((*first, *again))
+                results[tool].append(Round(*first, *again))
                 shutil.rmtree(target)
         load_after = os.getloadavg()
-        print(f"cipher: {args.cipher or 'each tool default (chacha20-poly1305 here)'}")
+        print(f"cipher: {args.cipher or DEFAULT_CIPHERS}")
         _report(args.files, total, results, load_before, load_after)
     finally:
         server.close()
@@ -161,36 +186,59 @@ def main() -> int:
     return 0
 
 
+def _spread(values: list[float]) -> str:
+    """Median and the range, as ``median (min-max)``."""
+    return f"{statistics.median(values):6.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
 def _report(
     files: int,
     total: int,
-    results: dict[str, list[tuple[float, float, float, float]]],
+    results: dict[str, list[Round]],
     load_before: tuple[float, float, float],
     load_after: tuple[float, float, float],
 ) -> None:
-    best = {  # the fastest first copy and the fastest re-sync of each tool's rounds
-        tool: (*min(r[:2] for r in rows), *min(r[2:] for r in rows))
-        for tool, rows in results.items()
-    }
+    rounds = len(results["seglab"])
     print(
-        f"data sync: {files} files, {total / 1e6:.0f} MB to a loopback sshd; "
-        f"{os.cpu_count()} CPUs, load average {load_before[0]:.1f} before, "
-        f"{load_after[0]:.1f} after"
+        f"data sync: {files} files, {total / 1e6:.0f} MB to a loopback sshd, {rounds} "
+        f"interleaved round(s); {os.cpu_count()} CPUs, load average (1/5/15 min) "
+        f"{'/'.join(f'{x:.1f}' for x in load_before)} before, "
+        f"{'/'.join(f'{x:.1f}' for x in load_after)} after"
     )
-    print(f"{'tool':<8} {'first copy':>22} {'no-change re-sync':>26}")
-    for tool, (wall, cpu, wall2, cpu2) in best.items():
+    print("seconds: median (min-max) over the rounds")
+    print(f"{'tool':<7} {'first copy':>19} {'MB/s':>6} {'CPU':>19} {'re-sync':>19} {'CPU':>19}")
+    for tool, rows in results.items():
+        first = statistics.median(r.wall for r in rows)
         print(
-            f"{tool:<8} {wall:7.2f} s {total / wall / 1e6:6.1f} MB/s CPU {cpu:5.2f} s"
-            f" {wall2:8.2f} s  CPU {cpu2:5.2f} s"
+            f"{tool:<7} {_spread([r.wall for r in rows]):>19} {total / first / 1e6:6.0f} "
+            f"{_spread([r.cpu for r in rows]):>19} {_spread([r.wall2 for r in rows]):>19} "
+            f"{_spread([r.cpu2 for r in rows]):>19}"
         )
-    first = best["seglab"][0] / best["rsync"][0]
-    again = best["seglab"][2] / best["rsync"][2]
+
+    def ratio(tool: str, base: str, phase: str) -> str:
+        """Ratio of the medians, and the range of the per-round ratios."""
+        pairs = [
+            getattr(mine, phase) / getattr(theirs, phase)
+            for mine, theirs in zip(results[tool], results[base], strict=True)
+        ]
+        median = statistics.median(getattr(r, phase) for r in results[tool]) / statistics.median(
+            getattr(r, phase) for r in results[base]
+        )
+        return f"{median:.2f}x (rounds {min(pairs):.2f}-{max(pairs):.2f})"
+
+    first, again = (
+        statistics.median(getattr(r, phase) for r in results["seglab"])
+        / statistics.median(getattr(r, phase) for r in results["rsync"])
+        for phase in ("wall", "wall2")
+    )
     print(
-        f"seglab/rsync: first copy {first:.2f}x (target <= 1.25: "
-        f"{'met' if first <= 1.25 else 'missed'}), re-sync {again:.2f}x (target <= 2: "
-        f"{'met' if again <= 2 else 'missed'}); seglab/scp: first copy "
-        f"{best['seglab'][0] / best['scp'][0]:.2f}x, "
-        f"re-sync {best['seglab'][2] / best['scp'][2]:.2f}x"
+        f"seglab/rsync: first copy {ratio('seglab', 'rsync', 'wall')} target <= 1.25 "
+        f"{'met' if first <= 1.25 else 'missed'}; re-sync {ratio('seglab', 'rsync', 'wall2')} "
+        f"target <= 2 {'met' if again <= 2 else 'missed'}"
+    )
+    print(
+        f"seglab/scp:   first copy {ratio('seglab', 'scp', 'wall')}; "
+        f"re-sync {ratio('seglab', 'scp', 'wall2')}"
     )
 
 

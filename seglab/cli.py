@@ -42,6 +42,7 @@ QUICK_COMMANDS = {
         ("run", "ps", "logs", "metrics", "stop", "kill", "resume", "rm"), "seglab.commands.runs"
     ),
     "gpus": "seglab.commands.gpus",
+    "data": "seglab.commands.data",
 }
 
 DESCRIPTION = """\

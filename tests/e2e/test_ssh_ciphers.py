@@ -20,7 +20,7 @@ pytestmark = [
     pytest.mark.skipif(not cpu_has_aes(), reason="this CPU has no AES instructions"),
 ]
 
-KEX = re.compile(r"kex: client->server cipher: (\S+)")
+KEX = re.compile(r"kex: client->server cipher: (\S+) MAC: \S+ compression: (\S+)")
 
 
 class CipherServer(SshServer):
@@ -36,8 +36,8 @@ class CipherServer(SshServer):
             text += f"Ciphers {self.ciphers}\n"
         self.config.write_text(text)
 
-    def negotiated(self) -> list[str]:
-        """The client-to-server cipher of every connection so far."""
+    def negotiated(self) -> list[tuple[str, str]]:
+        """The client-to-server cipher and compression of every connection so far."""
         return KEX.findall(self.log.read_text())
 
 
@@ -72,14 +72,14 @@ def _connect_once() -> None:
 def test_aes_gcm_is_chosen_where_the_server_has_it(server: CipherServer) -> None:
     server.start()  # OpenSSH's default list: chacha20-poly1305 first, AES-GCM offered too
     _connect_once()
-    assert server.negotiated() == [AES_GCM[0]]
+    assert server.negotiated() == [(AES_GCM[0], "none")]  # and no compression
 
 
 def test_a_server_without_aes_gcm_gets_its_own_cipher(server: CipherServer) -> None:
     server.ciphers = "chacha20-poly1305@openssh.com,aes256-ctr"
     server.start()
     _connect_once()
-    assert server.negotiated() == ["chacha20-poly1305@openssh.com"]
+    assert server.negotiated() == [("chacha20-poly1305@openssh.com", "none")]
 
 
 def test_the_users_ciphers_setting_wins(server: CipherServer, ssh_home: SshHome) -> None:
@@ -87,4 +87,4 @@ def test_the_users_ciphers_setting_wins(server: CipherServer, ssh_home: SshHome)
         out.write("Host *\n  Ciphers aes256-ctr,chacha20-poly1305@openssh.com\n")
     server.start()
     _connect_once()
-    assert server.negotiated() == ["aes256-ctr"]
+    assert server.negotiated() == [("aes256-ctr", "none")]
