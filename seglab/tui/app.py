@@ -24,13 +24,14 @@ from textual.binding import Binding
 from textual.containers import Container, Horizontal, Vertical
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Header, Input
+from textual.widgets import DataTable, Header, Input
 
 from seglab.errors import ConfigurationError, SeglabError
 from seglab.kinds import RuntimeKind
 from seglab.registry import RunStatus
 from seglab.telemetry.sample import HostStatus
 from seglab.tui.feeds import EarlyStart, LiveFeed, StatesFeed
+from seglab.tui.footer import KeyFooter
 from seglab.tui.hosts_panel import HostsPanel, render_hosts
 from seglab.tui.layouts import LayoutError, resolve_layout
 from seglab.tui.log_pane import LogPane, text_lines
@@ -143,7 +144,7 @@ class SeglabApp(App[int]):
             with Horizontal(id="bottom"):
                 yield LogPane(id="logpane")
                 yield MetricsChart(id="metrics")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         """Start the feeds: telemetry in the loop, runs in a thread."""

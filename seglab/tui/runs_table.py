@@ -1,10 +1,15 @@
-"""The runs table: one row per run, updated cell by cell so selection and scroll stay put."""
+"""The runs table: one row per run, updated cell by cell so selection and scroll stay put.
+
+Where the full columns do not fit (80 columns), it switches to short headers and a
+shorter progress bar, then leaves out img/s and loss, so the host column stays in view.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.binding import Binding
 from textual.coordinate import Coordinate
@@ -25,16 +30,19 @@ COLUMNS = (
     ("ips", "img/s"),
     ("where", "host:GPUs"),
 )
+SHORT_LABELS = {"progress": "progress", "miou": "mIoU", "where": "host"}
+DROPPABLE = ("ips", "loss")  # left out, in this order, when the short columns do not fit
+BAR = {False: 6, True: 3}  # progress bar width: full, short
 
 
-def cells(row: RunRow, marked: bool) -> dict[str, Text | str]:
-    """The table cells of one run."""
+def cells(row: RunRow, marked: bool, short: bool = False) -> dict[str, Text | str]:
+    """The table cells of one run (``short``: the narrow table's shorter progress bar)."""
     return {
         "mark": Text("●", style="bold magenta") if marked else " ",
         "run": row.run_id,
         "where": row.where,
         "status": status_text(row.status),
-        "progress": progress_text(row.progress, row.eta_s, width=6),
+        "progress": progress_text(row.progress, row.eta_s, width=BAR[short]),
         "loss": num(row.last_loss, ".3f"),
         "miou": num(row.best_miou, ".3f") if row.best_miou is not None else DASH,
         "ips": num(row.img_per_s, ".1f"),
@@ -52,27 +60,83 @@ class RunsTable(DataTable[Any]):
         self.marked: set[str] = set()
         self._cells: dict[str, dict[str, Text | str]] = {}
         self._added = False
+        self._shape: tuple[bool, tuple[str, ...]] = (False, tuple(k for k, _ in COLUMNS))
 
     def on_mount(self) -> None:
-        """Create the columns once."""
+        """Create the columns."""
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        short, keys = self._shape
         for key, label in COLUMNS:
-            self.add_column(label, key=key)
+            if key in keys:
+                self.add_column(SHORT_LABELS.get(key, label) if short else label, key=key)
+
+    def _fitting_shape(self, rows: Sequence[RunRow]) -> tuple[bool, tuple[str, ...]]:
+        """Full columns if they fit the table's width, else short ones, less
+        :data:`DROPPABLE` columns until they fit (or none is left to drop)."""
+        width = self.size.width - 2  # room for a vertical scrollbar
+        keys = [key for key, _ in COLUMNS]
+        for short in (False, True):
+            made = [cells(row, False, short) for row in rows]
+            sizes = {
+                key: 2 * self.cell_padding
+                + max(
+                    [cell_len(SHORT_LABELS.get(key, label) if short else label)]
+                    + [cell_len(str(cell[key])) for cell in made]
+                )
+                for key, label in COLUMNS
+            }
+            if not short and sum(sizes.values()) <= width:
+                return False, tuple(keys)
+        for dropped in DROPPABLE:
+            if sum(sizes[key] for key in keys) <= width:
+                break
+            keys.remove(dropped)
+        return True, tuple(keys)
+
+    def on_resize(self) -> None:
+        """Fit the columns to the new width."""
+        self._reshape(list(self.rows_by_id.values()))
+
+    def _reshape(self, rows: Sequence[RunRow]) -> None:
+        """Rebuild the columns (and rows) when the fitting shape changed."""
+        if not self.size.width:
+            return
+        shape = self._fitting_shape(rows)
+        if shape == self._shape:
+            return
+        current = self.current
+        self._shape = shape
+        self.clear(columns=True)
+        self._add_columns()
+        self._cells = {}
+        self.rows_by_id = {}
+        self.show_rows(rows)
+        if current in self.rows_by_id:
+            self.move_cursor(row=list(self.rows_by_id).index(current))
 
     def show_rows(self, rows: Sequence[RunRow]) -> None:
         """Bring the table to ``rows``: changed cells updated, new rows added, gone removed."""
+        if self.size.width and self._fitting_shape(rows) != self._shape:
+            self._reshape(rows)
+            return
+        short, keys = self._shape
         wanted = {row.run_id: row for row in rows}
         for gone in [run_id for run_id in self.rows_by_id if run_id not in wanted]:
             self.remove_row(gone)
             self._cells.pop(gone, None)
             self.marked.discard(gone)
         for run_id, row in wanted.items():
-            new = cells(row, run_id in self.marked)
+            new = cells(row, run_id in self.marked, short)
             old = self._cells.get(run_id)
             if old is None:
-                self.add_row(*(new[key] for key, _ in COLUMNS), key=run_id)
+                self.add_row(*(new[key] for key, _ in COLUMNS if key in keys), key=run_id)
                 self._added = True
             else:
                 for key, value in new.items():
+                    if key not in keys:
+                        continue
                     if old[key] != value or _style(old[key]) != _style(value):
                         self.update_cell(run_id, key, value)
             self._cells[run_id] = new
