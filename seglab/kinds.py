@@ -11,6 +11,10 @@ else:  # pragma: no cover - Python 3.10
 
 from seglab.errors import RunError
 
+RUN_ID_ENV = "SEGLAB_RUN_ID"
+"""The environment variable that holds a process run's id in the trainer and every
+process it starts: GPU telemetry attributes processes outside any container by it."""
+
 
 class RuntimeKind(StrEnum):
     """A runtime: Docker containers, detached processes or Slurm jobs; ``auto`` asks

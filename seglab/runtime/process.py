@@ -6,8 +6,10 @@ to find the run again: ``train.log`` (stdout+stderr), ``process.json`` (pid and 
 start time, labels, command) and, once the run ends, ``exit_code`` written by a small
 wrapper (:mod:`seglab.runtime.procwrap`) that outlives the launcher. A pid counts as the
 run only while /proc shows the same start time (and boot), so a reused pid is never
-mistaken for it. The run is a process of the user running seglab (``spec.user`` is a
-container's): its files and its run dir are that user's, root's under root.
+mistaken for it. The trainer (and all it starts) has the run id in ``SEGLAB_RUN_ID``,
+which GPU telemetry attributes its processes by. The run is a process of the user running
+seglab (``spec.user`` is a container's): its files and its run dir are that user's,
+root's under root.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from seglab.kinds import RuntimeKind
+from seglab.kinds import RUN_ID_ENV, RuntimeKind
 from seglab.runtime import procwrap
 from seglab.runtime.base import (
     LogCursor,
@@ -109,7 +111,12 @@ class ProcessRuntime:
             raise NameInUse(spec.name)
         for stale in (PROCESS_FILE, EXIT_FILE):
             (run_dir / stale).unlink(missing_ok=True)
-        env = {**os.environ, **spec.env, "CUDA_VISIBLE_DEVICES": ",".join(spec.gpus)}
+        env = {
+            **os.environ,
+            **spec.env,
+            "CUDA_VISIBLE_DEVICES": ",".join(spec.gpus),
+            RUN_ID_ENV: spec.labels.get("seglab.run_id", spec.name),
+        }
         env.setdefault("PYTHONUNBUFFERED", "1")
         created_log = not log_path.exists()
         record = json.dumps(

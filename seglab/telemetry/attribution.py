@@ -4,7 +4,10 @@ The container id is read from the process's cgroup path, for cgroup v1 and v2 an
 usual runtimes (``docker-<id>.scope``, ``/docker/<id>``, ``cri-containerd-<id>.scope``,
 ``crio-<id>.scope``, ``libpod-<id>.scope``, cgroupfs ``/kubepods/.../<id>``). The run is
 found through the container's ``seglab.run_id`` label, looked up with the Docker SDK in a
-thread and cached. A process outside any container shows its user and command line.
+thread and cached. A process outside any container shows its user and command line, and
+belongs to a process-runtime run when its environment (``/proc/<pid>/environ``, readable
+for the user's own processes) holds ``SEGLAB_RUN_ID``, as the run's trainer and everything
+it starts do.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from seglab.kinds import RUN_ID_ENV
 from seglab.machines import CommandError, Machine
 from seglab.telemetry.sample import ProcessSample
 
@@ -98,6 +102,15 @@ def user_and_command(status: str | None, cmdline: str | None) -> tuple[str | Non
     if cmdline:
         command = " ".join(part for part in cmdline.split("\0") if part)[:200] or None
     return user, command
+
+
+def run_from_environ(environ: str | None) -> str | None:
+    """The run id in the text of ``/proc/<pid>/environ`` (NUL-separated), if any."""
+    prefix = f"{RUN_ID_ENV}="
+    for entry in (environ or "").split("\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :] or None
+    return None
 
 
 def local_reader(proc_root: Path = Path("/proc")) -> ReadText:
@@ -195,8 +208,10 @@ class Attributor:
                 container_name=info.name if info else None,
                 run_id=info.labels.get(RUN_LABEL) if info else None,
             )
-        status, cmdline = await asyncio.gather(
-            self.read_text(f"{process.pid}/status"), self.read_text(f"{process.pid}/cmdline")
+        status, cmdline, environ = await asyncio.gather(
+            self.read_text(f"{process.pid}/status"),
+            self.read_text(f"{process.pid}/cmdline"),
+            self.read_text(f"{process.pid}/environ"),
         )
         user, command = user_and_command(status, cmdline)
-        return replace(process, user=user, command=command)
+        return replace(process, user=user, command=command, run_id=run_from_environ(environ))

@@ -9,6 +9,9 @@ Standard library only, so any Python 3 runs it. Environment:
 - ``SEGLAB_STANDIN_PHASE``: ``idle`` (default) or ``load``: which section to replay.
 - ``SEGLAB_STANDIN_DOWN_FILE``: while this file exists the stand-in answers like a host
   whose driver is not loaded (the real message, exit status 9).
+- ``SEGLAB_STANDIN_PIDS_FILE``: a file of whitespace-separated pids, read at each call;
+  the compute apps' rows report them in order instead of the capture's pids (so a test
+  can make a real process, such as a run, hold a "GPU").
 
 Honoured: ``--query-gpu=F,..`` and ``--query-compute-apps=F,..`` (unknown fields are
 answered as the real tool does: ``Field "X" is not a valid field to query.`` on stdout,
@@ -131,10 +134,11 @@ def bus_id(index: int) -> str:
 class StandIn:
     """Answers one command line."""
 
-    def __init__(self, capture: Capture, gpus: int, phase: str) -> None:
+    def __init__(self, capture: Capture, gpus: int, phase: str, pids: tuple[str, ...] = ()) -> None:
         self.capture = capture
         self.gpus = gpus
         self.phase = phase
+        self.pids = pids
 
     def gpu_rows(self, fields: list[str], nounits: bool) -> list[list[str]]:
         """One row per GPU for ``--query-gpu``."""
@@ -179,6 +183,8 @@ class StandIn:
                     "gpu_bus_id": bus_id(index),
                     "pid": str(int(base[column["pid"]]) + 100000 * index),
                 }
+                if len(out) < len(self.pids):
+                    derived["pid"] = self.pids[len(out)]
                 row = []
                 for field in fields:
                     canonical = valid[field]
@@ -274,10 +280,16 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(DRIVER_DOWN)
         return 9
     capture = Capture(resolve_capture(os.environ.get("SEGLAB_STANDIN_CAPTURE")))
+    pids_file = os.environ.get("SEGLAB_STANDIN_PIDS_FILE")
+    pids = ()
+    if pids_file and os.path.exists(pids_file):
+        with open(pids_file) as handle:
+            pids = tuple(handle.read().split())
     tool = StandIn(
         capture,
         gpus=int(os.environ.get("SEGLAB_STANDIN_GPUS", "1")),
         phase=os.environ.get("SEGLAB_STANDIN_PHASE", "idle"),
+        pids=pids,
     )
     opts = _parse(argv)
     if "--version" in opts:
