@@ -3,10 +3,12 @@
 `seglab --version`, `seglab ps --json` and `seglab gpus --json` on a fresh local-only
 workstation (isolated XDG dirs, no Docker engine socket, the stand-in nvidia-smi on PATH),
 against `python3 -c pass` (the venv's interpreter, no shim) and `docker ps` (when a
-docker CLI and engine answer), and `ps` (and `ps --all`, which lists every run) with 10,
-1,000 and 10,000 finished runs in the registry, made with the real Registry API. All
-commands interleaved, ``--rounds`` times each, after one untimed warm-up round; median,
-min and max, the ratio to `python3 -c pass`, and the load average before and after.
+docker CLI and engine answer; then also `ps` with that engine as seglab's, which makes
+`ps` look for containers of runs the registry lacks), and `ps` (and `ps --all`, which
+lists every run) with 10, 1,000 and 10,000 finished runs in the registry, made with the
+real Registry API. All commands interleaved, ``--rounds`` times each, after one untimed
+warm-up round; median, min and max, the ratio to `python3 -c pass`, and the load average
+before and after.
 
     .venv/bin/python benchmarks/cli_latency.py --rounds 7
 
@@ -82,6 +84,9 @@ def main() -> int:
                 cases["docker ps"] = (["docker", "ps"], docker_env)
         cases["seglab --version"] = ([SEGLAB, "--version"], empty)
         cases["seglab ps --json"] = ([SEGLAB, "ps", "--json"], empty)
+        if "docker ps" in cases:  # the same empty workstation with an engine to look at
+            engine = _env(Path(tmp) / "engine") | {"DOCKER_HOST": docker_env["DOCKER_HOST"]}
+            cases["seglab ps --json, engine up"] = ([SEGLAB, "ps", "--json"], engine)
         cases["seglab gpus --json"] = ([SEGLAB, "gpus", "--json"], empty)
         for size in SIZES:
             env = _env(Path(tmp) / f"runs{size}")
