@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 from seglab.errors import RunError
 from seglab.forwards_local import start_local_notebook, start_local_tensorboard
+from seglab.forwards_remote import start_remote_notebook, wait_answering
 from seglab.hosts import Host
 from seglab.registry import RunRecord, UnknownRunError
 from seglab.runs import resolved_recipe
@@ -125,10 +126,13 @@ class OpenForward:
     runtime: DockerRuntime | None  # None for a local process (``process``)
     _undo: list[Callable[[], None]] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
+    probe: Callable[[], bool] | None = None  # whether a remote process still runs
 
     def alive(self) -> bool:
-        """Whether the container (or local process) still runs (True while its engine
+        """Whether the container (or process) still runs (True while its engine or host
         cannot be reached: a remote host's forward comes back by itself after a reconnect)."""
+        if self.probe is not None:
+            return self.probe()
         if self.runtime is None:
             return self.process is not None and self.process.poll() is None
         try:
@@ -184,17 +188,20 @@ def open_notebook(
 ) -> OpenForward:
     """JupyterLab on a host (pinned to a GPU by UUID, or CPU-only) over the host's runs
     root: in ``image`` (default :data:`DEFAULT_NOTEBOOK_IMAGE`) with the root read-only at
-    /runs, or, on this machine when no Docker engine answers and no image is asked for, as
-    this Python's JupyterLab (the notebook extra) in a local process."""
+    /runs; or, when no image is asked for, as a process where runs are processes: this
+    Python's JupyterLab (the notebook extra) on this machine when no Docker engine answers
+    or it is a Slurm login node, the host's ``python`` over SSH on a remote Slurm host."""
     name, gpu = parse_where(where)
     host = ws.inventory().get(name)
-    root = ws._run_manager().runs_root(host) if host.kind != "slurm" else None
     token = secrets.token_hex(24)
-    if root is not None and host.is_local and image is None and _no_engine(ws, host):
+    if image is None and host.kind == "slurm" and not host.is_local:
+        return _remote_notebook(ws, host, port, token, gpu)
+    if image is None and host.is_local and (host.kind == "slurm" or _no_engine(ws, host)):
         port = _local_port(ws, host, port)
-        process, stop = start_local_notebook(root, port, token, gpu)
+        process, stop = start_local_notebook(ws._run_manager().runs_root(host), port, token, gpu)
         return _local_forward("notebook", host, process, stop, port=port, path=f"lab?token={token}")
     image = image or DEFAULT_NOTEBOOK_IMAGE
+    root = ws._run_manager().runs_root(host) if host.kind != "slurm" else None
     mounts = () if root is None else (Mount(root, RUNS_MOUNT),)
     name, labels = _identity("notebook", host)
     return _open(
@@ -215,6 +222,38 @@ def open_notebook(
             workdir="/tmp",
         ),
     )
+
+
+def _remote_notebook(
+    ws: Workstation, host: Host, port: int | None, token: str, gpu: str | None
+) -> OpenForward:
+    """JupyterLab as a process on a remote host's loopback, forwarded here over SSH."""
+    root = str(ws._run_manager().runs_root(host))
+    remote_port = pick_port(listening_ports(_proc_net_tcp(ws, host)))
+    process = start_remote_notebook(
+        ws.machine(host.name), host, root, remote_port, token=token, gpu=gpu
+    )
+    opened = OpenForward(
+        "notebook",
+        host.name,
+        f"pid {process.pid} on {host.name}",
+        remote_port,
+        remote_port,
+        "",
+        None,
+        [process.stop],
+        probe=process.alive,
+    )
+    try:
+        opened.local_port = _forward(ws, host.name, remote_port, port or 0, opened)
+        opened.url = f"http://127.0.0.1:{opened.local_port}/lab?token={token}"
+        wait_answering(
+            f"http://127.0.0.1:{opened.local_port}/api", process, f"JupyterLab on {host.name}"
+        )
+    except BaseException:
+        opened.close()
+        raise
+    return opened
 
 
 def _no_engine(ws: Workstation, host: Host) -> bool:

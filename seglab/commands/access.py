@@ -81,9 +81,10 @@ def register(subparsers: Any) -> None:
         "open JupyterLab on a host, optionally on one GPU",
         "Start JupyterLab in a container on HOST, bound to its loopback (a remote host's\n"
         "port is forwarded over SSH), with the host's runs root read-only at /runs.\n"
-        "On this machine, when no Docker engine answers and no --image is given, it runs\n"
-        "this Python's JupyterLab (pip install 'seglab[notebook]') as a local process over\n"
-        "the runs root instead.\n"
+        "Without --image, where runs are processes it runs JupyterLab (pip install\n"
+        "'seglab[notebook]') as a plain process over the runs root instead: this Python's\n"
+        "on this machine when no Docker engine answers, and the host's python (over SSH,\n"
+        "forwarded here) on a kind: slurm host.\n"
         "HOST[:GPU] is HOST, HOST:cpu or HOST:<GPU UUID> (`seglab gpus` shows the UUIDs).\n"
         "Prints the URL with its token and keeps it up until Ctrl-C (or SIGTERM).",
     )

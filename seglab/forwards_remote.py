@@ -1,0 +1,134 @@
+"""JupyterLab as a plain process on a remote host whose runs are processes (a Slurm login
+node reached over SSH), on that host's loopback.
+
+The host's own interpreter (hosts.yaml ``python``, after its ``env_setup`` lines) runs
+``-m jupyterlab`` detached (``nohup``) over the host's runs root; the token reaches it on
+stdin, never on a command line other users of the host could read. The returned stop
+function ends it (SIGTERM, then SIGKILL) and removes its log.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from seglab.errors import RunError
+from seglab.hosts import Host
+from seglab.machines import CommandError, MachineSync
+
+READY_TIMEOUT = 120.0
+_HINT = (
+    "install the notebook extra for the interpreter hosts.yaml names (python:) there: "
+    "pip install 'seglab[notebook]'"
+)
+# Started in the runs root, with the token from stdin and its output in a temporary file;
+# prints "<pid> <log path>".
+_START = """read -r JUPYTER_TOKEN || exit 1
+export JUPYTER_TOKEN
+cd "$1" || exit 1
+shift
+if [ "$(id -u)" = 0 ]; then set -- "$@" --allow-root; fi
+log=$(mktemp "${TMPDIR:-/tmp}/seglab-notebook.XXXXXX") || exit 1
+nohup "$@" >"$log" 2>&1 </dev/null &
+echo "$! $log"
+"""
+_STOP = (
+    'kill "$0" 2>/dev/null; for _ in 1 2 3 4 5 6 7 8 9 10; do '
+    'kill -0 "$0" 2>/dev/null || break; sleep 0.5; done; kill -9 "$0" 2>/dev/null; rm -f "$1"'
+)
+
+
+def _python(host: Host) -> tuple[str, str]:
+    """The host's interpreter and the shell lines that set it up."""
+    if host.slurm is not None:
+        return host.slurm.python, "\n".join(host.slurm.env_setup)
+    return host.python, ""
+
+
+def notebook_argv(python: str, root: str, port: int) -> tuple[str, ...]:
+    """JupyterLab on the host's 127.0.0.1:``port`` over ``root``."""
+    return (
+        python,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={root}",
+    )
+
+
+def _shell(setup: str, script: str, args: Sequence[str]) -> list[str]:
+    """``script`` after the host's setup lines (in bash, as for its Slurm commands)."""
+    if setup:
+        return ["bash", "-c", f"{setup}\n{script}", "bash", *args]
+    return ["sh", "-c", script, "sh", *args]
+
+
+@dataclass(frozen=True)
+class RemoteProcess:
+    """A detached process on a host, by pid, with its output in ``log`` there."""
+
+    machine: MachineSync
+    pid: str
+    log: str
+
+    def alive(self) -> bool:
+        """Whether it still runs (True while the host cannot be reached: the forward comes
+        back with the link)."""
+        try:
+            return self.machine.run(["kill", "-0", self.pid]).returncode == 0
+        except CommandError:
+            return True
+
+    def stop(self) -> None:
+        """SIGTERM, SIGKILL after 5 s, and its log removed."""
+        self.machine.run(["sh", "-c", _STOP, self.pid, self.log])
+
+    def tail(self) -> str:
+        """The last lines of its output (indented, for an error message)."""
+        out = self.machine.run(["tail", "-n", "8", self.log]).stdout.strip()
+        return "\n  " + "\n  ".join(out.splitlines()) if out else ""
+
+
+def start_remote_notebook(
+    machine: MachineSync, host: Host, root: str, port: int, *, token: str, gpu: str | None
+) -> RemoteProcess:
+    """Start JupyterLab on ``host``'s 127.0.0.1:``port`` over ``root``, guarded by
+    ``token`` and seeing only GPU ``gpu`` (none when None)."""
+    python, setup = _python(host)
+    check = machine.run(_shell(setup, '"$1" -c "import jupyterlab"', [python]))
+    if check.returncode != 0:
+        raise RunError(
+            f"JupyterLab is not installed for {python} on {host.name}: {check.output}",
+            hint=_HINT,
+        )
+    argv = ["env", f"CUDA_VISIBLE_DEVICES={gpu or ''}", *notebook_argv(python, root, port)]
+    started = machine.run(_shell(setup, _START, [root, *argv]), stdin=token + "\n")
+    fields = started.stdout.split()
+    if started.returncode != 0 or len(fields) != 2 or not fields[0].isdigit():
+        raise RunError(f"cannot start JupyterLab on {host.name}: {started.output}")
+    return RemoteProcess(machine, fields[0], fields[1])
+
+
+def wait_answering(
+    url: str, process: RemoteProcess, what: str, timeout: float = READY_TIMEOUT
+) -> None:
+    """Until ``url`` answers HTTP; RunError (with its output) when the process ends first
+    or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            if not process.alive():
+                raise RunError(f"{what} exited before answering{process.tail()}") from None
+            time.sleep(0.5)
+    raise RunError(f"{what} did not answer on {url} within {timeout:.0f} s{process.tail()}")
