@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal
 from seglab.errors import RunError
 from seglab.forwards_local import start_local_notebook, start_local_tensorboard
 from seglab.forwards_remote import start_remote_notebook, wait_answering
-from seglab.hosts import Host
+from seglab.hosts import Host, SlurmOptions
 from seglab.registry import RunRecord, UnknownRunError
 from seglab.runs import resolved_recipe
 from seglab.runtime import EngineUnavailable, LaunchSpec, Mount, RunNotFound, RuntimeFailure
@@ -194,8 +194,8 @@ def open_notebook(
     name, gpu = parse_where(where)
     host = ws.inventory().get(name)
     token = secrets.token_hex(24)
-    if image is None and host.kind == "slurm" and not host.is_local:
-        return _remote_notebook(ws, host, port, token, gpu)
+    if image is None and host.slurm is not None and not host.is_local:
+        return _remote_notebook(ws, host, host.slurm, port=port, token=token, gpu=gpu)
     if image is None and host.is_local and (host.kind == "slurm" or _no_engine(ws, host)):
         port = _local_port(ws, host, port)
         process, stop = start_local_notebook(ws._run_manager().runs_root(host), port, token, gpu)
@@ -225,13 +225,19 @@ def open_notebook(
 
 
 def _remote_notebook(
-    ws: Workstation, host: Host, port: int | None, token: str, gpu: str | None
+    ws: Workstation,
+    host: Host,
+    slurm: SlurmOptions,
+    *,
+    port: int | None,
+    token: str,
+    gpu: str | None,
 ) -> OpenForward:
     """JupyterLab as a process on a remote host's loopback, forwarded here over SSH."""
     root = str(ws._run_manager().runs_root(host))
     remote_port = pick_port(listening_ports(_proc_net_tcp(ws, host)))
     process = start_remote_notebook(
-        ws.machine(host.name), host, root, remote_port, token=token, gpu=gpu
+        ws.machine(host.name), slurm, root, remote_port, token=token, gpu=gpu
     )
     opened = OpenForward(
         "notebook",

@@ -3,8 +3,8 @@ node reached over SSH), on that host's loopback.
 
 The host's own interpreter (hosts.yaml ``python``, after its ``env_setup`` lines) runs
 ``-m jupyterlab`` detached (``nohup``) over the host's runs root; the token reaches it on
-stdin, never on a command line other users of the host could read. The returned stop
-function ends it (SIGTERM, then SIGKILL) and removes its log.
+stdin, never on a command line other users of the host could read.
+:meth:`RemoteProcess.stop` ends it (SIGTERM, then SIGKILL) and removes its log.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from seglab.errors import RunError
-from seglab.hosts import Host
+from seglab.hosts import SlurmOptions
 from seglab.machines import CommandError, MachineSync
 
 READY_TIMEOUT = 120.0
@@ -39,13 +39,6 @@ _STOP = (
     'kill "$0" 2>/dev/null; for _ in 1 2 3 4 5 6 7 8 9 10; do '
     'kill -0 "$0" 2>/dev/null || break; sleep 0.5; done; kill -9 "$0" 2>/dev/null; rm -f "$1"'
 )
-
-
-def _python(host: Host) -> tuple[str, str]:
-    """The host's interpreter and the shell lines that set it up."""
-    if host.slurm is not None:
-        return host.slurm.python, "\n".join(host.slurm.env_setup)
-    return host.python, ""
 
 
 def notebook_argv(python: str, root: str, port: int) -> tuple[str, ...]:
@@ -96,22 +89,23 @@ class RemoteProcess:
 
 
 def start_remote_notebook(
-    machine: MachineSync, host: Host, root: str, port: int, *, token: str, gpu: str | None
+    machine: MachineSync, slurm: SlurmOptions, root: str, port: int, *, token: str, gpu: str | None
 ) -> RemoteProcess:
-    """Start JupyterLab on ``host``'s 127.0.0.1:``port`` over ``root``, guarded by
-    ``token`` and seeing only GPU ``gpu`` (none when None)."""
-    python, setup = _python(host)
+    """Start JupyterLab on the login node's 127.0.0.1:``port`` over ``root`` with the
+    cluster's ``python`` after its ``env_setup`` lines, guarded by ``token`` and seeing only
+    GPU ``gpu`` (none when None)."""
+    python, setup = slurm.python, "\n".join(slurm.env_setup)
     check = machine.run(_shell(setup, '"$1" -c "import jupyterlab"', [python]))
     if check.returncode != 0:
         raise RunError(
-            f"JupyterLab is not installed for {python} on {host.name}: {check.output}",
+            f"JupyterLab is not installed for {python} on {machine.name}: {check.output}",
             hint=_HINT,
         )
     argv = ["env", f"CUDA_VISIBLE_DEVICES={gpu or ''}", *notebook_argv(python, root, port)]
     started = machine.run(_shell(setup, _START, [root, *argv]), stdin=token + "\n")
     fields = started.stdout.split()
     if started.returncode != 0 or len(fields) != 2 or not fields[0].isdigit():
-        raise RunError(f"cannot start JupyterLab on {host.name}: {started.output}")
+        raise RunError(f"cannot start JupyterLab on {machine.name}: {started.output}")
     return RemoteProcess(machine, fields[0], fields[1])
 
 
