@@ -15,6 +15,7 @@ The fields required per kind are in :data:`REQUIRED`; docs/events.md documents t
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,22 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "end": ("status", "best_miou"),
     "error": ("message",),
 }
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+"""The signals the trainer answers with a clean stop (``last.pt``, then ``end(stopped)``)."""
+
+
+def stop_exit_status(signum: int) -> int:
+    """The trainer's exit status after a clean stop on ``signum``: 128 + signum (143 for
+    SIGTERM), as if the signal had ended it, so that a Docker ``on-failure`` restart
+    policy starts a run again after its engine's shutdown stopped it; the ``end`` event,
+    not this status, says that the stop was clean."""
+    return 128 + signum
+
+
+CLEAN_STOP_STATUSES = frozenset({0, *(stop_exit_status(s) for s in STOP_SIGNALS)})
+"""Exit statuses of a trainer that stopped cleanly (0: trainers before the 128 + signal
+convention)."""
 
 
 class EventError(SeglabError):

@@ -85,7 +85,9 @@ def _parse_recipe(run_id: str, sha: str, text: str) -> recipes.Recipe:
 
 
 def status_from(state: RuntimeState, ended_as: str | None) -> RunStatus:
-    """The registry status for what the runtime says (``ended_as``: the end event's status)."""
+    """The registry status for what the runtime says (``ended_as``: the status of the end
+    event of the run's latest attempt, None while it has none). A container its engine is
+    about to start again (Docker's ``restarting``) is ``running`` here, so still RUNNING."""
     if state.status == "created":
         return RunStatus.STARTING
     if state.status in ("running", "paused"):
@@ -95,8 +97,9 @@ def status_from(state: RuntimeState, ended_as: str | None) -> RunStatus:
     if state.oom_killed:
         return RunStatus.OOM_KILLED
     if ended_as == "stopped":
-        # The trainer checkpointed and said so; torchrun exits non-zero when it is the one
-        # that received SIGTERM, so the end event, not the exit code, tells a graceful stop.
+        # The trainer checkpointed and said so. Its exit status is non-zero on purpose
+        # (128 + the signal, so that an engine's restart policy brings back a run the
+        # engine's shutdown stopped; torchrun's own is 1): the end event tells a clean stop.
         return RunStatus.STOPPED
     if state.exit_code == 0:
         return RunStatus.FINISHED

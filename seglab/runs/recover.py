@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from seglab.errors import RunError, UnavailableError
+from seglab.events import CLEAN_STOP_STATUSES
 from seglab.hosts import Inventory
 from seglab.kinds import RuntimeKind
 from seglab.registry import FINAL_STATUSES, IntentRow, Member, Registry, RunRecord, RunStatus
@@ -71,7 +72,12 @@ def record_from_labels(
 
 def mark_killed(registry: Registry, record: RunRecord) -> RunRecord:
     """A run ended by ``seglab kill`` is ``killed`` (not ``failed`` with exit 137)."""
-    signalled = record.status == RunStatus.STOPPED and record.exit_code not in (0, None)
+    # "stopped" by an earlier attempt's end event, but this attempt ended by a signal
+    # (a resumed run killed before its own start event): not a clean stop's status.
+    signalled = record.status == RunStatus.STOPPED and record.exit_code not in (
+        None,
+        *CLEAN_STOP_STATUSES,
+    )
     if record.status not in (RunStatus.FAILED, RunStatus.LOST) and not signalled:
         return record  # it finished, stopped or ran out of memory before the signal
     registry.release(record.run_id)

@@ -17,6 +17,7 @@ from seglab.registry import RunRecord
 from seglab.runs.hostio import HostIO
 from seglab.runs.records import labels_for, trainer_command
 from seglab.runtime import LaunchSpec, Mount
+from seglab.runtime.spec import ENGINE_RESTARTS
 
 if TYPE_CHECKING:
     from seglab import recipes
@@ -36,10 +37,16 @@ class SpecParts:
     env: dict[str, str]
     common: Mapping[str, Any]  # LaunchSpec fields every runtime sets alike
     command: Callable[[str, str], tuple[str, ...]]  # (python, run dir as seen) -> argv
+    member: bool = False  # one member of a multi-node run
 
 
 def docker_spec(parts: SpecParts) -> LaunchSpec:
-    """A container: the run dir and dataset mounted at fixed paths, the image's python3."""
+    """A container: the run dir and dataset mounted at fixed paths, the image's python3.
+
+    Its engine starts it again after an engine restart (``ENGINE_RESTARTS``); not a
+    member of a multi-node run, which cannot rejoin its peers alone (`seglab resume`
+    starts every member again).
+    """
     mounts = [Mount(parts.run_dir, RUN_MOUNT, read_only=False)]
     env = dict(parts.env)
     if parts.dataset is not None:
@@ -50,6 +57,7 @@ def docker_spec(parts: SpecParts) -> LaunchSpec:
         env=env,
         mounts=tuple(mounts),
         workdir=RUN_MOUNT,
+        restarts=0 if parts.member else ENGINE_RESTARTS,
         **parts.common,
     )
 
@@ -142,7 +150,8 @@ def build_spec(
             return trainer_command(python, folder, nproc)
         return member[0].command(python, folder, nproc, member[1])
 
-    spec = SPEC_BUILDERS[kind](SpecParts(host, run_dir, dataset, env, common, command))
+    parts = SpecParts(host, run_dir, dataset, env, common, command, member is not None)
+    spec = SPEC_BUILDERS[kind](parts)
     # Only a container runs as another user (spec.user); a process or Slurm job runs as
     # the user who launched it, so its run dir stays theirs.
     owner = spec.user if kind is RuntimeKind.DOCKER else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from seglab.runs.runtimes import Runtimes
 from seglab.runtime import (
     EngineUnavailable,
     HostUnreachable,
+    RestartingRuntime,
     RunNotFound,
     RuntimeFailure,
     RuntimeState,
@@ -76,11 +78,16 @@ class StatusReader:
         fields: dict[str, Any] = {"status": status}
         if record.message and record.message.startswith(UNREACHABLE):
             fields["message"] = None  # reachable again
-        if record.runtime == RuntimeKind.SLURM and state.active:
-            fields["message"] = state.detail  # pending reason, restarts
+        if state.active and (record.runtime == RuntimeKind.SLURM or state.detail):
+            # Slurm: the pending reason, restarts; Docker: the engine's restarts.
+            fields["message"] = state.detail
         if verdict is not None and state.active:
             fields["message"] = verdict.message  # a member failed: the others are ending
         if status in FINAL_STATUSES or status == RunStatus.LOST:
+            try:
+                self._settle(record, state)
+            except (EngineUnavailable, HostUnreachable) as exc:
+                return self._unreachable(record, exc)  # recorded as ended once settled
             self.ingest(record)  # what was written between the first read and the end
             fields["exit_code"] = state.exit_code
             fields["finished_at"] = (
@@ -91,12 +98,26 @@ class StatusReader:
                     filter(None, (self._tail(record, verdict.failed), verdict.message))
                 )
             elif status in (RunStatus.FAILED, RunStatus.OOM_KILLED, RunStatus.LOST):
-                fields["message"] = state.error or self._tail(record)
+                why = state.error or self._tail(record)
+                fields["message"] = "\n".join(filter(None, (state.detail, why)))
+            elif state.detail:
+                fields["message"] = state.detail  # restarted by its engine on the way
             self.registry.release(record.run_id)
         elif all(getattr(record, name) == value for name, value in fields.items()):
             # Nothing to write (the usual poll of a run that goes on).
             return self.registry.get_run(record.run_id) if added else record
         return self.registry.update_run(record.run_id, **fields)
+
+    def _settle(self, record: RunRecord, state: RuntimeState) -> None:
+        """Keep a run that ended non-zero ended: its engine's restart policy would start
+        it again at the engine's next start (docs/runtimes.md, "Surviving an engine
+        restart"), while the registry, which says it ended, no longer looks at it."""
+        if record.members or not state.exit_code or not record.handle:
+            return  # finished (never restarted), or a multi-node run (no restart policy)
+        runtime = self.runtimes.get(record.host, record.runtime)
+        if isinstance(runtime, RestartingRuntime):
+            with contextlib.suppress(RunNotFound):  # removed meanwhile: nothing to restart
+                runtime.settle(record.handle)
 
     def _unreachable(self, record: RunRecord, exc: Exception) -> RunRecord:
         """The host cannot be reached now (engine down, SSH link lost): the run is not

@@ -6,7 +6,15 @@ is used; this package's top level holds only the runtime-independent pieces.
 
 from __future__ import annotations
 
-from seglab.runtime.base import LogCursor, LogLine, RunInfo, Runtime, RuntimeState, Status
+from seglab.runtime.base import (
+    LogCursor,
+    LogLine,
+    RestartingRuntime,
+    RunInfo,
+    Runtime,
+    RuntimeState,
+    Status,
+)
 from seglab.runtime.errors import (
     EngineUnavailable,
     HostUnreachable,
@@ -35,6 +43,7 @@ __all__ = [
     "Mount",
     "NameInUse",
     "NvidiaRuntimeMissing",
+    "RestartingRuntime",
     "RunInfo",
     "RunLost",
     "RunNotFound",

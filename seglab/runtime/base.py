@@ -157,6 +157,16 @@ class Runtime(Protocol):
         ...
 
 
+@runtime_checkable
+class RestartingRuntime(Protocol):
+    """A runtime whose engine may start an ended run again by itself (Docker's restart
+    policy brings back a run that ended non-zero when the engine starts)."""
+
+    def settle(self, ref: str) -> None:
+        """Never start the run again by itself; raises RunNotFound when it is gone."""
+        ...
+
+
 def matches(labels: Mapping[str, str], wanted: Mapping[str, str | None] | None) -> bool:
     """Whether ``labels`` satisfy a :meth:`Runtime.list` filter."""
     if not wanted:

@@ -194,6 +194,11 @@ class DockerRuntime:
             options["device_requests"] = [
                 DeviceRequest(device_ids=list(spec.gpus), capabilities=[["gpu"]])
             ]
+        if spec.restarts:
+            options["restart_policy"] = {
+                "Name": "on-failure",
+                "MaximumRetryCount": spec.restarts,
+            }
         config: dict[str, Any] = self.client.api.create_host_config(**options)
         return config
 
@@ -449,9 +454,30 @@ class DockerRuntime:
 
     # -- ending ---------------------------------------------------------------------
 
+    def settle(self, ref: str) -> None:
+        """Turn the container's restart policy off: its engine never starts it again.
+
+        An ``on-failure`` policy brings back, at every start of the engine, a container
+        that ended non-zero, a ``docker stop`` included (Docker tells a manual stop apart
+        only for ``unless-stopped``). :meth:`stop` and :meth:`kill` call this first, and
+        seglab calls it on a run it records as ended, so an ended run stays ended.
+        """
+        try:
+            self.client.api.update_container(
+                ref, restart_policy={"Name": "no", "MaximumRetryCount": 0}
+            )
+        except NotFound as exc:
+            raise RunNotFound(ref) from exc
+        except APIError as exc:
+            raise RuntimeFailure(f"{self.host}: could not update {ref}: {exc}") from exc
+        except OSError as exc:
+            raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc
+
     def stop(self, ref: str, timeout: float = 10.0) -> None:
-        """SIGTERM (the image's stop signal), ``timeout`` seconds of grace, then SIGKILL."""
+        """SIGTERM (the image's stop signal), ``timeout`` seconds of grace, then SIGKILL;
+        never restarted by the engine afterwards (:meth:`settle`)."""
         container = self._get(ref)
+        self.settle(ref)
         try:
             container.stop(timeout=max(0, round(timeout)))
         except APIError as exc:
@@ -460,8 +486,10 @@ class DockerRuntime:
             raise EngineUnavailable(f"{self.host} ({self.base_url})", str(exc)) from exc
 
     def kill(self, ref: str) -> None:
-        """SIGKILL now; a no-op when the container has already ended."""
+        """SIGKILL now (never restarted, :meth:`settle`); a no-op when the container has
+        already ended."""
         container = self._get(ref)
+        self.settle(ref)
         try:
             container.kill()
         except APIError as exc:

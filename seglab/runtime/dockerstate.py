@@ -47,8 +47,24 @@ def _time(text: str | None) -> datetime | None:
     return datetime_from_ns(parse_timestamp_ns(text))
 
 
+def restart_detail(attrs: Mapping[str, Any]) -> str | None:
+    """What the engine's restart policy did to the container (None: nothing yet).
+
+    A container the policy is about to start again is ``restarting``, which counts as
+    running: the run is not over until the engine gives up.
+    """
+    state = attrs.get("State") or {}
+    count = int(attrs.get("RestartCount") or 0)
+    if state.get("Status") == "restarting":
+        # The engine counts the restart it is about to make.
+        return f"restarting after exit {state.get('ExitCode')} (engine restart {max(count, 1)})"
+    if count:
+        return f"restarted {count} time{'s' if count > 1 else ''} by the engine"
+    return None
+
+
 def state_from_attrs(attrs: Mapping[str, Any]) -> RuntimeState:
-    """A RuntimeState from `docker inspect` output."""
+    """A RuntimeState from `docker inspect` output; ``detail`` is :func:`restart_detail`."""
     state = attrs.get("State") or {}
     status = _STATUSES.get(str(state.get("Status", "")), "dead")
     exited = status in ("exited", "dead")
@@ -60,4 +76,5 @@ def state_from_attrs(attrs: Mapping[str, Any]) -> RuntimeState:
         finished_at=_time(state.get("FinishedAt")) if exited else None,
         pid=int(state["Pid"]) if state.get("Pid") else None,
         error=state.get("Error") or None,
+        detail=restart_detail(attrs),
     )

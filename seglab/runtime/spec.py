@@ -14,6 +14,13 @@ from seglab.runtime.errors import SpecError, UnsafeMount
 CONTAINER_PREFIX = "seglab-"
 DEFAULT_SHM = "8g"
 DEFAULT_PIDS = 4096  # a container's pids limit unless the recipe says (resources.pids)
+ENGINE_RESTARTS = 3
+"""A training container's ``restarts``: its engine starts it again (the trainer resumes
+from ``last.pt``) after the engine's own shutdown stopped it (the trainer then exits 143)
+or after it failed on its own, at most this many times between two starts of the engine.
+`seglab stop` and `kill` turn the policy off first (Docker would start a container that
+``docker stop`` ended non-zero again at its next start); docs/runtimes.md, "Surviving an
+engine restart"."""
 DOCKER_SOCKET = "docker.sock"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -97,7 +104,9 @@ class LaunchSpec:
     threads of a container (a fork bomb in a run's code stops there); ``log_path`` is
     where the process runtime writes stdout+stderr (its folder, the run dir, also gets
     ``process.json`` and ``exit_code``); the docker runtime keeps logs in the engine and
-    ignores it.
+    ignores it. ``restarts`` is how many times a Docker engine starts the run again after
+    it ended with a non-zero status, its own shutdown included (an ``on-failure`` restart
+    policy; 0: never; the other runtimes ignore it).
     """
 
     name: str
@@ -117,6 +126,7 @@ class LaunchSpec:
     workdir: str | None = None
     log_path: Path | None = None
     init: bool = True
+    restarts: int = 0
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -139,6 +149,8 @@ class LaunchSpec:
             raise SpecError(f"cpus {self.cpus}: must be positive")
         if self.pids_limit < 1:
             raise SpecError(f"pids limit {self.pids_limit}: must be positive")
+        if self.restarts < 0:
+            raise SpecError(f"restarts {self.restarts}: must be 0 or more")
         for gpu in self.gpus:
             if not _GPU_UUID.match(gpu):
                 raise SpecError(

@@ -17,6 +17,9 @@ Train a resolved recipe (a run directory's recipe.yaml, or `seglab recipe expand
 --resolved` output) in a run directory. An existing run directory with
 checkpoints/last.pt resumes from it. Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK set)
 it trains with DistributedDataParallel; train.batch_size is the global batch.
+
+Exit status: 0 finished; 1 failed; 128 + the signal (143 for SIGTERM, 130 for SIGINT)
+after a clean stop on that signal (last.pt written, end event "stopped").
 """
 
 
@@ -48,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         metavar="N",
         help="start N DDP processes here (one per GPU) through "
-        "torch.distributed.run; exits 0 after a clean SIGTERM stop",
+        "torch.distributed.run; exits 143 (128 + the signal) after a clean SIGTERM "
+        "stop, as one process does",
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from seglab.events import Event, read_jsonl
+from seglab.events import Event, read_jsonl, stop_exit_status
 from seglab.multinode import MEMBER_ENV, TIMEOUT_ENV
 
 
@@ -130,9 +130,9 @@ def launch(nproc: int, trainer_args: list[str], run_dir: Path) -> int:
 
     This is ``torchrun --standalone --nproc_per_node NPROC``, in this process. torchrun
     forwards SIGTERM/SIGINT to the processes (which finish their step, write last.pt and
-    emit ``end(stopped)``) and then raises; the exit status here is 0 when the run's last
-    event says it stopped cleanly, so ``docker stop`` of a multi-GPU container exits 0 as
-    a single-process one does. A failed process gives 1 (its ``error`` event says why).
+    emit ``end(stopped)``) and then raises; the exit status here is 128 + the signal when
+    the run's last event says it stopped cleanly, as a single process's is (1 when it did
+    not). A failed process gives 1 (its ``error`` event says why).
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -157,7 +157,7 @@ def launch(nproc: int, trainer_args: list[str], run_dir: Path) -> int:
     except SignalException as exc:
         last = _last_event(run_dir / "events.jsonl")
         if last is not None and last.kind == "end" and last.data.get("status") == "stopped":
-            return 0
+            return stop_exit_status(exc.sigval)
         print(
             f"seglab train: stopped by signal {exc.sigval} before the processes ended cleanly",
             file=sys.stderr,

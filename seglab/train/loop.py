@@ -5,7 +5,9 @@ checkpoints and TensorBoard scalars; every rank trains on its share of each glob
 (``train.batch_size / world_size`` samples, learning rate unchanged) and takes part in the
 all-reduced evaluation. A run directory that already holds ``checkpoints/last.pt`` resumes
 from it. SIGTERM (or SIGINT) finishes the current step, writes ``last.pt``, emits
-``end(stopped)`` and exits 0.
+``end(stopped)`` and exits 128 + the signal (143 for SIGTERM): non-zero, so that a Docker
+engine's ``on-failure`` restart policy starts the run again (resuming) after the engine's
+own shutdown stopped it, while a user's stop is never restarted (docs/runtimes.md).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from seglab.events import STOP_SIGNALS, stop_exit_status
 from seglab.recipes import Recipe, load_resolved
 from seglab.train import checkpoint as ckpt
 from seglab.train import distributed
@@ -60,17 +63,17 @@ USER_ERRORS = (
 class StopFlag:
     """Set by SIGTERM (what `docker stop` sends) or SIGINT; the loop checks it every step.
 
-    Used as a context manager: the previous handlers come back on exit.
+    ``signum`` is the first such signal received (None: none yet). Used as a context
+    manager: the previous handlers come back on exit.
     """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopFlag:
-        for signum in self.SIGNALS:
+        for signum in STOP_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
@@ -79,7 +82,14 @@ class StopFlag:
             signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if not self.requested:
+            self.signum = signum
         self.requested = True
+
+    def exit_status(self) -> int:
+        """The exit status of a run this flag stopped: 128 + the signal (SIGTERM's on a
+        rank that stopped because another rank received one)."""
+        return stop_exit_status(self.signum if self.signum is not None else signal.SIGTERM)
 
 
 def seed_everything(seed: int) -> None:
@@ -534,8 +544,9 @@ def copy_recipe(config: Path, run_dir: Path) -> None:
 def run(config: Path, run_dir: Path, data_root: str | None = None) -> int:
     """Train `config` (a resolved recipe) in `run_dir`; returns the process exit status.
 
-    Exit 0 when finished or stopped by SIGTERM, 1 on a failure (an ``error`` event and
-    ``end(failed)`` are written first; user errors carry no traceback).
+    Exit 0 when finished, 128 + the signal (143 for SIGTERM) when stopped cleanly by
+    SIGTERM or SIGINT (``last.pt`` and ``end(stopped)`` written), 1 on a failure (an
+    ``error`` event and ``end(failed)`` are written first; user errors carry no traceback).
     """
     ctx = distributed.setup()
     trainer: Trainer | None = None
@@ -555,7 +566,7 @@ def run(config: Path, run_dir: Path, data_root: str | None = None) -> int:
         trainer.events.emit(
             "end", status=status, best_miou=trainer.best_miou, iter=trainer.iter, exports=exports
         )
-        return 0
+        return 0 if status == "finished" else trainer.stop.exit_status()
     except USER_ERRORS as exc:
         _fail(trainer, run_dir, ctx, str(exc), None)
         print(f"seglab train: {exc}", file=sys.stderr)

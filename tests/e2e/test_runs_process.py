@@ -37,7 +37,7 @@ def test_stop_writes_last_checkpoint_and_resume_continues() -> None:
     assert f"{run_id}: stopped" in stopped.stdout
     row = run_row(run_id)
     assert row["status"] == "stopped"
-    assert row["exit_code"] == 0
+    assert row["exit_code"] == 143  # 128 + SIGTERM after a clean stop
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     records = events_file(str(run_dir))
     assert records[-1]["kind"] == "end" and records[-1]["status"] == "stopped"

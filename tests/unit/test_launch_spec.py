@@ -54,6 +54,7 @@ def spec(**fields: object) -> LaunchSpec:
         ({"gpus": ("0",)}, "GPU '0' is not a GPU UUID"),
         ({"gpus": (GPU, GPU)}, "names a GPU twice"),
         ({"mounts": (Mount(Path("/a"), "/x"), Mount(Path("/b"), "/x"))}, "share a target"),
+        ({"restarts": -1}, "restarts -1"),
     ],
 )
 def test_bad_specs_are_refused_with_the_reason(fields: dict[str, object], message: str) -> None:
@@ -140,6 +141,9 @@ def test_run_defaults_are_in_the_create_arguments() -> None:
     assert on_host["host_config"]["NetworkMode"] == "host"
     with pytest.raises(SpecError, match="network mode"):
         spec(network_mode="host net")
+    assert "RestartPolicy" not in host  # a spec's default: the engine never restarts it
+    restarted = runtime.create_args(spec(restarts=3))["host_config"]
+    assert restarted["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
 
 
 def test_log_cursors_round_trip() -> None:
@@ -180,6 +184,20 @@ def test_state_from_inspect_output() -> None:
         {"State": {"Status": "created", "ExitCode": 0, "StartedAt": "0001-01-01T00:00:00Z"}}
     )
     assert (created.status, created.exit_code, created.started_at) == ("created", None, None)
+    assert created.detail is None
+
+
+def test_the_engine_restarts_of_a_container_are_its_state_detail() -> None:
+    restarting = state_from_attrs(
+        {"RestartCount": 2, "State": {"Status": "restarting", "ExitCode": 143, "Pid": 0}}
+    )
+    assert (restarting.status, restarting.exit_code, restarting.active) == ("running", None, True)
+    assert restarting.detail == "restarting after exit 143 (engine restart 2)"
+    running = state_from_attrs({"RestartCount": 1, "State": {"Status": "running", "Pid": 7}})
+    assert running.detail == "restarted 1 time by the engine"
+    given_up = state_from_attrs({"RestartCount": 3, "State": {"Status": "exited", "ExitCode": 1}})
+    assert (given_up.status, given_up.exit_code) == ("exited", 1)
+    assert given_up.detail == "restarted 3 times by the engine"
 
 
 def test_no_engine_is_a_clear_error(tmp_path: Path) -> None:

@@ -258,6 +258,22 @@ def test_an_end_event_of_an_earlier_attempt_does_not_count(lab: Lab) -> None:
     assert lab.manager.refresh(lab.registry.get_run(record.run_id)).status == RunStatus.FAILED
 
 
+def test_a_run_its_engine_restarts_is_running_and_says_so_until_the_engine_gives_up(
+    lab: Lab,
+) -> None:
+    (record,) = lab.submit(grid(lab.tmp, 1))
+    run = lab.fake.runs[lab.ref(record)]
+    write_events(record, "failed")  # the first attempt failed; the engine starts it again
+    run.state = replace(run.state, detail="restarting after exit 1 (engine restart 1)")
+    again = lab.manager.refresh(lab.registry.get_run(record.run_id))
+    assert (again.status, again.message) == (RunStatus.RUNNING, run.state.detail)
+    assert list(lab.held().values()) == [record.run_id]  # it keeps its GPUs meanwhile
+    run.state = replace(run.state, detail="restarted 3 times by the engine")
+    lab.fake.exit(lab.ref(record), 1, output=("boom",))
+    ended = lab.manager.refresh(lab.registry.get_run(record.run_id))
+    assert (ended.status, ended.message) == (RunStatus.FAILED, f"{run.state.detail}\nboom")
+
+
 # -- reconcile: the runtimes hold the truth ----------------------------------------------
 
 
