@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 
 from seglab.registry import Registry, RunRecord, RunStatus
 from seglab.runs import RunManager, resolved_recipe
@@ -23,10 +24,14 @@ class RunDesk:
         manager: Callable[[], RunManager],
         registry: Callable[[], Registry],
         pump_queue: Callable[[], list[RunRecord]],
+        positions: Callable[[], dict[str, int]] = dict,
     ) -> None:
+        """``positions``: each queued run's place in its queue (host queue or this
+        workstation's), 1 starting first."""
         self._manager = manager
         self._registry = registry
         self._pump_queue = pump_queue
+        self._positions = positions
 
     @staticmethod
     def row(record: RunRecord) -> RunRow:
@@ -38,8 +43,18 @@ class RunDesk:
         return self._manager().reconcile()
 
     def rows(self, include_final: bool = False) -> list[RunRow]:
-        """Every run that can still change, refreshed (with the ended ones if asked)."""
-        return [self.row(r) for r in self._manager().refresh_all(include_final=include_final)]
+        """Every run that can still change, refreshed (with the ended ones if asked); a
+        queued run with its place in its queue."""
+        rows = [self.row(r) for r in self._manager().refresh_all(include_final=include_final)]
+        if not any(row.status == RunStatus.QUEUED for row in rows):
+            return rows
+        places = self._positions()
+        return [
+            replace(row, queue_position=places.get(row.run_id))
+            if row.status == RunStatus.QUEUED
+            else row
+            for row in rows
+        ]
 
     def show(self, run_id: str) -> RunRow:
         """One run, refreshed."""

@@ -52,7 +52,7 @@ DEFAULT_REMOTE_RUNS_ROOT = "~/seglab/runs"
 DEFAULT_NVIDIA_SMI = "nvidia-smi"
 DEFAULT_TELEMETRY_INTERVAL = 1.0
 DEFAULT_GPU_MEMORY_THRESHOLD_MIB = 256
-DEFAULT_SLURM_PYTHON = "python3"
+DEFAULT_PYTHON = "python3"
 DEFAULT_SLURM_GRES = "gpu"
 SSH_CONFIG_ENV = "SEGLAB_SSH_CONFIG"
 _HOST_KEYS = (
@@ -62,6 +62,8 @@ _HOST_KEYS = (
     "telemetry",
     "telemetry_interval",
     "gpu_memory_threshold_mib",
+    "cpu_slots",
+    "python",
     "node_address",
     "node_interface",
 )
@@ -139,7 +141,7 @@ class SlurmOptions:
     time_limit: str | None = None
     container: str | None = None
     env_setup: tuple[str, ...] = ()
-    python: str = DEFAULT_SLURM_PYTHON
+    python: str = DEFAULT_PYTHON
     gres: str = DEFAULT_SLURM_GRES
 
 
@@ -161,6 +163,8 @@ class Host:
     telemetry: TelemetrySource = "auto"
     telemetry_interval: float = DEFAULT_TELEMETRY_INTERVAL
     gpu_memory_threshold_mib: int = DEFAULT_GPU_MEMORY_THRESHOLD_MIB
+    cpu_slots: int | None = None
+    python: str = DEFAULT_PYTHON
     slurm: SlurmOptions | None = None
     node_address: str | None = None
     node_interface: str | None = None
@@ -273,7 +277,7 @@ def _parse_host(doc: Located, name: str, entry: Any, problems: list[Problem]) ->
 
 
 def _host(name: str, entry: HostEntry, target: SSHTarget | None, remote: bool) -> Host:
-    slurm = SlurmOptions(**entry.given(SLURM_KEYS)) if entry.kind == "slurm" else None
+    slurm = SlurmOptions(**entry.given((*SLURM_KEYS, "python"))) if entry.kind == "slurm" else None
     runs_root = entry.runs_root
     if runs_root is None:
         runs_root = DEFAULT_REMOTE_RUNS_ROOT if remote else paths.default_runs_root()

@@ -24,7 +24,7 @@ HostKind = Literal["docker", "slurm"]
 TelemetrySource = Literal["auto", "nvml", "nvidia-smi"]
 KINDS: tuple[HostKind, ...] = ("docker", "slurm")
 TELEMETRY_SOURCES: tuple[TelemetrySource, ...] = ("auto", "nvml", "nvidia-smi")
-SLURM_KEYS = ("partition", "account", "time_limit", "container", "env_setup", "python", "gres")
+SLURM_KEYS = ("partition", "account", "time_limit", "container", "env_setup", "gres")
 """The keys only a ``kind: slurm`` host takes (the fields of ``seglab.hosts.SlurmOptions``)."""
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -135,6 +135,12 @@ def _mib(value: Any) -> int:
     return value
 
 
+def _slots(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected a whole number of runs, 1 or more, got {value!r}")
+    return value
+
+
 def _node_address(value: Any) -> str:
     text = _string(value)
     try:
@@ -188,7 +194,7 @@ def _shell_line(value: Any) -> str:
     return value.strip()
 
 
-def _slurm_python(value: Any) -> str:
+def _python(value: Any) -> str:
     text = _string(value)
     if "/" in text and not text.startswith("/"):
         raise ValueError(f"expected a command name on PATH or an absolute path, got {value!r}")
@@ -258,6 +264,7 @@ class HostEntry(BaseModel):
     telemetry: Annotated[TelemetrySource | None, _check(_telemetry)] = None
     telemetry_interval: Annotated[float | None, _check(_seconds)] = None
     gpu_memory_threshold_mib: Annotated[int | None, _check(_mib)] = None
+    cpu_slots: Annotated[int | None, _check(_slots)] = None
     node_address: Annotated[str | None, _check(_node_address)] = None
     node_interface: Annotated[str | None, _check(_node_interface)] = None
     partition: Annotated[str | None, _check(_slurm_name)] = None
@@ -267,7 +274,7 @@ class HostEntry(BaseModel):
     env_setup: Annotated[tuple[Annotated[str, _check(_shell_line)], ...] | None, _check(_lines)] = (
         None
     )
-    python: Annotated[str | None, _check(_slurm_python)] = None
+    python: Annotated[str | None, _check(_python)] = None
     gres: Annotated[str | None, _check(_slurm_name)] = None
 
     @model_validator(mode="before")

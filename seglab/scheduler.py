@@ -4,7 +4,8 @@
 
 - ``auto`` — every GPU of every host (the default);
 - ``HOST`` — every GPU of that host;
-- ``HOST:cpu`` — that host's CPU (no GPU is reserved; any number of runs share it);
+- ``HOST:cpu`` — that host's CPU (no GPU is reserved; any number of runs share it, or at
+  most the host's ``cpu_slots`` at once);
 - ``HOST:0,1`` / ``HOST:0-3`` / ``HOST:GPU-<uuid>`` — those GPUs of that host.
 
 Each run takes ``resources.gpus`` GPUs from one host of the pools; a multi-node run
@@ -24,7 +25,7 @@ from typing import Any
 
 from seglab.errors import PlacementError, did_you_mean
 from seglab.hosts import Inventory
-from seglab.registry import Registry
+from seglab.registry import Registry, RunStatus
 from seglab.telemetry.sample import GpuSample, HostState, HostStatus
 
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
@@ -135,6 +136,7 @@ class Scheduler:
     inventory: Inventory
     registry: Registry
     states: Mapping[str, HostState] = field(default_factory=dict)
+    _cpu_placed: dict[str, set[str]] = field(default_factory=dict, init=False, repr=False)
 
     def member_pools(self, pools: Sequence[Pool]) -> list[Pool]:
         """The pools members of a multi-node run come from: one per host for ``auto``."""
@@ -247,7 +249,9 @@ class Scheduler:
             hosts = [pool.host] if pool.host is not None else list(self.inventory.hosts)
             for name in hosts:
                 if pool.cpu:
-                    return Placement(name)
+                    if self._take_cpu_slot(name, run_id):
+                        return Placement(name)
+                    continue
                 gpus = self._host_gpus(name)
                 if pool.gpus:
                     gpus = [self._resolve(name, gpus, token) for token in pool.gpus]
@@ -260,12 +264,37 @@ class Scheduler:
                     return Placement(name, uuids, tuple(g.index for g in chosen))
         return None
 
+    def cpu_runs(self, host: str) -> set[str]:
+        """The runs holding one of ``host``'s CPU slots: CPU-only runs started and not
+        ended, and the ones this scheduler placed there."""
+        live = {
+            record.run_id
+            for record in self.registry.list_runs(include_finished=False, host=host)
+            if not record.gpus and record.status != RunStatus.QUEUED
+        }
+        return live | self._cpu_placed.get(host, set())
+
+    def _take_cpu_slot(self, host: str, run_id: str) -> bool:
+        """Whether a CPU run may start on ``host`` now (``cpu_slots`` unset: always)."""
+        slots = self.inventory.get(host).cpu_slots
+        if slots is not None and len(self.cpu_runs(host) - {run_id}) >= slots:
+            return False
+        self._cpu_placed.setdefault(host, set()).add(run_id)
+        return True
+
     def explain_busy(self, pools: Sequence[Pool]) -> str:
         """Why the pools' GPUs are busy, one clause per GPU (for errors and queue notes)."""
         parts = []
         for pool in pools:
             hosts = [pool.host] if pool.host is not None else list(self.inventory.hosts)
             for name in hosts:
+                if pool.cpu:
+                    holders = sorted(self.cpu_runs(name))
+                    parts.append(
+                        f"{name}: its {len(holders)} CPU slots (cpu_slots) held by "
+                        f"{', '.join(holders)}"
+                    )
+                    continue
                 gpus = self._host_gpus(name)
                 if pool.gpus:
                     gpus = [self._resolve(name, gpus, token) for token in pool.gpus]

@@ -59,6 +59,7 @@ class RunRow:
     exit_code: int | None
     run_dir: str | None
     message: str | None
+    queue_position: int | None = None  # a queued run's place in its queue (1 starts first)
 
     @property
     def ended(self) -> bool:

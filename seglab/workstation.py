@@ -132,6 +132,9 @@ class Workstation:
         own helpers, like :meth:`_run_registry`."""
         if self._manager is None:
             self._manager = RunManager(self.inventory(), self._run_registry(), self.machine)
+            host_queues = self._manager.submitter.host_queues
+            host_queues.hook = self.config_dir / "hooks" / "run-end"
+            host_queues.seen = self.state_dir / "notified"
         return self._manager
 
     def _remote(self) -> RemoteBridge:
@@ -281,11 +284,9 @@ class Workstation:
     def pump_queue(self) -> list[RunRecord]:
         """Start queued runs whose GPUs have become free (and learn what the hosts'
         queue runners started)."""
-        host_queues = self._run_manager().submitter.host_queues
-        host_queues.notify(self.config_dir / "hooks" / "run-end", self.state_dir / "notified")
         pending = self._run_registry().pending()
         if not pending:
-            self._run_manager().submitter.sync_host_queues()
+            self._run_manager().submitter.sync_host_queues(throttle=True)
             return []
         pools = [Pool.from_dict(p) for item in pending for p in item.request["pools"]]
         return self._run_manager().pump_queue(self.scheduler(pools))
@@ -296,8 +297,17 @@ class Workstation:
 
     def _runs_desk(self) -> RunDesk:
         if self._desk is None:
-            self._desk = RunDesk(self._run_manager, self._run_registry, self.pump_queue)
+            self._desk = RunDesk(
+                self._run_manager, self._run_registry, self.pump_queue, self._queue_positions
+            )
         return self._desk
+
+    def _queue_positions(self) -> dict[str, int]:
+        """Each queued run's place: in this workstation's queue, or in its host's queue
+        as last read."""
+        places = {item.run_id: n for n, item in enumerate(self._run_registry().pending(), 1)}
+        places.update(self._run_manager().submitter.host_queues.positions())
+        return places
 
     def run_row(self, record: RunRecord) -> RunRow:
         """The row of one run record (as :meth:`launch` returns them)."""

@@ -251,7 +251,7 @@ def _ps(args: argparse.Namespace) -> int:
     )
     print(header)
     for row in rows:
-        progress = "-"
+        progress = "-" if row.queue_position is None else f"queued #{row.queue_position}"
         if row.iteration is not None:
             progress = f"{row.iteration}/{row.total_iterations or '?'}"
             if row.progress is not None:

@@ -10,6 +10,7 @@ its queue is empty and none of the runs it started is still going.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from seglab.errors import PlacementError, SeglabError
+from seglab.hostqueue.ops import OPS
 from seglab.hostqueue.store import HostQueue, host_of, latest
 from seglab.hosts import Host, Inventory
 from seglab.machines import LoopThread
@@ -72,7 +74,9 @@ class Runner:
         try:
             while True:
                 with self.queue.booking():
-                    if not self.tick():
+                    going = self.tick()
+                    self.queue.mark_round()
+                    if not going:
                         # Let go of the runner lock before the booking lock: a workstation
                         # queueing next finds no runner and starts a new one.
                         self.queue.pid_file.unlink(missing_ok=True)
@@ -146,7 +150,7 @@ class Runner:
                 self._failed(record, f"cannot be placed: {exc}")
                 continue
             if placement is None:
-                waiting.append(item)
+                waiting.append({**item, "why": scheduler.explain_busy(pools)})
                 continue
             try:
                 started = manager.launch(record, placement, known=True)
@@ -195,12 +199,19 @@ class Runner:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python3 -m seglab.hostqueue --root RUNS_ROOT [--poll SECONDS]``."""
+    """``python3 -m seglab.hostqueue --root RUNS_ROOT [--poll SECONDS]`` serves the queue;
+    with ``--op NAME`` it does one workstation operation (JSON in on stdin, out on stdout)."""
     parser = argparse.ArgumentParser(prog="python3 -m seglab.hostqueue", description=__doc__)
     parser.add_argument("--root", required=True, type=Path, help="the host's runs root")
     parser.add_argument("--poll", type=float, default=DEFAULT_POLL_S, help="seconds a round")
+    parser.add_argument("--op", choices=sorted(OPS), help="one operation instead of serving")
     args = parser.parse_args(argv)
+    queue = HostQueue(args.root.resolve())
+    if args.op is not None:
+        answer = OPS[args.op](queue, json.loads(sys.stdin.read() or "{}"))
+        print(json.dumps(answer))
+        return 0
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
-    return Runner(HostQueue(args.root.resolve()), args.poll).run()
+    return Runner(queue, args.poll).run()

@@ -7,6 +7,7 @@
   workstation launching on that host directly; so a GPU is never booked twice.
 - ``runner.lock`` / ``runner.pid``: held for the runner's whole life (one runner per host).
 - ``host.json``: the host's settings (GPUs, engine socket, datasets) for the runner.
+- ``round``: when the runner last finished a round (a submission waits for the next one).
 - ``journal.jsonl``: what the runner did, one JSON object a line: ``started`` (with the
   run's handle, GPUs and run dir), ``failed`` (could not start) and ``ended`` (the
   notifications a workstation reads on reattach).
@@ -35,6 +36,7 @@ HOST_KEYS = (
     "telemetry",
     "telemetry_interval",
     "gpu_memory_threshold_mib",
+    "cpu_slots",
     "node_address",
     "node_interface",
 )
@@ -79,6 +81,11 @@ class HostQueue:
     def host_file(self) -> Path:
         """The host's settings as the workstation that queued last knows them."""
         return self.dir / "host.json"
+
+    @property
+    def round_file(self) -> Path:
+        """When the runner last finished a round (seconds since the epoch)."""
+        return self.dir / "round"
 
     @property
     def pid_file(self) -> Path:
@@ -145,6 +152,17 @@ class HostQueue:
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
         temporary.write_text(text, encoding="utf-8")
         os.replace(temporary, path)
+
+    def mark_round(self) -> None:
+        """Record that the runner finished a round now."""
+        self._replace(self.round_file, f"{time.time()!r}\n")
+
+    def last_round(self) -> float:
+        """When the runner last finished a round (0 before any)."""
+        try:
+            return float(self.round_file.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return 0.0
 
     def host_settings(self) -> dict[str, Any] | None:
         """The host's settings written by the last workstation that queued here."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -9,15 +10,20 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from seglab.errors import PlacementError, RunError, SeglabError
+from seglab.hostqueue.ops import SUBMIT_WAIT_S
+from seglab.hostqueue.store import host_settings
 from seglab.hosts import Host, Inventory
 from seglab.kinds import RuntimeKind
 from seglab.registry import Registry, RunRecord, RunStatus
-from seglab.runs.hostqueues import HostQueues
+from seglab.runs.hostqueues import HostQueues, request
 from seglab.runs.launch import Launcher
+from seglab.runs.queueaccess import LocalQueueAccess, QueueUnavailable
 from seglab.runs.reconcile import Reconciler
 from seglab.runs.records import Submitted, new_run_id, resolved_recipe
 from seglab.runs.runtimes import Runtimes
 from seglab.scheduler import Placement, Pool, Scheduler
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from seglab import recipes
@@ -83,7 +89,13 @@ class Submitter:
             if pool.host is not None:
                 self.inventory.get(pool.host)
         host = self.host_queues.host_for(pools, nodes) if self.use_host_queues else None
-        if host is not None:
+        if host is not None and not host.is_local:
+            remote = self._submit_remote(
+                recipe_file, variants, pools, host, runtime=runtime, image=image, queue=queue
+            )
+            if remote is not None:
+                return remote
+        elif host is not None:
             return self._submit_host(
                 recipe_file,
                 variants,
@@ -136,23 +148,25 @@ class Submitter:
         """Variants on one local host, under its booking lock: the ones that fit start now,
         the others join the host's queue (behind the ones already there) and its runner
         starts them as GPUs free up."""
-        host_queue = self.host_queues.queue(host)
+        host_queue = self.host_queues.access(host)
+        assert isinstance(host_queue, LocalQueueAccess)
+        files = host_queue.files
         out: list[Submitted | None] = []
         placed: list[tuple[int, RunRecord, list[Placement]]] = []
         waiting: list[RunRecord] = []
         with host_queue.booking():
             # What the runner (or another workstation) started meanwhile holds its GPUs.
-            self.host_queues.sync()
+            for entry in files.journal():
+                self.host_queues.apply(host, entry)
             self.reconciler.reconcile()
-            behind = bool(host_queue.items())
+            behind = bool(files.items())
             for variant in variants:
                 record, _ = _new_record(recipe_file, variant, image, host.name, runtime)
+                resources = resolved_recipe(record).resources
                 placement = (
                     None
                     if behind
-                    else scheduler.place_members(
-                        pools, resolved_recipe(record).resources.gpus, 1, record.run_id
-                    )
+                    else scheduler.place_members(pools, resources.gpus, 1, record.run_id)
                 )
                 if placement is not None:
                     placed.append((len(out), record, placement))
@@ -172,13 +186,61 @@ class Submitter:
                 waiting.append(record)
                 out.append(Submitted(record, reason))
             if waiting:
-                self.host_queues.enqueue(host_queue, host, waiting, pools)
+                files.set_host(host_settings(host))
+                files.write([*files.items(), *(request(r, pools) for r in waiting)])
             started = self._start_all(placed) if placed else []
         if waiting:
-            self.host_queues.start_runner(host_queue)
+            host_queue.op("ensure-runner", {})
         for slot, record in started:
             out[slot] = Submitted(record)
         return [item for item in out if item is not None]
+
+    def _submit_remote(
+        self,
+        recipe_file: recipes.RecipeFile,
+        variants: Sequence[recipes.Variant],
+        pools: Sequence[Pool],
+        host: Host,
+        *,
+        runtime: str,
+        image: str | None,
+        queue: bool,
+    ) -> list[Submitted] | None:
+        """Variants on one remote host, all through its queue: its runner places them
+        (the one arbiter of its GPUs) and this waits for its next round to say which
+        started. None when the host cannot run a queue runner (no seglab there): the
+        variants then wait in this workstation's queue."""
+        records = []
+        for variant in variants:
+            record, _ = _new_record(recipe_file, variant, image, host.name, runtime)
+            record = replace(record, message=f"queued on {host.name}: waiting for its runner")
+            self.registry.upsert_run(record)
+            records.append(record)
+        try:
+            answer = self.host_queues.enqueue(host, records, pools, wait_s=SUBMIT_WAIT_S)
+        except QueueUnavailable as exc:
+            for record in records:
+                self.registry.delete_run(record.run_id)
+            log.warning("%s; queueing in this workstation instead", exc)
+            return None
+        for entry in answer["journal"]:
+            self.host_queues.apply(host, entry)
+        waiting = {item["run_id"]: (n, item) for n, item in enumerate(answer["items"], 1)}
+        out = []
+        for record in records:
+            current = self.registry.get_run(record.run_id)
+            if record.run_id not in waiting or current.status != RunStatus.QUEUED:
+                out.append(Submitted(current))
+                continue
+            position, item = waiting[record.run_id]
+            reason = f"position {position} on {host.name}: {item.get('why') or 'not yet placed'}"
+            if not queue:
+                self.host_queues.discard(record.run_id)
+                self.registry.delete_run(record.run_id)
+                raise RunError(f"no free GPU for {record.variant} on {host.name}: {reason}")
+            current = self.registry.update_run(record.run_id, message=f"queued: {reason}")
+            out.append(Submitted(current, reason))
+        return out
 
     def _start_all(
         self, placed: Sequence[tuple[int, RunRecord, list[Placement]]]
@@ -215,9 +277,9 @@ class Submitter:
             ) from failures[0][1]
         return started
 
-    def sync_host_queues(self) -> list[str]:
+    def sync_host_queues(self, *, throttle: bool = False) -> list[str]:
         """Bring queued runs up to date with their hosts' runners (started or failed)."""
-        return self.host_queues.sync()
+        return self.host_queues.sync(throttle=throttle)
 
     def _submit_slurm(
         self,
@@ -250,7 +312,7 @@ class Submitter:
     def pump_queue(self, scheduler: Scheduler) -> list[RunRecord]:
         """Start queued runs whose GPUs are free now, oldest first (the runs in host
         queues are their runners' to start: see :meth:`sync_host_queues`)."""
-        self.sync_host_queues()
+        self.sync_host_queues(throttle=True)
         started = []
         self.launcher.gpu_states = scheduler.states
         for item in self.registry.pending():

@@ -42,7 +42,11 @@ def cells(row: RunRow, marked: bool, short: bool = False) -> dict[str, Text | st
         "run": row.run_id,
         "where": row.where,
         "status": status_text(row.status),
-        "progress": progress_text(row.progress, row.eta_s, width=BAR[short]),
+        "progress": (
+            Text(f"queued #{row.queue_position}", style="dim")
+            if row.queue_position is not None
+            else progress_text(row.progress, row.eta_s, width=BAR[short])
+        ),
         "loss": num(row.last_loss, ".3f"),
         "miou": num(row.best_miou, ".3f") if row.best_miou is not None else DASH,
         "ips": num(row.img_per_s, ".1f"),

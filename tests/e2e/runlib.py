@@ -75,6 +75,22 @@ def events_file(run_dir: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def ended_runs(runs: Path) -> list[list[dict[str, Any]]]:
+    """The events of every run dir under ``runs`` whose run has ended."""
+    found = [events_file(str(p.parent)) for p in runs.glob("*/events.jsonl")]
+    return [e for e in found if e and e[-1]["kind"] == "end"]
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    """The most (start, end) spans that overlap at one instant."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
 def final(run_id: str) -> dict[str, Any] | None:
     """The run's row once it has ended, else None."""
     row = run_row(run_id)

@@ -10,13 +10,21 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from seglab.hostqueue.store import HostQueue
 from seglab.runtime.procwrap import PROCESS_FILE
-from tests.e2e.runlib import RECIPES, REPO, events_file, ps, seglab, wait_for
+from tests.e2e.runlib import (
+    RECIPES,
+    REPO,
+    ended_runs,
+    events_file,
+    most_at_once,
+    ps,
+    seglab,
+    wait_for,
+)
 from tests.standin import use_standin
 
 pytestmark = pytest.mark.slow
@@ -33,21 +41,6 @@ def _two_gpu_host(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         f"    nvidia_smi: {standin}\n    runs_root: {runs}\n"
     )
     return runs
-
-
-def _ended(runs: Path) -> list[list[dict[str, Any]]]:
-    """The events of every run dir whose run has ended."""
-    found = [events_file(str(p.parent)) for p in runs.glob("*/events.jsonl")]
-    return [e for e in found if e and e[-1]["kind"] == "end"]
-
-
-def _most_at_once(spans: list[tuple[float, float]]) -> int:
-    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
-    most = now = 0
-    for _, step in edges:
-        now += step
-        most = max(most, now)
-    return most
 
 
 def test_grid_goes_on_after_the_workstation_is_killed(
@@ -84,7 +77,7 @@ def test_grid_goes_on_after_the_workstation_is_killed(
     workstation.wait()
 
     # No seglab command from here on: the host's runner alone starts the rest.
-    ended = wait_for(lambda: len(_ended(runs)) == 6 and _ended(runs), 900, "six ended runs")
+    ended = wait_for(lambda: len(ended_runs(runs)) == 6 and ended_runs(runs), 900, "six ended runs")
     wait_for(lambda: not queue.pid_file.exists(), 60, "the runner to exit")
     assert queue.items() == []
     spans = []
@@ -94,7 +87,7 @@ def test_grid_goes_on_after_the_workstation_is_killed(
         assert len(starts) == 1 and len(ends) == 1, "each variant ran exactly once"
         assert ends[0]["status"] == "finished"
         spans.append((starts[0]["time"], ends[0]["time"]))
-    assert _most_at_once(spans) <= 2, spans
+    assert most_at_once(spans) <= 2, spans
     journal = queue.journal()
     started = [e["run_id"] for e in journal if e["kind"] == "started"]
     assert len(started) == len(set(started)) == 4
@@ -144,7 +137,9 @@ def test_two_workstations_submitting_at_once_never_share_a_gpu(
     assert len(set(ids)) == 4
 
     queue = HostQueue(runs)
-    ended = wait_for(lambda: len(_ended(runs)) == 4 and _ended(runs), 900, "four ended runs")
+    ended = wait_for(
+        lambda: len(ended_runs(runs)) == 4 and ended_runs(runs), 900, "four ended runs"
+    )
     wait_for(lambda: not queue.pid_file.exists(), 60, "the runner to exit")
     for records in ended:
         assert sum(r["kind"] == "start" for r in records) == 1, "each variant ran once"
@@ -156,5 +151,5 @@ def test_two_workstations_submitting_at_once_never_share_a_gpu(
         )
     assert len(by_gpu) == 2
     for gpu, used in by_gpu.items():
-        assert _most_at_once(used) == 1, f"{gpu} booked twice: {used}"
+        assert most_at_once(used) == 1, f"{gpu} booked twice: {used}"
     assert sorted(p.parent.name for p in runs.glob("*/events.jsonl")) == sorted(ids)

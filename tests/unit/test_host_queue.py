@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,8 @@ from seglab.hostqueue.store import HostQueue, host_of, host_settings
 from seglab.hosts import Inventory, local_host
 from seglab.registry import Registry, RunRecord, RunStatus
 from seglab.runs.hostio import HostIO
-from seglab.runs.hostqueues import HostQueues
-from seglab.scheduler import Pool, parse_on
+from seglab.runs.hostqueues import HostQueues, request
+from seglab.scheduler import Pool, Scheduler, parse_on
 
 HOLD = """
 import fcntl, sys
@@ -37,6 +38,11 @@ def queues(tmp_path: Path) -> HostQueues:
     inventory = Inventory({"local": host}, tmp_path / "hosts.yaml")
     registry = Registry(tmp_path / "registry.sqlite3")
     return HostQueues(inventory, registry, HostIO(), lambda record: record)
+
+
+def tmp_runs(queues: HostQueues) -> Path:
+    """The local host's runs root."""
+    return Path(queues.inventory.get("local").runs_root)
 
 
 def _queued(registry: Registry, name: str) -> RunRecord:
@@ -87,9 +93,10 @@ def test_host_settings_travel_to_the_runner(tmp_path: Path) -> None:
 def test_list_move_and_discard(queues: HostQueues) -> None:
     records = [_queued(queues.registry, name) for name in ("a", "b", "c")]
     host = queues.inventory.get("local")
-    queue = queues.queue(host)
-    with queue.booking():
-        queues.enqueue(queue, host, records, parse_on("local"))
+    queue = HostQueue(tmp_runs(queues))
+    with queue.booking():  # as a submission under the lock writes them
+        queue.set_host(host_settings(host))
+        queue.write([request(r, parse_on("local")) for r in records])
     assert [(q.position, q.variant) for q in queues.listing()] == [(1, "a"), (2, "b"), (3, "c")]
     assert queues.listing()[0].why == "queued on local: a waits"
     assert queues.move(records[2].run_id, 5).position == 1
@@ -105,7 +112,7 @@ def test_list_move_and_discard(queues: HostQueues) -> None:
 
 def test_sync_takes_the_runners_starts_and_failures(queues: HostQueues) -> None:
     started, failed, foreign = (_queued(queues.registry, n) for n in ("a", "b", "c"))
-    queue = queues.queue(queues.inventory.get("local"))
+    queue = HostQueue(tmp_runs(queues))
     queue.note(
         "started",
         started.run_id,
@@ -130,9 +137,16 @@ def test_sync_takes_the_runners_starts_and_failures(queues: HostQueues) -> None:
 def test_only_one_local_gpu_host_gets_a_host_queue(queues: HostQueues) -> None:
     assert queues.host_for(parse_on("local"), 1) is not None
     assert queues.host_for(parse_on("local:0,1"), 1) is not None
-    assert queues.host_for(parse_on("local:cpu"), 1) is None
+    assert queues.host_for(parse_on("local:cpu"), 1) is None, "CPU runs never wait there"
     assert queues.host_for(parse_on("auto"), 1) is None
     assert queues.host_for(parse_on("local"), 2) is None
+
+
+def test_a_host_with_cpu_slots_queues_cpu_runs(tmp_path: Path) -> None:
+    host = local_host(runs_root=tmp_path / "runs", cpu_slots=2)
+    inventory = Inventory({"local": host}, tmp_path / "hosts.yaml")
+    queues = HostQueues(inventory, Registry(tmp_path / "r.sqlite3"), HostIO(), lambda r: r)
+    assert queues.host_for(parse_on("local:cpu"), 1) is host
 
 
 def test_has_runner_sees_the_runner_lock(tmp_path: Path) -> None:
@@ -147,13 +161,14 @@ def test_has_runner_sees_the_runner_lock(tmp_path: Path) -> None:
 
 def test_the_run_end_hook_fires_once_per_journalled_end(queues: HostQueues, tmp_path: Path) -> None:
     mine = _queued(queues.registry, "a")
-    queue = queues.queue(queues.inventory.get("local"))
+    queue = HostQueue(tmp_runs(queues))
     queue.note("ended", mine.run_id, status="finished", best_miou=0.5)
     queue.note("ended", "someone-else.x.1", status="failed", best_miou=None)
     told = tmp_path / "told.txt"
     hook = tmp_path / "hooks" / "run-end"
-    seen = tmp_path / "notified"
-    assert queues.notify(hook, seen) == []  # no hook configured
+    queues.hook, queues.seen = hook, tmp_path / "notified"
+    queues.sync()  # no hook file yet
+    assert not told.exists()
     hook.parent.mkdir()
     hook.write_text(
         "#!/bin/sh\n"
@@ -161,6 +176,37 @@ def test_the_run_end_hook_fires_once_per_journalled_end(queues: HostQueues, tmp_
         f" >> {told}\n"
     )
     hook.chmod(0o755)
-    assert queues.notify(hook, seen) == [mine.run_id]
-    assert queues.notify(hook, seen) == []
+    queues.sync()
+    queues.sync()
     assert told.read_text() == f"{mine.run_id} finished local 0.5\n"
+
+
+def test_cpu_slots_bound_the_cpu_runs_of_a_host(tmp_path: Path) -> None:
+    host = local_host(runs_root=tmp_path / "runs", cpu_slots=2)
+    inventory = Inventory({"local": host}, tmp_path / "hosts.yaml")
+    registry = Registry(tmp_path / "registry.sqlite3")
+    pools = parse_on("local:cpu")
+    scheduler = Scheduler(inventory, registry)
+    assert scheduler.place(pools, 1, "a") is not None
+    assert scheduler.place(pools, 1, "b") is not None
+    assert scheduler.place(pools, 1, "c") is None, "two slots, both placed in this round"
+    assert "2 CPU slots (cpu_slots) held by a, b" in scheduler.explain_busy(pools)
+    for name in ("a", "b"):  # started: the next round counts them from the registry
+        registry.upsert_run(replace(_queued(registry, name), status=RunStatus.RUNNING))
+    assert Scheduler(inventory, registry).place(pools, 1, "c") is None
+    registry.update_run("tiny.a.000000", status=RunStatus.FINISHED)
+    assert Scheduler(inventory, registry).place(pools, 1, "c") is not None
+    unbounded = Inventory({"local": local_host(runs_root=tmp_path)}, tmp_path / "h.yaml")
+    free = Scheduler(unbounded, registry)
+    assert all(free.place(pools, 1, f"r{n}") is not None for n in range(10))
+
+
+def test_sync_keeps_each_queued_runs_place(queues: HostQueues) -> None:
+    records = [_queued(queues.registry, name) for name in ("a", "b")]
+    queue = HostQueue(tmp_runs(queues))
+    queue.write([request(r, parse_on("local")) for r in reversed(records)])
+    queues.sync()
+    assert queues.positions() == {records[1].run_id: 1, records[0].run_id: 2}
+    queue.write([])
+    queues.sync()
+    assert queues.positions() == {}

@@ -34,6 +34,7 @@ PS_JSON_KEYS = [
     "exit_code",
     "run_dir",
     "message",
+    "queue_position",
 ]
 
 
