@@ -221,7 +221,9 @@ def test_stop_and_resume_in_a_container(docker_client: Any) -> None:
 
     stopped = seglab("stop", run_id, "--timeout", "60")
     assert f"{run_id}: stopped" in stopped.stdout
-    assert _container(docker_client, run_id).attrs["State"]["ExitCode"] == 0
+    attrs = _container(docker_client, run_id).attrs
+    assert attrs["State"]["ExitCode"] == 143  # 128 + SIGTERM after a clean stop
+    assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "no"  # never started again
     records = events_file(row["run_dir"])
     assert records[-1]["kind"] == "end" and records[-1]["status"] == "stopped"
     saved = max(r["iter"] for r in records if r["kind"] == "checkpoint")
