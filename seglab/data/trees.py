@@ -158,6 +158,13 @@ class RemoteTree(Tree):
         self._dirs: set[str] = set()
         self._handles: dict[str, asyncssh.SFTPClientFile] = {}
         self._lock = asyncio.Lock()
+        self._connected = False
+
+    async def manifest(self) -> Manifest:
+        """The probe's listing, which also connects the host (see :meth:`_client`)."""
+        found = await super().manifest()
+        self._connected = True
+        return found
 
     def _abs(self, path: str) -> str:
         root = self.root[2:] if self.root.startswith("~/") else self.root
@@ -171,7 +178,8 @@ class RemoteTree(Tree):
 
                 machine = self.machine
                 assert isinstance(machine, SSHMachine)
-                await machine.exists("/")  # connects the host if it is not yet
+                if not self._connected:  # a listing connected it; else connect it now
+                    await machine.exists("/")
                 try:
                     conn = await machine.connection.connection(machine.wait_online)
                     self._sftp = await conn.start_sftp_client()
