@@ -24,8 +24,13 @@ from typing import TYPE_CHECKING, Literal
 
 from seglab.errors import RunError
 from seglab.forwards_local import start_local_notebook, start_local_tensorboard
-from seglab.forwards_remote import start_remote_notebook, wait_answering
-from seglab.hosts import Host, SlurmOptions
+from seglab.forwards_remote import (
+    RemoteProcess,
+    start_remote_notebook,
+    start_remote_tensorboard,
+    wait_answering,
+)
+from seglab.hosts import Host
 from seglab.registry import RunRecord, UnknownRunError
 from seglab.runs import resolved_recipe
 from seglab.runtime import EngineUnavailable, LaunchSpec, Mount, RunNotFound, RuntimeFailure
@@ -155,10 +160,25 @@ class OpenForward:
 
 def open_tensorboard(ws: Workstation, target: str, port: int | None = None) -> OpenForward:
     """TensorBoard over run ``target``'s dir, or over every run of recipe ``target`` on the
-    host of its newest run; ``port`` is the local port of the URL (default: a free one)."""
+    host of its newest run; ``port`` is the local port of the URL (default: a free one).
+    Where runs are processes it runs as one (as :func:`open_notebook` does): the host's
+    ``python`` over SSH on a remote Slurm host, this Python's on this machine for process
+    runs, a local Slurm host or when no Docker engine answers; else in the run's image."""
     runs = _runs_for(ws, target)
     host = ws.inventory().get(runs[0].host)
-    if host.is_local and (runs[0].runtime == "process" or _no_engine(ws, host)):
+    slurm = host.slurm
+    if slurm is not None and not host.is_local:
+        return _remote_process(
+            ws,
+            "tensorboard",
+            host,
+            lambda p: start_remote_tensorboard(ws.machine(host.name), slurm, runs, p),
+            port=port,
+            path="",
+        )
+    if host.is_local and (
+        runs[0].runtime == "process" or host.kind == "slurm" or _no_engine(ws, host)
+    ):
         port = _local_port(ws, host, port)
         process, stop = start_local_tensorboard(runs, port)
         return _local_forward("tensorboard", host, process, stop, port=port, path="")
@@ -194,8 +214,20 @@ def open_notebook(
     name, gpu = parse_where(where)
     host = ws.inventory().get(name)
     token = secrets.token_hex(24)
-    if image is None and host.slurm is not None and not host.is_local:
-        return _remote_notebook(ws, host, host.slurm, port=port, token=token, gpu=gpu)
+    slurm = host.slurm
+    if image is None and slurm is not None and not host.is_local:
+        remote_root = str(ws._run_manager().runs_root(host))
+        return _remote_process(
+            ws,
+            "notebook",
+            host,
+            lambda p: start_remote_notebook(
+                ws.machine(host.name), slurm, remote_root, p, token=token, gpu=gpu
+            ),
+            port=port,
+            path=f"lab?token={token}",
+            ready="api",
+        )
     if image is None and host.is_local and (host.kind == "slurm" or _no_engine(ws, host)):
         port = _local_port(ws, host, port)
         process, stop = start_local_notebook(ws._run_manager().runs_root(host), port, token, gpu)
@@ -224,23 +256,22 @@ def open_notebook(
     )
 
 
-def _remote_notebook(
+def _remote_process(
     ws: Workstation,
+    kind: Kind,
     host: Host,
-    slurm: SlurmOptions,
+    start: Callable[[int], RemoteProcess],
     *,
     port: int | None,
-    token: str,
-    gpu: str | None,
+    path: str,
+    ready: str = "",
 ) -> OpenForward:
-    """JupyterLab as a process on a remote host's loopback, forwarded here over SSH."""
-    root = str(ws._run_manager().runs_root(host))
+    """``start`` a process on a free port of a remote host's loopback and forward it here
+    (to ``port``, or a free one); it is ready when ``/<ready>`` answers there."""
     remote_port = pick_port(listening_ports(_proc_net_tcp(ws, host)))
-    process = start_remote_notebook(
-        ws.machine(host.name), slurm, root, remote_port, token=token, gpu=gpu
-    )
+    process = start(remote_port)
     opened = OpenForward(
-        "notebook",
+        kind,
         host.name,
         f"pid {process.pid} on {host.name}",
         remote_port,
@@ -252,10 +283,9 @@ def _remote_notebook(
     )
     try:
         opened.local_port = _forward(ws, host.name, remote_port, port or 0, opened)
-        opened.url = f"http://127.0.0.1:{opened.local_port}/lab?token={token}"
-        wait_answering(
-            f"http://127.0.0.1:{opened.local_port}/api", process, f"JupyterLab on {host.name}"
-        )
+        base = f"http://127.0.0.1:{opened.local_port}/"
+        opened.url = base + path
+        wait_answering(base + ready, process, f"{kind} on {host.name}")
     except BaseException:
         opened.close()
         raise

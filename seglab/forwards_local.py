@@ -29,11 +29,14 @@ READY_TIMEOUT = 120.0
 STOP_TIMEOUT = 10.0
 
 
-def local_tensorboard_command(runs: Sequence[RunRecord], port: int) -> tuple[str, ...]:
-    """This Python's TensorBoard over each run's ``tb/`` folder on 127.0.0.1:``port``."""
+def tensorboard_process_command(
+    runs: Sequence[RunRecord], port: int, python: str = sys.executable
+) -> tuple[str, ...]:
+    """``python``'s TensorBoard (default: this one's) over each run's ``tb/`` folder on
+    127.0.0.1:``port`` of the runs' host."""
     spec = ",".join(f"{run.run_id}:{Path(run.run_dir) / 'tb'}" for run in runs)
     return (
-        sys.executable,
+        python,
         "-m",
         "tensorboard.main",
         "--logdir_spec",
@@ -57,7 +60,7 @@ def start_local_tensorboard(
         )
     return _start(
         "tensorboard",
-        local_tensorboard_command(runs, port),
+        tensorboard_process_command(runs, port),
         f"http://127.0.0.1:{port}/",
         timeout,
     )

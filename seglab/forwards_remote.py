@@ -1,9 +1,10 @@
-"""JupyterLab as a plain process on a remote host whose runs are processes (a Slurm login
-node reached over SSH), on that host's loopback.
+"""TensorBoard and JupyterLab as plain processes on a remote host whose runs are processes
+(a Slurm login node reached over SSH), on that host's loopback.
 
-The host's own interpreter (hosts.yaml ``python``, after its ``env_setup`` lines) runs
-``-m jupyterlab`` detached (``nohup``) over the host's runs root; the token reaches it on
-stdin, never on a command line other users of the host could read.
+The host's own interpreter (hosts.yaml ``python``, after its ``env_setup`` lines) runs the
+app detached (``nohup``): JupyterLab over the host's runs root, its token on stdin, never
+on a command line other users of the host could read (:func:`start_remote_notebook`), or
+TensorBoard over runs' ``tb/`` folders (:func:`start_remote_tensorboard`).
 :meth:`RemoteProcess.stop` ends it (SIGTERM, then SIGKILL) and removes its log.
 """
 
@@ -14,24 +15,24 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from seglab.errors import RunError
+from seglab.forwards_local import tensorboard_process_command
 from seglab.hosts import SlurmOptions
 from seglab.machines import CommandError, MachineSync
 
+if TYPE_CHECKING:
+    from seglab.registry import RunRecord
+
 READY_TIMEOUT = 120.0
-_HINT = (
-    "install the notebook extra for the interpreter hosts.yaml names (python:) there: "
-    "pip install 'seglab[notebook]'"
-)
-# Started in the runs root, with the token from stdin and its output in a temporary file;
-# prints "<pid> <log path>".
-_START = """read -r JUPYTER_TOKEN || exit 1
-export JUPYTER_TOKEN
+# Started in $1 with the optional NAME=VALUE line from stdin exported and its output in a
+# temporary file named after $2; prints "<pid> <log path>".
+_START = """read -r secret || exit 1
+if [ -n "$secret" ]; then export "$secret"; fi
 cd "$1" || exit 1
-shift
-if [ "$(id -u)" = 0 ]; then set -- "$@" --allow-root; fi
-log=$(mktemp "${TMPDIR:-/tmp}/seglab-notebook.XXXXXX") || exit 1
+log=$(mktemp "${TMPDIR:-/tmp}/seglab-$2.XXXXXX") || exit 1
+shift 2
 nohup "$@" >"$log" 2>&1 </dev/null &
 echo "$! $log"
 """
@@ -42,7 +43,8 @@ _STOP = (
 
 
 def notebook_argv(python: str, root: str, port: int) -> tuple[str, ...]:
-    """JupyterLab on the host's 127.0.0.1:``port`` over ``root``."""
+    """JupyterLab on the host's 127.0.0.1:``port`` over ``root`` (as root too, where the
+    login user is root)."""
     return (
         python,
         "-m",
@@ -51,6 +53,7 @@ def notebook_argv(python: str, root: str, port: int) -> tuple[str, ...]:
         "--ip=127.0.0.1",
         f"--port={port}",
         "--ServerApp.port_retries=0",
+        "--ServerApp.allow_root=True",
         f"--ServerApp.root_dir={root}",
     )
 
@@ -94,18 +97,60 @@ def start_remote_notebook(
     """Start JupyterLab on the login node's 127.0.0.1:``port`` over ``root`` with the
     cluster's ``python`` after its ``env_setup`` lines, guarded by ``token`` and seeing only
     GPU ``gpu`` (none when None)."""
+    return _start(
+        machine,
+        slurm,
+        ["env", f"CUDA_VISIBLE_DEVICES={gpu or ''}", *notebook_argv(slurm.python, root, port)],
+        name="JupyterLab",
+        module="jupyterlab",
+        extra="notebook",
+        cwd=root,
+        secret=f"JUPYTER_TOKEN={token}",
+    )
+
+
+def start_remote_tensorboard(
+    machine: MachineSync, slurm: SlurmOptions, runs: Sequence[RunRecord], port: int
+) -> RemoteProcess:
+    """Start TensorBoard on the login node's 127.0.0.1:``port`` over each run's ``tb/``
+    folder with the cluster's ``python`` after its ``env_setup`` lines."""
+    return _start(
+        machine,
+        slurm,
+        tensorboard_process_command(runs, port, python=slurm.python),
+        name="tensorboard",
+        module="tensorboard",
+        extra="train",
+        cwd=runs[0].run_dir,
+    )
+
+
+def _start(
+    machine: MachineSync,
+    slurm: SlurmOptions,
+    argv: Sequence[str],
+    *,
+    name: str,
+    module: str,
+    extra: str,
+    cwd: str,
+    secret: str = "",
+) -> RemoteProcess:
+    """Run ``argv`` detached in ``cwd`` after the host's setup lines, with ``secret``
+    (``NAME=VALUE``) in its environment; RunError naming seglab's ``extra`` when
+    ``python`` there cannot import ``module``."""
     python, setup = slurm.python, "\n".join(slurm.env_setup)
-    check = machine.run(_shell(setup, '"$1" -c "import jupyterlab"', [python]))
+    check = machine.run(_shell(setup, '"$1" -c "import $2"', [python, module]))
     if check.returncode != 0:
         raise RunError(
-            f"JupyterLab is not installed for {python} on {machine.name}: {check.output}",
-            hint=_HINT,
+            f"{name} is not installed for {python} on {machine.name}: {check.output}",
+            hint=f"install the {extra} extra for the interpreter hosts.yaml names (python:) "
+            f"there: pip install 'seglab[{extra}]'",
         )
-    argv = ["env", f"CUDA_VISIBLE_DEVICES={gpu or ''}", *notebook_argv(python, root, port)]
-    started = machine.run(_shell(setup, _START, [root, *argv]), stdin=token + "\n")
+    started = machine.run(_shell(setup, _START, [cwd, module, *argv]), stdin=secret + "\n")
     fields = started.stdout.split()
     if started.returncode != 0 or len(fields) != 2 or not fields[0].isdigit():
-        raise RunError(f"cannot start JupyterLab on {machine.name}: {started.output}")
+        raise RunError(f"cannot start {name} on {machine.name}: {started.output}")
     return RemoteProcess(machine, fields[0], fields[1])
 
 

@@ -66,8 +66,10 @@ def register(subparsers: Any) -> None:
         "(on the host of its newest run), in a container on that host bound to its\n"
         "loopback; a remote host's port is forwarded over SSH. Prints the URL to open\n"
         "here and keeps it up until Ctrl-C (or SIGTERM), then removes the container.\n"
-        "On this machine, for process-runtime runs or when no Docker engine answers, it\n"
-        "runs this Python's TensorBoard (the train extra) as a local process instead.",
+        "Where runs are processes it runs TensorBoard (pip install 'seglab[train]') as a\n"
+        "plain process instead: this Python's on this machine for process-runtime runs, a\n"
+        "local kind: slurm host or when no Docker engine answers, and the host's python\n"
+        "(over SSH, forwarded here) on a remote kind: slurm host.",
     )
     board.add_argument("target", metavar="RUN|RECIPE", help="a run id or a recipe name")
     board.add_argument(
