@@ -30,12 +30,19 @@ from tests.serving import (
 RUN_ID = "seed.default.cd34"
 
 
-def test_tensorboard_serves_a_process_runs_scalars(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("host", "runtime"), [("local", "process"), ("cluster", "slurm")])
+def test_tensorboard_serves_a_process_runs_scalars(
+    host: str, runtime: str, isolated_xdg: Path, tmp_path: Path
+) -> None:
+    """A process run here, or a job of a Slurm cluster whose login node is this machine."""
+    hosts_yaml = isolated_xdg / "config" / "seglab" / "hosts.yaml"
+    hosts_yaml.parent.mkdir(parents=True, exist_ok=True)
+    hosts_yaml.write_text(f"hosts:\n  cluster:\n    kind: slurm\n    runs_root: {tmp_path}\n")
     loss = [(0, 1.0), (1, 0.75), (2, 0.5)]
     finished_run_with_scalars(
-        tmp_path / "run", RUN_ID, {"train/loss": loss}, host="local", runtime="process"
+        tmp_path / "run", RUN_ID, {"train/loss": loss}, host=host, runtime=runtime
     )
-    banner = "tensorboard on local: http://127.0.0.1:"
+    banner = f"tensorboard on {host}: http://127.0.0.1:"
     with serving(["tensorboard", RUN_ID], banner) as (seglab, url):
         scalars = tensorboard_scalars(url, RUN_ID)
         children = seglab.children(recursive=True)
