@@ -264,6 +264,22 @@ class Scheduler:
                     return Placement(name, uuids, tuple(g.index for g in chosen))
         return None
 
+    def capacity(self, pool: Pool, gpus_per_run: int) -> tuple[int, int]:
+        """For the host ``pool`` names: how many runs of ``gpus_per_run`` GPUs (or CPU
+        runs, bounded by ``cpu_slots``) it holds at once, and how many fit now."""
+        name = str(pool.host)
+        if pool.cpu:
+            slots = self.inventory.get(name).cpu_slots
+            if slots is None:
+                return (0, 0)
+            return (slots, max(0, slots - len(self.cpu_runs(name))))
+        gpus = self._host_gpus(name)
+        if pool.gpus:
+            gpus = [self._resolve(name, gpus, token) for token in pool.gpus]
+        free = [g for g in gpus if self.busy_reason(name, g) is None]
+        size = max(1, gpus_per_run)
+        return (len(gpus) // size, len(free) // size)
+
     def cpu_runs(self, host: str) -> set[str]:
         """The runs holding one of ``host``'s CPU slots: CPU-only runs started and not
         ended, and the ones this scheduler placed there."""

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from seglab.errors import PlacementError, RunError, SeglabError
 from seglab.hostqueue.ops import SUBMIT_WAIT_S
-from seglab.hostqueue.store import host_settings
+from seglab.hostqueue.store import HostQueue, host_settings
 from seglab.hosts import Host, Inventory
 from seglab.kinds import RuntimeKind
 from seglab.registry import Registry, RunRecord, RunStatus
@@ -21,6 +24,7 @@ from seglab.runs.queueaccess import LocalQueueAccess, QueueUnavailable
 from seglab.runs.reconcile import Reconciler
 from seglab.runs.records import Submitted, new_run_id, resolved_recipe
 from seglab.runs.runtimes import Runtimes
+from seglab.runs.spread import choose, host_pools, queue_hosts, targets
 from seglab.scheduler import Placement, Pool, Scheduler
 
 log = logging.getLogger(__name__)
@@ -102,6 +106,18 @@ class Submitter:
                 pools,
                 scheduler,
                 host,
+                runtime=runtime,
+                image=image,
+                queue=queue,
+            )
+        hosts = queue_hosts(pools, self.host_queues) if self.use_host_queues and nodes == 1 else {}
+        if hosts:
+            return self._submit_spread(
+                recipe_file,
+                variants,
+                pools,
+                scheduler,
+                hosts,
                 runtime=runtime,
                 image=image,
                 queue=queue,
@@ -194,6 +210,113 @@ class Submitter:
         for slot, record in started:
             out[slot] = Submitted(record)
         return [item for item in out if item is not None]
+
+    def _submit_spread(
+        self,
+        recipe_file: recipes.RecipeFile,
+        variants: Sequence[recipes.Variant],
+        pools: Sequence[Pool],
+        scheduler: Scheduler,
+        hosts: dict[str, Pool],
+        *,
+        runtime: str,
+        image: str | None,
+        queue: bool,
+    ) -> list[Submitted]:
+        """Variants over several hosts (see :mod:`seglab.runs.spread`): the ones that fit
+        start now on hosts of this machine, under their booking locks; the others go to
+        the queue of the host :func:`seglab.runs.spread.choose` picks."""
+        local = sorted(n for n in hosts if self.inventory.get(n).is_local)
+        out: list[Submitted | None] = []
+        placed: list[tuple[int, RunRecord, list[Placement]]] = []
+        spill: list[tuple[int, RunRecord]] = []
+        chosen: dict[str, list[tuple[int, RunRecord]]] = {}
+        with ExitStack() as locks:
+            behind = set()
+            for name in local:
+                host = self.inventory.get(name)
+                files = self._local_queue(host)
+                locks.enter_context(files.booking())
+                for entry in files.journal():
+                    self.host_queues.apply(host, entry)
+                if files.items():
+                    behind.add(name)  # never overtake the runs waiting there
+            self.reconciler.reconcile()
+            # Remote hosts' runners place their runs themselves: only this machine's here.
+            direct = [
+                p
+                for p in host_pools(self.inventory, pools)
+                if p.host not in behind and (p.host in local or p.host not in hosts)
+            ]
+            for variant in variants:
+                record, recipe = _new_record(recipe_file, variant, image, "", runtime)
+                gpus = recipe.resources.gpus
+                placement = (
+                    scheduler.place_members(direct, gpus, 1, record.run_id) if direct else None
+                )
+                if placement is not None:
+                    placed.append((len(out), record, placement))
+                    out.append(None)
+                    continue
+                if not queue:
+                    for _, held, _ in placed:
+                        self.registry.release(held.run_id)
+                    raise RunError(
+                        f"no free GPU for {variant.name} on {','.join(map(str, pools))}: "
+                        f"{scheduler.explain_busy(pools)}"
+                    )
+                spill.append((len(out), record))
+                out.append(None)
+            if spill:
+                gpus_per_run = max(resolved_recipe(r).resources.gpus for _, r in spill)
+                on = Counter(m.host for _, _, members in placed for m in members)
+                found = targets(hosts, self.host_queues, scheduler, gpus_per_run, on)
+                if not found:
+                    raise PlacementError(
+                        f"no host in --on {','.join(map(str, pools))} can ever hold a run "
+                        f"of {gpus_per_run} GPUs"
+                    )
+            for slot, unplaced in spill:
+                name = choose(found)
+                target = found[name]
+                why = (
+                    "a free slot there; its runner starts it"
+                    if target.free >= 0
+                    else f"the shortest expected wait: {target.load - 1} runs ahead "
+                    f"for {target.slots} slots"
+                )
+                record = replace(unplaced, host=name, message=f"queued on {name}: {why}")
+                self.registry.upsert_run(record)
+                chosen.setdefault(name, []).append((slot, record))
+                out[slot] = Submitted(record, f"queued on {name}: {why}")
+            for name in local:
+                if name in chosen:
+                    host = self.inventory.get(name)
+                    files = self._local_queue(host)
+                    files.set_host(host_settings(host))
+                    requests = [request(r, [hosts[name]]) for _, r in chosen[name]]
+                    files.write([*files.items(), *requests])
+            started = self._start_all(placed) if placed else []
+        for slot, started_record in started:
+            out[slot] = Submitted(started_record)
+        for name, waiting in chosen.items():
+            host = self.inventory.get(name)
+            if host.is_local:
+                self.host_queues.access(host).op("ensure-runner", {})
+                continue
+            records = [record for _, record in waiting]
+            try:
+                self.host_queues.enqueue(host, records, [hosts[name]], wait_s=0)
+            except QueueUnavailable as exc:
+                log.warning("%s; queueing in this workstation instead", exc)
+                for record in records:
+                    request_here = {"pools": [hosts[name].to_dict()], "runtime": runtime}
+                    self.registry.enqueue(record.run_id, request_here)
+        return [item for item in out if item is not None]
+
+    def _local_queue(self, host: Host) -> HostQueue:
+        """The queue files of a host of this machine."""
+        return HostQueue(Path(self.host_queues.access(host).root))
 
     def _submit_remote(
         self,
