@@ -41,6 +41,17 @@ def seglab(
     return out
 
 
+def start_seglab(*args: str) -> subprocess.Popen[str]:
+    """`python -m seglab ARGS` in the background: stdout piped as text, stderr dropped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "seglab", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def ps(*extra: str) -> list[dict[str, Any]]:
     """`seglab ps --all --json` (plus extra args)."""
     rows: list[dict[str, Any]] = json.loads(seglab("ps", "--all", "--json", *extra).stdout)

@@ -23,6 +23,7 @@ from tests.e2e.runlib import (
     most_at_once,
     ps,
     seglab,
+    start_seglab,
     wait_for,
 )
 from tests.standin import use_standin
@@ -47,23 +48,8 @@ def test_grid_goes_on_after_the_workstation_is_killed(
     isolated_xdg: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runs = _two_gpu_host(isolated_xdg, monkeypatch)
-    workstation = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "seglab",
-            "run",
-            str(RECIPES / "tiny-six.yaml"),
-            "--on",
-            "local",
-            "--runtime",
-            "process",
-            "--wait",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    workstation = start_seglab(
+        "run", str(RECIPES / "tiny-six.yaml"), "--on", "local", "--runtime", "process", "--wait"
     )
     assert workstation.stdout is not None
     ids = [workstation.stdout.readline().strip() for _ in range(6)]
@@ -71,7 +57,7 @@ def test_grid_goes_on_after_the_workstation_is_killed(
     waiting = json.loads(seglab("queue", "--json").stdout)
     assert [(w["host"], w["position"]) for w in waiting] == [("local", i) for i in (1, 2, 3, 4)]
     assert [w["run_id"] for w in waiting] == ids[2:], "two start at once, four wait"
-    assert "queued on local: local:0 held by seglab run" in waiting[0]["why"]
+    assert "local:0 held by seglab run" in waiting[0]["why"]
     assert "position 1 on local" in seglab("queue", "up", ids[5], "3").stdout
     workstation.send_signal(signal.SIGKILL)
     workstation.wait()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import docker
 import pytest
 
 from seglab.hostqueue.store import HostQueue
-from tests.e2e.runlib import RECIPES, REPO, ended_runs, most_at_once, ps, seglab, wait_for
+from tests.e2e.runlib import RECIPES, ended_runs, most_at_once, ps, seglab, start_seglab, wait_for
 from tests.e2e.sshd import Lab, SecondEngine, write_hosts_yaml
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -25,23 +24,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1500)]
 def _submit_and_kill(on: str) -> list[str]:
     """`seglab run tiny-six --on ON --runtime docker --wait`, SIGKILLed once the grid is
     submitted (two started, four waiting in the host's queue); the six run ids."""
-    workstation = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "seglab",
-            "run",
-            str(RECIPES / "tiny-six.yaml"),
-            "--on",
-            on,
-            "--runtime",
-            "docker",
-            "--wait",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    workstation = start_seglab(
+        "run", str(RECIPES / "tiny-six.yaml"), "--on", on, "--runtime", "docker", "--wait"
     )
     assert workstation.stdout is not None
     ids = [workstation.stdout.readline().strip() for _ in range(6)]

@@ -27,6 +27,7 @@ from tests.e2e.runlib import (
     ps,
     run_row,
     seglab,
+    start_seglab,
     wait_for,
 )
 
@@ -120,24 +121,7 @@ ablate:
     low: {{train.optimizer.lr: 0.001}}
     high: {{train.optimizer.lr: 0.003}}
 """)
-    waiter = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "seglab",
-            "run",
-            str(recipe),
-            "--on",
-            "local:cpu",
-            "--runtime",
-            "docker",
-            "--wait",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    waiter = start_seglab("run", str(recipe), "--on", "local:cpu", "--runtime", "docker", "--wait")
     assert waiter.stdout is not None
     ids = [waiter.stdout.readline().strip() for _ in range(2)]
     assert all(i.startswith("cs-grid.lr-") for i in ids), ids

@@ -40,16 +40,21 @@ def _two_hosts(tmp_path: Path, data: Path | None) -> Inventory:
     return Inventory(hosts, tmp_path / "hosts.yaml")
 
 
-def test_auto_places_every_variant_on_the_host_with_the_dataset(tmp_path: Path) -> None:
-    data = mini_cityscapes(tmp_path / "cityscapes")  # launches check the dataset first
-    inventory = _two_hosts(tmp_path, data)
-    registry = Registry(tmp_path / "registry.sqlite3")
+def _fake_manager(inventory: Inventory, registry: Registry) -> RunManager:
+    """A run manager whose hosts run fake Docker and process runtimes."""
     runtimes: dict[tuple[str, str], Runtime] = {
         (name, kind): FakeRuntime(kind)
         for name in inventory.hosts
         for kind in ("docker", "process")
     }
-    manager = RunManager(inventory, registry, runtimes=runtimes)
+    return RunManager(inventory, registry, runtimes=runtimes)
+
+
+def test_auto_places_every_variant_on_the_host_with_the_dataset(tmp_path: Path) -> None:
+    data = mini_cityscapes(tmp_path / "cityscapes")  # launches check the dataset first
+    inventory = _two_hosts(tmp_path, data)
+    registry = Registry(tmp_path / "registry.sqlite3")
+    manager = _fake_manager(inventory, registry)
     states = {
         name: HostState(name, "replay", HostStatus.OK, gpus=replayed_gpus("idle"))
         for name in inventory.hosts
@@ -111,12 +116,7 @@ def test_waiting_variants_go_to_a_free_host_first_then_the_shortest_wait(tmp_pat
 def test_a_grid_over_two_hosts_starts_what_fits_and_spreads_the_rest(tmp_path: Path) -> None:
     inventory = _two_hosts(tmp_path, None)
     registry = Registry(tmp_path / "registry.sqlite3")
-    runtimes: dict[tuple[str, str], Runtime] = {
-        (name, kind): FakeRuntime(kind)
-        for name in inventory.hosts
-        for kind in ("docker", "process")
-    }
-    manager = RunManager(inventory, registry, runtimes=runtimes)
+    manager = _fake_manager(inventory, registry)
     manager.submitter.use_host_queues = True
     held = [HostQueue(tmp_path / f"runs-{name}").try_runner_lock() for name in inventory.hosts]
     states = {
