@@ -19,7 +19,8 @@ checkpoints/last.pt resumes from it. Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK 
 it trains with DistributedDataParallel; train.batch_size is the global batch.
 
 Exit status: 0 finished; 1 failed; 128 + the signal (143 for SIGTERM, 130 for SIGINT)
-after a clean stop on that signal (last.pt written, end event "stopped").
+after a clean stop on that signal (last.pt written, end event "stopped"); 0 for that
+too in a Slurm job (SLURM_JOB_ID set).
 """
 
 

@@ -125,14 +125,22 @@ def mean_over_ranks(ctx: DistContext, value: float) -> float:
     return float(tensor.item()) / ctx.world_size
 
 
+def stop_status(signum: int) -> int:
+    """The trainer's exit status after a clean stop on ``signum``: 128 + signum (143 for
+    SIGTERM), so that a Docker engine's ``on-failure`` policy starts a run its shutdown
+    stopped again; 0 in a Slurm job (``SLURM_JOB_ID``), where a clean stop is a COMPLETED
+    job (``afterok`` dependencies hold) and Slurm's requeue is the way back."""
+    return 0 if os.environ.get("SLURM_JOB_ID") else stop_exit_status(signum)
+
+
 def launch(nproc: int, trainer_args: list[str], run_dir: Path) -> int:
     """Run ``python -m seglab.train TRAINER_ARGS`` as `nproc` local DDP processes.
 
     This is ``torchrun --standalone --nproc_per_node NPROC``, in this process. torchrun
     forwards SIGTERM/SIGINT to the processes (which finish their step, write last.pt and
-    emit ``end(stopped)``) and then raises; the exit status here is 128 + the signal when
-    the run's last event says it stopped cleanly, as a single process's is (1 when it did
-    not). A failed process gives 1 (its ``error`` event says why).
+    emit ``end(stopped)``) and then raises; the exit status here is :func:`stop_status`
+    when the run's last event says it stopped cleanly, as a single process's is (1 when
+    it did not). A failed process gives 1 (its ``error`` event says why).
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -157,7 +165,7 @@ def launch(nproc: int, trainer_args: list[str], run_dir: Path) -> int:
     except SignalException as exc:
         last = _last_event(run_dir / "events.jsonl")
         if last is not None and last.kind == "end" and last.data.get("status") == "stopped":
-            return stop_exit_status(exc.sigval)
+            return stop_status(exc.sigval)
         print(
             f"seglab train: stopped by signal {exc.sigval} before the processes ended cleanly",
             file=sys.stderr,

@@ -7,7 +7,7 @@ all-reduced evaluation. A run directory that already holds ``checkpoints/last.pt
 from it. SIGTERM (or SIGINT) finishes the current step, writes ``last.pt``, emits
 ``end(stopped)`` and exits 128 + the signal (143 for SIGTERM): non-zero, so that a Docker
 engine's ``on-failure`` restart policy starts the run again (resuming) after the engine's
-own shutdown stopped it, while a user's stop is never restarted (docs/runtimes.md).
+own shutdown stopped it (docs/runtimes.md); 0 in a Slurm job, whose requeue is its own.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from seglab.events import STOP_SIGNALS, stop_exit_status
+from seglab.events import STOP_SIGNALS
 from seglab.recipes import Recipe, load_resolved
 from seglab.train import checkpoint as ckpt
 from seglab.train import distributed
@@ -87,9 +87,10 @@ class StopFlag:
         self.requested = True
 
     def exit_status(self) -> int:
-        """The exit status of a run this flag stopped: 128 + the signal (SIGTERM's on a
-        rank that stopped because another rank received one)."""
-        return stop_exit_status(self.signum if self.signum is not None else signal.SIGTERM)
+        """The exit status of a run this flag stopped (:func:`distributed.stop_status`:
+        128 + the signal, SIGTERM's on a rank that stopped because another rank received
+        one; 0 in a Slurm job)."""
+        return distributed.stop_status(self.signum if self.signum is not None else signal.SIGTERM)
 
 
 def seed_everything(seed: int) -> None:
@@ -544,9 +545,10 @@ def copy_recipe(config: Path, run_dir: Path) -> None:
 def run(config: Path, run_dir: Path, data_root: str | None = None) -> int:
     """Train `config` (a resolved recipe) in `run_dir`; returns the process exit status.
 
-    Exit 0 when finished, 128 + the signal (143 for SIGTERM) when stopped cleanly by
-    SIGTERM or SIGINT (``last.pt`` and ``end(stopped)`` written), 1 on a failure (an
-    ``error`` event and ``end(failed)`` are written first; user errors carry no traceback).
+    Exit 0 when finished, 128 + the signal (143 for SIGTERM; 0 in a Slurm job) when
+    stopped cleanly by SIGTERM or SIGINT (``last.pt`` and ``end(stopped)`` written), 1 on
+    a failure (an ``error`` event and ``end(failed)`` are written first; user errors
+    carry no traceback).
     """
     ctx = distributed.setup()
     trainer: Trainer | None = None
