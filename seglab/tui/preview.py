@@ -11,6 +11,8 @@ a terminal's answer that Textual's input reader takes first leaves the half-bloc
 from __future__ import annotations
 
 import io
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, cast
@@ -23,10 +25,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
-from textual_image.renderable import Image as ChosenRenderable
-from textual_image.renderable import UnicodeImage
-from textual_image.widget import HalfcellImage
-from textual_image.widget import Image as AutoImage
+from textual_image import _terminal as image_terminal
 
 from seglab.errors import SeglabError
 
@@ -34,6 +33,30 @@ if TYPE_CHECKING:
     from seglab.report.gather import SampleImage
     from seglab.tui.runs_table import RunsTable
     from seglab.workstation import Workstation
+
+
+def _measurable_terminal() -> None:
+    """textual-image measures a cell as the terminal's pixels over its columns and rows,
+    and divides by zero where the terminal reports none (some ptys and consoles do):
+    there its own fallback cell (VT340: 10x20 pixels) is set before anything is drawn."""
+    stream = sys.__stdout__
+    if stream is None or not stream.isatty():
+        return
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except OSError:
+        return  # not a terminal after all: textual-image falls back by itself
+    if size.columns == 0 or size.lines == 0:
+        image_terminal.get_cell_size._result = image_terminal.CellSize(10, 20)  # type: ignore[attr-defined]
+
+
+_measurable_terminal()
+
+# textual-image measures the terminal when these are imported: after the guard above.
+from textual_image.renderable import Image as ChosenRenderable  # noqa: E402
+from textual_image.renderable import UnicodeImage  # noqa: E402
+from textual_image.widget import HalfcellImage  # noqa: E402
+from textual_image.widget import Image as AutoImage  # noqa: E402
 
 # Half-block cells rather than textual-image's last resort (unicode shading) when the
 # terminal offers neither Kitty graphics nor Sixel.

@@ -3,10 +3,14 @@ with half-block images, and the real app in tmux at 80x24."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -203,3 +207,38 @@ def test_preview_in_tmux_at_80x24(tmux: list[str], tmp_path: Path) -> None:
     subprocess.run([*tmux, "send-keys", "-t", "seglab", "Right"], check=True)
     _wait_screen(tmux, lambda s: f"{IDS[1]} (2/3)" in s, "next image")
     subprocess.run([*tmux, "send-keys", "-t", "seglab", "Escape", "q"], check=True)
+
+
+MEASURE_CELL = """
+import sys
+{imports}
+from textual_image._terminal import get_cell_size
+print(tuple(get_cell_size()))
+"""
+
+
+def _cell_in_a_zero_sized_pty(imports: str) -> subprocess.CompletedProcess[str]:
+    """Measure textual-image's cell with stdout on a real pty that reports 0 rows and 0
+    columns (but its pixels), after ``imports``."""
+    main, child = pty.openpty()
+    try:
+        fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 0, 800, 600))
+        return subprocess.run(
+            [sys.executable, "-c", MEASURE_CELL.format(imports=imports)],
+            stdin=child,
+            stdout=child,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(child)
+        os.close(main)
+
+
+def test_a_terminal_reporting_no_size_does_not_break_the_preview() -> None:
+    bare = _cell_in_a_zero_sized_pty("")
+    assert bare.returncode != 0 and "ZeroDivisionError" in bare.stderr, "textual-image alone"
+    guarded = _cell_in_a_zero_sized_pty("import seglab.tui.preview")
+    assert guarded.returncode == 0, guarded.stderr
