@@ -53,6 +53,21 @@ def cells(row: RunRow, marked: bool, short: bool = False) -> dict[str, Text | st
     }
 
 
+def shown_fields(row: RunRow) -> tuple[Any, ...]:
+    """What :func:`cells` reads of a row (a row's age changes every poll, its cells not)."""
+    return (
+        row.run_id,
+        row.where,
+        row.status,
+        row.queue_position,
+        row.progress,
+        row.eta_s,
+        row.last_loss,
+        row.best_miou,
+        row.img_per_s,
+    )
+
+
 class RunsTable(DataTable[Any]):
     """Runs with status colours and progress bars; space marks runs for group actions."""
 
@@ -65,6 +80,7 @@ class RunsTable(DataTable[Any]):
         self._cells: dict[str, dict[str, Text | str]] = {}
         self._added = False
         self._shape: tuple[bool, tuple[str, ...]] = (False, tuple(k for k, _ in COLUMNS))
+        self._shown: tuple[int, list[tuple[Any, ...]]] | None = None  # width, rows' cells
 
     def on_mount(self) -> None:
         """Create the columns."""
@@ -122,6 +138,10 @@ class RunsTable(DataTable[Any]):
 
     def show_rows(self, rows: Sequence[RunRow]) -> None:
         """Bring the table to ``rows``: changed cells updated, new rows added, gone removed."""
+        shown = (self.size.width, [shown_fields(row) for row in rows])
+        if shown == self._shown:  # the same cells at the same width: nothing to redo
+            self.rows_by_id = {row.run_id: row for row in rows}
+            return
         if self.size.width and self._fitting_shape(rows) != self._shape:
             self._reshape(rows)
             return
@@ -145,6 +165,7 @@ class RunsTable(DataTable[Any]):
                         self.update_cell(run_id, key, value)
             self._cells[run_id] = new
         self.rows_by_id = wanted
+        self._shown = shown
 
     def on_idle(self) -> None:
         """After new rows, once the columns have been re-measured (DataTable does that
