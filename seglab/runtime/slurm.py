@@ -41,6 +41,7 @@ from seglab.runtime.base import (
 from seglab.runtime.errors import (
     HostUnreachable,
     LaunchFailed,
+    NameInUse,
     RunNotFound,
     RunStillRunning,
     RuntimeFailure,
@@ -354,6 +355,8 @@ class SlurmRuntime:
         if not specs:
             raise SpecError("nothing to submit")
         run_dirs = [self._run_dir(spec) for spec in specs]
+        for spec, run_dir in zip(specs, run_dirs, strict=True):
+            self._refuse_in_use(spec.name, run_dir)
         if len(specs) == 1:
             output = str(run_dirs[0] / LOG_FILE)
             job_name = specs[0].name
@@ -388,6 +391,20 @@ class SlurmRuntime:
             self.files.write_text(run_dir / RECORD_FILE, json.dumps(record) + "\n")
             refs.append(f"{jobspec}:{run_dir}")
         return refs
+
+    def _refuse_in_use(self, name: str, run_dir: Path) -> None:
+        """NameInUse when ``run_dir`` holds the record of a job that is still active (a
+        run of that name is queued or going; an ended one may be submitted again)."""
+        path = run_dir / RECORD_FILE
+        if not self.files.exists(path):
+            return
+        try:
+            jobspec = str(json.loads(self.files.read_text(path))["jobspec"])
+        except (ValueError, KeyError):
+            return  # a damaged record of an earlier job: the new one replaces it
+        job = self.job(jobspec)
+        if job is not None and job.runtime_state().active:
+            raise NameInUse(name)
 
     def launch(self, spec: LaunchSpec, gpus: int | None = None) -> str:
         """Submit one run as one batch job (``gpus``: GRES count, default len(spec.gpus))."""

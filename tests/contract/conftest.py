@@ -73,9 +73,8 @@ class Engine:
 
     ``patience``: seconds to wait for a state change (Slurm schedules every few seconds);
     ``poll``: seconds between looks; ``missing_ref``: a well-formed ref of no run;
-    ``refuses_duplicate_names``: whether :meth:`Runtime.launch` raises NameInUse for a
-    name already in use (the protocol says it must); ``foreign``: prefixes of lines the
-    runtime itself writes into a run's log (Slurm's ``slurmstepd`` notes).
+    ``foreign``: prefixes of lines the runtime itself writes into a run's log (Slurm's
+    ``slurmstepd`` notes).
     """
 
     kind: str
@@ -84,7 +83,6 @@ class Engine:
     missing_ref: str
     patience: float
     poll: float
-    refuses_duplicate_names: bool = True
     foreign: tuple[str, ...] = ()
     session: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(3)}")
 
@@ -205,7 +203,6 @@ def _slurm(tmp_path: Path) -> Engine:
         f"999999999:{root / 'never-launched'}",
         120.0,
         0.5,
-        refuses_duplicate_names=False,
         foreign=("slurmstepd",),
     )
 

@@ -111,14 +111,7 @@ def test_a_non_zero_exit_is_reported_with_its_code(engine: Engine) -> None:
         runtime.inspect(ref)
 
 
-def test_a_name_in_use_is_refused(engine: Engine, request: pytest.FixtureRequest) -> None:
-    if not engine.refuses_duplicate_names:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=f"{engine.kind}: launch does not refuse a name already in use",
-            )
-        )
+def test_a_name_in_use_is_refused(engine: Engine) -> None:
     runtime = engine.runtime
     spec = engine.spec("twice", Script(("ready",)))
     ref = runtime.launch(spec)
