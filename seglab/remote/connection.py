@@ -197,7 +197,8 @@ def ciphers(target: SSHTarget, config: Path) -> list[str] | None:
         if parsed.get("Ciphers") is not None:
             return None
     defaults = [alg.decode() for alg in get_default_encryption_algs()]
-    return [*AES_GCM, *(alg for alg in defaults if alg not in AES_GCM)]
+    fast = [alg for alg in AES_GCM if alg in defaults]  # those asyncssh can use here
+    return [*fast, *(alg for alg in defaults if alg not in fast)] if fast else None
 
 
 def connect_kwargs(target: SSHTarget, options: ConnectOptions) -> dict[str, Any]:
