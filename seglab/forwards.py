@@ -14,16 +14,17 @@ import logging
 import random
 import secrets
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from seglab.errors import RunError
-from seglab.forwards_local import start_local_notebook, start_local_tensorboard
+from seglab.forwards_local import (
+    answers_within,
+    start_local_notebook,
+    start_local_tensorboard,
+)
 from seglab.forwards_remote import (
     RemoteProcess,
     start_remote_notebook,
@@ -415,22 +416,17 @@ def _wait_ready(
 ) -> None:
     """Until the server answers HTTP on the URL; a container that exits first is an error."""
     base = f"http://127.0.0.1:{opened.local_port}/"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def check() -> None:
         state = runtime.inspect(opened.container)
         if not state.active:
             raise RunError(_exit_message(opened, runtime, image, state.exit_code))
-        try:
-            with urllib.request.urlopen(base, timeout=5):
-                return
-        except urllib.error.HTTPError:
-            return  # it answered (a login page or redirect is an answer)
-        except OSError:
-            time.sleep(0.5)  # not listening yet
-    raise RunError(
-        f"{opened.kind} on {opened.host} did not answer on {base} within "
-        f"{timeout:.0f} s; `docker logs {opened.container}` there may say why"
-    )
+
+    if not answers_within(base, timeout, check):
+        raise RunError(
+            f"{opened.kind} on {opened.host} did not answer on {base} within "
+            f"{timeout:.0f} s; `docker logs {opened.container}` there may say why"
+        )
 
 
 def _exit_message(opened: OpenForward, runtime: DockerRuntime, image: str, code: int | None) -> str:

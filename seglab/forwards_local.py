@@ -66,19 +66,22 @@ def start_local_tensorboard(
     )
 
 
-def local_notebook_command(root: Path, port: int) -> tuple[str, ...]:
-    """This Python's JupyterLab on 127.0.0.1:``port`` with ``root`` as its root folder
-    (the token travels in the environment, not on the command line other users can read)."""
+def notebook_process_command(
+    root: str | Path, port: int, python: str = sys.executable
+) -> tuple[str, ...]:
+    """``python``'s JupyterLab (default: this one's) on 127.0.0.1:``port`` of the host with
+    ``root`` as its root folder (allowed to run as root; the token travels in the
+    environment, not on the command line other users can read)."""
     return (
-        sys.executable,
+        python,
         "-m",
         "jupyterlab",
         "--no-browser",
         "--ip=127.0.0.1",
         f"--port={port}",
         "--ServerApp.port_retries=0",
+        "--ServerApp.allow_root=True",
         f"--ServerApp.root_dir={root}",
-        *(("--allow-root",) if os.geteuid() == 0 else ()),
     )
 
 
@@ -103,7 +106,7 @@ def start_local_notebook(
     }
     return _start(
         "JupyterLab",
-        local_notebook_command(root, port),
+        notebook_process_command(root, port),
         f"http://127.0.0.1:{port}/api",
         timeout,
         env,
@@ -155,8 +158,7 @@ def _wait_ready(
     log: IO[bytes],
     timeout: float,
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def check() -> None:
         code = process.poll()
         if code is not None:
             log.seek(0)
@@ -165,11 +167,22 @@ def _wait_ready(
                 f"{name} exited (code {code}) before answering"
                 + ("\n  " + "\n  ".join(tail) if tail else "")
             )
+
+    if not answers_within(url, timeout, check):
+        raise RunError(f"{name} did not answer on {url} within {timeout:.0f} s")
+
+
+def answers_within(url: str, timeout: float, check: Callable[[], None]) -> bool:
+    """Whether ``url`` answers HTTP (any status: a login page is an answer) within
+    ``timeout`` s; ``check`` runs before each try and raises once the server has ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        check()
         try:
             with urllib.request.urlopen(url, timeout=5):
-                return
+                return True
         except urllib.error.HTTPError:
-            return  # it answered
+            return True  # it answered
         except OSError:
             time.sleep(0.5)  # not listening yet
-    raise RunError(f"{name} did not answer on {url} within {timeout:.0f} s")
+    return False

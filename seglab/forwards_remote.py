@@ -10,15 +10,16 @@ TensorBoard over runs' ``tb/`` folders (:func:`start_remote_tensorboard`).
 
 from __future__ import annotations
 
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from seglab.errors import RunError
-from seglab.forwards_local import tensorboard_process_command
+from seglab.forwards_local import (
+    answers_within,
+    notebook_process_command,
+    tensorboard_process_command,
+)
 from seglab.hosts import SlurmOptions
 from seglab.machines import CommandError, MachineSync
 
@@ -40,22 +41,6 @@ _STOP = (
     'kill "$0" 2>/dev/null; for _ in 1 2 3 4 5 6 7 8 9 10; do '
     'kill -0 "$0" 2>/dev/null || break; sleep 0.5; done; kill -9 "$0" 2>/dev/null; rm -f "$1"'
 )
-
-
-def notebook_argv(python: str, root: str, port: int) -> tuple[str, ...]:
-    """JupyterLab on the host's 127.0.0.1:``port`` over ``root`` (as root too, where the
-    login user is root)."""
-    return (
-        python,
-        "-m",
-        "jupyterlab",
-        "--no-browser",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        "--ServerApp.port_retries=0",
-        "--ServerApp.allow_root=True",
-        f"--ServerApp.root_dir={root}",
-    )
 
 
 def _shell(setup: str, script: str, args: Sequence[str]) -> list[str]:
@@ -100,7 +85,11 @@ def start_remote_notebook(
     return _start(
         machine,
         slurm,
-        ["env", f"CUDA_VISIBLE_DEVICES={gpu or ''}", *notebook_argv(slurm.python, root, port)],
+        [
+            "env",
+            f"CUDA_VISIBLE_DEVICES={gpu or ''}",
+            *notebook_process_command(root, port, slurm.python),
+        ],
         name="JupyterLab",
         module="jupyterlab",
         extra="notebook",
@@ -159,15 +148,10 @@ def wait_answering(
 ) -> None:
     """Until ``url`` answers HTTP; RunError (with its output) when the process ends first
     or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                return
-        except urllib.error.HTTPError:
-            return  # it answered
-        except OSError:
-            if not process.alive():
-                raise RunError(f"{what} exited before answering{process.tail()}") from None
-            time.sleep(0.5)
-    raise RunError(f"{what} did not answer on {url} within {timeout:.0f} s{process.tail()}")
+
+    def check() -> None:
+        if not process.alive():
+            raise RunError(f"{what} exited before answering{process.tail()}")
+
+    if not answers_within(url, timeout, check):
+        raise RunError(f"{what} did not answer on {url} within {timeout:.0f} s{process.tail()}")
