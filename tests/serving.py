@@ -74,7 +74,7 @@ def serving(
     args: Sequence[str], banner: str, env: Mapping[str, str] | None = None
 ) -> Iterator[tuple[psutil.Process, str]]:
     """`seglab ARGS` until the block ends: its process and the URL its first line prints
-    after ``banner``; then SIGTERM, on which it must exit 0."""
+    (the word ``banner`` ends in); then SIGTERM, on which it must exit 0."""
     process = subprocess.Popen(
         [sys.executable, "-m", "seglab", *args],
         stdout=subprocess.PIPE,
@@ -86,7 +86,7 @@ def serving(
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line.startswith(banner), line + (process.stderr.read() if process.stderr else "")
-        yield psutil.Process(process.pid), line.split()[-1]
+        yield psutil.Process(process.pid), line.split()[len(banner.split()) - 1]
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
@@ -113,12 +113,12 @@ def failing(
     return out.stderr
 
 
-def fetch(url: str, token: str | None = None) -> str:
+def fetch(url: str, token: str | None = None, timeout: float = 10) -> str:
     """The body at ``url`` (with a Jupyter ``token`` in the Authorization header)."""
     request = urllib.request.Request(url)
     if token is not None:
         request.add_header("Authorization", f"token {token}")
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         body: bytes = response.read()
     return body.decode()
 

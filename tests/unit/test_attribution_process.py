@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +22,8 @@ from seglab.runtime import LaunchSpec
 from seglab.runtime.process import ProcessRuntime
 from seglab.telemetry.attribution import Attributor, local_reader, run_from_environ
 from seglab.telemetry.sample import ProcessSample
+from tests.exporterlib import serving_exporter
+from tests.serving import fetch
 from tests.standin import use_standin
 
 RUN_ID = "seed.default.77aa01"
@@ -85,12 +84,6 @@ def test_a_process_runs_trainer_and_worker_are_attributed_to_it(run: tuple[int, 
     assert found[0].command is not None and "python" in found[0].command
 
 
-def _fetch(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body: bytes = response.read()
-    return body.decode()
-
-
 def test_exporter_joins_the_gpu_to_a_process_run(
     run: tuple[int, int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -104,28 +97,12 @@ def test_exporter_joins_the_gpu_to_a_process_run(
         f"hosts:\n  local:\n    telemetry: nvidia-smi\n    nvidia_smi: {exe}\n"
         "    telemetry_interval: 0.5\n"
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "seglab", "exporter", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-    )
-    children: list[psutil.Process] = []
-    try:
-        assert process.stdout is not None
-        banner = process.stdout.readline()
-        assert banner.startswith("serving metrics on http://127.0.0.1:"), banner
-        url = banner.split()[3]
+    with serving_exporter() as (exporter, url):
         deadline = time.monotonic() + 60
-        while f'run_id="{RUN_ID}"' not in (text := _fetch(url)):
+        while f'run_id="{RUN_ID}"' not in (text := fetch(url)):
             assert time.monotonic() < deadline, text
             time.sleep(0.3)
-        children = psutil.Process(process.pid).children(recursive=True)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=20)
-    assert process.returncode == 0
+        children = exporter.children(recursive=True)
     psutil.wait_procs(children, timeout=10)
     families = {f.name: f for f in text_string_to_metric_families(text)}
     joined = [s.labels for s in families["seglab_gpu_process_info"].samples]

@@ -6,12 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import socket
-import subprocess
-import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,16 +13,14 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from seglab.telemetry.exporter import EnergyMeter, RunBook, RunMetrics, TelemetryCollector, serve
-from seglab.telemetry.sample import GpuSample, HostState, HostStatus, ProcessSample
+from tests.exporterlib import RUN_ID, UUID, needs_prometheus, prometheus_answers, served_collector
+from tests.serving import fetch
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is in the dev extra")
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "dashboards" / "seglab.json"
 SCHEMAS = REPO / "tests" / "fixtures" / "grafana-schema"
-UUID = "GPU-0f1e2d3c-0000-1111-2222-333344445555"
-RUN_ID = "seed.default.ab12"
 METRIC = re.compile(r"\bseglab_[a-z0-9_]+")
 # Grafana's variables as a dashboard viewer would have them: every host, 1 min steps.
 VARIABLES = {"$host": ".*", "$__rate_interval": "1m", "$__range": "5m"}
@@ -50,62 +42,10 @@ def _queries() -> list[str]:
     return [target["expr"] for panel in _dashboard()["panels"] for target in panel["targets"]]
 
 
-def _state(now: float, power: float) -> HostState:
-    """A host whose one GPU is held by a run (every GPU family gets a series)."""
-    process = ProcessSample(
-        pid=4242,
-        gpu_uuid=UUID,
-        used_memory_mib=1024.0,
-        process_name="python",
-        container_name="seglab-seed",
-        run_id=RUN_ID,
-    )
-    gpu = GpuSample(
-        host="local",
-        index=0,
-        uuid=UUID,
-        name="NVIDIA H100 80GB HBM3",
-        utilization_gpu=87.0,
-        utilization_memory=30.0,
-        memory_used_mib=1024.0,
-        memory_total_mib=81559.0,
-        temperature_c=61.0,
-        power_draw_w=power,
-        power_limit_w=700.0,
-        fan_percent=40.0,
-        clock_sm_mhz=1980.0,
-        clock_memory_mhz=2619.0,
-        ecc_volatile_uncorrected=0,
-        throttle_reasons=("sw_power_cap",),
-        time=now,
-        processes=(process,),
-    )
-    return HostState("local", "nvml", HostStatus.OK, gpus=(gpu,), updated=now)
-
-
 @pytest.fixture
 def exporter_url() -> Iterator[str]:
-    """The real collector served on loopback with the GPU above and one run."""
-    now = time.time()
-    energy = EnergyMeter()
-    energy.add([_state(now - 10, 300.0)])
-    state = _state(now, 500.0)
-    energy.add([state])
-    book = RunBook()
-    book.update([RunMetrics(RUN_ID, "local", 0.5, 0.61, 12.5, 20)], now)
-    server, thread = serve(TelemetryCollector(lambda: [state], book.runs, energy), 0, "127.0.0.1")
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/metrics"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-def _fetch(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body: bytes = response.read()
-    return body.decode()
+    with served_collector() as url:
+        yield url
 
 
 def test_dashboard_is_valid_against_grafanas_schema() -> None:
@@ -137,7 +77,7 @@ def test_schema_check_catches_a_misspelt_field() -> None:
 def test_every_queried_metric_is_one_the_exporter_emits(exporter_url: str) -> None:
     emitted = {
         sample.name
-        for family in text_string_to_metric_families(_fetch(exporter_url))
+        for family in text_string_to_metric_families(fetch(exporter_url))
         for sample in family.samples
     }
     variable = _dashboard()["templating"]["list"][1]["definition"]
@@ -157,66 +97,16 @@ def test_every_queried_metric_is_one_the_exporter_emits(exporter_url: str) -> No
     } <= used
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _with_variables(query: str) -> str:
     for name, value in VARIABLES.items():
         query = query.replace(name, value)
     return query
 
 
-@pytest.mark.skipif(
-    shutil.which("prometheus") is None,
-    reason="prometheus not installed (Debian package prometheus)",
-)
+@needs_prometheus
 def test_prometheus_answers_every_panel_query(exporter_url: str, tmp_path: Path) -> None:
-    target = urllib.parse.urlsplit(exporter_url).netloc
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: seglab\n    static_configs: [{{targets: ['{target}']}}]\n"
-    )
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            "prometheus",
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    api = f"http://127.0.0.1:{port}/api/v1/query?"
-    answers: dict[str, list[dict[str, Any]]] = {}
-    try:
-        deadline = time.monotonic() + 90
-        pending = [_with_variables(query) for query in _queries()]
-        while pending:  # rate() and increase() need two scrapes in their window
-            assert server.poll() is None, server.stderr.read() if server.stderr else ""
-            for query in list(pending):
-                try:
-                    body = json.loads(_fetch(api + urllib.parse.urlencode({"query": query})))
-                except urllib.error.HTTPError as exc:  # a bad query is a 400 with the reason
-                    pytest.fail(f"{query}: {exc.read().decode()}")
-                except OSError:
-                    break  # not listening yet
-                assert body["status"] == "success", (query, body)
-                if body["data"]["result"]:
-                    answers[query] = body["data"]["result"]
-                    pending.remove(query)
-            assert time.monotonic() < deadline, f"no data for: {pending}"
-            time.sleep(0.5)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    queries = [_with_variables(query) for query in _queries()]
+    answers = prometheus_answers(exporter_url, tmp_path, queries)
     joined = [query for query in answers if "group_right" in query]
     (runs_table,) = joined
     (row,) = answers[runs_table]

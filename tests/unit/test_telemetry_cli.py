@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -21,6 +20,8 @@ from seglab import paths
 from seglab.cli import main
 from seglab.events import Event
 from seglab.registry import Registry, RunRecord, RunStatus
+from tests.exporterlib import serving_exporter
+from tests.serving import fetch
 from tests.standin import use_standin
 
 
@@ -166,12 +167,6 @@ def _add_running_run() -> None:
         )
 
 
-def _fetch(url: str, timeout: float = 10) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        body: bytes = response.read()
-    return body.decode()
-
-
 def _ready(text: str) -> bool:
     """Whether a scrape has both GPUs' readings and the run the exporter reads itself."""
     return 'seglab_gpu_power_draw_watts{host="local",index="1"' in text and (
@@ -182,24 +177,9 @@ def _ready(text: str) -> bool:
 def test_exporter_serves_parseable_prometheus_text(monkeypatch: pytest.MonkeyPatch) -> None:
     _configure(use_standin(monkeypatch, gpus=2))
     _add_running_run()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "seglab", "exporter", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-    )
-    children: list[psutil.Process] = []
-    try:
-        assert process.stdout is not None
-        banner = process.stdout.readline()
-        assert banner.startswith("serving metrics on http://127.0.0.1:"), banner
-        url = banner.split()[3]
+    with serving_exporter() as (exporter, url):
         deadline = time.monotonic() + 20
-        while True:
-            text = _fetch(url)
-            if _ready(text):
-                break
+        while not _ready(text := fetch(url)):
             assert time.monotonic() < deadline, text
             time.sleep(0.2)
         families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -250,12 +230,8 @@ def test_exporter_serves_parseable_prometheus_text(monkeypatch: pytest.MonkeyPat
                 timeout=60,
             )
             assert (check.returncode, check.stdout + check.stderr) == (0, "")
-        children = psutil.Process(process.pid).children(recursive=True)
+        children = exporter.children(recursive=True)
         assert children, "the exporter streams nvidia-smi in a child process"
-    finally:
-        process.send_signal(signal.SIGTERM)  # SIGINT is ignored by background jobs
-        process.wait(timeout=20)
-    assert process.returncode == 0
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == [], "stopping the exporter stops its nvidia-smi stream"
 
@@ -274,18 +250,9 @@ def _listen_backlog(port: int) -> int | None:
 def test_exporter_answers_200_concurrent_scrapes(monkeypatch: pytest.MonkeyPatch) -> None:
     _configure(use_standin(monkeypatch, gpus=2))
     _add_running_run()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "seglab", "exporter", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-    )
-    try:
-        assert process.stdout is not None
-        url = process.stdout.readline().split()[3]
+    with serving_exporter() as (_, url):
         deadline = time.monotonic() + 20
-        while not _ready(_fetch(url)):
+        while not _ready(fetch(url)):
             assert time.monotonic() < deadline, "the exporter never had GPU and run readings"
             time.sleep(0.2)
         backlog = _listen_backlog(int(url.rsplit(":", 1)[1].split("/")[0]))
@@ -298,7 +265,7 @@ def test_exporter_answers_200_concurrent_scrapes(monkeypatch: pytest.MonkeyPatch
         def scrape() -> None:
             start.wait()
             try:
-                bodies.append(_fetch(url, timeout=120))
+                bodies.append(fetch(url, timeout=120))
             except OSError as exc:
                 failures.append(repr(exc))
 
@@ -312,10 +279,6 @@ def test_exporter_answers_200_concurrent_scrapes(monkeypatch: pytest.MonkeyPatch
             families = {f.name: f for f in text_string_to_metric_families(body)}
             assert len(families["seglab_gpu_power_draw_watts"].samples) == 2
             assert families["seglab_run_loss"].samples[0].value == 0.75
-    finally:
-        process.send_signal(signal.SIGTERM)  # SIGINT is ignored by background jobs
-        process.wait(timeout=20)
-    assert process.returncode == 0
 
 
 def test_exporter_rejects_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
