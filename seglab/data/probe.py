@@ -11,6 +11,7 @@ JSON object whose ``op`` is one of:
 - ``manifest``: ``root``: every file's relative path, size and mtime (ns), the partial
   files an interrupted ``sync`` left, and the free bytes there.
 - ``hash``: ``root``, ``paths``: the SHA-256 of each listed file (null when missing).
+- ``free``: ``root``: the free bytes where it is (or would be created).
 - ``prepare``: ``kind``, ``source`` (folder of the downloaded archives), ``target``:
   unpack the official archives into the trainer's layout (:func:`prepare`).
 
@@ -342,6 +343,8 @@ def answer(request: dict[str, Any]) -> Any:
         return manifest(root)
     if op == "hash":
         return hashes(root, request["paths"])
+    if op == "free":
+        return free_space(root)
     if op == "prepare":
         from_dir = os.path.expanduser(request["source"])
         return prepare(request["kind"], from_dir, os.path.expanduser(request["target"]))

@@ -1,6 +1,7 @@
 """`seglab data sync`: copy a dataset tree between machines, sending only what differs.
 
-1. Both sides list themselves (:meth:`Tree.manifest`: path, size, mtime; one command each).
+1. Both sides list themselves (:meth:`Tree.manifest`: path, size, mtime; in this process
+   for the workstation, over the host's SFTP channel for a remote host).
 2. A file is sent when the target lacks it or its size differs; when only the mtime
    differs both sides hash it, and equal contents get the source's mtime instead of a copy.
 3. Each file is written to ``.NAME.SIZE-MTIME.seglab-part`` beside its final name, in

@@ -2,9 +2,13 @@
 
 :class:`LocalTree` is a folder here (plain file calls); :class:`RemoteTree` one on a remote
 host through an SFTP channel of the host's one SSH connection (asyncssh pipelines the
-requests of a large read or write). Both list themselves with the probe's ``manifest``,
-hash with its ``hash``, read and write byte ranges, and land a finished partial file under
-its final name with one atomic rename (``posix-rename@openssh.com`` over SFTP).
+requests of a large read or write). A local tree lists itself with the probe's
+``manifest``; a remote one walks its folders over that same SFTP channel (each directory
+read returns names with their size, mtime and type; sibling folders are read
+concurrently), so no command is started on the host. Both hash with the probe's ``hash``
+(a ``python3`` command on a remote host, needed only when sizes match and mtimes
+differ), read and write byte ranges, and land a finished partial file under its final
+name with one atomic rename (``posix-rename@openssh.com`` over SFTP).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 import asyncssh
 
 from seglab.data.checks import ask
+from seglab.data.probe import PART_SUFFIX
 from seglab.errors import UnavailableError
 from seglab.machines.base import Machine
 
@@ -43,6 +48,10 @@ class Manifest:
     files: dict[str, Entry]
     parts: dict[str, Entry]
     free: int
+
+
+LISTING_FOLDERS = 16
+"""Remote folders read at once while listing a tree (each an open SFTP directory handle)."""
 
 
 def _entries(rows: Sequence[Sequence[Any]]) -> dict[str, Entry]:
@@ -158,34 +167,85 @@ class RemoteTree(Tree):
         self._dirs: set[str] = set()
         self._handles: dict[str, asyncssh.SFTPClientFile] = {}
         self._lock = asyncio.Lock()
-        self._connected = False
-
-    async def manifest(self) -> Manifest:
-        """The probe's listing, which also connects the host (see :meth:`_client`)."""
-        found = await super().manifest()
-        self._connected = True
-        return found
 
     def _abs(self, path: str) -> str:
-        root = self.root[2:] if self.root.startswith("~/") else self.root
-        return posixpath.join(root, path)
+        """``path`` under the root as SFTP names it (relative paths start at the home)."""
+        root = "." if self.root == "~" else self.root
+        root = root[2:] if root.startswith("~/") else root
+        return posixpath.join(root, path) if path else root
 
     async def _client(self) -> asyncssh.SFTPClient:
         async with self._lock:
             if self._sftp is None:
-                from seglab.remote.connection import NotConnectedError
                 from seglab.remote.machine import SSHMachine
 
                 machine = self.machine
                 assert isinstance(machine, SSHMachine)
-                if not self._connected:  # a listing connected it; else connect it now
-                    await machine.exists("/")
+                conn = await machine.connect()
                 try:
-                    conn = await machine.connection.connection(machine.wait_online)
                     self._sftp = await conn.start_sftp_client()
-                except (NotConnectedError, asyncssh.Error, OSError) as exc:
+                except (asyncssh.Error, OSError) as exc:
                     raise UnavailableError(f"cannot open SFTP to {machine.name}: {exc}") from exc
             return self._sftp
+
+    async def manifest(self) -> Manifest:
+        """Every file under the root, listed over SFTP (see the module doc); symlinks are
+        not followed, as the probe's listing does not follow them."""
+        sftp = await self._client()
+        root = self._abs("")
+        try:
+            present = (await sftp.stat(root)).type == asyncssh.FILEXFER_TYPE_DIRECTORY
+        except asyncssh.SFTPNoSuchFile:
+            present = False
+        except (asyncssh.SFTPError, OSError) as exc:
+            raise UnavailableError(f"cannot list {self}: {exc}") from exc
+        rows: list[Entry] = []
+        if present:
+            slots = asyncio.Semaphore(LISTING_FOLDERS)
+
+            async def walk(rel: str) -> None:
+                async with slots:
+                    names = await sftp.readdir(self._abs(rel))
+                folders = []
+                for name in names:
+                    filename = str(name.filename)
+                    if filename in (".", ".."):
+                        continue
+                    path = f"{rel}/{filename}" if rel else filename
+                    attrs = name.attrs
+                    if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
+                        folders.append(path)
+                    elif attrs.type == asyncssh.FILEXFER_TYPE_REGULAR:
+                        rows.append(Entry(path, attrs.size or 0, attrs.mtime or 0))
+                await asyncio.gather(*(walk(folder) for folder in folders))
+
+            try:
+                await walk("")
+            except (asyncssh.SFTPError, OSError) as exc:
+                raise UnavailableError(f"cannot list {self}: {exc}") from exc
+        rows.sort(key=lambda entry: entry.path)
+        files = {e.path: e for e in rows if not e.path.endswith(PART_SUFFIX)}
+        parts = {e.path: e for e in rows if e.path.endswith(PART_SUFFIX)}
+        return Manifest(present, files, parts, await self._free(sftp, root))
+
+    async def _free(self, sftp: asyncssh.SFTPClient, path: str) -> int:
+        """Free bytes for an unprivileged user where ``path`` is or would be created
+        (``statvfs@openssh.com`` of its nearest existing folder; the probe's answer when
+        the server lacks that extension)."""
+        while True:
+            try:
+                stat = await sftp.statvfs(path)
+            except asyncssh.SFTPNoSuchFile:
+                if path in ("", ".", "/"):
+                    raise UnavailableError(f"{self.machine.name}: no folder to measure") from None
+                path = posixpath.dirname(path) or "."
+                continue
+            except asyncssh.SFTPOpUnsupported:
+                free: int = await ask(self.machine, {"op": "free", "root": self.root})
+                return free
+            except (asyncssh.SFTPError, OSError) as exc:
+                raise UnavailableError(f"cannot measure {self}: {exc}") from exc
+            return int(stat.bavail * stat.frsize)
 
     async def read(self, path: str, offset: int, size: int) -> bytes:
         """A parallel SFTP read of the range."""

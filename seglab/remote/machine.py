@@ -107,6 +107,11 @@ class SSHMachine(Machine):
         except NotConnectedError as exc:
             raise CommandError(str(exc)) from exc
 
+    async def connect(self) -> asyncssh.SSHClientConnection:
+        """The host's connection, started on first use and awaited up to ``wait_online``
+        seconds (CommandError when the host is not online); opens no channel."""
+        return await self._conn()
+
     async def run(
         self,
         argv: Sequence[str],
