@@ -8,8 +8,10 @@ once and the runner (`python -m seglab.hostqueue`) does the rest. While it lives
 
 - CPU % of one core while waiting (samples more than 2 s from any start) and around
   starts (within 2 s of a `started` journal line), and peak RSS;
-- delay per hand-over: the `end` event time of a run to the `started` journal line of
-  the next (the GPU freed -> the next run launched), at the default 1 s poll.
+- delay per hand-over, at the default 1 s poll, from the run before to the `started`
+  journal line of the next: from its process's exit (its `exit_code` file written: the
+  GPU is free from then) and from its trainer's `end` event (which comes before the
+  trainer's own teardown).
 
     .venv/bin/python benchmarks/host_queue.py [--recipe tests/fixtures/recipes/tiny-six.yaml]
 """
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 
 from seglab.hostqueue.store import HostQueue
+from seglab.runtime.procwrap import EXIT_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
@@ -47,6 +50,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default=str(REPO / "tests/fixtures/recipes/tiny-six.yaml"))
     args = parser.parse_args()
+    load = os.getloadavg()
     home = Path(tempfile.mkdtemp(prefix="seglab-hq-bench-"))
     env = dict(os.environ)
     for var in ("CONFIG", "STATE", "DATA", "CACHE"):
@@ -85,7 +89,8 @@ def main() -> int:
     for path in runs.glob("*/events.jsonl"):
         records = [json.loads(line) for line in path.read_text().splitlines() if line]
         ends.append(records[-1]["time"])
-    delays = [min(s - e for e in ends if e <= s) for s in starts if any(e <= s for e in ends)]
+    exits = [path.stat().st_mtime for path in runs.glob(f"*/{EXIT_FILE}")]
+    print(f"load average before and after: {load} -> {os.getloadavg()}")
     print(f"runner lifetime {samples[-1][0] - samples[0][0]:.0f} s, {len(starts)} runs started")
     print(f"CPU waiting: mean {statistics.fmean(waiting):.1f} % of a core, max {max(waiting):.1f}")
     if starting:
@@ -93,10 +98,12 @@ def main() -> int:
             f"CPU around starts: mean {statistics.fmean(starting):.1f} %, max {max(starting):.1f}"
         )
     print(f"RSS peak {max(s[2] for s in samples) / 2**20:.0f} MiB")
-    print(
-        f"GPU freed -> next started: median {statistics.median(delays):.2f} s, "
-        f"max {max(delays):.2f} s (n={len(delays)})"
-    )
+    for what, times in (("process exit (GPU freed)", exits), ("end event", ends)):
+        delays = [min(s - t for t in times if t <= s) for s in starts if any(t <= s for t in times)]
+        print(
+            f"{what} -> next started: median {statistics.median(delays):.2f} s, "
+            f"max {max(delays):.2f} s (n={len(delays)})"
+        )
     return 0
 
 
