@@ -16,16 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from seglab import paths
-from seglab.desk import RunDesk
 from seglab.errors import RunError, did_you_mean
 from seglab.hosts import Inventory, load_inventory
 from seglab.kinds import RuntimeKind
-from seglab.polling import Poller
 from seglab.registry import Registry, RunRecord
-from seglab.runs import RunManager, Submitted
-from seglab.scheduler import Pool, Scheduler, parse_on
 from seglab.telemetry.sample import HostStatus
-from seglab.views import Comparison, Curves, RunMetrics, RunRow, Snapshot
 from seglab.yamlpos import ConfigError, Problem
 
 log = logging.getLogger(__name__)
@@ -33,15 +28,20 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from seglab import recipes
     from seglab.data.checks import HostRows
+    from seglab.desk import RunDesk
     from seglab.forwards import OpenForward
     from seglab.machines import LoopThread, Machine, MachineSync
+    from seglab.polling import Poller
     from seglab.remote.bridge import RemoteBridge
     from seglab.report.gather import RunSummary, SampleImage
     from seglab.report.select import Selection
+    from seglab.runs import RunManager, Submitted
     from seglab.runs.hostqueues import QueuedRun
     from seglab.runtime import LogLine
+    from seglab.scheduler import Pool, Scheduler
     from seglab.telemetry.live import LiveTelemetry
     from seglab.telemetry.sample import HostState
+    from seglab.views import Comparison, Curves, RunMetrics, RunRow, Snapshot
 
 
 class Workstation:
@@ -131,6 +131,8 @@ class Workstation:
         """The run manager (runtimes per host, backed by the registry); for the façade's
         own helpers, like :meth:`_run_registry`."""
         if self._manager is None:
+            from seglab.runs import RunManager  # run machinery: not for `seglab data`
+
             self._manager = RunManager(self.inventory(), self._run_registry(), self.machine)
             host_queues = self._manager.submitter.host_queues
             host_queues.hook = self.config_dir / "hooks" / "run-end"
@@ -259,6 +261,8 @@ class Workstation:
             states = live
         else:
             states = self.loop().call(self.gpu_states(names, timeout), timeout + 30)
+        from seglab.scheduler import Scheduler
+
         return Scheduler(self.inventory(), self._run_registry(), states)
 
     def launch(
@@ -274,6 +278,8 @@ class Workstation:
         """Place and start the chosen variants of a recipe (all of them by default)."""
         loaded = self.load_recipe(recipe)
         chosen = [loaded.variant(name) for name in variants] if variants else loaded.variants
+        from seglab.scheduler import parse_on
+
         pools = parse_on(on)
         manager = self._run_manager()
         manager.reconcile()
@@ -288,6 +294,8 @@ class Workstation:
         if not pending:
             self._run_manager().submitter.sync_host_queues(throttle=True)
             return []
+        from seglab.scheduler import Pool
+
         pools = [Pool.from_dict(p) for item in pending for p in item.request["pools"]]
         return self._run_manager().pump_queue(self.scheduler(pools))
 
@@ -297,6 +305,8 @@ class Workstation:
 
     def _runs_desk(self) -> RunDesk:
         if self._desk is None:
+            from seglab.desk import RunDesk
+
             self._desk = RunDesk(
                 self._run_manager, self._run_registry, self.pump_queue, self._queue_positions
             )
@@ -406,6 +416,8 @@ class Workstation:
         """The dashboard's poll: every run, the selected recipe's curves, and now and then
         the local engines; runs are found again at first and the queue pumped often."""
         if self._poller is None:
+            from seglab.polling import Poller
+
             self._poller = Poller(self)
         return self._poller.poll(selected)
 
@@ -414,6 +426,8 @@ class Workstation:
     def placement_choices(self, states: Iterable[HostState]) -> list[tuple[str, str]]:
         """``(--on value, label)`` pairs: auto, each free GPU, and each host's CPU
         (hosts of the inventory only)."""
+        from seglab.scheduler import Scheduler
+
         scheduler = Scheduler(self.inventory(), self._run_registry())
         choices = [("auto", "auto: free GPUs on any host")]
         for state in states:
