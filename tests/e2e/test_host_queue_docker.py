@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 def _submit_and_kill(on: str) -> list[str]:
     """`seglab run tiny-six --on ON --runtime docker --wait`, SIGKILLed once the grid is
-    submitted (two started, four waiting in the host's queue); the six run ids."""
+    submitted (two started, four waiting in the host's queue) and the last variant moved
+    to the front of the queue; the six run ids."""
     workstation = start_seglab(
         "run", str(RECIPES / "tiny-six.yaml"), "--on", on, "--runtime", "docker", "--wait"
     )
@@ -34,6 +35,8 @@ def _submit_and_kill(on: str) -> list[str]:
     assert [(w["host"], w["position"]) for w in waiting] == [(host, i) for i in (1, 2, 3, 4)]
     assert [w["run_id"] for w in waiting] == ids[2:], "two start at once, four wait"
     assert "CPU slots" in waiting[0]["why"], waiting[0]
+    moved = seglab("queue", "up", ids[5], "3").stdout  # through the host's lock (over SSH)
+    assert f"position 1 on {host}" in moved, moved
     workstation.send_signal(signal.SIGKILL)
     workstation.wait()
     return ids
@@ -56,6 +59,7 @@ def _all_six_ran_once_two_at_a_time(runs: Path, ids: list[str], by_runner: list[
     assert most_at_once(spans) <= 2, spans
     started = [e["run_id"] for e in queue.journal() if e["kind"] == "started"]
     assert sorted(started) == sorted(by_runner)
+    assert started.index(ids[5]) < min(started.index(i) for i in ids[2:5]), "moved up first"
 
     rows = {row["run_id"]: row for row in ps()}
     assert set(ids) <= set(rows)
