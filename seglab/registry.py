@@ -98,13 +98,16 @@ class Registry:
                 return conn
             self._drop()  # the file was set aside (or deleted) since: open the new one
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        seen = identity(self.path)
-        try:
-            conn = self._open()
-        except UnusableRegistryError as exc:
-            self._set_aside(exc.reason, seen)
+        # Opened under the set-aside lock: no thread or process renames the file (or its
+        # WAL) while another opens, switches to WAL or migrates it.
+        with locked(self._lock_path):
             seen = identity(self.path)
-            conn = self._open()
+            try:
+                conn = self._open()
+            except UnusableRegistryError as exc:
+                self._move_aside(exc.reason, seen)
+                seen = identity(self.path)
+                conn = self._open()
         self._local.conn, self._local.pid = conn, os.getpid()
         self._local.file = seen or identity(self.path)  # None: SQLite has just created it
         with self._lock:
@@ -153,14 +156,22 @@ class Registry:
         set aside by another seglab process or thread already, and is left alone.
         """
         self._drop()
-        with locked(self.path.with_name(self.path.name + ".lock")):
-            if identity(self.path) != seen:
-                return
-            aside = aside_name(self.path)
-            for suffix in ("-wal", "-shm", ""):  # the WAL first: a fresh file must not find it
-                source = self.path.with_name(self.path.name + suffix)
-                if source.exists():
-                    source.rename(aside.with_name(aside.name + suffix))
+        with locked(self._lock_path):
+            self._move_aside(reason, seen)
+
+    @property
+    def _lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def _move_aside(self, reason: str, seen: tuple[int, int] | None) -> None:
+        """:meth:`_set_aside` with its lock held."""
+        if identity(self.path) != seen:
+            return
+        aside = aside_name(self.path)
+        for suffix in ("-wal", "-shm", ""):  # the WAL first: a fresh file must not find it
+            source = self.path.with_name(self.path.name + suffix)
+            if source.exists():
+                source.rename(aside.with_name(aside.name + suffix))
         log.warning(
             "seglab: the registry %s cannot be used (%s); moved it to %s and started a "
             "fresh one, which seglab refills from the hosts",

@@ -3,6 +3,7 @@ rising mIoU; `s` stops one; a new app instance finds the same runs."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, Select
 
+from seglab.events import stop_exit_status
 from seglab.kinds import RuntimeKind
 from seglab.registry import RunStatus
 from seglab.tui.app import SeglabApp
@@ -86,7 +88,7 @@ async def test_new_run_progress_log_miou_stop_and_reopen() -> None:
         await wait_until(
             pilot, lambda: row(pilot, long).status == RunStatus.STOPPED, 120, "the stop"
         )
-        assert row(pilot, long).exit_code == 0
+        assert row(pilot, long).exit_code == stop_exit_status(signal.SIGTERM)  # 143: clean
 
         # The tiny run progresses to the end with a log and a rising mIoU.
         await select_run(pilot, tiny)
