@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from seglab.hostqueue.store import HostQueue
+
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "tests" / "fixtures" / "recipes"
 SITE = (
@@ -100,6 +102,28 @@ def most_at_once(spans: list[tuple[float, float]]) -> int:
         now += step
         most = max(most, now)
     return most
+
+
+def grid_ran_once(runs: Path, count: int, at_once: int, timeout: float) -> list[str]:
+    """Wait until ``count`` runs under the runs root ``runs`` have ended and its host's
+    queue runner has exited; check that each ran exactly once and finished, never more
+    than ``at_once`` at a time, and that the queue is empty. The ids the runner started,
+    in order."""
+    ended = wait_for(
+        lambda: len(ended_runs(runs)) == count and ended_runs(runs), timeout, f"{count} ends"
+    )
+    queue = HostQueue(runs)
+    wait_for(lambda: not queue.pid_file.exists(), 60, "the runner to exit")
+    assert queue.items() == []
+    spans = []
+    for records in ended:
+        starts = [r for r in records if r["kind"] == "start"]
+        ends = [r for r in records if r["kind"] == "end"]
+        assert len(starts) == 1 and len(ends) == 1, "each variant ran exactly once"
+        assert ends[0]["status"] == "finished", ends
+        spans.append((starts[0]["time"], ends[0]["time"]))
+    assert most_at_once(spans) <= at_once, spans
+    return [e["run_id"] for e in queue.journal() if e["kind"] == "started"]
 
 
 def final(run_id: str) -> dict[str, Any] | None:

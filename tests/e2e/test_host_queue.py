@@ -20,6 +20,7 @@ from tests.e2e.runlib import (
     REPO,
     ended_runs,
     events_file,
+    grid_ran_once,
     most_at_once,
     ps,
     seglab,
@@ -63,19 +64,8 @@ def test_grid_goes_on_after_the_workstation_is_killed(
     workstation.wait()
 
     # No seglab command from here on: the host's runner alone starts the rest.
-    ended = wait_for(lambda: len(ended_runs(runs)) == 6 and ended_runs(runs), 900, "six ended runs")
-    wait_for(lambda: not queue.pid_file.exists(), 60, "the runner to exit")
-    assert queue.items() == []
-    spans = []
-    for records in ended:
-        starts = [r for r in records if r["kind"] == "start"]
-        ends = [r for r in records if r["kind"] == "end"]
-        assert len(starts) == 1 and len(ends) == 1, "each variant ran exactly once"
-        assert ends[0]["status"] == "finished"
-        spans.append((starts[0]["time"], ends[0]["time"]))
-    assert most_at_once(spans) <= 2, spans
+    started = grid_ran_once(runs, 6, 2, 900)
     journal = queue.journal()
-    started = [e["run_id"] for e in journal if e["kind"] == "started"]
     assert len(started) == len(set(started)) == 4
     assert started[0] == ids[5], "moved to the front, started first"
     assert {e["run_id"] for e in journal if e["kind"] == "ended"} == set(started)

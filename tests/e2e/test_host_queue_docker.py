@@ -14,8 +14,7 @@ from typing import Any
 import docker
 import pytest
 
-from seglab.hostqueue.store import HostQueue
-from tests.e2e.runlib import RECIPES, ended_runs, most_at_once, ps, seglab, start_seglab, wait_for
+from tests.e2e.runlib import RECIPES, grid_ran_once, ps, seglab, start_seglab
 from tests.e2e.sshd import Lab, SecondEngine, write_hosts_yaml
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -45,19 +44,7 @@ def _submit_and_kill(on: str) -> list[str]:
 def _all_six_ran_once_two_at_a_time(runs: Path, ids: list[str], by_runner: list[str]) -> None:
     """Every variant ended once, never more than two at a time; the runner started
     ``by_runner``; `seglab ps` shows all six finished with a best mIoU."""
-    ended = wait_for(lambda: len(ended_runs(runs)) == 6 and ended_runs(runs), 1200, "six ends")
-    queue = HostQueue(runs)
-    wait_for(lambda: not queue.pid_file.exists(), 60, "the runner to exit")
-    assert queue.items() == []
-    spans = []
-    for records in ended:
-        starts = [r for r in records if r["kind"] == "start"]
-        ends = [r for r in records if r["kind"] == "end"]
-        assert len(starts) == 1 and len(ends) == 1, "each variant ran exactly once"
-        assert ends[0]["status"] == "finished", ends
-        spans.append((starts[0]["time"], ends[0]["time"]))
-    assert most_at_once(spans) <= 2, spans
-    started = [e["run_id"] for e in queue.journal() if e["kind"] == "started"]
+    started = grid_ran_once(runs, 6, 2, 1200)
     assert sorted(started) == sorted(by_runner)
     assert started.index(ids[5]) < min(started.index(i) for i in ids[2:5]), "moved up first"
 
