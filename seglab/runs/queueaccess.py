@@ -77,7 +77,17 @@ class QueueAccess:
                 f"`pip install seglab` on {self.host.name}, or set `python:` for it in "
                 "hosts.yaml",
             )
-        answer: dict[str, Any] = json.loads(done.stdout)
+        # The answer is the last line: a login script may print before it.
+        lines = done.stdout.strip().splitlines()
+        try:
+            answer = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise QueueUnavailable(
+                f"{self.host.name}: `{self.host.python} -m seglab.hostqueue --op {name}` "
+                f"gave no answer seglab can read: {done.stdout.strip()[-200:]!r}"
+            )
         return answer
 
 
