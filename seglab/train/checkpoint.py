@@ -8,6 +8,7 @@ cuda) and ``event_seq`` (the last event seq written before it).
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
@@ -70,6 +71,40 @@ def save_atomic(payload: dict[str, Any], path: Path) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+# Where a file system has no hard links (some network and FAT-like mounts say so this way).
+_NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+def link_atomic(source: Path, path: Path) -> bool:
+    """Make `path` a hard link to `source`, replacing any old `path` in one rename.
+
+    best.pt is written this way when it equals last.pt: one copy on disk until the next
+    last.pt replaces its own name (a new file), which leaves best.pt as it was. Returns
+    False where the file system has no hard links (the caller then writes a copy).
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()
+    try:
+        os.link(source, tmp)
+    except OSError as exc:
+        if exc.errno in _NO_HARD_LINKS:
+            return False
+        raise
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return True
 
 
 class CheckpointError(RuntimeError):

@@ -280,8 +280,10 @@ class Trainer:
         folder = self.run_dir / ckpt.CHECKPOINT_DIR
         names = [ckpt.LAST, ckpt.BEST] if best else [ckpt.LAST]
         for name in names:
-            state = self._state()
-            ckpt.save_atomic(state, folder / name)
+            # best.pt is last.pt's file (a hard link) where the file system allows it.
+            linked = name == ckpt.BEST and ckpt.link_atomic(folder / ckpt.LAST, folder / name)
+            if not linked:
+                ckpt.save_atomic(self._state(), folder / name)
             self.events.emit(
                 "checkpoint",
                 iter=self.iter,

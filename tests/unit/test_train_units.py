@@ -87,6 +87,19 @@ def test_failed_checkpoint_write_keeps_the_old_file(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
 
 
+def test_best_is_one_file_with_last_until_last_moves_on(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    last, best = folder / checkpoint.LAST, folder / checkpoint.BEST
+    checkpoint.save_atomic({"iter": 1}, last)
+    checkpoint.save_atomic({"iter": 0}, best)  # an older best.pt is replaced in one rename
+    assert checkpoint.link_atomic(last, best)
+    assert best.stat().st_ino == last.stat().st_ino and last.stat().st_nlink == 2
+    checkpoint.save_atomic({"iter": 2}, last)  # the next last.pt is a new file
+    assert best.stat().st_ino != last.stat().st_ino
+    assert checkpoint.load(best)["iter"] == 1 and checkpoint.load(last)["iter"] == 2
+    assert sorted(p.name for p in folder.iterdir()) == [checkpoint.BEST, checkpoint.LAST]
+
+
 def test_rng_states_restore_every_generator() -> None:
     state = checkpoint.rng_state()
     expected = (random.random(), float(np.random.rand()), float(torch.rand(())))
