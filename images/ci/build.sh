@@ -33,7 +33,11 @@ if [[ ${#sources[@]} -eq 0 ]]; then
     exit 1
 fi
 
-echo "[1/2] root filesystem (mmdebstrap, bookworm, minbase) from ${sources[*]}" >&2
+# The new root is unpacked under TMPDIR: keep it beside the tarball, on the work folder's
+# file system, rather than wherever /tmp is.
+export TMPDIR="$work"
+echo "[1/2] root filesystem (mmdebstrap, bookworm, minbase) from ${sources[*]} in $work" >&2
+echo "      free there: $(df -h --output=avail "$work" | tail -n 1 | tr -d ' ') (about 400 MB is used)" >&2
 # The hooks are run by mmdebstrap, which passes the new root directory as their $1.
 # shellcheck disable=SC2016
 mmdebstrap --variant=minbase \
@@ -41,7 +45,13 @@ mmdebstrap --variant=minbase \
     --customize-hook='mkdir -p "$1/opt/seglab" "$1/usr/local/lib/python3.11/dist-packages"' \
     --customize-hook='echo /opt/seglab >"$1/usr/lib/python3/dist-packages/seglab-checkout.pth"' \
     --customize-hook='rm -rf "$1/var/cache/apt/archives/"*.deb "$1/var/lib/apt/lists/"*' \
-    bookworm "$rootfs" "${sources[@]}" >&2
+    bookworm "$rootfs" "${sources[@]}" >&2 || {
+    status=$?
+    echo "$0: mmdebstrap failed (exit $status); the file system of $work now has" \
+        "$(df -h --output=avail "$work" | tail -n 1 | tr -d ' ') free (a full disk fails" \
+        "the unpacking of the largest packages first: libc6, coreutils, perl)" >&2
+    exit "$status"
+}
 
 echo "[2/2] docker import -> $image" >&2
 docker import \
