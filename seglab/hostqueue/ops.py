@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from seglab.hostqueue.store import HostQueue
+from seglab.hostqueue.store import HostQueue, latest
 
 SUBMIT_WAIT_S = 30.0
 """How long a submission waits for the runner's first round after it (the answer then
@@ -38,8 +38,10 @@ def start_runner(queue: HostQueue) -> None:
 
 
 def ensure_runner(queue: HostQueue, args: Mapping[str, Any]) -> dict[str, Any]:
-    """Start a runner when the queue holds requests and none serves it."""
-    started = bool(queue.items()) and not queue.has_runner()
+    """Start a runner when none serves the queue and it has work: requests waiting, or
+    runs it started that have not ended (after the host restarted, say)."""
+    going = any(entry["kind"] == "started" for entry in latest(queue.journal()).values())
+    started = (bool(queue.items()) or going) and not queue.has_runner()
     if started:
         start_runner(queue)
     return {"started": started}

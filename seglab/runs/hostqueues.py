@@ -80,6 +80,7 @@ class HostQueues:
         self._access: dict[str, QueueAccess] = {}
         self._synced: dict[str, float] = {}
         self._waiting: dict[str, list[dict[str, Any]]] = {}  # each host's queue, last read
+        self._rounds: dict[str, str | None] = {}  # each host's runner round, last read
 
     @property
     def _marks(self) -> Path:
@@ -184,8 +185,10 @@ class HostQueues:
 
     def sync(self, *, throttle: bool = False) -> list[str]:
         """Apply the runners' journals to this registry's queued runs (their ids), run the
-        user's run-end hook for the runs they saw end, and start a runner for a queue whose
-        runner is gone (killed). ``throttle``: a remote host at most every
+        user's run-end hook for the runs they saw end, and start a runner where one is
+        needed and gone (killed, or the host restarted): for requests still waiting, or
+        for runs it started that have not ended (it journals their ends, and a process
+        run a reboot took down starts again). ``throttle``: a remote host at most every
         :data:`REMOTE_SYNC_S` seconds."""
         changed = []
         now = time.monotonic()
@@ -199,9 +202,9 @@ class HostQueues:
                 continue
             self._synced[name] = now
             items = self._waiting[name] = queue.items()
-            if items:
-                queue.op("ensure-runner", {})  # the last one was killed: its queue goes on
             journal = queue.journal()
+            if items or not _all_ended(journal):
+                self._ensure_runner(queue)
             for entry in journal:
                 if self.apply(queue.host, entry):
                     changed.append(entry["run_id"])
@@ -209,6 +212,16 @@ class HostQueues:
             if not queue.host.is_local and not items and _all_ended(journal):
                 (self._marks / name).unlink(missing_ok=True)
         return changed
+
+    def _ensure_runner(self, queue: QueueAccess) -> None:
+        """Start the host's runner unless its round moved on since the last look (a
+        living runner marks one a second; a remote host is asked only when it did not)."""
+        name = queue.host.name
+        mark = queue.round_mark()
+        moved = name in self._rounds and mark is not None and mark != self._rounds[name]
+        self._rounds[name] = mark
+        if queue.host.is_local or not moved:
+            queue.op("ensure-runner", {})  # in-process locally: no need to spare it
 
     def _notify(self, host: Host, journal: Sequence[dict[str, Any]]) -> None:
         """Run the user's run-end hook once per run of this registry whose end the

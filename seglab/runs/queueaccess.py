@@ -62,6 +62,11 @@ class QueueAccess:
         text = self._read("journal.jsonl")
         return [] if text is None else parse_journal(text)
 
+    def round_mark(self) -> str | None:
+        """The runner's last round as the host wrote it (None before any); it changes
+        every round while a runner lives (compared, not read as a time: clocks differ)."""
+        return self._read("round")
+
     def op(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """Run operation ``name`` of :mod:`seglab.hostqueue.ops` on the host."""
         argv = [self.host.python, "-m", "seglab.hostqueue", "--root", self.root, "--op", name]

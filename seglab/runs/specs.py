@@ -81,7 +81,9 @@ def slurm_spec(parts: SpecParts) -> LaunchSpec:
 
 
 def process_spec(parts: SpecParts) -> LaunchSpec:
-    """A detached process on this machine: this Python, the log in the run dir."""
+    """A detached process on this machine: this Python, the log in the run dir. Started
+    again after a reboot took it down (``ENGINE_RESTARTS``, not for a member of a
+    multi-node run), when seglab next looks at it."""
     env = dict(parts.env)
     if parts.dataset is not None:
         env[DATA_ENV] = parts.dataset
@@ -90,6 +92,7 @@ def process_spec(parts: SpecParts) -> LaunchSpec:
         env=env,
         log_path=parts.run_dir / "train.log",
         workdir=str(parts.run_dir),
+        restarts=0 if parts.member else ENGINE_RESTARTS,
         **parts.common,
     )
 

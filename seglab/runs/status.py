@@ -112,8 +112,12 @@ class StatusReader:
         """Keep a run that ended non-zero ended: its engine's restart policy would start
         it again at the engine's next start (docs/runtimes.md, "Surviving an engine
         restart"), while the registry, which says it ended, no longer looks at it."""
-        if record.members or not state.exit_code or not record.handle:
-            return  # finished (never restarted), or a multi-node run (no restart policy)
+        if record.members or not record.handle:
+            return  # a multi-node run (no restart policy)
+        if state.exit_code == 0:
+            return  # finished: never restarted
+        if state.exit_code is None and record.runtime != RuntimeKind.PROCESS:
+            return  # a container or job that vanished: nothing of it left to start again
         runtime = self.runtimes.get(record.host, record.runtime)
         if isinstance(runtime, RestartingRuntime):
             with contextlib.suppress(RunNotFound):  # removed meanwhile: nothing to restart

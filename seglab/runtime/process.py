@@ -6,7 +6,15 @@ to find the run again: ``train.log`` (stdout+stderr), ``process.json`` (pid and 
 start time, labels, command) and, once the run ends, ``exit_code`` written by a small
 wrapper (:mod:`seglab.runtime.procwrap`) that outlives the launcher. A pid counts as the
 run only while /proc shows the same start time (and boot), so a reused pid is never
-mistaken for it. The trainer (and all it starts) has the run id in ``SEGLAB_RUN_ID``,
+mistaken for it.
+
+The runtime is its own engine across a reboot: a run the machine took down (its process
+gone with no exit code, or stopped by the shutdown's SIGTERM/SIGHUP/SIGINT, in an earlier
+boot) starts again in its run dir, so the trainer resumes from ``last.pt``, when a seglab
+process (the host's queue runner, ``seglab ps``, the dashboard) next looks at it: at most
+``spec.restarts`` times, never after :meth:`ProcessRuntime.settle` (a user's stop or kill,
+or an end the registry recorded). The trainer (and all it starts) has the run id in
+``SEGLAB_RUN_ID``,
 which GPU telemetry attributes its processes by. The run is a process of the user running
 seglab (``spec.user`` is a container's): its files and its run dir are that user's,
 root's under root.
@@ -52,6 +60,8 @@ from seglab.runtime.spec import LaunchSpec
 PROCESS_FILE = procwrap.PROCESS_FILE
 EXIT_FILE = procwrap.EXIT_FILE
 _POLL = 0.1
+# How a machine's shutdown ends a run: 128 + the signal the trainer stopped cleanly on.
+_SHUTDOWN_CODES = {128 + signal.SIGTERM, 128 + signal.SIGHUP, 128 + signal.SIGINT}
 
 
 def process_alive(pid: int, start_time: int) -> bool:
@@ -96,38 +106,40 @@ class ProcessRuntime:
         if spec.workdir and not workdir.is_dir():
             raise LaunchFailed(f"working directory {workdir} does not exist")
         run_dir.mkdir(parents=True, exist_ok=True)
-        # One launch at a time per run dir, across seglab processes: a lock on the folder.
-        lock = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            return self._launch_locked(spec, log_path, workdir)
-        finally:
-            os.close(lock)
-
-    def _launch_locked(self, spec: LaunchSpec, log_path: Path, workdir: Path) -> str:
-        run_dir = log_path.parent
-        ref = str(run_dir)
-        if (run_dir / PROCESS_FILE).exists() and self.inspect(ref).active:
-            raise NameInUse(spec.name)
-        for stale in (PROCESS_FILE, EXIT_FILE):
-            (run_dir / stale).unlink(missing_ok=True)
-        env = {
-            **os.environ,
-            **spec.env,
-            "CUDA_VISIBLE_DEVICES": ",".join(spec.gpus),
-            RUN_ID_ENV: spec.labels.get("seglab.run_id", spec.name),
-        }
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        created_log = not log_path.exists()
-        record = json.dumps(
-            {
+        with _run_dir_lock(run_dir):
+            ref = str(run_dir)
+            if (run_dir / PROCESS_FILE).exists() and self._seen(ref, self._record(ref)).active:
+                raise NameInUse(spec.name)
+            plan = {
                 "name": spec.name,
                 "labels": dict(spec.labels),
                 "command": list(spec.command),
                 "gpus": list(spec.gpus),
+                "env": dict(spec.env),
+                "workdir": str(workdir),
                 "log_path": str(log_path),
+                "restarts": spec.restarts,
+                "restart_count": 0,
             }
-        )
+            return self._start(ref, plan)
+
+    def _start(self, ref: str, plan: Mapping[str, Any]) -> str:
+        """Start the wrapper for ``plan`` (process.json's launch fields) in run dir ``ref``
+        (its lock held); returns ``ref`` once the wrapper reports the run started."""
+        run_dir = Path(ref)
+        log_path = Path(plan["log_path"])
+        for stale in (PROCESS_FILE, EXIT_FILE):
+            (run_dir / stale).unlink(missing_ok=True)
+        labels = plan["labels"]
+        env = {
+            **os.environ,
+            **plan["env"],
+            "CUDA_VISIBLE_DEVICES": ",".join(plan["gpus"]),
+            RUN_ID_ENV: labels.get("seglab.run_id", plan["name"]),
+        }
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        created_log = not log_path.exists()
+        record = json.dumps(plan)
         report_r, report_w = os.pipe()
         try:
             with open(log_path, "ab") as log_file:
@@ -140,13 +152,13 @@ class ProcessRuntime:
                         str(report_w),
                         record,
                         "--",
-                        *spec.command,
+                        *plan["command"],
                     ],
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     env=env,
-                    cwd=workdir,
+                    cwd=plan["workdir"],
                     start_new_session=True,
                     pass_fds=(report_w,),
                 )
@@ -204,21 +216,43 @@ class ProcessRuntime:
         return record
 
     def _state(self, ref: str, record: Mapping[str, Any]) -> RuntimeState:
+        state = self._seen(ref, record)
+        return state if state.active else self._confirmed(ref)
+
+    def _confirmed(self, ref: str) -> RuntimeState:
+        """The state of a run that looked ended, read again under its run dir's lock: a
+        launch or restart in flight there ends first (the files it replaces are never
+        taken for an end), and a run the machine took down is started again (by one of
+        several seglab processes looking at once)."""
+        with _run_dir_lock(Path(ref)):
+            record = self._record(ref)
+            state = self._seen(ref, record)
+            if state.active or not _taken_down(record, state):
+                return state
+            plan = {key: record[key] for key in _PLAN_KEYS}
+            plan["restart_count"] = int(record.get("restart_count", 0)) + 1
+            self._start(ref, plan)
+            return self._seen(ref, self._record(ref))
+
+    def _seen(self, ref: str, record: Mapping[str, Any]) -> RuntimeState:
         wrapper = self._wrappers.get(ref)
         if wrapper is not None and wrapper.poll() is not None:
             del self._wrappers[ref]  # reaped: no zombie left behind by a long-lived seglab
         started = datetime.fromtimestamp(float(record["started_at"]), tz=timezone.utc)
+        detail = _restarted(record)
         ended = self._exit(ref, started)
         if ended is not None:
             return ended
         same_boot = record.get("boot_id") == procwrap.boot_id()
         if same_boot and process_alive(int(record["pid"]), int(record["start_time"])):
-            return RuntimeState("running", started_at=started, pid=int(record["pid"]))
+            return RuntimeState(
+                "running", started_at=started, pid=int(record["pid"]), detail=detail
+            )
         if same_boot and process_alive(
             int(record["wrapper_pid"]), int(record["wrapper_start_time"])
         ):
             # The run has ended and its wrapper is writing the exit code right now.
-            return RuntimeState("running", started_at=started)
+            return RuntimeState("running", started_at=started, detail=detail)
         ended = self._exit(ref, started)
         if ended is not None:
             return ended
@@ -240,9 +274,26 @@ class ProcessRuntime:
             raise RuntimeFailure(f"{path} is damaged: {exc}") from exc
         return RuntimeState("exited", exit_code=code, started_at=started, finished_at=finished)
 
+    def settle(self, ref: str) -> None:
+        """Never start the run again by itself (a user's stop or kill, or an end the
+        registry recorded); RunNotFound when it is gone."""
+        with _run_dir_lock(Path(ref)):
+            record = self._record(ref)
+            if not record.get("settled"):
+                procwrap.write_atomic(
+                    Path(ref) / PROCESS_FILE, json.dumps({**record, "settled": True}, indent=1)
+                )
+
     def inspect(self, ref: str) -> RuntimeState:
-        """running / exited(code) / dead, from process.json, /proc and exit_code."""
-        return self._state(ref, self._record(ref))
+        """running / exited(code) / dead, from process.json, /proc and exit_code; a run
+        the machine took down is started again first (see the module's docstring)."""
+        try:
+            record = self._record(ref)
+        except RunNotFound:
+            if not Path(ref).is_dir():
+                raise
+            return self._confirmed(ref)  # between two starts, or really gone
+        return self._state(ref, record)
 
     def list(self, labels: Mapping[str, str | None] | None = None) -> list[RunInfo]:
         """Runs under ``runs_root`` (one folder per run) whose labels match."""
@@ -251,13 +302,13 @@ class ProcessRuntime:
             ref = str(path.parent.resolve())
             try:
                 record = self._record(ref)
+                record_labels = {str(k): str(v) for k, v in record.get("labels", {}).items()}
+                if not matches(record_labels, labels):
+                    continue
+                state = self._state(ref, record)
             except RunNotFound:
                 continue  # removed between the glob and the read
-            record_labels = {str(k): str(v) for k, v in record.get("labels", {}).items()}
-            if matches(record_labels, labels):
-                out.append(
-                    RunInfo(ref, str(record["name"]), record_labels, self._state(ref, record))
-                )
+            out.append(RunInfo(ref, str(record["name"]), record_labels, state))
         return out
 
     def logs(
@@ -305,7 +356,9 @@ class ProcessRuntime:
             time.sleep(_POLL)
 
     def stop(self, ref: str, timeout: float = 10.0) -> None:
-        """SIGTERM to the run's process group, ``timeout`` s of grace, then SIGKILL."""
+        """SIGTERM to the run's process group, ``timeout`` s of grace, then SIGKILL (never
+        started again by itself afterwards, :meth:`settle`)."""
+        self.settle(ref)
         if not self.inspect(ref).active:
             return
         self._signal(ref, signal.SIGTERM)
@@ -313,7 +366,9 @@ class ProcessRuntime:
             self.kill(ref)
 
     def kill(self, ref: str) -> None:
-        """SIGKILL to the run's process group; returns once the exit code is recorded."""
+        """SIGKILL to the run's process group; returns once the exit code is recorded
+        (never started again by itself afterwards, :meth:`settle`)."""
+        self.settle(ref)
         self._signal(ref, signal.SIGKILL)
         if self._wait_ended(ref, 10.0).active:
             raise RuntimeFailure(f"run {ref} survived SIGKILL for 10 s")
@@ -324,10 +379,54 @@ class ProcessRuntime:
 
     def remove(self, ref: str, force: bool = False) -> None:
         """Forget the run (process.json, exit_code); train.log and the run dir stay."""
+        self.settle(ref)  # not started again by a look while it is being forgotten
         if self.inspect(ref).active:
             if not force:
                 raise RunStillRunning(ref)
             self.kill(ref)
-        for name in (PROCESS_FILE, EXIT_FILE):
-            (Path(ref) / name).unlink(missing_ok=True)
+        with _run_dir_lock(Path(ref)):
+            for name in (PROCESS_FILE, EXIT_FILE):
+                (Path(ref) / name).unlink(missing_ok=True)
         self._wrappers.pop(ref, None)
+
+
+# What process.json keeps of a launch, enough to start the run again.
+_PLAN_KEYS = ("name", "labels", "command", "gpus", "env", "workdir", "log_path", "restarts")
+
+
+@contextlib.contextmanager
+def _run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """One launch, restart or settle at a time per run dir, across seglab processes."""
+    try:
+        lock = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError as exc:
+        raise RunNotFound(str(run_dir)) from exc
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock)
+
+
+def _taken_down(record: Mapping[str, Any], state: RuntimeState) -> bool:
+    """Whether the machine ended the run (it ran in an earlier boot and vanished without an
+    exit code, or stopped on the shutdown's signal) and it may start again by itself."""
+    if record.get("settled") or record.get("boot_id") == procwrap.boot_id():
+        return False
+    if int(record.get("restart_count", 0)) >= int(record.get("restarts", 0)):
+        return False
+    if not all(key in record for key in _PLAN_KEYS):
+        return False  # written by a seglab that did not record how to start it again
+    return state.status == "dead" or state.exit_code in _SHUTDOWN_CODES
+
+
+def _restarted(record: Mapping[str, Any]) -> str | None:
+    """What a running run's message says once it was started again after a reboot."""
+    count = int(record.get("restart_count", 0))
+    if not count:
+        return None
+    times = "once" if count == 1 else f"{count} times"
+    return (
+        f"started again {times} by seglab after the machine restarted "
+        f"(at most {record['restarts']}); resumed from checkpoints/last.pt"
+    )

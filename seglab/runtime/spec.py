@@ -106,7 +106,8 @@ class LaunchSpec:
     ``process.json`` and ``exit_code``); the docker runtime keeps logs in the engine and
     ignores it. ``restarts`` is how many times a Docker engine starts the run again after
     it ended with a non-zero status, its own shutdown included (an ``on-failure`` restart
-    policy; 0: never; the other runtimes ignore it).
+    policy; 0: never), and how many times the process runtime starts it again after a
+    reboot took it down; the Slurm runtime ignores it (Slurm requeues on its own terms).
     """
 
     name: str

@@ -10,7 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from seglab.hostqueue.store import HostQueue
+from tests.standin import use_standin
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "tests" / "fixtures" / "recipes"
@@ -151,3 +154,17 @@ def stop_then_resume(run_id: str, run_dir: Path, world_size: int) -> int:
     assert resumed["resumed_from"] == saved > 0
     assert resumed["world_size"] == world_size
     return saved
+
+
+def standin_host(home: Path, monkeypatch: pytest.MonkeyPatch, gpus: int) -> Path:
+    """hosts.yaml under ``home``: `local` with ``gpus`` idle stand-in GPUs and its runs
+    root; that root."""
+    standin = use_standin(monkeypatch, gpus=gpus, phase="idle")
+    runs = home / "runs"
+    hosts = home / "config" / "seglab" / "hosts.yaml"
+    hosts.parent.mkdir(parents=True, exist_ok=True)
+    hosts.write_text(
+        "hosts:\n  local:\n    telemetry: nvidia-smi\n"
+        f"    nvidia_smi: {standin}\n    runs_root: {runs}\n"
+    )
+    return runs

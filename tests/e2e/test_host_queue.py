@@ -24,31 +24,18 @@ from tests.e2e.runlib import (
     most_at_once,
     ps,
     seglab,
+    standin_host,
     start_seglab,
     wait_for,
 )
-from tests.standin import use_standin
 
 pytestmark = pytest.mark.slow
-
-
-def _two_gpu_host(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """hosts.yaml: `local` with two stand-in GPUs and its runs root; that root."""
-    standin = use_standin(monkeypatch, gpus=2, phase="idle")
-    runs = home / "runs"
-    hosts = home / "config" / "seglab" / "hosts.yaml"
-    hosts.parent.mkdir(parents=True, exist_ok=True)
-    hosts.write_text(
-        "hosts:\n  local:\n    telemetry: nvidia-smi\n"
-        f"    nvidia_smi: {standin}\n    runs_root: {runs}\n"
-    )
-    return runs
 
 
 def test_grid_goes_on_after_the_workstation_is_killed(
     isolated_xdg: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runs = _two_gpu_host(isolated_xdg, monkeypatch)
+    runs = standin_host(isolated_xdg, monkeypatch, 2)
     workstation = start_seglab(
         "run", str(RECIPES / "tiny-six.yaml"), "--on", "local", "--runtime", "process", "--wait"
     )
@@ -90,7 +77,7 @@ def _gpu_of(run_dir: Path) -> str:
 def test_two_workstations_submitting_at_once_never_share_a_gpu(
     isolated_xdg: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runs = _two_gpu_host(isolated_xdg, monkeypatch)
+    runs = standin_host(isolated_xdg, monkeypatch, 2)
     argv = [
         sys.executable,
         "-m",

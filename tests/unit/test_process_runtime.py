@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -382,3 +384,124 @@ def test_workers_in_sessions_of_their_own_die_with_the_run(runtime: ProcessRunti
     runtime.kill(ref)
     assert runtime.inspect(ref).exit_code == 137
     assert not Path(f"/proc/{worker}").exists(), "the exit code is written once none is left"
+
+
+# A stand-in trainer that, like seglab.train, exits 128 + the signal after a clean stop,
+# and counts its starts in its run dir (a start after the first is its resume).
+RESUMING = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    starts = int(open("starts").read()) + 1 if os.path.exists("starts") else 1
+    open("starts", "w").write(str(starts))
+    def term(signum, frame):
+        print("stopping", flush=True)
+        sys.exit(128 + signum)
+    signal.signal(signal.SIGTERM, term)
+    print("start", starts, flush=True)
+    while not os.path.exists("done"):
+        time.sleep(0.05)
+    """
+)
+
+
+def resuming(runtime: ProcessRuntime, name: str, restarts: int = 3) -> str:
+    spec = spec_for(runtime.runs_root, name, RESUMING)
+    ref = runtime.launch(dataclasses.replace(spec, restarts=restarts))
+    wait_for((Path(ref) / "starts").exists)
+    return ref
+
+
+def record_of(ref: str) -> dict[str, object]:
+    record: dict[str, object] = json.loads((Path(ref) / PROCESS_FILE).read_text())
+    return record
+
+
+def in_the_next_boot(ref: str) -> None:
+    """What a reboot changes for a run's record: it was started in another boot."""
+    record = record_of(ref)
+    record["boot_id"] = "an-earlier-boot"
+    (Path(ref) / PROCESS_FILE).write_text(json.dumps(record))
+
+
+def power_cut(ref: str) -> None:
+    """The run and its wrapper vanish at once, with no exit code written."""
+    record = record_of(ref)
+    os.kill(int(str(record["wrapper_pid"])), signal.SIGKILL)
+    os.killpg(int(str(record["pid"])), signal.SIGKILL)
+
+
+def test_a_run_the_shutdown_stopped_starts_again_in_the_next_boot(
+    runtime: ProcessRuntime,
+) -> None:
+    ref = resuming(runtime, "shutdown")
+    os.killpg(int(str(record_of(ref)["pid"])), signal.SIGTERM)  # the wrapper ignores it
+    assert runtime.wait(ref, 10) == 128 + signal.SIGTERM
+    in_the_next_boot(ref)
+    state = runtime.inspect(ref)  # the first look in the new boot starts it again
+    assert state.status == "running"
+    assert state.detail is not None and "started again once" in state.detail
+    wait_for(lambda: (Path(ref) / "starts").read_text() == "2")
+    again = record_of(ref)
+    assert again["restart_count"] == 1 and again["boot_id"] != "an-earlier-boot"
+    (Path(ref) / "done").write_text("")
+    assert runtime.wait(ref, 10) == 0
+    texts = [line.text for line in runtime.logs(ref)]
+    assert texts == ["start 1", "stopping", "start 2"]
+
+
+def test_a_run_the_machine_lost_starts_again_at_most_restarts_times(
+    runtime: ProcessRuntime,
+) -> None:
+    ref = resuming(runtime, "powercut", restarts=2)
+    for attempt in (1, 2):
+        power_cut(ref)
+        wait_for(lambda: runtime._seen(ref, record_of(ref)).status == "dead")
+        in_the_next_boot(ref)
+        assert runtime.inspect(ref).status == "running"
+        assert record_of(ref)["restart_count"] == attempt
+        wait_for(lambda a=attempt: (Path(ref) / "starts").read_text() == str(a + 1))
+    power_cut(ref)
+    wait_for(lambda: runtime._seen(ref, record_of(ref)).status == "dead")
+    in_the_next_boot(ref)
+    assert runtime.inspect(ref).status == "dead"  # its tries are spent: it stays lost
+    assert (Path(ref) / "starts").read_text() == "3"
+
+
+def test_runs_stopped_by_their_user_or_ended_on_their_own_are_never_started_again(
+    runtime: ProcessRuntime,
+) -> None:
+    stopped = resuming(runtime, "stopped")
+    runtime.stop(stopped)  # seglab stop: settled first, then SIGTERM
+    killed = resuming(runtime, "killed")
+    runtime.kill(killed)
+    failed = runtime.launch(spec_for(runtime.runs_root, "failed", "raise SystemExit(1)"))
+    by_hand = resuming(runtime, "byhand")
+    os.killpg(int(str(record_of(by_hand)["pid"])), signal.SIGTERM)
+    assert runtime.wait(by_hand, 10) == 143
+    runtime.settle(by_hand)  # what seglab does once its registry records the end
+    same_boot = resuming(runtime, "sameboot")
+    os.killpg(int(str(record_of(same_boot)["pid"])), signal.SIGTERM)
+    assert runtime.wait(same_boot, 10) == 143
+    assert runtime.inspect(same_boot).status == "exited"  # no reboot: nothing restarts
+    for ref in (stopped, killed, failed, by_hand):
+        runtime.wait(ref, 10)
+        in_the_next_boot(ref)
+    codes = {
+        Path(ref).name: runtime.inspect(ref).exit_code for ref in (stopped, killed, failed, by_hand)
+    }
+    assert codes == {"stopped": 143, "killed": 137, "failed": 1, "byhand": 143}
+    assert all((Path(ref) / "starts").read_text() == "1" for ref in (stopped, killed, by_hand))
+
+
+def test_seglab_processes_looking_at_once_start_it_once(runtime: ProcessRuntime) -> None:
+    ref = resuming(runtime, "race")
+    power_cut(ref)
+    wait_for(lambda: runtime._seen(ref, record_of(ref)).status == "dead")
+    in_the_next_boot(ref)
+    lookers = [ProcessRuntime(runtime.runs_root) for _ in range(6)]
+    with ThreadPoolExecutor(len(lookers)) as pool:
+        states = list(pool.map(lambda rt: rt.inspect(ref), lookers))
+    assert {state.status for state in states} == {"running"}
+    assert record_of(ref)["restart_count"] == 1
+    wait_for(lambda: (Path(ref) / "starts").read_text() == "2")
+    assert [line.text for line in runtime.logs(ref)].count("start 2") == 1
