@@ -39,9 +39,14 @@ def start_runner(queue: HostQueue) -> None:
 
 def ensure_runner(queue: HostQueue, args: Mapping[str, Any]) -> dict[str, Any]:
     """Start a runner when none serves the queue and it has work: requests waiting, or
-    runs it started that have not ended (after the host restarted, say)."""
+    runs it started that have not ended (after the host restarted, say). Not before a
+    workstation has written the host's settings: a runner could do nothing without them."""
     going = any(entry["kind"] == "started" for entry in latest(queue.journal()).values())
-    started = (bool(queue.items()) or going) and not queue.has_runner()
+    started = (
+        (bool(queue.items()) or going)
+        and queue.host_settings() is not None
+        and not queue.has_runner()
+    )
     if started:
         start_runner(queue)
     return {"started": started}

@@ -11,12 +11,15 @@ from pathlib import Path
 import pytest
 
 from seglab.errors import RunError
+from seglab.hostqueue import ops
 from seglab.hostqueue.store import HostQueue, host_of, host_settings
 from seglab.hosts import Inventory, local_host
 from seglab.registry import Registry, RunRecord, RunStatus
 from seglab.runs.hostio import HostIO
 from seglab.runs.hostqueues import HostQueues, request
 from seglab.scheduler import Pool, Scheduler, parse_on
+from tests.e2e.runlib import wait_for
+from tests.standin import use_standin
 
 HOLD = """
 import fcntl, sys
@@ -210,3 +213,33 @@ def test_sync_keeps_each_queued_runs_place(queues: HostQueues) -> None:
     queue.write([])
     queues.sync()
     assert queues.positions() == {}
+
+
+def test_a_runner_starts_again_for_runs_it_started_that_have_not_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = tmp_path / "runs"
+    standin = use_standin(monkeypatch, gpus=1, phase="idle")
+    host = local_host(runs_root=runs, nvidia_smi=str(standin), telemetry="nvidia-smi")
+    queue = HostQueue(runs)
+    assert ops.ensure_runner(queue, {}) == {"started": False}, "no work"
+    # A run the last runner started, then the runner was killed (or the host restarted).
+    queue.note(
+        "started",
+        "tiny.a.000001",
+        handle=str(runs / "tiny.a.000001"),
+        gpus=[],
+        run_dir=str(runs / "tiny.a.000001"),
+        runtime="process",
+        started_at=1.0,
+    )
+    assert ops.ensure_runner(queue, {}) == {"started": False}, "no host settings yet"
+    queue.set_host(host_settings(host))
+    assert ops.ensure_runner(queue, {}) == {"started": True}
+    # The new runner journals the run's end (its run dir is gone: lost) and exits.
+    ended = wait_for(
+        lambda: [e for e in queue.journal() if e["kind"] == "ended"], 60, "the run's end"
+    )
+    assert [(e["run_id"], e["status"]) for e in ended] == [("tiny.a.000001", "lost")]
+    wait_for(lambda: not queue.has_runner(), 60, "the runner to exit")
+    assert ops.ensure_runner(queue, {}) == {"started": False}, "nothing left to serve"
