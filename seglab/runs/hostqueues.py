@@ -11,6 +11,7 @@ dir; failed: why) and runs the user's run-end hook for the ends it journalled.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 HOOK_TIMEOUT_S = 30.0
 REMOTE_SYNC_S = 10.0
+RUNNER_SILENT_S = 5.0
+"""How long a remote runner's round mark may stand still before seglab asks the host to
+start a runner (a living one marks a round every second or so)."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,6 @@ class HostQueues:
         self._access: dict[str, QueueAccess] = {}
         self._synced: dict[str, float] = {}
         self._waiting: dict[str, list[dict[str, Any]]] = {}  # each host's queue, last read
-        self._rounds: dict[str, str | None] = {}  # each host's runner round, last read
 
     @property
     def _marks(self) -> Path:
@@ -214,14 +217,30 @@ class HostQueues:
         return changed
 
     def _ensure_runner(self, queue: QueueAccess) -> None:
-        """Start the host's runner unless its round moved on since the last look (a
-        living runner marks one a second; a remote host is asked only when it did not)."""
-        name = queue.host.name
+        """Start the host's runner where none lives. Locally that is one in-process check.
+        A remote host is asked (a command over SSH) only when its runner's ``round`` mark,
+        which a living runner rewrites every round, has stood still for
+        :data:`RUNNER_SILENT_S` seconds: the mark and when it was first seen are kept
+        under ``<state dir>/host-rounds/``, so one-shot commands (`seglab ps`) spare the
+        host too."""
+        if queue.host.is_local:
+            queue.op("ensure-runner", {})
+            return
         mark = queue.round_mark()
-        moved = name in self._rounds and mark is not None and mark != self._rounds[name]
-        self._rounds[name] = mark
-        if queue.host.is_local or not moved:
-            queue.op("ensure-runner", {})  # in-process locally: no need to spare it
+        saved = self._marks.parent / "host-rounds" / queue.host.name
+        try:
+            seen, since = json.loads(saved.read_text())
+        except (FileNotFoundError, ValueError):
+            seen, since = None, 0.0
+        now = time.time()
+        if mark is None or mark != seen:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps([mark, now]))
+            if mark is not None and seen is not None:
+                return  # it moved since the last look: a runner lives
+        elif now - since < RUNNER_SILENT_S:
+            return  # too soon to tell
+        queue.op("ensure-runner", {})
 
     def _notify(self, host: Host, journal: Sequence[dict[str, Any]]) -> None:
         """Run the user's run-end hook once per run of this registry whose end the

@@ -23,6 +23,7 @@ root's under root.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -217,7 +218,9 @@ class ProcessRuntime:
 
     def _state(self, ref: str, record: Mapping[str, Any]) -> RuntimeState:
         state = self._seen(ref, record)
-        return state if state.active else self._confirmed(ref)
+        if state.active or (state.status != "dead" and not _may_restart(record)):
+            return state  # an exit code read without the lock: only a restart could change it
+        return self._confirmed(ref)
 
     def _confirmed(self, ref: str) -> RuntimeState:
         """The state of a run that looked ended, read again under its run dir's lock: a
@@ -231,7 +234,20 @@ class ProcessRuntime:
                 return state
             plan = {key: record[key] for key in _PLAN_KEYS}
             plan["restart_count"] = int(record.get("restart_count", 0)) + 1
-            self._start(ref, plan)
+            exit_file = Path(ref) / EXIT_FILE
+            exit_text = exit_file.read_text() if exit_file.exists() else None
+            try:
+                self._start(ref, plan)
+            except (LaunchFailed, OSError) as exc:
+                # Put the ended run back as it was, never to be tried again, and say why.
+                why = f"could not start it again after the machine restarted: {exc}"
+                procwrap.write_atomic(
+                    Path(ref) / PROCESS_FILE,
+                    json.dumps({**record, "settled": True, "restart_error": why}, indent=1),
+                )
+                if exit_text is not None:
+                    procwrap.write_atomic(exit_file, exit_text)
+                return dataclasses.replace(state, error=why)
             return self._seen(ref, self._record(ref))
 
     def _seen(self, ref: str, record: Mapping[str, Any]) -> RuntimeState:
@@ -408,15 +424,21 @@ def _run_dir_lock(run_dir: Path) -> Iterator[None]:
         os.close(lock)
 
 
-def _taken_down(record: Mapping[str, Any], state: RuntimeState) -> bool:
-    """Whether the machine ended the run (it ran in an earlier boot and vanished without an
-    exit code, or stopped on the shutdown's signal) and it may start again by itself."""
+def _may_restart(record: Mapping[str, Any]) -> bool:
+    """Whether the run, if the machine ended it, may start again by itself: it ran in an
+    earlier boot, nobody settled it, it has tries left and its record says how."""
     if record.get("settled") or record.get("boot_id") == procwrap.boot_id():
         return False
     if int(record.get("restart_count", 0)) >= int(record.get("restarts", 0)):
         return False
-    if not all(key in record for key in _PLAN_KEYS):
-        return False  # written by a seglab that did not record how to start it again
+    return all(key in record for key in _PLAN_KEYS)  # an older seglab's record: no
+
+
+def _taken_down(record: Mapping[str, Any], state: RuntimeState) -> bool:
+    """Whether the machine ended the run (it vanished without an exit code, or stopped on
+    the shutdown's signal, in an earlier boot) and it may start again by itself."""
+    if not _may_restart(record):
+        return False
     return state.status == "dead" or state.exit_code in _SHUTDOWN_CODES
 
 
@@ -428,5 +450,5 @@ def _restarted(record: Mapping[str, Any]) -> str | None:
     times = "once" if count == 1 else f"{count} times"
     return (
         f"started again {times} by seglab after the machine restarted "
-        f"(at most {record['restarts']}); resumed from checkpoints/last.pt"
+        f"(at most {record['restarts']}); the trainer resumes from checkpoints/last.pt"
     )

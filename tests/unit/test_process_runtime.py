@@ -505,3 +505,20 @@ def test_seglab_processes_looking_at_once_start_it_once(runtime: ProcessRuntime)
     assert record_of(ref)["restart_count"] == 1
     wait_for(lambda: (Path(ref) / "starts").read_text() == "2")
     assert [line.text for line in runtime.logs(ref)].count("start 2") == 1
+
+
+def test_a_restart_that_cannot_start_leaves_the_run_ended_and_says_why(
+    runtime: ProcessRuntime,
+) -> None:
+    ref = resuming(runtime, "nopython")
+    os.killpg(int(str(record_of(ref)["pid"])), signal.SIGTERM)
+    assert runtime.wait(ref, 10) == 143
+    in_the_next_boot(ref)
+    record = record_of(ref)
+    record["command"] = ["/nonexistent/python", "-c", "pass"]  # gone since the reboot
+    (Path(ref) / PROCESS_FILE).write_text(json.dumps(record))
+    state = runtime.inspect(ref)
+    assert (state.status, state.exit_code) == ("exited", 143)
+    assert state.error is not None and "could not start it again" in state.error
+    assert record_of(ref)["settled"] is True  # never tried again
+    assert [info.state.exit_code for info in runtime.list()] == [143]
