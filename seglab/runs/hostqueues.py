@@ -230,7 +230,7 @@ class HostQueues:
         saved = self._marks.parent / "host-rounds" / queue.host.name
         try:
             seen, since = json.loads(saved.read_text())
-        except (FileNotFoundError, ValueError):
+        except (FileNotFoundError, ValueError, TypeError):  # none yet, or damaged
             seen, since = None, 0.0
         now = time.time()
         if mark is None or mark != seen:

@@ -12,7 +12,6 @@ import errno
 import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +54,11 @@ def save_atomic(payload: dict[str, Any], path: Path) -> None:
     kept = "; the previous checkpoint there is kept" if path.exists() else ""
     with storage.guard(path, kept):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        tmp = Path(tmp_name)
+        # One writer per run dir (its trainer's main rank): a fixed name, so a file left by
+        # a trainer killed mid-write is overwritten by the next write, not kept forever.
+        tmp = _temporary(path)
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with open(tmp, "wb") as handle:
                 torch.save(payload, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -66,11 +66,21 @@ def save_atomic(payload: dict[str, Any], path: Path) -> None:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_dir(path.parent)
+
+
+def _temporary(path: Path) -> Path:
+    """The name `path` is written under before its rename (hidden, in the same folder)."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable."""
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 # Where a file system has no hard links (some network and FAT-like mounts say so this way).
@@ -84,26 +94,21 @@ def link_atomic(source: Path, path: Path) -> bool:
     last.pt replaces its own name (a new file), which leaves best.pt as it was. Returns
     False where the file system has no hard links (the caller then writes a copy).
     """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.unlink()
-    try:
-        os.link(source, tmp)
-    except OSError as exc:
-        if exc.errno in _NO_HARD_LINKS:
-            return False
-        raise
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    tmp = _temporary(path)
+    tmp.unlink(missing_ok=True)  # left by a trainer killed between link and rename
+    with storage.guard(path, "; the previous checkpoint there is kept"):
+        try:
+            os.link(source, tmp)
+        except OSError as exc:
+            if exc.errno in _NO_HARD_LINKS:
+                return False
+            raise
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
     return True
 
 

@@ -87,9 +87,12 @@ def test_failed_checkpoint_write_keeps_the_old_file(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
 
 
-def test_best_is_one_file_with_last_until_last_moves_on(tmp_path: Path) -> None:
+def test_best_is_one_file_with_last_until_last_moves_on_and_no_temp_stays(tmp_path: Path) -> None:
     folder = tmp_path / "checkpoints"
     last, best = folder / checkpoint.LAST, folder / checkpoint.BEST
+    folder.mkdir()
+    for name in (".last.pt.tmp", ".best.pt.tmp"):  # left by a trainer killed mid-write
+        (folder / name).write_bytes(b"partial")
     checkpoint.save_atomic({"iter": 1}, last)
     checkpoint.save_atomic({"iter": 0}, best)  # an older best.pt is replaced in one rename
     assert checkpoint.link_atomic(last, best)
