@@ -144,7 +144,9 @@ class Registry:
     def _drop(self) -> None:
         """Close this thread's connection (the next call opens a new one)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        self._local = threading.local()
+        # This thread's state only: replacing the threading.local would also wipe the
+        # other threads' (they would forget which file their connection is to).
+        vars(self._local).clear()
         if conn is not None:
             with self._lock:
                 self._opened = [(pid, c) for pid, c in self._opened if c is not conn]
